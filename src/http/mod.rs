@@ -1,0 +1,120 @@
+//! The HTTP edge, and the only module that imports warp: routes, the public base
+//! URL of each request, and the one `recover` that turns rejections into JSON.
+//!
+//! Once a route matches, its handler answers by itself (never rejects), so a bad
+//! body cannot make warp fall through to a misleading 405 from another route.
+
+pub mod health;
+pub mod twiml;
+pub mod ws;
+
+use std::convert::Infallible;
+
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::server::AppState;
+
+/// Largest webhook body we read (Twilio's are a few KiB).
+pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// All routes of the server.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    health::routes(state.clone())
+        .or(twiml::routes(state.clone()))
+        .unify()
+        .or(ws::routes(state))
+        .unify()
+        .recover(recover)
+        .unify()
+        .with(warp::trace::request())
+        .map(Reply::into_response)
+        .boxed()
+}
+
+/// Hands the shared state to a handler.
+pub fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The public base URLs of this server, as Twilio reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicBase {
+    /// `https://host` (no trailing slash).
+    pub http: String,
+    /// `wss://host`.
+    pub ws: String,
+}
+
+impl PublicBase {
+    pub fn from_http(base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        let ws = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            format!("wss://{base}")
+        };
+        Self {
+            http: base.to_string(),
+            ws,
+        }
+    }
+}
+
+/// The public base: `PUBLIC_URL` (or Railway's domain) when configured, else rebuilt
+/// from `X-Forwarded-Proto`/`X-Forwarded-Host`/`Host`.
+pub fn public_base(
+    state: AppState,
+) -> impl Filter<Extract = (PublicBase,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("x-forwarded-proto")
+        .and(warp::header::optional::<String>("x-forwarded-host"))
+        .and(warp::header::optional::<String>("host"))
+        .map(move |proto: Option<String>, fwd_host: Option<String>, host: Option<String>| {
+            if let Some(url) = &state.config.public_url {
+                return PublicBase::from_http(url);
+            }
+            let first = |v: Option<String>| {
+                v.and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
+                    .filter(|s| !s.is_empty())
+            };
+            let proto = first(proto).unwrap_or_else(|| "http".to_string());
+            let host = first(fwd_host)
+                .or_else(|| first(host))
+                .unwrap_or_else(|| format!("localhost:{}", state.config.port));
+            PublicBase::from_http(&format!("{proto}://{host}"))
+        })
+}
+
+/// A JSON error body with a status.
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({ "error": message })),
+        status,
+    )
+    .into_response()
+}
+
+/// The single place where unmatched requests get their answer.
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let (status, message) = if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "not found")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        (StatusCode::LENGTH_REQUIRED, "content-length required")
+    } else if rejection.find::<warp::reject::MissingHeader>().is_some()
+        || rejection.find::<warp::reject::InvalidHeader>().is_some()
+    {
+        (StatusCode::BAD_REQUEST, "missing or invalid header")
+    } else {
+        tracing::warn!(?rejection, "unhandled rejection");
+        (StatusCode::BAD_REQUEST, "bad request")
+    };
+    Ok(json_error(status, message))
+}

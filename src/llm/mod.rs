@@ -1,0 +1,163 @@
+//! The LLM seam: a small trait the agent streams from, and its providers.
+//!
+//! A provider turns a [`LlmRequest`] (the conversation so far and the tools on offer)
+//! into a stream of [`LlmEvent`]s. The stream is lazy: nothing is sent until it is
+//! first polled, and dropping it drops the upstream HTTP response at once, which is
+//! how an interrupted reply stops costing tokens.
+//!
+//! Providers: [`openai`] (OpenAI, Azure OpenAI and any OpenAI-compatible server) and
+//! [`scripted`] (offline, deterministic, pt-BR).
+
+pub mod openai;
+pub mod scripted;
+
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use serde::Serialize;
+
+use crate::config::{LlmConfig, LlmProviderKind};
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// A tool call the model asked for, with its arguments as the JSON text it produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One message of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+    /// Tool calls of an assistant message.
+    pub tool_calls: Vec<ToolCall>,
+    /// For a tool result: the call it answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+    /// The result of a tool call, answering `call_id`.
+    pub fn tool(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::new(Role::Tool, content)
+        }
+    }
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// What the agent asks the model.
+#[derive(Debug, Clone, Default)]
+pub struct LlmRequest {
+    pub messages: Vec<ChatMessage>,
+    pub tools: Vec<ToolSpec>,
+}
+
+/// One piece of a streamed reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlmEvent {
+    /// Spoken text, to be forwarded as is (never trimmed).
+    Text(String),
+    /// A fragment of a tool call; fragments with the same `index` are concatenated.
+    ToolCallDelta {
+        index: usize,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
+    /// The model finished (`stop`, `length`, `tool_calls`, ...).
+    Finished { reason: Option<String> },
+}
+
+/// Why a reply failed. The caller hears the fallback message; the call goes on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LlmError {
+    #[error("LLM request failed with HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    #[error("could not reach the LLM: {0}")]
+    Connect(String),
+    #[error("LLM stream broke: {0}")]
+    Stream(String),
+    #[error("LLM sent an error in its stream: {0}")]
+    Upstream(String),
+    #[error("LLM gave no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("LLM stream ended without any content")]
+    Empty,
+}
+
+impl LlmError {
+    /// A short label for metrics and the call summary.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "http",
+            Self::Connect(_) => "connect",
+            Self::Stream(_) => "stream",
+            Self::Upstream(_) => "upstream",
+            Self::Timeout(_) => "timeout",
+            Self::Empty => "empty",
+        }
+    }
+}
+
+/// A streamed reply.
+pub type LlmStream = BoxStream<'static, Result<LlmEvent, LlmError>>;
+
+/// A chat model the agent can stream from.
+pub trait LlmProvider: Send + Sync + 'static {
+    /// `openai`, `azure` or `scripted`.
+    fn name(&self) -> &'static str;
+    /// The model (or Azure deployment) in use.
+    fn model(&self) -> &str;
+    /// Starts a reply. Lazy: the request goes out on the first poll.
+    fn stream(&self, request: LlmRequest) -> LlmStream;
+}
+
+/// Builds the provider chosen by the configuration.
+pub fn from_config(config: &LlmConfig) -> Result<Arc<dyn LlmProvider>, LlmError> {
+    Ok(match config.provider {
+        LlmProviderKind::Scripted => Arc::new(scripted::ScriptedProvider::new(
+            config.scripted_token_delay,
+        )),
+        LlmProviderKind::OpenAi | LlmProviderKind::Azure => {
+            Arc::new(openai::OpenAiProvider::new(config)?)
+        }
+    })
+}

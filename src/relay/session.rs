@@ -1,0 +1,171 @@
+//! One ConversationRelay call: a single task, a single writer, one `select!` loop
+//! over Twilio's frames, the agent's outputs and the server's stop signal.
+//!
+//! The session only translates: Twilio messages become [`AgentInput`]s, and
+//! [`AgentOutput`]s become Twilio messages. It is generic over any
+//! `Stream<Frame> + Sink<Outbound>`, so tests can drive it without warp.
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tracing::Span;
+
+use super::protocol::{Inbound, Outbound, parse_inbound};
+use crate::agent::{Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallStats};
+use crate::llm::LlmProvider;
+use crate::metrics::Metrics;
+use crate::transport::{Frame, excerpt};
+
+/// What a session needs from the server.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub llm: Arc<dyn LlmProvider>,
+    pub settings: Arc<AgentSettings>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server's drain time is up: end the call now.
+    pub stop: CancellationToken,
+}
+
+/// Runs a call until Twilio closes the socket or the server stops.
+/// Expects to run inside the call's span (fields `call_sid`, `session_id`).
+pub async fn run<S, E>(mut socket: S, deps: SessionDeps) -> CallStats
+where
+    S: Stream<Item = Result<Frame, E>> + Sink<Outbound> + Unpin,
+    E: Display,
+    <S as Sink<Outbound>>::Error: Display,
+{
+    let _active = deps.metrics.call_started();
+    let started = Instant::now();
+    let mut agent = Agent::new(deps.llm.clone(), deps.settings.clone());
+    let mut frames_rejected: u32 = 0;
+    let end_reason: &str = loop {
+        tokio::select! {
+            // Caller input first: an interrupt must win over a token that is ready.
+            biased;
+            frame = socket.next() => match frame {
+                None | Some(Ok(Frame::Close)) => break "caller hung up",
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "WebSocket error; ending this call");
+                    break "socket error";
+                }
+                Some(Ok(Frame::Binary(len))) => {
+                    frames_rejected += 1;
+                    tracing::warn!(bytes = len, "ignoring a binary frame: ConversationRelay sends JSON text");
+                }
+                Some(Ok(Frame::Text(text))) => match parse_inbound(&text) {
+                    Ok(message) => on_message(message, &text, &mut agent),
+                    Err(e) => {
+                        frames_rejected += 1;
+                        tracing::warn!(error = %e, frame = excerpt(&text, 200), "ignoring a malformed frame");
+                    }
+                },
+            },
+            output = agent.next_output() => {
+                let message = match output {
+                    AgentOutput::Token(token) => Outbound::token(token),
+                    AgentOutput::TurnEnd => Outbound::end_of_turn(),
+                };
+                if let Err(e) = socket.send(message).await {
+                    tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                    break "socket closed while sending";
+                }
+            }
+            () = deps.stop.cancelled() => {
+                let handoff = serde_json::json!({"reasonCode": "server-shutdown"}).to_string();
+                let _ = socket.send(Outbound::End { handoff_data: Some(handoff) }).await;
+                break "server shut down";
+            }
+        }
+    };
+    agent.handle(AgentInput::Hangup);
+    let stats = agent.stats().clone();
+    deps.metrics
+        .record_call_end(stats.turns, stats.interrupts, stats.llm_errors);
+    tracing::info!(
+        duration = %humantime::format_duration(std::time::Duration::from_secs(started.elapsed().as_secs())),
+        duration_ms = started.elapsed().as_millis() as u64,
+        turns = stats.turns,
+        interrupts = stats.interrupts,
+        llm_errors = stats.llm_errors,
+        rejected_frames = frames_rejected,
+        reason = end_reason,
+        "call ended"
+    );
+    stats
+}
+
+/// Translates one Twilio message into agent input (or a log line).
+fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
+    match message {
+        Inbound::Setup(setup) => {
+            let span = Span::current();
+            span.record("call_sid", setup.call_sid.as_str());
+            span.record("session_id", setup.session_id.as_str());
+            tracing::info!(
+                from = %setup.from,
+                to = %setup.to,
+                direction = setup.direction.as_deref().unwrap_or(""),
+                parameters = setup.custom_parameters.len(),
+                "call connected"
+            );
+            if agent.call().is_some() {
+                tracing::warn!("ignoring a second setup message");
+                return;
+            }
+            agent.handle(AgentInput::CallStarted(CallInfo {
+                call_sid: setup.call_sid,
+                from: setup.from,
+                to: setup.to,
+                direction: setup.direction,
+                parameters: setup.custom_parameters,
+            }));
+        }
+        Inbound::Prompt(prompt) => {
+            if !prompt.is_final() {
+                tracing::debug!("partial prompt");
+                return;
+            }
+            if prompt.last.is_none() {
+                tracing::debug!("prompt without `last`; treating it as final");
+            }
+            tracing::debug!(chars = prompt.voice_prompt.len(), "caller spoke");
+            agent.handle(AgentInput::UserText {
+                text: prompt.voice_prompt,
+                lang: prompt.lang,
+            });
+        }
+        Inbound::Dtmf(dtmf) => {
+            let mut chars = dtmf.digit.chars();
+            match (chars.next(), chars.next()) {
+                (Some(digit), None) => agent.handle(AgentInput::Digit(digit)),
+                _ => tracing::warn!(digit = %dtmf.digit, "ignoring a dtmf message without exactly one digit"),
+            }
+        }
+        Inbound::Interrupt(interrupt) => {
+            tracing::info!(
+                heard_chars = interrupt.utterance_until_interrupt.len(),
+                played_ms = interrupt.duration_until_interrupt_ms,
+                "caller interrupted"
+            );
+            agent.handle(AgentInput::Interrupt {
+                heard: interrupt.utterance_until_interrupt,
+            });
+        }
+        Inbound::Error(error) => {
+            // Never answered: echoing errors back makes Twilio close the socket.
+            tracing::warn!(description = %error.description, "Twilio reported an error");
+        }
+        Inbound::Info(info) => {
+            tracing::debug!(name = info.name.as_deref().unwrap_or(""), value = ?info.value, "info");
+        }
+        Inbound::Unknown => {
+            tracing::info!(
+                frame = excerpt(raw, 200),
+                "ignoring a message type this version does not know"
+            );
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The server: shared state, and [`run`], which serves HTTP and WebSocket calls on
+//! an already-bound listener until a shutdown signal, then drains live calls.
+//!
+//! Draining: warp's own graceful shutdown does not wait for upgraded WebSockets, so
+//! every call runs inside a [`TaskTracker`]. On shutdown new calls are refused with
+//! 503 while `/health` keeps answering; live calls carry on until they end or the
+//! drain timeout passes, when they are told to stop and end cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::AgentSettings;
+use crate::config::Config;
+use crate::llm::{self, LlmError, LlmProvider};
+use crate::metrics::Metrics;
+use crate::relay::session::SessionDeps;
+
+/// Everything a request handler or call session may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub llm: Arc<dyn LlmProvider>,
+    pub agent_settings: Arc<AgentSettings>,
+    pub metrics: Arc<Metrics>,
+    /// Every live call.
+    pub calls: TaskTracker,
+    /// Cancelled when a drain starts: no new calls.
+    pub draining: CancellationToken,
+    /// Cancelled when the drain time is up: live calls end now.
+    pub stop: CancellationToken,
+    pub started_at: SystemTime,
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Builds the state, including the LLM provider the configuration names.
+    pub fn new(config: Config) -> Result<Self, LlmError> {
+        let llm = llm::from_config(&config.llm)?;
+        Ok(Self::with_llm(config, llm))
+    }
+
+    /// Builds the state around a given LLM provider.
+    pub fn with_llm(config: Config, llm: Arc<dyn LlmProvider>) -> Self {
+        Self {
+            agent_settings: Arc::new(AgentSettings::from_config(&config)),
+            config: Arc::new(config),
+            llm,
+            metrics: Arc::new(Metrics::default()),
+            calls: TaskTracker::new(),
+            draining: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+        }
+    }
+
+    /// What a ConversationRelay session needs.
+    pub fn session_deps(&self) -> SessionDeps {
+        SessionDeps {
+            llm: self.llm.clone(),
+            settings: self.agent_settings.clone(),
+            metrics: self.metrics.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+}
+
+/// Serves until `shutdown` completes, then drains live calls (at most the
+/// configured drain timeout) and returns.
+pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {
+    let server_stop = CancellationToken::new();
+    let routes = crate::http::routes(state.clone());
+    let server = warp::serve(routes)
+        .incoming(listener)
+        .graceful(server_stop.clone().cancelled_owned())
+        .run();
+    let server = tokio::spawn(server);
+
+    shutdown.await;
+    let live = state.calls.len();
+    tracing::info!(live_calls = live, timeout = ?state.config.drain_timeout, "draining: refusing new calls");
+    state.draining.cancel();
+    state.calls.close();
+    if tokio::time::timeout(state.config.drain_timeout, state.calls.wait())
+        .await
+        .is_err()
+    {
+        let left = state.calls.len();
+        tracing::warn!(calls = left, "drain timeout: ending the remaining calls");
+        state.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.calls.wait()).await;
+    }
+    server_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    tracing::info!("server stopped");
+}

@@ -1,0 +1,186 @@
+//! TwiML documents, built as elements and rendered with every attribute value and
+//! text XML-escaped (greetings and hints routinely contain `&`, quotes and accents).
+//! Pure: no I/O, no HTTP; used by the webhook routes and by outbound calls.
+
+use std::fmt::Write;
+
+use crate::config::RelayConfig;
+
+/// One XML element.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Element {
+    pub name: &'static str,
+    pub attrs: Vec<(&'static str, String)>,
+    pub children: Vec<Element>,
+    pub text: Option<String>,
+}
+
+impl Element {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            ..Self::default()
+        }
+    }
+
+    pub fn attr(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.attrs.push((name, value.into()));
+        self
+    }
+
+    /// Adds the attribute only when there is a value.
+    pub fn attr_opt(self, name: &'static str, value: Option<impl Into<String>>) -> Self {
+        match value {
+            Some(v) => self.attr(name, v),
+            None => self,
+        }
+    }
+
+    pub fn child(mut self, child: Element) -> Self {
+        self.children.push(child);
+        self
+    }
+
+    pub fn text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+
+    fn render_into(&self, out: &mut String) {
+        out.push('<');
+        out.push_str(self.name);
+        for (name, value) in &self.attrs {
+            let _ = write!(out, " {name}=\"{}\"", escape(value));
+        }
+        if self.children.is_empty() && self.text.is_none() {
+            out.push_str("/>");
+            return;
+        }
+        out.push('>');
+        if let Some(text) = &self.text {
+            out.push_str(&escape(text));
+        }
+        for child in &self.children {
+            child.render_into(out);
+        }
+        let _ = write!(out, "</{}>", self.name);
+    }
+}
+
+/// A whole TwiML document: `<?xml …?><Response>…</Response>`.
+pub fn response(verbs: Vec<Element>) -> String {
+    let mut out = String::from(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let mut root = Element::new("Response");
+    root.children = verbs;
+    root.render_into(&mut out);
+    out
+}
+
+/// Escapes text for an XML attribute value or text node.
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Control characters are not allowed in XML 1.0; drop them.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The `<ConversationRelay>` element for our configuration.
+pub fn conversation_relay(
+    relay: &RelayConfig,
+    ws_url: &str,
+    parameters: &[(String, String)],
+) -> Element {
+    let greeting = (!relay.welcome_greeting.is_empty()).then(|| relay.welcome_greeting.clone());
+    let mut element = Element::new("ConversationRelay")
+        .attr("url", ws_url)
+        .attr_opt("welcomeGreeting", greeting)
+        .attr_opt(
+            "welcomeGreetingInterruptible",
+            relay.welcome_greeting_interruptible.clone(),
+        )
+        .attr("language", relay.language.clone())
+        .attr("ttsProvider", relay.tts_provider.clone())
+        .attr_opt("voice", relay.tts_voice.clone())
+        .attr("transcriptionProvider", relay.transcription_provider.clone())
+        .attr_opt("speechModel", relay.speech_model.clone())
+        .attr("interruptible", relay.interruptible.clone())
+        .attr("dtmfDetection", "true")
+        .attr(
+            "reportInputDuringAgentSpeech",
+            relay.report_input_during_agent_speech.clone(),
+        )
+        .attr_opt("hints", relay.hints.clone())
+        .attr_opt("debug", relay.debug.clone())
+        .attr_opt("events", relay.events.clone());
+    for (name, value) in parameters {
+        element = element.child(
+            Element::new("Parameter")
+                .attr("name", name.clone())
+                .attr("value", value.clone()),
+        );
+    }
+    element
+}
+
+/// `<Connect action=…><ConversationRelay …/></Connect>`: the answer to an incoming call.
+pub fn connect_relay(
+    relay: &RelayConfig,
+    ws_url: &str,
+    action_url: &str,
+    parameters: &[(String, String)],
+) -> String {
+    response(vec![
+        Element::new("Connect")
+            .attr("action", action_url)
+            .child(conversation_relay(relay, ws_url, parameters)),
+    ])
+}
+
+/// `<Hangup/>`.
+pub fn hangup() -> String {
+    response(vec![Element::new("Hangup")])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn every_value_is_escaped() {
+        assert_eq!(
+            escape(r#"Tom & "Jerry" <3 'x'"#),
+            "Tom &amp; &quot;Jerry&quot; &lt;3 &apos;x&apos;"
+        );
+        let el = Element::new("Say").attr("voice", "a\"b").text("1 < 2 & ok");
+        let mut out = String::new();
+        el.render_into(&mut out);
+        assert_eq!(out, r#"<Say voice="a&quot;b">1 &lt; 2 &amp; ok</Say>"#);
+    }
+
+    #[test]
+    fn connect_relay_has_the_configured_attributes() {
+        let mut config = Config::from_vars(Default::default()).unwrap();
+        config.relay.welcome_greeting = "Olá & bem-vindo".into();
+        let xml = connect_relay(
+            &config.relay,
+            "wss://h/websocket",
+            "https://h/twiml/action",
+            &[("lead".into(), "Ana \"A\"".into())],
+        );
+        assert!(xml.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect action="https://h/twiml/action"><ConversationRelay url="wss://h/websocket" welcomeGreeting="Olá &amp; bem-vindo" language="pt-BR""#), "{xml}");
+        assert!(xml.contains(r#"dtmfDetection="true""#));
+        assert!(xml.contains(r#"<Parameter name="lead" value="Ana &quot;A&quot;"/>"#));
+        assert!(xml.ends_with("</ConversationRelay></Connect></Response>"));
+    }
+}
