@@ -224,7 +224,9 @@ impl Config {
                 .get("AZURE_OPENAI_API_VERSION")
                 .unwrap_or_else(|| "2024-10-21".to_string()),
             timeout: Duration::from_millis(env.parse("LLM_TIMEOUT_MS", 8000u64)),
-            scripted_token_delay: Duration::from_millis(env.parse("SCRIPTED_TOKEN_DELAY_MS", 35u64)),
+            scripted_token_delay: Duration::from_millis(
+                env.parse("SCRIPTED_TOKEN_DELAY_MS", 35u64),
+            ),
         };
 
         let enum_var = |env: &mut Vars, name: &str, default: &str, allowed: &[&str]| {
@@ -247,7 +249,9 @@ impl Config {
             tts_provider: env
                 .get("TTS_PROVIDER")
                 .unwrap_or_else(|| "ElevenLabs".to_string()),
-            tts_voice: env.get("TTS_VOICE").or_else(|| env.get("ELEVENLABS_VOICE_ID")),
+            tts_voice: env
+                .get("TTS_VOICE")
+                .or_else(|| env.get("ELEVENLABS_VOICE_ID")),
             transcription_provider: env
                 .get("TRANSCRIPTION_PROVIDER")
                 .unwrap_or_else(|| "Deepgram".to_string()),
@@ -359,7 +363,8 @@ mod tests {
 
     #[test]
     fn railway_domain_becomes_public_url() {
-        let c = Config::from_vars(vars(&[("RAILWAY_PUBLIC_DOMAIN", "voz.up.railway.app")])).unwrap();
+        let c =
+            Config::from_vars(vars(&[("RAILWAY_PUBLIC_DOMAIN", "voz.up.railway.app")])).unwrap();
         assert_eq!(c.public_url.as_deref(), Some("https://voz.up.railway.app"));
         let c = Config::from_vars(vars(&[
             ("RAILWAY_PUBLIC_DOMAIN", "voz.up.railway.app"),

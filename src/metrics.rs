@@ -35,8 +35,10 @@ impl Metrics {
 
     pub fn record_call_end(&self, turns: u32, interrupts: u32, llm_errors: u32) {
         self.turns.fetch_add(turns.into(), Ordering::Relaxed);
-        self.interrupts.fetch_add(interrupts.into(), Ordering::Relaxed);
-        self.llm_errors.fetch_add(llm_errors.into(), Ordering::Relaxed);
+        self.interrupts
+            .fetch_add(interrupts.into(), Ordering::Relaxed);
+        self.llm_errors
+            .fetch_add(llm_errors.into(), Ordering::Relaxed);
     }
 
     pub fn active_calls(&self) -> u64 {

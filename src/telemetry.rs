@@ -1,5 +1,5 @@
 //! Logging: `tracing` to stdout and, through `tracing-appender`, to daily files in
-//! `LOG_DIR`. `RUST_LOG` filters both; the default is `info`.
+//! `LOG_DIR`. `RUST_LOG` filters both; the default is `info` (warp's per-request lines at `warn`).
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
@@ -17,7 +17,7 @@ pub fn init(log_dir: &str) -> Result<WorkerGuard, std::io::Error> {
         .build(log_dir)
         .map_err(std::io::Error::other)?;
     let (file_writer, guard) = tracing_appender::non_blocking(file);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,warp=warn"));
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer())

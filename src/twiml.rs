@@ -111,7 +111,10 @@ pub fn conversation_relay(
         .attr("language", relay.language.clone())
         .attr("ttsProvider", relay.tts_provider.clone())
         .attr_opt("voice", relay.tts_voice.clone())
-        .attr("transcriptionProvider", relay.transcription_provider.clone())
+        .attr(
+            "transcriptionProvider",
+            relay.transcription_provider.clone(),
+        )
         .attr_opt("speechModel", relay.speech_model.clone())
         .attr("interruptible", relay.interruptible.clone())
         .attr("dtmfDetection", "true")

@@ -132,10 +132,8 @@ fn fold_with_map(text: &str) -> (String, Vec<usize>) {
             c if c.is_alphanumeric() => c,
             _ => ' ',
         };
-        if folded == ' ' {
-            if out.is_empty() || out.ends_with(' ') {
-                continue;
-            }
+        if folded == ' ' && (out.is_empty() || out.ends_with(' ')) {
+            continue;
         }
         out.push(folded);
         ends.push(end);
@@ -166,7 +164,8 @@ mod tests {
             ChatMessage::assistant("A vida é um conjunto complexo de coisas. E mais."),
         ]);
         assert_eq!(
-            h.truncate_to_heard("A vida é um conjunto complexo de").as_deref(),
+            h.truncate_to_heard("A vida é um conjunto complexo de")
+                .as_deref(),
             Some("A vida é um conjunto complexo de")
         );
         assert_eq!(h.messages()[2].content, "A vida é um conjunto complexo de");

@@ -153,8 +153,9 @@ impl Agent {
                     .iter()
                     .any(|m| m.role == crate::llm::Role::Assistant);
                 if !self.settings.welcome_greeting.is_empty() && !greeted {
-                    self.history
-                        .push(ChatMessage::assistant(self.settings.welcome_greeting.clone()));
+                    self.history.push(ChatMessage::assistant(
+                        self.settings.welcome_greeting.clone(),
+                    ));
                 }
                 self.call = Some(info);
             }

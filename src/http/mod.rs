@@ -10,6 +10,8 @@ pub mod ws;
 
 use std::convert::Infallible;
 
+use bytes::{Buf, Bytes, BytesMut};
+
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -34,8 +36,46 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// A request body of at most [`MAX_BODY_BYTES`], with or without `Content-Length`
+/// (a chunked body is cut off as soon as it grows past the limit).
+pub fn limited_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(read_limited)
+}
+
+async fn read_limited<S, B>(length: Option<u64>, body: S) -> Result<Bytes, Rejection>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    if length.is_some_and(|l| l > MAX_BODY_BYTES) {
+        return Err(warp::reject::custom(BodyTooLarge));
+    }
+    let mut body = std::pin::pin!(body);
+    let mut out = BytesMut::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+        let Ok(chunk) = chunk else {
+            return Err(warp::reject::custom(BodyTooLarge));
+        };
+        let bytes = chunk.chunk();
+        if out.len() + bytes.len() > MAX_BODY_BYTES as usize {
+            return Err(warp::reject::custom(BodyTooLarge));
+        }
+        out.extend_from_slice(bytes);
+    }
+    Ok(out.freeze())
+}
+
+/// A body over [`MAX_BODY_BYTES`] (or one that broke off while being read).
+#[derive(Debug)]
+pub struct BodyTooLarge;
+impl warp::reject::Reject for BodyTooLarge {}
+
 /// Hands the shared state to a handler.
-pub fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+pub fn with_state(
+    state: AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
     warp::any().map(move || state.clone())
 }
 
@@ -73,20 +113,22 @@ pub fn public_base(
     warp::header::optional::<String>("x-forwarded-proto")
         .and(warp::header::optional::<String>("x-forwarded-host"))
         .and(warp::header::optional::<String>("host"))
-        .map(move |proto: Option<String>, fwd_host: Option<String>, host: Option<String>| {
-            if let Some(url) = &state.config.public_url {
-                return PublicBase::from_http(url);
-            }
-            let first = |v: Option<String>| {
-                v.and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
-                    .filter(|s| !s.is_empty())
-            };
-            let proto = first(proto).unwrap_or_else(|| "http".to_string());
-            let host = first(fwd_host)
-                .or_else(|| first(host))
-                .unwrap_or_else(|| format!("localhost:{}", state.config.port));
-            PublicBase::from_http(&format!("{proto}://{host}"))
-        })
+        .map(
+            move |proto: Option<String>, fwd_host: Option<String>, host: Option<String>| {
+                if let Some(url) = &state.config.public_url {
+                    return PublicBase::from_http(url);
+                }
+                let first = |v: Option<String>| {
+                    v.and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
+                        .filter(|s| !s.is_empty())
+                };
+                let proto = first(proto).unwrap_or_else(|| "http".to_string());
+                let host = first(fwd_host)
+                    .or_else(|| first(host))
+                    .unwrap_or_else(|| format!("localhost:{}", state.config.port));
+                PublicBase::from_http(&format!("{proto}://{host}"))
+            },
+        )
 }
 
 /// A JSON error body with a status.
@@ -102,7 +144,9 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let (status, message) = if rejection.is_not_found() {
         (StatusCode::NOT_FOUND, "not found")
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some()
+        || rejection.find::<BodyTooLarge>().is_some()
+    {
         (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

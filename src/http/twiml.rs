@@ -8,7 +8,7 @@ use warp::http::header::CONTENT_TYPE;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{MAX_BODY_BYTES, PublicBase, public_base, with_state};
+use super::{PublicBase, limited_body, public_base, with_state};
 use crate::server::AppState;
 use crate::twiml;
 
@@ -25,21 +25,27 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(form_body())
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
-        .map(|form: Vec<(String, String)>, state: AppState, base: PublicBase| {
-            answer(&state, &base, &form)
-        });
+        .map(
+            |form: Vec<(String, String)>, state: AppState, base: PublicBase| {
+                answer(&state, &base, &form)
+            },
+        );
     let action = warp::path!("twiml" / "action")
         .and(warp::post())
         .and(form_body())
         .map(|form: Vec<(String, String)>| session_ended(&form));
-    action.or(answer_get).unify().or(answer_post).unify().boxed()
+    action
+        .or(answer_get)
+        .unify()
+        .or(answer_post)
+        .unify()
+        .boxed()
 }
 
 /// A form-encoded webhook body, size-limited; a body that is not a form reads as empty.
-pub fn form_body() -> impl Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejection> + Clone {
-    warp::body::content_length_limit(MAX_BODY_BYTES)
-        .and(warp::body::bytes())
-        .map(|body: Bytes| parse_form(&body))
+pub fn form_body()
+-> impl Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejection> + Clone {
+    limited_body().map(|body: Bytes| parse_form(&body))
 }
 
 /// Parses `application/x-www-form-urlencoded`, leniently.

@@ -50,8 +50,14 @@ fn refuse_new_call(state: &AppState) -> Option<Response> {
         ));
     }
     if state.calls.len() >= state.config.max_calls {
-        tracing::warn!(limit = state.config.max_calls, "refusing a call: too many live calls");
-        return Some(json_error(StatusCode::SERVICE_UNAVAILABLE, "too many calls"));
+        tracing::warn!(
+            limit = state.config.max_calls,
+            "refusing a call: too many live calls"
+        );
+        return Some(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many calls",
+        ));
     }
     None
 }
@@ -59,8 +65,9 @@ fn refuse_new_call(state: &AppState) -> Option<Response> {
 /// warp's socket as a stream of [`Frame`]s and a sink of [`Outbound`] messages.
 fn relay_socket(
     socket: WebSocket,
-) -> impl futures::Stream<Item = Result<Frame, warp::Error>> + futures::Sink<Outbound, Error = warp::Error> + Unpin
-{
+) -> impl futures::Stream<Item = Result<Frame, warp::Error>>
++ futures::Sink<Outbound, Error = warp::Error>
++ Unpin {
     socket
         .with(|out: Outbound| future::ready(Ok::<_, warp::Error>(Message::text(out.to_json()))))
         .filter_map(|message| future::ready(to_frame(message)))

@@ -153,9 +153,9 @@ pub trait LlmProvider: Send + Sync + 'static {
 /// Builds the provider chosen by the configuration.
 pub fn from_config(config: &LlmConfig) -> Result<Arc<dyn LlmProvider>, LlmError> {
     Ok(match config.provider {
-        LlmProviderKind::Scripted => Arc::new(scripted::ScriptedProvider::new(
-            config.scripted_token_delay,
-        )),
+        LlmProviderKind::Scripted => {
+            Arc::new(scripted::ScriptedProvider::new(config.scripted_token_delay))
+        }
         LlmProviderKind::OpenAi | LlmProviderKind::Azure => {
             Arc::new(openai::OpenAiProvider::new(config)?)
         }

@@ -277,9 +277,7 @@ mod tests {
     #[test]
     fn reads_text_and_finish() {
         assert_eq!(
-            events(
-                json!({"choices":[{"index":0,"delta":{"content":"Olá"},"finish_reason":null}]})
-            ),
+            events(json!({"choices":[{"index":0,"delta":{"content":"Olá"},"finish_reason":null}]})),
             vec![LlmEvent::Text("Olá".into())]
         );
         assert_eq!(
@@ -294,13 +292,13 @@ mod tests {
     fn tolerates_compatible_server_quirks() {
         // Azure's filter annotation, async-filter chunk without delta, empty finish reason.
         assert!(events(json!({"id":"","choices":[],"prompt_filter_results":[]})).is_empty());
-        assert!(
-            events(json!({"choices":[{"index":0,"content_filter_results":{}}]})).is_empty()
-        );
+        assert!(events(json!({"choices":[{"index":0,"content_filter_results":{}}]})).is_empty());
         assert!(events(json!({"choices":[{"index":0,"delta":{},"finish_reason":""}]})).is_empty());
         // Ollama: tool call without index, arguments whole.
         assert_eq!(
-            events(json!({"choices":[{"delta":{"tool_calls":[{"id":"c1","function":{"name":"end_call","arguments":"{}"}}]}}]})),
+            events(
+                json!({"choices":[{"delta":{"tool_calls":[{"id":"c1","function":{"name":"end_call","arguments":"{}"}}]}}]})
+            ),
             vec![LlmEvent::ToolCallDelta {
                 index: 0,
                 id: Some("c1".into()),

@@ -128,7 +128,10 @@ mod tests {
 
     #[test]
     fn words_keep_their_spaces() {
-        assert_eq!(split_words("Olá, tudo bem?"), vec!["Olá, ", "tudo ", "bem?"]);
+        assert_eq!(
+            split_words("Olá, tudo bem?"),
+            vec!["Olá, ", "tudo ", "bem?"]
+        );
         assert_eq!(split_words("Olá, tudo bem?").concat(), "Olá, tudo bem?");
     }
 
@@ -136,7 +139,10 @@ mod tests {
     fn replies_are_deterministic_portuguese() {
         assert!(reply_to("Olá, bom dia").starts_with("Olá!"));
         assert!(reply_to("Qual o horário de funcionamento?").contains("segunda a sexta"));
-        assert_eq!(reply_to("DTMF: 12#"), "Você digitou 1 2 sustenido. Obrigado, anotei.");
+        assert_eq!(
+            reply_to("DTMF: 12#"),
+            "Você digitou 1 2 sustenido. Obrigado, anotei."
+        );
         assert_eq!(
             reply_to("Quero um orçamento."),
             "Entendi, você disse: Quero um orçamento. Posso ajudar com mais alguma coisa?"
@@ -161,9 +167,6 @@ mod tests {
             })
             .collect();
         assert_eq!(text, reply_to("oi"));
-        assert!(matches!(
-            events.last(),
-            Some(Ok(LlmEvent::Finished { .. }))
-        ));
+        assert!(matches!(events.last(), Some(Ok(LlmEvent::Finished { .. }))));
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Inbound {
-    Setup(Setup),
+    Setup(Box<Setup>),
     Prompt(Prompt),
     Dtmf(Dtmf),
     Interrupt(Interrupt),
@@ -106,7 +106,11 @@ pub struct Info {
 
 /// A message to Twilio.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Outbound {
     /// Text to speak; a talk cycle ends with `last: true`.
     Text {
@@ -336,8 +340,14 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_errors_not_panics() {
-        assert!(matches!(parse_inbound("{not json"), Err(ParseError::Json(_))));
-        assert!(matches!(parse_inbound("[1,2]"), Err(ParseError::MissingType)));
+        assert!(matches!(
+            parse_inbound("{not json"),
+            Err(ParseError::Json(_))
+        ));
+        assert!(matches!(
+            parse_inbound("[1,2]"),
+            Err(ParseError::MissingType)
+        ));
         assert!(matches!(
             parse_inbound(r#"{"voicePrompt":"x"}"#),
             Err(ParseError::MissingType)

@@ -115,6 +115,7 @@ fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
                 tracing::warn!("ignoring a second setup message");
                 return;
             }
+            let setup = *setup;
             agent.handle(AgentInput::CallStarted(CallInfo {
                 call_sid: setup.call_sid,
                 from: setup.from,
@@ -141,7 +142,9 @@ fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
             let mut chars = dtmf.digit.chars();
             match (chars.next(), chars.next()) {
                 (Some(digit), None) => agent.handle(AgentInput::Digit(digit)),
-                _ => tracing::warn!(digit = %dtmf.digit, "ignoring a dtmf message without exactly one digit"),
+                _ => {
+                    tracing::warn!(digit = %dtmf.digit, "ignoring a dtmf message without exactly one digit")
+                }
             }
         }
         Inbound::Interrupt(interrupt) => {

@@ -1,0 +1,252 @@
+//! Test helpers: the real server on `127.0.0.1:0`, and a fake Twilio
+//! ConversationRelay peer speaking over a real WebSocket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use voxrelay::{AppState, Config};
+
+/// Logs stay quiet unless `TEST_LOG` is set.
+pub fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "debug".into()),
+                )
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// The server under test.
+#[allow(dead_code)] // `stop` and `shutdown` serve the drain tests.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+/// A configuration for tests: offline, fast scripted words, plus `vars`.
+pub fn test_config(vars: &[(&str, &str)]) -> Config {
+    let mut map: HashMap<String, String> = HashMap::new();
+    map.insert("SCRIPTED_TOKEN_DELAY_MS".into(), "0".into());
+    map.insert(
+        "LOG_DIR".into(),
+        std::env::temp_dir()
+            .join("voxrelay-test-logs")
+            .display()
+            .to_string(),
+    );
+    for (k, v) in vars {
+        map.insert(k.to_string(), v.to_string());
+    }
+    Config::from_vars(map).expect("test configuration is valid")
+}
+
+/// Starts the real server on `127.0.0.1:0` with [`test_config`].
+pub async fn spawn_app(vars: &[(&str, &str)]) -> TestApp {
+    spawn_with_config(test_config(vars)).await
+}
+
+pub async fn spawn_with_config(config: Config) -> TestApp {
+    init_logs();
+    let state = AppState::new(config).expect("LLM provider");
+    spawn_with_state(state).await
+}
+
+pub async fn spawn_with_state(state: AppState) -> TestApp {
+    init_logs();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(voxrelay::run(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        state,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// A ConversationRelay client connected to `/websocket`.
+    pub async fn relay(&self) -> RelayClient {
+        RelayClient::connect(&self.ws_url("/websocket")).await
+    }
+
+    /// Starts a drain and waits for the server to stop.
+    #[allow(dead_code)]
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(40), server).await;
+        }
+    }
+
+    /// Waits until the server counts `n` live calls.
+    pub async fn wait_active_calls(&self, n: u64) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while self.state.metrics.active_calls() != n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "expected {n} active calls, have {}",
+                self.state.metrics.active_calls()
+            )
+        });
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Plays Twilio's side of ConversationRelay.
+pub struct RelayClient {
+    pub ws: Ws,
+}
+
+/// What arrived for one talk cycle.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub text: String,
+    pub tokens: Vec<String>,
+    pub messages: Vec<Value>,
+}
+
+impl RelayClient {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connects");
+        Self { ws }
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.ws
+            .send(Message::text(message.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send raw");
+    }
+
+    pub async fn setup(&mut self, call_sid: &str) {
+        self.send(json!({
+            "type": "setup", "sessionId": "VX0001", "accountSid": "AC0001",
+            "parentCallSid": "", "callSid": call_sid, "from": "+5511999990000", "to": "+5511333330000",
+            "forwardedFrom": null, "callType": "PSTN", "callerName": "", "direction": "inbound",
+            "callStatus": "RINGING", "customParameters": {}
+        }))
+        .await;
+    }
+
+    pub async fn prompt(&mut self, text: &str) {
+        self.send(json!({"type": "prompt", "voicePrompt": text, "lang": "pt-BR", "last": true}))
+            .await;
+    }
+
+    pub async fn interrupt(&mut self, heard: &str) {
+        self.send(json!({"type": "interrupt", "utteranceUntilInterrupt": heard, "durationUntilInterruptMs": 460}))
+            .await;
+    }
+
+    pub async fn dtmf(&mut self, digit: &str) {
+        self.send(json!({"type": "dtmf", "digit": digit})).await;
+    }
+
+    /// The next JSON message, or `None` on close or after `wait` of silence.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let next = tokio::time::timeout(wait, self.ws.next()).await.ok()??;
+            match next {
+                Ok(Message::Text(text)) => {
+                    return Some(serde_json::from_str(&text).expect("server sends JSON"));
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// The next JSON message; fails the test after 10 s.
+    pub async fn recv(&mut self) -> Value {
+        self.recv_within(Duration::from_secs(10))
+            .await
+            .expect("a message from the server")
+    }
+
+    /// Collects `text` messages until one with `last: true`.
+    pub async fn reply(&mut self) -> Reply {
+        let mut reply = Reply::default();
+        loop {
+            let message = self.recv().await;
+            reply.messages.push(message.clone());
+            assert_eq!(message["type"], "text", "unexpected message {message}");
+            let token = message["token"].as_str().expect("token is a string");
+            if message["last"] == true {
+                assert_eq!(token, "", "the closing message carries no text");
+                return reply;
+            }
+            reply.text.push_str(token);
+            reply.tokens.push(token.to_string());
+        }
+    }
+
+    /// Asserts nothing arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(message) = self.recv_within(wait).await {
+            panic!("expected silence, got {message}");
+        }
+    }
+
+    /// Waits for the server to close the socket; returns the close code if any.
+    pub async fn closed(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("the server did not close the socket"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code.into()),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
