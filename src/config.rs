@@ -108,6 +108,10 @@ pub struct Config {
     pub max_calls: usize,
     /// How long a drain waits for live calls on SIGTERM.
     pub drain_timeout: Duration,
+    /// Bearer token for `/api/*`.
+    pub api_token: Secret,
+    /// Whether `api_token` was generated at start (no `API_TOKEN` set).
+    pub api_token_generated: bool,
 }
 
 /// Every problem found in the environment, reported together.
@@ -268,6 +272,15 @@ impl Config {
             events: env.get("RELAY_EVENTS"),
         };
 
+        let (api_token, api_token_generated) = match env.get("API_TOKEN") {
+            Some(token) if token.len() < 16 => {
+                env.errors
+                    .push("API_TOKEN must be at least 16 characters long".into());
+                (Secret::new(token), false)
+            }
+            Some(token) => (Secret::new(token), false),
+            None => (Secret::new(random_token()), true),
+        };
         let config = Config {
             port,
             public_url,
@@ -284,6 +297,8 @@ impl Config {
             max_ws_message_bytes: env.parse("MAX_WS_MESSAGE_BYTES", 64 * 1024usize),
             max_calls: env.parse("MAX_CALLS", 2000usize),
             drain_timeout: Duration::from_secs(env.parse("DRAIN_TIMEOUT_SECS", 30u64)),
+            api_token,
+            api_token_generated,
         };
         if env.errors.is_empty() {
             Ok(config)
@@ -291,6 +306,14 @@ impl Config {
             Err(ConfigError(env.errors))
         }
     }
+}
+
+/// 32 random bytes as hex, for a generated API token.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    // The OS random source only fails on broken systems; a panic at start is clear.
+    getrandom::fill(&mut bytes).expect("the OS random number generator works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The variables being read, and the problems found so far.
@@ -393,6 +416,19 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
+    }
+
+    #[test]
+    fn api_token_is_generated_when_unset_and_checked_when_set() {
+        let a = Config::from_vars(HashMap::new()).unwrap();
+        let b = Config::from_vars(HashMap::new()).unwrap();
+        assert!(a.api_token_generated);
+        assert_eq!(a.api_token.expose().len(), 64);
+        assert_ne!(a.api_token, b.api_token);
+        let c = Config::from_vars(vars(&[("API_TOKEN", "0123456789abcdef")])).unwrap();
+        assert!(!c.api_token_generated);
+        assert_eq!(c.api_token.expose(), "0123456789abcdef");
+        assert!(Config::from_vars(vars(&[("API_TOKEN", "short")])).is_err());
     }
 
     #[test]

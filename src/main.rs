@@ -73,6 +73,13 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if state.config.api_token_generated {
+        // Shown once on the console, never written to the log files.
+        eprintln!(
+            "API_TOKEN is not set; generated one for this run: {}\nSet API_TOKEN to keep a stable token.",
+            state.config.api_token.expose()
+        );
+    }
     tracing::info!(
         %addr,
         public_url = state.config.public_url.as_deref().unwrap_or("(from request headers)"),

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::AgentSettings;
+use crate::agent::{AgentSettings, CallObserver, NoObserver};
 use crate::config::Config;
 use crate::llm::{self, LlmError, LlmProvider};
 use crate::metrics::Metrics;
@@ -27,6 +27,8 @@ pub struct AppState {
     pub llm: Arc<dyn LlmProvider>,
     pub agent_settings: Arc<AgentSettings>,
     pub metrics: Arc<Metrics>,
+    /// Receives every call's turns and records (the store, once configured).
+    pub observer: Arc<dyn CallObserver>,
     /// Every live call.
     pub calls: TaskTracker,
     /// Cancelled when a drain starts: no new calls.
@@ -51,6 +53,7 @@ impl AppState {
             config: Arc::new(config),
             llm,
             metrics: Arc::new(Metrics::default()),
+            observer: Arc::new(NoObserver),
             calls: TaskTracker::new(),
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
@@ -66,6 +69,7 @@ impl AppState {
             settings: self.agent_settings.clone(),
             metrics: self.metrics.clone(),
             stop: self.stop.clone(),
+            observer: self.observer.clone(),
         }
     }
 

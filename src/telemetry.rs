@@ -17,7 +17,8 @@ pub fn init(log_dir: &str) -> Result<WorkerGuard, std::io::Error> {
         .build(log_dir)
         .map_err(std::io::Error::other)?;
     let (file_writer, guard) = tracing_appender::non_blocking(file);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,warp=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,warp=warn"));
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer())

@@ -12,6 +12,8 @@ pub struct CallInfo {
     pub from: String,
     pub to: String,
     pub direction: Option<String>,
+    /// The transport carrying the call: `relay` (ConversationRelay) or `stream`.
+    pub mode: String,
     /// `<Parameter>`s from the TwiML (e.g. the lead's name on an outbound call).
     pub parameters: HashMap<String, String>,
 }
@@ -39,3 +41,74 @@ pub enum AgentOutput {
     /// The current reply is complete.
     TurnEnd,
 }
+
+/// Who spoke a transcript turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    Caller,
+    Agent,
+}
+
+impl Speaker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Caller => "caller",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+/// One finished transcript turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRecord {
+    /// Position in the call, from 0; an interruption later refers to it.
+    pub seq: u32,
+    pub speaker: Speaker,
+    pub text: String,
+    pub started_at: std::time::SystemTime,
+    pub ended_at: std::time::SystemTime,
+    /// For agent turns: time from the caller's turn to the first token out.
+    pub time_to_first_token_ms: Option<u64>,
+}
+
+/// A tool the agent ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCallRecord {
+    pub name: String,
+    /// The arguments as the model produced them (JSON text).
+    pub arguments: String,
+    /// What went back to the model.
+    pub result: String,
+    pub ok: bool,
+    pub started_at: std::time::SystemTime,
+    pub duration_ms: u64,
+}
+
+/// How a call ended, for its record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallSummary {
+    /// `completed`, `handoff`, `failed`, ...
+    pub status: String,
+    /// The JSON sent in an `end` message, if any.
+    pub handoff_data: Option<String>,
+    pub turns: u32,
+    pub interrupts: u32,
+    pub llm_errors: u32,
+}
+
+/// Receives a call's durable facts as they happen; the store implements it so each
+/// turn is saved when it completes. Every method must return at once (queue the
+/// work, never block or await) and must never fail the call.
+pub trait CallObserver: Send + Sync {
+    fn call_started(&self, _call: &CallInfo) {}
+    fn turn(&self, _call_sid: &str, _turn: &TurnRecord) {}
+    /// An agent turn was cut short: the caller heard only `heard`.
+    fn turn_interrupted(&self, _call_sid: &str, _seq: u32, _heard: &str) {}
+    fn tool_call(&self, _call_sid: &str, _record: &ToolCallRecord) {}
+    fn call_ended(&self, _call_sid: &str, _summary: &CallSummary) {}
+}
+
+/// An observer that keeps nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+impl CallObserver for NoObserver {}

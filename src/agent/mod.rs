@@ -14,12 +14,15 @@ pub mod history;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use tokio::time::Instant;
 
-pub use event::{AgentInput, AgentOutput, CallInfo};
+pub use event::{
+    AgentInput, AgentOutput, CallInfo, CallObserver, CallSummary, NoObserver, Speaker,
+    ToolCallRecord, TurnRecord,
+};
 pub use history::History;
 
 use crate::config::Config;
@@ -72,6 +75,8 @@ struct Turn {
     text: String,
     /// Time from request to the LLM's first token.
     llm_first_token: Option<Duration>,
+    /// Wall-clock start, for the transcript.
+    started_at: SystemTime,
 }
 
 /// The conversation of one call.
@@ -87,6 +92,11 @@ pub struct Agent {
     stats: CallStats,
     /// Time to the LLM's first token of the most recent reply.
     last_llm_first_token: Option<Duration>,
+    observer: Arc<dyn CallObserver>,
+    /// Sequence number of the next transcript turn.
+    next_seq: u32,
+    /// The newest agent turn recorded, which an interruption refers to.
+    last_agent_seq: Option<u32>,
 }
 
 impl Agent {
@@ -103,7 +113,63 @@ impl Agent {
             call: None,
             stats: CallStats::default(),
             last_llm_first_token: None,
+            observer: Arc::new(NoObserver),
+            next_seq: 0,
+            last_agent_seq: None,
         }
+    }
+
+    /// Reports turns, tool calls and the call's end to `observer` (the store).
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Ends the call's record: stops any reply and tells the observer how it ended.
+    pub fn finish(&mut self, status: &str, handoff_data: Option<String>) {
+        self.stop_reply();
+        self.pending.clear();
+        if let Some(call) = &self.call {
+            self.observer.call_ended(
+                &call.call_sid,
+                &CallSummary {
+                    status: status.to_string(),
+                    handoff_data,
+                    turns: self.stats.turns,
+                    interrupts: self.stats.interrupts,
+                    llm_errors: self.stats.llm_errors,
+                },
+            );
+        }
+    }
+
+    /// Records a finished transcript turn and returns its sequence number.
+    fn record_turn(
+        &mut self,
+        speaker: Speaker,
+        text: &str,
+        started_at: SystemTime,
+        time_to_first_token: Option<Duration>,
+    ) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if speaker == Speaker::Agent {
+            self.last_agent_seq = Some(seq);
+        }
+        if let Some(call) = &self.call {
+            self.observer.turn(
+                &call.call_sid,
+                &TurnRecord {
+                    seq,
+                    speaker,
+                    text: text.to_string(),
+                    started_at,
+                    ended_at: SystemTime::now(),
+                    time_to_first_token_ms: time_to_first_token.map(|d| d.as_millis() as u64),
+                },
+            );
+        }
+        seq
     }
 
     /// The conversation so far, system prompt first.
@@ -183,7 +249,11 @@ impl Agent {
                 self.stop_reply();
                 // Nothing more of the interrupted reply may reach the caller.
                 self.pending.clear();
-                self.history.truncate_to_heard(&heard);
+                let kept = self.history.truncate_to_heard(&heard);
+                if let (Some(kept), Some(seq), Some(call)) = (kept, self.last_agent_seq, &self.call)
+                {
+                    self.observer.turn_interrupted(&call.call_sid, seq, &kept);
+                }
             }
             AgentInput::Hangup => {
                 self.stop_reply();
@@ -228,6 +298,7 @@ impl Agent {
         if self.stop_reply() {
             self.pending.push_back(AgentOutput::TurnEnd);
         }
+        self.record_turn(Speaker::Caller, &user.content, SystemTime::now(), None);
         self.history.push(user);
         let request = LlmRequest {
             messages: self.history.messages().to_vec(),
@@ -241,6 +312,7 @@ impl Agent {
             started: now,
             text: String::new(),
             llm_first_token: None,
+            started_at: SystemTime::now(),
         });
     }
 
@@ -249,6 +321,12 @@ impl Agent {
     fn stop_reply(&mut self) -> bool {
         match self.turn.take() {
             Some(turn) if !turn.text.is_empty() => {
+                self.record_turn(
+                    Speaker::Agent,
+                    &turn.text,
+                    turn.started_at,
+                    turn.llm_first_token,
+                );
                 self.history.push(ChatMessage::assistant(turn.text));
                 true
             }
@@ -304,8 +382,9 @@ impl Agent {
             self.pending.push_back(AgentOutput::Token(word));
         }
         self.pending.push_back(AgentOutput::TurnEnd);
-        self.history
-            .push(ChatMessage::assistant(format!("{}{apology}", turn.text)));
+        let said = format!("{}{apology}", turn.text);
+        self.record_turn(Speaker::Agent, &said, turn.started_at, turn.llm_first_token);
+        self.history.push(ChatMessage::assistant(said));
     }
 }
 

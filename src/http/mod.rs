@@ -4,6 +4,7 @@
 //! Once a route matches, its handler answers by itself (never rejects), so a bad
 //! body cannot make warp fall through to a misleading 405 from another route.
 
+pub mod auth;
 pub mod health;
 pub mod twiml;
 pub mod ws;
@@ -142,6 +143,10 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
 
 /// The single place where unmatched requests get their answer.
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    if rejection.find::<auth::Unauthorized>().is_some() {
+        let reply = json_error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+        return Ok(warp::reply::with_header(reply, "www-authenticate", "Bearer").into_response());
+    }
     let (status, message) = if rejection.is_not_found() {
         (StatusCode::NOT_FOUND, "not found")
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some()

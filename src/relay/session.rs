@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
 use super::protocol::{Inbound, Outbound, parse_inbound};
-use crate::agent::{Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallStats};
+use crate::agent::{
+    Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallObserver, CallStats,
+};
 use crate::llm::LlmProvider;
 use crate::metrics::Metrics;
 use crate::transport::{Frame, excerpt};
@@ -27,6 +29,8 @@ pub struct SessionDeps {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server's drain time is up: end the call now.
     pub stop: CancellationToken,
+    /// Where turns and call records go (the store).
+    pub observer: Arc<dyn CallObserver>,
 }
 
 /// Runs a call until Twilio closes the socket or the server stops.
@@ -39,7 +43,8 @@ where
 {
     let _active = deps.metrics.call_started();
     let started = Instant::now();
-    let mut agent = Agent::new(deps.llm.clone(), deps.settings.clone());
+    let mut agent =
+        Agent::new(deps.llm.clone(), deps.settings.clone()).with_observer(deps.observer.clone());
     let mut frames_rejected: u32 = 0;
     let end_reason: &str = loop {
         tokio::select! {
@@ -81,6 +86,12 @@ where
         }
     };
     agent.handle(AgentInput::Hangup);
+    let status = if end_reason == "socket error" {
+        "failed"
+    } else {
+        "completed"
+    };
+    agent.finish(status, None);
     let stats = agent.stats().clone();
     deps.metrics
         .record_call_end(stats.turns, stats.interrupts, stats.llm_errors);
@@ -121,6 +132,7 @@ fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
                 from: setup.from,
                 to: setup.to,
                 direction: setup.direction,
+                mode: "relay".into(),
                 parameters: setup.custom_parameters,
             }));
         }
