@@ -84,6 +84,20 @@ pub struct ToolCallRecord {
     pub duration_ms: u64,
 }
 
+/// An appointment booked by the `schedule_appointment` tool.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppointmentRecord {
+    pub name: String,
+    pub email: Option<String>,
+    /// As understood from the caller (normalised by the tool, e.g. `2026-11-24`).
+    pub preferred_day: String,
+    pub preferred_time: Option<String>,
+    /// The phone given by the caller, else the caller's number.
+    pub phone: Option<String>,
+    pub notes: Option<String>,
+    pub created_at: Option<std::time::SystemTime>,
+}
+
 /// How a call ended, for its record.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallSummary {
@@ -105,6 +119,8 @@ pub trait CallObserver: Send + Sync {
     /// An agent turn was cut short: the caller heard only `heard`.
     fn turn_interrupted(&self, _call_sid: &str, _seq: u32, _heard: &str) {}
     fn tool_call(&self, _call_sid: &str, _record: &ToolCallRecord) {}
+    /// An appointment was booked on this call (caller number from `call_started`).
+    fn appointment(&self, _call_sid: &str, _appointment: &AppointmentRecord) {}
     fn call_ended(&self, _call_sid: &str, _summary: &CallSummary) {}
 }
 

@@ -20,8 +20,8 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 pub use event::{
-    AgentInput, AgentOutput, CallInfo, CallObserver, CallSummary, NoObserver, Speaker,
-    ToolCallRecord, TurnRecord,
+    AgentInput, AgentOutput, AppointmentRecord, CallInfo, CallObserver, CallSummary, NoObserver,
+    Speaker, ToolCallRecord, TurnRecord,
 };
 pub use history::History;
 
