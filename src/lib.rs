@@ -12,10 +12,12 @@
 //!   DTMF; independent of the transport.
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
 //! - [`twiml`]: TwiML documents with every value escaped.
+//! - [`audio`]: μ-law, resampling, 20 ms framing and pacing, WAV files; pure code.
 //! - [`metrics`]: process-wide counters.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
 
 pub mod agent;
+pub mod audio;
 pub mod config;
 pub mod http;
 pub mod llm;
