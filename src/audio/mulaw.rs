@@ -18,8 +18,9 @@
 //! 14 bits and treats negative samples as sign and magnitude (the classic Sun
 //! `g711.c`), where the ITU reference *truncates* and uses the one's complement. The
 //! two agree everywhere except within a few 16-bit steps of a decision threshold,
-//! where they pick neighbouring codes (254 of the 65536 inputs); decoding is
-//! identical. The sox tests in this module pin both facts down.
+//! where they pick neighbouring levels (510 of the 65536 inputs, about 2 % of
+//! the samples of speech-level audio); decoding is identical. The sox tests in
+//! `tests/it/audio_sox.rs` pin both facts down.
 
 /// μ-law code for silence (positive zero).
 pub const SILENCE: u8 = 0xFF;
