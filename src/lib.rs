@@ -7,6 +7,7 @@
 //! - [`server`]: shared state and `run`, which serves a bound listener and drains
 //!   live calls on shutdown.
 //! - [`relay`]: the ConversationRelay transport (protocol types and the call session).
+//! - [`media`]: the Media Streams transport (raw μ-law call audio; protocol types).
 //! - [`transport`]: the frame type every WebSocket transport reads.
 //! - [`agent`]: the conversation core: history, streaming replies, interruptions,
 //!   DTMF; independent of the transport.
@@ -21,6 +22,7 @@ pub mod audio;
 pub mod config;
 pub mod http;
 pub mod llm;
+pub mod media;
 pub mod metrics;
 pub mod relay;
 pub mod server;
