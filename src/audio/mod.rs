@@ -5,12 +5,14 @@
 //!   polyphase filter and a streaming API for 20 ms frames.
 //! - [`frame`]: 20 ms framing of μ-law audio and real-time pacing arithmetic.
 //! - [`wav`]: incremental WAV writer (PCM16/μ-law, mono/stereo) and reader.
+//! - [`record`]: lines up caller and agent audio for a stereo call recording.
 //!
 //! This module sits at the bottom of the dependency graph: it imports nothing from
 //! the rest of the crate except itself.
 
 pub mod frame;
 pub mod mulaw;
+pub mod record;
 pub mod resample;
 pub mod wav;
 
