@@ -166,8 +166,10 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// A pacer that keeps up to `lead` of audio ahead of real time (rounded up to
-    /// whole frames; Twilio plays smoothly with 40–100 ms).
+    /// A pacer that keeps up to `lead` of audio ahead of real time. A few frames
+    /// (40–100 ms) absorb network jitter; the lead is also the most a `clear` has
+    /// to throw away. Keep it at least one frame, or timer jitter in the send loop
+    /// counts as falling behind and restarts the run.
     pub fn new(lead: Duration) -> Self {
         Self {
             lead,

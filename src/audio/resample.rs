@@ -190,22 +190,26 @@ impl Resampler {
     fn run(&mut self, out: &mut Vec<i16>, limit: u64) {
         let (up, down, taps) = (self.up, self.down, self.taps);
         let available = self.buf.len();
-        let mut pos = self.pos;
         let before = out.len();
         let mut budget = limit.saturating_sub(self.produced);
-        loop {
-            let q = pos / up;
-            if q >= available || budget == 0 {
-                break;
-            }
-            let r = pos % up;
+        // Track pos as (q, r) = (pos / up, pos % up) without dividing per sample.
+        let (step_q, step_r) = (down / up, down % up);
+        let (mut q, mut r) = (self.pos / up, self.pos % up);
+        while q < available && budget > 0 {
             let window = &self.buf[q + 1 - taps..=q];
             let coeffs = &self.phases[r * taps..(r + 1) * taps];
             let y = dot(window, coeffs);
-            out.push(y.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16);
-            pos += down;
+            // Round half away from zero; `as` saturates, which clips overshoot.
+            out.push((y + 0.5f32.copysign(y)) as i16);
+            q += step_q;
+            r += step_r;
+            if r >= up {
+                r -= up;
+                q += 1;
+            }
             budget -= 1;
         }
+        let pos = q * up + r;
         self.produced += (out.len() - before) as u64;
         // Keep the history the next output needs; drop the rest.
         let keep_from = (pos / up + 1 - taps).min(available);
@@ -322,17 +326,29 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
     a
 }
 
-/// Dot product of equal-length slices whose length is a multiple of 8, with eight
-/// independent accumulators so the compiler can use SIMD lanes.
+/// Dot product of equal-length slices whose length is a multiple of 8. Sixteen
+/// independent accumulators (four SSE registers) let the compiler vectorise and
+/// keep several additions in flight instead of waiting on one chain.
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+    let mut acc = [0f32; 16];
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (a16.remainder(), b16.remainder());
+    for (x, y) in a16.zip(b16) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    for (x, y) in ra.chunks_exact(8).zip(rb.chunks_exact(8)) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];
         }
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    let mut half = [0f32; 8];
+    for i in 0..8 {
+        half[i] = acc[i] + acc[i + 8];
+    }
+    ((half[0] + half[4]) + (half[1] + half[5])) + ((half[2] + half[6]) + (half[3] + half[7]))
 }
 
 #[cfg(test)]
