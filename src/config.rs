@@ -87,6 +87,30 @@ pub struct RelayConfig {
     pub events: Option<String>,
 }
 
+/// Upstream speech services of the Media Streams mode (OpenAI Realtime, ElevenLabs).
+/// Every base URL is configurable so tests (and regional or proxy deployments) can
+/// point elsewhere.
+#[derive(Clone, Debug)]
+pub struct SpeechConfig {
+    /// Realtime WebSocket endpoint, without query (`?model=` is added). A host under
+    /// `.azure.com` switches to Azure's `api-key` header.
+    pub openai_realtime_url: String,
+    /// Realtime model (on Azure: the deployment name).
+    pub openai_realtime_model: String,
+    /// Realtime voice (`marin`, `cedar`, `alloy` ...).
+    pub openai_realtime_voice: String,
+    /// Model transcribing the caller inside Realtime sessions.
+    pub openai_transcription_model: String,
+    pub elevenlabs_api_key: Option<Secret>,
+    /// `wss://api.elevenlabs.io` or a regional host; `https://` works too.
+    pub elevenlabs_api_base: String,
+    pub elevenlabs_agent_id: Option<String>,
+    pub elevenlabs_tts_model: String,
+    pub elevenlabs_stt_model: String,
+    /// Time allowed to open an upstream speech socket (TCP + TLS + handshake).
+    pub connect_timeout: Duration,
+}
+
 /// Everything the server needs, read once.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -99,6 +123,7 @@ pub struct Config {
     /// Spoken when the LLM fails; the call goes on.
     pub fallback_message: String,
     pub relay: RelayConfig,
+    pub speech: SpeechConfig,
     pub log_dir: String,
     /// Digits are gathered until `#` or this much silence on the keypad.
     pub dtmf_timeout: Duration,
@@ -272,6 +297,8 @@ impl Config {
             events: env.get("RELAY_EVENTS"),
         };
 
+        let speech = speech_config(&mut env);
+
         let (api_token, api_token_generated) = match env.get("API_TOKEN") {
             Some(token) if token.len() < 16 => {
                 env.errors
@@ -292,6 +319,7 @@ impl Config {
                 .get("FALLBACK_MESSAGE")
                 .unwrap_or_else(|| DEFAULT_FALLBACK_MESSAGE.to_string()),
             relay,
+            speech,
             log_dir: env.get("LOG_DIR").unwrap_or_else(|| "logs".to_string()),
             dtmf_timeout: Duration::from_millis(env.parse("DTMF_TIMEOUT_MS", 1500u64)),
             max_ws_message_bytes: env.parse("MAX_WS_MESSAGE_BYTES", 64 * 1024usize),
@@ -305,6 +333,59 @@ impl Config {
         } else {
             Err(ConfigError(env.errors))
         }
+    }
+}
+
+/// The `[speech]` part of the configuration.
+fn speech_config(env: &mut Vars) -> SpeechConfig {
+    let openai_realtime_url = env
+        .get("OPENAI_REALTIME_URL")
+        .unwrap_or_else(|| "wss://api.openai.com/v1/realtime".to_string());
+    if !(openai_realtime_url.starts_with("wss://") || openai_realtime_url.starts_with("ws://"))
+        || openai_realtime_url.contains('?')
+    {
+        env.errors.push(format!(
+            "OPENAI_REALTIME_URL must be a wss:// URL without a query, got {openai_realtime_url:?}"
+        ));
+    }
+    let elevenlabs_api_base = env
+        .get("ELEVENLABS_API_BASE")
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| "wss://api.elevenlabs.io".to_string());
+    if !["wss://", "ws://", "https://", "http://"]
+        .iter()
+        .any(|scheme| elevenlabs_api_base.starts_with(scheme))
+    {
+        env.errors.push(format!(
+            "ELEVENLABS_API_BASE must start with wss:// or https://, got {elevenlabs_api_base:?}"
+        ));
+    }
+    let connect_timeout_ms = env.parse("SPEECH_CONNECT_TIMEOUT_MS", 5000u64);
+    if connect_timeout_ms == 0 {
+        env.errors
+            .push("SPEECH_CONNECT_TIMEOUT_MS must be greater than 0".into());
+    }
+    SpeechConfig {
+        openai_realtime_url: openai_realtime_url.trim_end_matches('/').to_string(),
+        openai_realtime_model: env
+            .get("OPENAI_REALTIME_MODEL")
+            .unwrap_or_else(|| "gpt-realtime".to_string()),
+        openai_realtime_voice: env
+            .get("OPENAI_REALTIME_VOICE")
+            .unwrap_or_else(|| "marin".to_string()),
+        openai_transcription_model: env
+            .get("OPENAI_TRANSCRIPTION_MODEL")
+            .unwrap_or_else(|| "gpt-4o-transcribe".to_string()),
+        elevenlabs_api_key: env.get("ELEVENLABS_API_KEY").map(Secret::new),
+        elevenlabs_api_base,
+        elevenlabs_agent_id: env.get("ELEVENLABS_AGENT_ID"),
+        elevenlabs_tts_model: env
+            .get("ELEVENLABS_TTS_MODEL")
+            .unwrap_or_else(|| "eleven_flash_v2_5".to_string()),
+        elevenlabs_stt_model: env
+            .get("ELEVENLABS_STT_MODEL")
+            .unwrap_or_else(|| "scribe_v2_realtime".to_string()),
+        connect_timeout: Duration::from_millis(connect_timeout_ms),
     }
 }
 
@@ -429,6 +510,44 @@ mod tests {
         assert!(!c.api_token_generated);
         assert_eq!(c.api_token.expose(), "0123456789abcdef");
         assert!(Config::from_vars(vars(&[("API_TOKEN", "short")])).is_err());
+    }
+
+    #[test]
+    fn speech_defaults_and_overrides() {
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert_eq!(
+            c.speech.openai_realtime_url,
+            "wss://api.openai.com/v1/realtime"
+        );
+        assert_eq!(c.speech.openai_realtime_model, "gpt-realtime");
+        assert_eq!(c.speech.openai_realtime_voice, "marin");
+        assert_eq!(c.speech.elevenlabs_api_base, "wss://api.elevenlabs.io");
+        assert_eq!(c.speech.elevenlabs_tts_model, "eleven_flash_v2_5");
+        assert_eq!(c.speech.elevenlabs_stt_model, "scribe_v2_realtime");
+        assert_eq!(c.speech.connect_timeout, Duration::from_secs(5));
+        let c = Config::from_vars(vars(&[
+            ("ELEVENLABS_API_KEY", "xi-secret"),
+            (
+                "ELEVENLABS_API_BASE",
+                "wss://api.eu.residency.elevenlabs.io/",
+            ),
+            ("ELEVENLABS_AGENT_ID", "agent_1"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.speech.elevenlabs_api_base,
+            "wss://api.eu.residency.elevenlabs.io"
+        );
+        assert_eq!(c.speech.elevenlabs_agent_id.as_deref(), Some("agent_1"));
+        assert!(!format!("{c:?}").contains("xi-secret"));
+        let err = Config::from_vars(vars(&[
+            ("OPENAI_REALTIME_URL", "https://api.openai.com/v1/realtime"),
+            ("ELEVENLABS_API_BASE", "api.elevenlabs.io"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("OPENAI_REALTIME_URL"), "{err}");
+        assert!(err.contains("ELEVENLABS_API_BASE"), "{err}");
     }
 
     #[test]

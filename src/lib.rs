@@ -11,6 +11,8 @@
 //! - [`agent`]: the conversation core: history, streaming replies, interruptions,
 //!   DTMF; independent of the transport.
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
+//! - [`speech`]: upstream speech clients (OpenAI Realtime, ElevenLabs TTS, agent and
+//!   STT), transport-independent, for the Media Streams mode.
 //! - [`twiml`]: TwiML documents with every value escaped.
 //! - [`metrics`]: process-wide counters.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod speech;
 pub mod telemetry;
 pub mod transport;
 pub mod twiml;
