@@ -3,6 +3,9 @@
 
 mod common;
 mod fake_llm;
+mod fake_speech;
 mod http;
 mod relay;
+mod speech_elevenlabs;
+mod speech_realtime;
 mod twiml_examples;
