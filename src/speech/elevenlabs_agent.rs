@@ -283,23 +283,17 @@ impl ElevenLabsAgent {
                     agent_output_audio_format,
                     user_input_audio_format,
                     ..
-                } => {
-                    if agent_output_audio_format != TWILIO_FORMAT
-                        || user_input_audio_format != TWILIO_FORMAT
-                    {
-                        tracing::error!(
-                            service = %SERVICE,
-                            agent_output_audio_format = %agent_output_audio_format,
-                            user_input_audio_format = %user_input_audio_format,
-                            "the ElevenLabs agent must use ulaw_8000 for both input and output audio, or callers hear noise and are not understood; set both formats on the agent (see the README)"
-                        );
-                    }
+                } if !formats_fit_twilio(&event) => {
+                    tracing::error!(
+                        service = %SERVICE,
+                        agent_output_audio_format = %agent_output_audio_format,
+                        user_input_audio_format = %user_input_audio_format,
+                        "the ElevenLabs agent must use ulaw_8000 for both input and output audio, or callers hear noise and are not understood; set both formats on the agent (see the README)"
+                    );
                 }
-                AgentEvent::Interruption { event_id } => {
-                    if let Some(id) = event_id {
-                        self.interrupted_up_to =
-                            Some(self.interrupted_up_to.map_or(*id, |u| u.max(*id)));
-                    }
+                AgentEvent::Interruption { event_id: Some(id) } => {
+                    self.interrupted_up_to =
+                        Some(self.interrupted_up_to.map_or(*id, |up_to| up_to.max(*id)));
                 }
                 AgentEvent::Audio {
                     event_id: Some(id), ..

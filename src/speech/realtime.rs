@@ -418,7 +418,7 @@ impl Item {
 #[serde(tag = "type")]
 pub enum ClientEvent {
     #[serde(rename = "session.update")]
-    SessionUpdate { session: Session },
+    SessionUpdate { session: Box<Session> },
     /// Base64 audio in the session's input format, passed through unchanged.
     #[serde(rename = "input_audio_buffer.append")]
     AppendAudio { audio: String },
@@ -791,7 +791,11 @@ impl RealtimeClient {
             link,
             reported_calls: HashSet::new(),
         };
-        client.send(&ClientEvent::SessionUpdate { session }).await?;
+        client
+            .send(&ClientEvent::SessionUpdate {
+                session: Box::new(session),
+            })
+            .await?;
         Ok(client)
     }
 
@@ -929,7 +933,7 @@ mod tests {
     #[test]
     fn conversation_session_update_has_the_ga_shape() {
         let event = ClientEvent::SessionUpdate {
-            session: Session::conversation("gpt-realtime", &settings()),
+            session: Box::new(Session::conversation("gpt-realtime", &settings())),
         };
         let value = serde_json::to_value(&event).unwrap();
         // The reference's GA example, minus the fields we leave at their defaults.
@@ -973,7 +977,10 @@ mod tests {
             noise_reduction: None,
         });
         assert_eq!(
-            serde_json::to_value(ClientEvent::SessionUpdate { session }).unwrap(),
+            serde_json::to_value(ClientEvent::SessionUpdate {
+                session: Box::new(session)
+            })
+            .unwrap(),
             json!({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
                 "format": {"type": "audio/pcmu"},
                 "transcription": {"model": "gpt-4o-transcribe", "language": "pt"},

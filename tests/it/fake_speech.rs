@@ -65,6 +65,8 @@ impl FakeWsServer {
                 tokio::spawn(async move {
                     let seen: Arc<Mutex<Option<(String, HeaderMap)>>> = Arc::default();
                     let slot = seen.clone();
+                    // The callback's signature is tungstenite's.
+                    #[allow(clippy::result_large_err)]
                     let callback = move |req: &Request, resp: Response| {
                         *slot.lock().unwrap() =
                             Some((req.uri().to_string(), req.headers().clone()));
