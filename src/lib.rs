@@ -11,6 +11,7 @@
 //! - [`agent`]: the conversation core: history, streaming replies, interruptions,
 //!   DTMF; independent of the transport.
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
+//! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
 //! - [`twiml`]: TwiML documents with every value escaped.
 //! - [`metrics`]: process-wide counters.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
@@ -24,6 +25,7 @@ pub mod relay;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tools;
 pub mod transport;
 pub mod twiml;
 
