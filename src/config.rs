@@ -239,8 +239,9 @@ impl Config {
                 Ok(text) => match AgentFile::parse(&text) {
                     Ok(file) => file,
                     Err(e) => {
-                        env.errors
-                            .push(format!("AGENT_CONFIG {path:?} is not a valid agent file: {e}"));
+                        env.errors.push(format!(
+                            "AGENT_CONFIG {path:?} is not a valid agent file: {e}"
+                        ));
                         AgentFile::default()
                     }
                 },
@@ -558,18 +559,27 @@ impl AgentFile {
             if env.get("ELEVENLABS_VOICE_ID").is_none() {
                 env.fill("TTS_VOICE", entry.voice.clone());
             }
-            env.fill("TRANSCRIPTION_PROVIDER", entry.transcription_provider.clone());
+            env.fill(
+                "TRANSCRIPTION_PROVIDER",
+                entry.transcription_provider.clone(),
+            );
             env.fill("SPEECH_MODEL", entry.speech_model.clone());
         }
         env.fill("LLM_PROVIDER", self.llm.provider.clone());
         env.fill("OPENAI_MODEL", self.llm.model.clone());
         env.fill("OPENAI_BASE_URL", self.llm.base_url.clone());
-        env.fill("LLM_TEMPERATURE", self.llm.temperature.map(|t| t.to_string()));
+        env.fill(
+            "LLM_TEMPERATURE",
+            self.llm.temperature.map(|t| t.to_string()),
+        );
         env.fill("LLM_MAX_TOKENS", self.llm.max_tokens.map(|t| t.to_string()));
         env.fill("LLM_TIMEOUT_MS", self.llm.timeout_ms.map(|t| t.to_string()));
         env.fill("AZURE_OPENAI_ENDPOINT", self.llm.azure_endpoint.clone());
         env.fill("AZURE_OPENAI_DEPLOYMENT", self.llm.azure_deployment.clone());
-        env.fill("AZURE_OPENAI_API_VERSION", self.llm.azure_api_version.clone());
+        env.fill(
+            "AZURE_OPENAI_API_VERSION",
+            self.llm.azure_api_version.clone(),
+        );
         env.fill(
             "AGENT_TOOLS",
             self.tools.enabled.as_ref().map(|list| {
@@ -580,9 +590,18 @@ impl AgentFile {
                 }
             }),
         );
-        env.fill("MAX_TOOL_ROUNDS", self.tools.max_rounds.map(|n| n.to_string()));
-        env.fill("TOOL_FILLER_AFTER_MS", self.tools.filler_after_ms.map(|n| n.to_string()));
-        env.fill("TOOL_TIMEOUT_MS", self.tools.timeout_ms.map(|n| n.to_string()));
+        env.fill(
+            "MAX_TOOL_ROUNDS",
+            self.tools.max_rounds.map(|n| n.to_string()),
+        );
+        env.fill(
+            "TOOL_FILLER_AFTER_MS",
+            self.tools.filler_after_ms.map(|n| n.to_string()),
+        );
+        env.fill(
+            "TOOL_TIMEOUT_MS",
+            self.tools.timeout_ms.map(|n| n.to_string()),
+        );
         env.fill("GOODBYE_MESSAGE", self.tools.goodbye_message.clone());
         env.fill("HANDOFF_MESSAGE", self.tools.handoff_message.clone());
         env.fill("AGENT_UTC_OFFSET", self.tools.utc_offset.clone());

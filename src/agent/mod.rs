@@ -617,7 +617,9 @@ impl Agent {
             .enumerate()
             .map(|(i, c)| ToolCall {
                 // Some servers (Ollama) send no ids; the history needs them.
-                id: c.id.unwrap_or_else(|| format!("call_{}_{round_no}_{i}", self.next_seq)),
+                id: c
+                    .id
+                    .unwrap_or_else(|| format!("call_{}_{round_no}_{i}", self.next_seq)),
                 name: c.name,
                 arguments: c.arguments,
             })
@@ -633,7 +635,9 @@ impl Agent {
             turn.round_text = String::new();
             self.history.push(message);
             for call in calls {
-                let content = serde_json::json!({"error": "not run: too many tool calls in one reply"}).to_string();
+                let content =
+                    serde_json::json!({"error": "not run: too many tool calls in one reply"})
+                        .to_string();
                 self.report_tool(&call, &content, false, SystemTime::now(), Duration::ZERO);
                 self.history.push(ChatMessage::tool(call.id, content));
             }
@@ -642,7 +646,10 @@ impl Agent {
         }
         turn.rounds += 1;
         let ctx = self.tool_context();
-        let runs: Vec<_> = calls.iter().map(|c| self.tools.run(c.clone(), &ctx)).collect();
+        let runs: Vec<_> = calls
+            .iter()
+            .map(|c| self.tools.run(c.clone(), &ctx))
+            .collect();
         tracing::info!(
             tools = ?calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
             round = round_no + 1,
@@ -670,15 +677,17 @@ impl Agent {
             return;
         };
         round.filler_at = None;
-        let mut filler = self.settings.tool_filler.clone();
+        // A trailing space keeps the model's next words apart from the filler.
+        let mut filler = format!("{} ", self.settings.tool_filler.trim_end());
         if !turn.text.is_empty() && !turn.text.ends_with(char::is_whitespace) {
             filler.insert(0, ' ');
         }
-        if !round.message.content.is_empty() && !round.message.content.ends_with(char::is_whitespace)
+        if !round.message.content.is_empty()
+            && !round.message.content.ends_with(char::is_whitespace)
         {
             round.message.content.push(' ');
         }
-        round.message.content.push_str(filler.trim_start());
+        round.message.content.push_str(filler.trim());
         turn.text.push_str(&filler);
         for word in crate::llm::scripted::split_words(&filler) {
             self.pending.push_back(AgentOutput::Token(word));
@@ -749,7 +758,9 @@ impl Agent {
                         email: a.email,
                         preferred_day: a.day,
                         preferred_time: a.time,
-                        phone: a.phone.or_else(|| Some(call.from.clone()).filter(|f| !f.is_empty())),
+                        phone: a
+                            .phone
+                            .or_else(|| Some(call.from.clone()).filter(|f| !f.is_empty())),
                         notes: a.notes,
                         created_at: Some(SystemTime::now()),
                     },

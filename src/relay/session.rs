@@ -18,8 +18,8 @@ use crate::agent::{
     Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallObserver, CallStats, RecentCalls,
 };
 use crate::llm::LlmProvider;
-use crate::tools::ToolRegistry;
 use crate::metrics::Metrics;
+use crate::tools::ToolRegistry;
 use crate::transport::{Frame, excerpt};
 
 /// What a session needs from the server.
@@ -71,6 +71,7 @@ where
             frame = socket.next() => match frame {
                 None | Some(Ok(Frame::Close)) if ending.is_some() => break "ended by the agent",
                 None | Some(Ok(Frame::Close)) => break "caller hung up",
+                Some(Err(_)) if ending.is_some() => break "ended by the agent",
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "WebSocket error; ending this call");
                     break "socket error";

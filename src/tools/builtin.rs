@@ -58,7 +58,9 @@ fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
     }
 }
 
-fn done(output: Result<ToolOutput, ToolError>) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
+fn done(
+    output: Result<ToolOutput, ToolError>,
+) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
     futures::future::ready(output).boxed()
 }
 
@@ -181,10 +183,8 @@ impl Tool for SendDtmf {
                 "at most {MAX_DIGITS} digits at once"
             )))
         } else {
-            Ok(
-                ToolOutput::json(json!({"ok": true, "sent": digits}))
-                    .with_effect(ToolEffect::SendDigits(digits)),
-            )
+            Ok(ToolOutput::json(json!({"ok": true, "sent": digits}))
+                .with_effect(ToolEffect::SendDigits(digits)))
         };
         done(result)
     }
@@ -341,8 +341,11 @@ mod tests {
 
         let missing = schedule(&args(json!({"preferred_day": "amanhã"})), today).unwrap_err();
         assert!(missing.to_string().contains("name is missing"));
-        let bad = schedule(&args(json!({"name": "Ana", "preferred_day": "logo"})), today)
-            .unwrap_err();
+        let bad = schedule(
+            &args(json!({"name": "Ana", "preferred_day": "logo"})),
+            today,
+        )
+        .unwrap_err();
         assert!(bad.to_string().contains("could not understand the day"));
         let email = schedule(
             &args(json!({"name": "Ana", "preferred_day": "amanhã", "email": "ana"})),

@@ -303,9 +303,7 @@ pub fn parse_time(text: &str) -> Option<String> {
         }
     }
     let later = &text[end..];
-    if hour < 12
-        && (later.contains("tarde") || later.contains("noite") || later.contains("pm"))
-    {
+    if hour < 12 && (later.contains("tarde") || later.contains("noite") || later.contains("pm")) {
         hour += 12;
     }
     (hour < 24 && minute < 60).then(|| format!("{hour:02}:{minute:02}"))
@@ -327,7 +325,10 @@ mod tests {
             assert_eq!(Date::from_days(days).to_days(), days);
         }
         assert_eq!(monday().weekday(), 0);
-        assert_eq!(Date::new(2024, 2, 29).unwrap().add_days(1).to_string(), "2024-03-01");
+        assert_eq!(
+            Date::new(2024, 2, 29).unwrap().add_days(1).to_string(),
+            "2024-03-01"
+        );
         assert!(Date::new(2025, 2, 29).is_none());
         assert_eq!(monday().spoken_pt(), "segunda-feira, 24 de novembro");
     }
@@ -358,7 +359,10 @@ mod tests {
         assert_eq!(day("30 de novembro").unwrap(), "2025-11-30");
         assert_eq!(day("dia 10").unwrap(), "2025-12-10");
         assert_eq!(day("dia 28").unwrap(), "2025-11-28");
-        assert!(matches!(day("qualquer dia"), Err(DayError::NotUnderstood(_))));
+        assert!(matches!(
+            day("qualquer dia"),
+            Err(DayError::NotUnderstood(_))
+        ));
         assert!(matches!(day("31/02"), Err(DayError::NotUnderstood(_))));
         assert!(matches!(day("2025-01-10"), Err(DayError::Past(_))));
     }

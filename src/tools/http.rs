@@ -60,8 +60,8 @@ impl Tool for HttpTool {
         ctx: &ToolContext,
     ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
         let config = &self.config;
-        let method = reqwest::Method::from_bytes(config.method.as_bytes())
-            .unwrap_or(reqwest::Method::POST);
+        let method =
+            reqwest::Method::from_bytes(config.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let mut request = self
             .client
             .request(method.clone(), &config.url)
@@ -83,10 +83,15 @@ impl Tool for HttpTool {
             request.json(&Value::Object(args))
         };
         let name = config.name.clone();
+        let limit = config.timeout;
         async move {
             let mut response = request.send().await.map_err(|e| {
                 tracing::warn!(tool = %name, error = %e, "HTTP tool request failed");
-                ToolError::Failed(format!("the service could not be reached: {}", short(&e)))
+                if e.is_timeout() {
+                    ToolError::Timeout(limit)
+                } else {
+                    ToolError::Failed(format!("the service could not be reached: {}", short(&e)))
+                }
             })?;
             let status = response.status();
             let mut body: Vec<u8> = Vec::new();
@@ -103,6 +108,7 @@ impl Tool for HttpTool {
                         body.extend_from_slice(&chunk);
                     }
                     Ok(None) => break,
+                    Err(e) if e.is_timeout() => return Err(ToolError::Timeout(limit)),
                     Err(e) => {
                         return Err(ToolError::Failed(format!(
                             "the service's answer broke off: {}",

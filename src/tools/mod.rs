@@ -326,7 +326,10 @@ mod tests {
         let run = registry.run(call("slow", "{oops"), &ctx()).await;
         assert!(run.content().contains("invalid arguments"));
         let run = registry.run(call("slow", "{}"), &ctx()).await;
-        assert_eq!(run.result, Err(ToolError::Timeout(Duration::from_millis(50))));
+        assert_eq!(
+            run.result,
+            Err(ToolError::Timeout(Duration::from_millis(50)))
+        );
         let parsed: Value = serde_json::from_str(&run.content()).unwrap();
         assert!(parsed["error"].as_str().unwrap().contains("longer than"));
     }

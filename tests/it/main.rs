@@ -2,7 +2,10 @@
 //! loopback (Twilio's side, an OpenAI-compatible LLM). One binary for all of them.
 
 mod common;
+mod fake_http;
 mod fake_llm;
+mod handoff;
 mod http;
 mod relay;
+mod tools;
 mod twiml_examples;
