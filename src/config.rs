@@ -989,4 +989,133 @@ mod tests {
         let c = Config::from_vars(vars(&[("ELEVENLABS_VOICE_ID", "abc123")])).unwrap();
         assert_eq!(c.relay.tts_voice.as_deref(), Some("abc123"));
     }
+
+    fn write_agent_file(name: &str, text: &str) -> String {
+        let dir = std::env::temp_dir().join("voxrelay-config-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn default_tools_and_languages() {
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert_eq!(c.tools.enabled, vec!["end_call", "schedule_appointment"]);
+        assert_eq!(c.relay.languages.len(), 1);
+        assert_eq!(c.relay.languages[0].code, "pt-BR");
+        assert_eq!(c.tools.utc_offset_minutes, -180);
+        let c = Config::from_vars(vars(&[
+            ("HANDOFF_NUMBER", "+5511988887777"),
+            ("LANGUAGES", "pt-BR, en-US"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.tools.enabled,
+            vec![
+                "end_call",
+                "schedule_appointment",
+                "transfer_to_human",
+                "switch_language"
+            ]
+        );
+        assert_eq!(c.relay.languages[1].code, "en-US");
+        let c = Config::from_vars(vars(&[("AGENT_TOOLS", "none")])).unwrap();
+        assert!(c.tools.enabled.is_empty());
+    }
+
+    #[test]
+    fn the_example_agent_file_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/agent.example.toml");
+        let c = Config::from_vars(vars(&[("AGENT_CONFIG", path), ("AGENDA_TOKEN", "tok-123")]))
+            .unwrap();
+        assert_eq!(c.agent_name, "Recepção Clínica Sorriso");
+        assert!(c.system_prompt.contains("Clínica Sorriso"));
+        assert_eq!(c.relay.language, "pt-BR");
+        assert_eq!(c.relay.speech_model.as_deref(), Some("nova-3-general"));
+        let codes: Vec<_> = c.relay.languages.iter().map(|l| l.code.as_str()).collect();
+        assert_eq!(codes, vec!["pt-BR", "en-US"]);
+        assert_eq!(c.handoff.number.as_deref(), Some("+5511999999999"));
+        assert_eq!(c.llm.temperature, Some(0.6));
+        assert_eq!(c.tools.http.len(), 1);
+        let tool = &c.tools.http[0];
+        assert_eq!(tool.headers[0].1.expose(), "Bearer tok-123");
+        assert!(
+            !format!("{c:?}").contains("tok-123"),
+            "headers are redacted"
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_agent_file() {
+        let path = write_agent_file(
+            "override",
+            "system_prompt = \"do arquivo\"\nwelcome_greeting = \"Oi do arquivo\"\n[llm]\nmodel = \"file-model\"\n[tools]\nfiller = \"\"\n",
+        );
+        let c = Config::from_vars(vars(&[
+            ("AGENT_CONFIG", &path),
+            ("SYSTEM_PROMPT", "do ambiente"),
+            ("OPENAI_API_KEY", "sk-x"),
+        ]))
+        .unwrap();
+        assert_eq!(c.system_prompt, "do ambiente");
+        assert_eq!(c.relay.welcome_greeting, "Oi do arquivo");
+        assert_eq!(c.llm.model, "file-model");
+        assert_eq!(c.tools.filler, "", "an empty filler turns it off");
+        let c =
+            Config::from_vars(vars(&[("AGENT_CONFIG", &path), ("WELCOME_GREETING", "")])).unwrap();
+        assert_eq!(c.relay.welcome_greeting, "");
+    }
+
+    #[test]
+    fn agent_file_problems_are_listed_together() {
+        let path = write_agent_file(
+            "bad",
+            r#"
+[tools]
+enabled = ["end_call", "fly_to_moon", "transfer_to_human", "switch_language"]
+max_rounds = 50
+
+[[http_tools]]
+name = "end_call"
+description = ""
+url = "ftp://x"
+method = "TRACE"
+headers = { Authorization = "Bearer ${MISSING_TOKEN}" }
+"#,
+        );
+        let err = Config::from_vars(vars(&[("AGENT_CONFIG", &path)]))
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "fly_to_moon",
+            "transfer_to_human tool needs HANDOFF_NUMBER",
+            "switch_language tool needs at least two languages",
+            "MAX_TOOL_ROUNDS",
+            "name is already taken",
+            "needs a description",
+            "url must start with https://",
+            "method must be",
+            "MISSING_TOKEN",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from {err}");
+        }
+        let typo = write_agent_file("typo", "sistem_prompt = \"x\"\n");
+        let err = Config::from_vars(vars(&[("AGENT_CONFIG", &typo)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sistem_prompt"), "{err}");
+        let err = Config::from_vars(vars(&[("AGENT_CONFIG", "/nonexistent/agent.toml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot be read"), "{err}");
+    }
+
+    #[test]
+    fn utc_offsets() {
+        assert_eq!(parse_utc_offset("-03:00"), Some(-180));
+        assert_eq!(parse_utc_offset("+0530"), Some(330));
+        assert_eq!(parse_utc_offset("UTC-3"), Some(-180));
+        assert_eq!(parse_utc_offset("abc"), None);
+    }
 }
