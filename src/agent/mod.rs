@@ -1031,4 +1031,69 @@ mod tests {
         assert_eq!(agent.stats().last_error, Some("timeout"));
         assert!(!agent.is_replying());
     }
+
+    /// A provider that asks for `end_call` on every request.
+    struct Hangs;
+    impl LlmProvider for Hangs {
+        fn name(&self) -> &'static str {
+            "hangs"
+        }
+        fn model(&self) -> &str {
+            "hangs"
+        }
+        fn stream(&self, _: LlmRequest) -> LlmStream {
+            stream::iter([
+                Ok(LlmEvent::ToolCallDelta {
+                    index: 0,
+                    id: Some("c1".into()),
+                    name: Some("end_call".into()),
+                    arguments: "{\"rea".into(),
+                }),
+                Ok(LlmEvent::ToolCallDelta {
+                    index: 0,
+                    id: None,
+                    name: None,
+                    arguments: "son\":\"fim\"}".into(),
+                }),
+                Ok(LlmEvent::Finished {
+                    reason: Some("tool_calls".into()),
+                }),
+            ])
+            .boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_end_survives_an_interrupt_during_the_goodbye() {
+        let config = Config::from_vars(Default::default()).unwrap();
+        let mut agent = Agent::new(Arc::new(Hangs), settings())
+            .with_tools(Arc::new(ToolRegistry::from_config(&config)));
+        agent.handle(AgentInput::CallStarted(CallInfo {
+            call_sid: "CA1".into(),
+            ..CallInfo::default()
+        }));
+        agent.handle(AgentInput::UserText {
+            text: "tchau".into(),
+            lang: None,
+        });
+        assert_eq!(
+            agent.next_output().await,
+            AgentOutput::Token("Tchau!".into())
+        );
+        agent.handle(AgentInput::Interrupt {
+            heard: String::new(),
+        });
+        let AgentOutput::End(handoff) = agent.next_output().await else {
+            panic!("the end was lost")
+        };
+        assert_eq!(handoff.reason_code, REASON_END_CALL);
+        assert_eq!(handoff.reason.as_deref(), Some("fim"));
+        // Nothing more is said once the call is ending.
+        agent.handle(AgentInput::UserText {
+            text: "espera".into(),
+            lang: None,
+        });
+        assert!(!agent.is_replying());
+        assert!(agent.ended().is_some());
+    }
 }
