@@ -13,6 +13,7 @@
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
 //! - [`speech`]: upstream speech clients (OpenAI Realtime, ElevenLabs TTS, agent and
 //!   STT), transport-independent, for the Media Streams mode.
+//! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
 //! - [`twiml`]: TwiML documents with every value escaped.
 //! - [`metrics`]: process-wide counters.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
@@ -27,6 +28,7 @@ pub mod server;
 pub mod shutdown;
 pub mod speech;
 pub mod telemetry;
+pub mod tools;
 pub mod transport;
 pub mod twiml;
 

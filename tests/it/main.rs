@@ -2,10 +2,13 @@
 //! loopback (Twilio's side, an OpenAI-compatible LLM). One binary for all of them.
 
 mod common;
+mod fake_http;
 mod fake_llm;
 mod fake_speech;
+mod handoff;
 mod http;
 mod relay;
 mod speech_elevenlabs;
 mod speech_realtime;
+mod tools;
 mod twiml_examples;
