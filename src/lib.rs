@@ -12,6 +12,9 @@
 //! - [`agent`]: the conversation core: history, streaming replies, interruptions,
 //!   DTMF; independent of the transport.
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
+//! - [`speech`]: upstream speech clients (OpenAI Realtime, ElevenLabs TTS, agent and
+//!   STT), transport-independent, for the Media Streams mode.
+//! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
 //! - [`twiml`]: TwiML documents with every value escaped.
 //! - [`audio`]: μ-law, resampling, 20 ms framing and pacing, WAV files; pure code.
 //! - [`metrics`]: process-wide counters.
@@ -27,7 +30,9 @@ pub mod metrics;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod speech;
 pub mod telemetry;
+pub mod tools;
 pub mod transport;
 pub mod twiml;
 

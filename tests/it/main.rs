@@ -3,7 +3,13 @@
 
 mod audio_sox;
 mod common;
+mod fake_http;
 mod fake_llm;
+mod fake_speech;
+mod handoff;
 mod http;
 mod relay;
+mod speech_elevenlabs;
+mod speech_realtime;
+mod tools;
 mod twiml_examples;
