@@ -193,6 +193,29 @@ pub struct SpeechConfig {
     pub elevenlabs_stt_model: String,
     /// Time allowed to open an upstream speech socket (TCP + TLS + handshake).
     pub connect_timeout: Duration,
+    /// Speech-to-text of the `cascade` Media Streams pipeline (`CASCADE_STT`).
+    pub cascade_stt: CascadeStt,
+}
+
+/// Which service transcribes the caller in the `cascade` pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CascadeStt {
+    /// OpenAI Realtime in transcription mode (`OPENAI_API_KEY`).
+    OpenAi,
+    /// ElevenLabs Scribe realtime (`ELEVENLABS_API_KEY`, the same key as the TTS).
+    #[default]
+    ElevenLabs,
+}
+
+impl std::str::FromStr for CascadeStt {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "openai" | "openai-realtime" => Ok(Self::OpenAi),
+            "elevenlabs" | "scribe" => Ok(Self::ElevenLabs),
+            _ => Err(()),
+        }
+    }
 }
 
 /// Everything the server needs, read once.
@@ -531,6 +554,7 @@ fn speech_config(env: &mut Vars) -> SpeechConfig {
             .get("ELEVENLABS_STT_MODEL")
             .unwrap_or_else(|| "scribe_v2_realtime".to_string()),
         connect_timeout: Duration::from_millis(connect_timeout_ms),
+        cascade_stt: env.parse("CASCADE_STT", CascadeStt::default()),
     }
 }
 
@@ -1101,6 +1125,18 @@ mod tests {
         .to_string();
         assert!(err.contains("OPENAI_REALTIME_URL"), "{err}");
         assert!(err.contains("ELEVENLABS_API_BASE"), "{err}");
+    }
+
+    #[test]
+    fn cascade_stt_choice() {
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert_eq!(c.speech.cascade_stt, CascadeStt::ElevenLabs);
+        let c = Config::from_vars(vars(&[("CASCADE_STT", "OpenAI")])).unwrap();
+        assert_eq!(c.speech.cascade_stt, CascadeStt::OpenAi);
+        let err = Config::from_vars(vars(&[("CASCADE_STT", "whisper")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CASCADE_STT"), "{err}");
     }
 
     #[test]

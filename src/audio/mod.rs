@@ -6,10 +6,12 @@
 //! - [`frame`]: 20 ms framing of μ-law audio and real-time pacing arithmetic.
 //! - [`wav`]: incremental WAV writer (PCM16/μ-law, mono/stereo) and reader.
 //! - [`record`]: lines up caller and agent audio for a stereo call recording.
+//! - [`dtmf`]: keypad tones as μ-law, to press keys by audio.
 //!
 //! This module sits at the bottom of the dependency graph: it imports nothing from
 //! the rest of the crate except itself.
 
+pub mod dtmf;
 pub mod frame;
 pub mod mulaw;
 pub mod record;

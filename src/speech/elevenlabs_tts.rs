@@ -17,7 +17,9 @@
 //!   `inactivity_timeout`.
 //!
 //! Server messages carry `contextId` or `context_id`, `isFinal` or `is_final`: both
-//! spellings are accepted.
+//! spellings are accepted. The socket asks for `sync_alignment`, so each audio chunk
+//! comes with the characters it speaks and their start times ([`Alignment`]), which a
+//! barge-in uses to tell what the caller heard.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -117,6 +119,7 @@ impl TtsOptions {
             ("model_id", self.model_id.as_str()),
             ("output_format", "ulaw_8000"),
             ("inactivity_timeout", inactivity.as_str()),
+            ("sync_alignment", "true"),
         ];
         if let Some(language) = &self.language_code
             && model_takes_language_code(&self.model_id)
@@ -152,11 +155,50 @@ fn model_takes_language_code(model: &str) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TurnId(pub u64);
 
+/// Which characters an audio chunk speaks, and when (`alignment` of a server message:
+/// the text as sent, not the normalised one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Alignment {
+    pub chars: Vec<char>,
+    /// Start of each character, in ms (relative to the chunk, or to the context:
+    /// readers should only rely on differences).
+    pub starts_ms: Vec<u32>,
+}
+
+impl Alignment {
+    /// Most characters kept from one chunk (a chunk speaks a few hundred at most).
+    const MAX_CHARS: usize = 2048;
+
+    /// Parses `{"chars":[..],"charStartTimesMs":[..]}`; `None` when absent, empty or
+    /// inconsistent.
+    pub fn from_value(value: &Value) -> Option<Self> {
+        let chars = value.get("chars")?.as_array()?;
+        let starts = value.get("charStartTimesMs")?.as_array()?;
+        if chars.is_empty() || chars.len() != starts.len() || chars.len() > Self::MAX_CHARS {
+            return None;
+        }
+        let mut alignment = Self::default();
+        for (c, start) in chars.iter().zip(starts) {
+            // Each entry is one character; a multi-char string keeps its first.
+            let c = c.as_str()?.chars().next()?;
+            let start = start.as_f64().filter(|s| s.is_finite() && *s >= 0.0)?;
+            alignment.chars.push(c);
+            alignment.starts_ms.push(start.min(u32::MAX as f64) as u32);
+        }
+        Some(alignment)
+    }
+}
+
 /// What the TTS sends back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TtsEvent {
-    /// Base64 µ-law 8 kHz of a turn, header-less: Twilio's `media.payload` as is.
-    Audio { turn: TurnId, audio: String },
+    /// Base64 µ-law 8 kHz of a turn, header-less: Twilio's `media.payload` as is, with
+    /// the characters it speaks when the server sent them.
+    Audio {
+        turn: TurnId,
+        audio: String,
+        alignment: Option<Alignment>,
+    },
     /// All audio of the turn has been sent (`isFinal`).
     TurnDone { turn: TurnId },
     /// An error message from the server (it usually closes the socket next).
@@ -413,6 +455,7 @@ impl ElevenLabsTts {
             self.queued.push_back(TtsEvent::Audio {
                 turn,
                 audio: audio.to_string(),
+                alignment: value.get("alignment").and_then(Alignment::from_value),
             });
         }
         if is_final {
@@ -459,6 +502,28 @@ mod tests {
     }
 
     #[test]
+    fn alignment_is_parsed_leniently() {
+        let a = Alignment::from_value(&json!({"chars": ["O", "l", "á", " "],
+            "charStartTimesMs": [0, 70, 139.5, 210], "charsDurationsMs": [70, 70, 70, 30]}))
+        .unwrap();
+        assert_eq!(a.chars, vec!['O', 'l', 'á', ' ']);
+        assert_eq!(a.starts_ms, vec![0, 70, 139, 210]);
+        assert_eq!(Alignment::from_value(&Value::Null), None);
+        assert_eq!(
+            Alignment::from_value(&json!({"chars": ["a"], "charStartTimesMs": []})),
+            None
+        );
+        assert_eq!(
+            Alignment::from_value(&json!({"chars": [], "charStartTimesMs": []})),
+            None
+        );
+        assert_eq!(
+            Alignment::from_value(&json!({"chars": ["a"], "charStartTimesMs": [-1]})),
+            None
+        );
+    }
+
+    #[test]
     fn voice_ids_and_urls() {
         assert_eq!(
             voice_id("UgBBYS2sOqTuMpoF3BR0-flash_v2_5-1.2_1.0_0.8"),
@@ -479,7 +544,7 @@ mod tests {
         };
         assert_eq!(
             options.url(),
-            "wss://api.elevenlabs.io/v1/text-to-speech/v1/multi-stream-input?model_id=eleven_flash_v2_5&output_format=ulaw_8000&inactivity_timeout=180&language_code=pt"
+            "wss://api.elevenlabs.io/v1/text-to-speech/v1/multi-stream-input?model_id=eleven_flash_v2_5&output_format=ulaw_8000&inactivity_timeout=180&sync_alignment=true&language_code=pt"
         );
         let multilingual = TtsOptions {
             model_id: "eleven_multilingual_v2".into(),

@@ -60,7 +60,7 @@ async fn tts_streams_words_flushes_and_closes_each_turn() {
     let mut conn = server.next_conn().await;
     assert_eq!(
         conn.uri,
-        "/v1/text-to-speech/voz123/multi-stream-input?model_id=eleven_flash_v2_5&output_format=ulaw_8000&inactivity_timeout=180&language_code=pt"
+        "/v1/text-to-speech/voz123/multi-stream-input?model_id=eleven_flash_v2_5&output_format=ulaw_8000&inactivity_timeout=180&sync_alignment=true&language_code=pt"
     );
     assert_eq!(conn.header("xi-api-key"), Some("xi-test-key"));
     assert_eq!(conn.recv_json().await, context_init("ctx-1"));
@@ -99,14 +99,16 @@ async fn tts_streams_words_flushes_and_closes_each_turn() {
         within(tts.next_event()).await.unwrap(),
         TtsEvent::Audio {
             turn,
-            audio: "fn5+fn5+".into()
+            audio: "fn5+fn5+".into(),
+            alignment: None
         }
     );
     assert_eq!(
         within(tts.next_event()).await.unwrap(),
         TtsEvent::Audio {
             turn,
-            audio: "AAECAw==".into()
+            audio: "AAECAw==".into(),
+            alignment: None
         }
     );
     assert_eq!(
@@ -155,7 +157,8 @@ async fn tts_barge_in_closes_the_context_and_drops_late_audio() {
         within(tts.next_event()).await.unwrap(),
         TtsEvent::Audio {
             turn: first,
-            audio: "AAAA".into()
+            audio: "AAAA".into(),
+            alignment: None
         }
     );
 
@@ -188,7 +191,8 @@ async fn tts_barge_in_closes_the_context_and_drops_late_audio() {
         within(tts.next_event()).await.unwrap(),
         TtsEvent::Audio {
             turn: second,
-            audio: "CCCC".into()
+            audio: "CCCC".into(),
+            alignment: None
         },
         "nothing of the cancelled turn reaches the caller"
     );
@@ -204,7 +208,8 @@ async fn tts_barge_in_closes_the_context_and_drops_late_audio() {
         within(tts.next_event()).await.unwrap(),
         TtsEvent::Audio {
             turn: second,
-            audio: "DDDD".into()
+            audio: "DDDD".into(),
+            alignment: None
         }
     );
     assert_eq!(tts.cancel().await.unwrap(), vec![second]);
@@ -220,7 +225,8 @@ async fn tts_barge_in_closes_the_context_and_drops_late_audio() {
         within(tts.next_event()).await.unwrap(),
         TtsEvent::Audio {
             turn: third,
-            audio: "GGGG".into()
+            audio: "GGGG".into(),
+            alignment: None
         }
     );
 }
