@@ -1,0 +1,111 @@
+//! The cascade's speech-to-text stage: one of two realtime transcribers behind one
+//! small interface, reduced to what turn-taking needs ([`Heard`]).
+//!
+//! - **OpenAI Realtime** (transcription session, server VAD): `speech_started` is the
+//!   earliest sign the caller talks (barge-in), transcript deltas are partials, and
+//!   `…input_audio_transcription.completed` ends the caller's turn.
+//! - **ElevenLabs Scribe** (VAD commits): there is no speech-start event, so the first
+//!   partial transcript with words in it stands for one; `committed_transcript` ends
+//!   the caller's turn.
+//!
+//! Both take Twilio's base64 µ-law unchanged.
+
+use crate::config::{CascadeStt, Config};
+use crate::speech::SpeechError;
+use crate::speech::elevenlabs_stt::{ElevenLabsStt, SttEvent, SttOptions};
+use crate::speech::realtime::{
+    RealtimeClient, RealtimeOptions, ServerEvent, TranscriptionSettings,
+};
+
+/// What the transcriber noticed, for turn-taking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// The caller started speaking (voice activity).
+    SpeechStarted,
+    /// Words of an utterance in progress.
+    Partial(String),
+    /// A finished utterance.
+    Final(String),
+    /// Nothing that matters for the call (session events, recoverable errors).
+    Nothing,
+}
+
+/// Fails when a setting the configured transcriber needs is missing (before any
+/// socket is opened).
+pub fn check_config(config: &Config) -> Result<(), SpeechError> {
+    match config.speech.cascade_stt {
+        CascadeStt::OpenAi => RealtimeOptions::from_config(config).map(drop),
+        CascadeStt::ElevenLabs => SttOptions::from_config(config).map(drop),
+    }
+}
+
+/// An open transcriber.
+pub enum Stt {
+    OpenAi(Box<RealtimeClient>),
+    ElevenLabs(ElevenLabsStt),
+}
+
+impl Stt {
+    /// Connects the transcriber the configuration names.
+    pub async fn connect(config: &Config) -> Result<Self, SpeechError> {
+        match config.speech.cascade_stt {
+            CascadeStt::OpenAi => {
+                let options = RealtimeOptions::from_config(config)?;
+                let settings = TranscriptionSettings::from_config(config);
+                let client = RealtimeClient::connect_transcription(&options, &settings).await?;
+                Ok(Self::OpenAi(Box::new(client)))
+            }
+            CascadeStt::ElevenLabs => {
+                let options = SttOptions::from_config(config)?;
+                Ok(Self::ElevenLabs(ElevenLabsStt::connect(&options).await?))
+            }
+        }
+    }
+
+    /// Queues caller audio (Twilio's base64 µ-law) without waiting; a full queue drops
+    /// the frame ([`SpeechError::QueueFull`]).
+    pub fn send_audio(&self, payload_b64: &str) -> Result<(), SpeechError> {
+        match self {
+            Self::OpenAi(client) => client.append_audio(payload_b64),
+            Self::ElevenLabs(client) => client.send_audio(payload_b64),
+        }
+    }
+
+    /// The next thing heard. Cancel-safe. An upstream close is an error.
+    pub async fn next(&mut self) -> Result<Heard, SpeechError> {
+        match self {
+            Self::OpenAi(client) => Ok(match client.next_event().await? {
+                ServerEvent::SpeechStarted { .. } => Heard::SpeechStarted,
+                ServerEvent::InputTranscriptDelta { delta, .. } => Heard::Partial(delta),
+                ServerEvent::InputTranscriptCompleted { transcript, .. } => {
+                    Heard::Final(transcript)
+                }
+                ServerEvent::InputTranscriptFailed { message, .. } => {
+                    tracing::warn!(message = %message, "a caller utterance could not be transcribed");
+                    Heard::Nothing
+                }
+                _ => Heard::Nothing,
+            }),
+            Self::ElevenLabs(client) => Ok(match client.next_event().await? {
+                SttEvent::Partial { text } => Heard::Partial(text),
+                SttEvent::Committed { text } => Heard::Final(text),
+                _ => Heard::Nothing,
+            }),
+        }
+    }
+
+    /// Closes the socket.
+    pub async fn close(self) {
+        match self {
+            // Dropping the Realtime client closes its socket (close frame from the
+            // writer); it has no separate close.
+            Self::OpenAi(client) => drop(client),
+            Self::ElevenLabs(client) => client.close().await,
+        }
+    }
+}
+
+/// Whether a partial transcript holds words (not just noise or punctuation).
+pub fn has_words(text: &str) -> bool {
+    text.chars().any(char::is_alphanumeric)
+}
