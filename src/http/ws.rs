@@ -1,6 +1,7 @@
-//! WebSocket upgrades: `/websocket` (ConversationRelay). Converts warp's socket into
-//! a `Stream<Frame> + Sink<Outbound>` and hands it to the transport's session,
-//! tracked so a drain can wait for it.
+//! WebSocket upgrades: `/websocket` (ConversationRelay) and `/media-stream` (Media
+//! Streams). Converts warp's socket into a `Stream<Frame> + Sink<Outbound>` of the
+//! transport's protocol and hands it to the transport's session, tracked so a drain
+//! can wait for it.
 
 use futures::{SinkExt, StreamExt, future};
 use tracing::Instrument;
@@ -11,16 +12,52 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::{json_error, with_state};
+use crate::media::protocol::Outbound as MediaOutbound;
 use crate::relay::protocol::Outbound;
 use crate::server::AppState;
 use crate::transport::Frame;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    warp::path!("websocket")
+    let relay = warp::path!("websocket")
+        .and(warp::ws())
+        .and(with_state(state.clone()))
+        .map(|ws: Ws, state: AppState| upgrade_relay(ws, state));
+    let media = warp::path!("media-stream")
         .and(warp::ws())
         .and(with_state(state))
-        .map(|ws: Ws, state: AppState| upgrade_relay(ws, state))
-        .boxed()
+        .map(|ws: Ws, state: AppState| upgrade_media(ws, state));
+    relay.or(media).unify().boxed()
+}
+
+fn upgrade_media(ws: Ws, state: AppState) -> Response {
+    if let Some(refusal) = refuse_new_call(&state) {
+        return refusal;
+    }
+    let max = state.config.max_ws_message_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            let session = crate::media::session::run(media_socket(socket), state.media_deps());
+            let span = crate::telemetry::call_span("stream");
+            let calls = state.calls.clone();
+            async move {
+                calls.track_future(session.instrument(span)).await;
+            }
+        })
+        .into_response()
+}
+
+/// warp's socket as a stream of [`Frame`]s and a sink of Media Streams messages.
+fn media_socket(
+    socket: WebSocket,
+) -> impl futures::Stream<Item = Result<Frame, warp::Error>>
++ futures::Sink<MediaOutbound, Error = warp::Error>
++ Unpin {
+    socket
+        .with(|out: MediaOutbound| {
+            future::ready(Ok::<_, warp::Error>(Message::text(out.to_json())))
+        })
+        .filter_map(|message| future::ready(to_frame(message)))
 }
 
 fn upgrade_relay(ws: Ws, state: AppState) -> Response {
