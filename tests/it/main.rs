@@ -2,6 +2,7 @@
 //! loopback (Twilio's side, an OpenAI-compatible LLM). One binary for all of them.
 
 mod audio_sox;
+mod cascade;
 mod common;
 mod fake_http;
 mod fake_llm;

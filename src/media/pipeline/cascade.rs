@@ -299,13 +299,18 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, call: crate::agent::CallInfo, mut inbox: mpsc::Receiver<Inbound>) -> PipelineStats {
+    async fn run(
+        mut self,
+        call: crate::agent::CallInfo,
+        mut inbox: mpsc::Receiver<Inbound>,
+    ) -> PipelineStats {
         self.agent.handle(AgentInput::CallStarted(call));
         if self.stt.is_none() {
             self.fail("the transcriber is unreachable").await;
         } else {
             self.greet().await;
         }
+        let out = self.out.clone();
         loop {
             self.check_ending();
             let can_send = !self.outbox.is_empty();
@@ -320,11 +325,11 @@ impl Task {
                     Some(Inbound::Audio(payload)) => self.caller_audio(&payload),
                     Some(Inbound::Event(event)) => self.on_call_event(event).await,
                 },
-                permit = self.out.reserve(), if can_send => match permit {
+                permit = out.reserve(), if can_send => match permit {
                     Ok(permit) => {
                         if let Some(output) = self.outbox.pop_front() {
                             if let PipelineOutput::Audio { mulaw, .. } = &output {
-                                self.held_audio -= mulaw.len();
+                                self.held_audio = self.held_audio.saturating_sub(mulaw.len());
                             }
                             permit.send(output);
                         }
@@ -370,7 +375,10 @@ impl Task {
             Err(SpeechError::QueueFull { .. }) => {
                 self.dropped_frames += 1;
                 if self.dropped_frames.is_power_of_two() {
-                    tracing::warn!(dropped = self.dropped_frames, "the transcriber lags; caller frames dropped");
+                    tracing::warn!(
+                        dropped = self.dropped_frames,
+                        "the transcriber lags; caller frames dropped"
+                    );
                 }
             }
             // A broken socket shows up on the read side.
@@ -458,8 +466,12 @@ impl Task {
         }
         self.agent_turn = None;
         self.generating.clear();
-        self.outbox
-            .retain(|o| !matches!(o, PipelineOutput::Audio { .. } | PipelineOutput::TurnDone { .. }));
+        self.outbox.retain(|o| {
+            !matches!(
+                o,
+                PipelineOutput::Audio { .. } | PipelineOutput::TurnDone { .. }
+            )
+        });
         self.held_audio = 0;
         self.outbox.push_back(PipelineOutput::Clear);
         self.clearing = Some(Instant::now() + CLEAR_WAIT);
@@ -518,12 +530,7 @@ impl Task {
                     return;
                 }
                 self.spoken.audio(turn, mulaw.len() as u64, alignment);
-                if self.held_audio + mulaw.len() > MAX_HELD_AUDIO {
-                    tracing::warn!("the session does not take the agent's audio; dropping some");
-                    return;
-                }
-                self.held_audio += mulaw.len();
-                self.outbox.push_back(PipelineOutput::Audio { turn, mulaw });
+                self.push_audio(turn, mulaw);
             }
             Ok(TtsEvent::TurnDone { turn }) => {
                 let turn = self.turn_number(turn);
@@ -569,7 +576,7 @@ impl Task {
                 if !tones.is_empty() {
                     self.tones += 1;
                     let turn = TONE_TURNS + self.tones;
-                    self.outbox.push_back(PipelineOutput::Audio { turn, mulaw: tones });
+                    self.push_audio(turn, tones);
                     self.outbox.push_back(PipelineOutput::TurnDone { turn });
                 }
             }
@@ -577,6 +584,16 @@ impl Task {
                 tracing::info!(language = %code, "language switch noted; the cascade keeps its transcriber and voice settings");
             }
         }
+    }
+
+    /// Queues agent audio for the session (dropped past [`MAX_HELD_AUDIO`]).
+    fn push_audio(&mut self, turn: u64, mulaw: Vec<u8>) {
+        if self.held_audio + mulaw.len() > MAX_HELD_AUDIO {
+            tracing::warn!("the session does not take the agent's audio; dropping some");
+            return;
+        }
+        self.held_audio += mulaw.len();
+        self.outbox.push_back(PipelineOutput::Audio { turn, mulaw });
     }
 
     /// The session's number for a TTS turn (unique across TTS reconnections).

@@ -172,7 +172,8 @@ fn heard_aligned(chunks: &[Chunk], played: u64) -> String {
         let first = alignment.starts_ms.first().copied().unwrap_or(0);
         for (c, start) in alignment.chars.iter().zip(&alignment.starts_ms) {
             text.push(*c);
-            if u64::from(start.saturating_sub(first)) < into_ms || played >= chunk.offset + chunk.len
+            if u64::from(start.saturating_sub(first)) < into_ms
+                || played >= chunk.offset + chunk.len
             {
                 heard = text.len();
             }
