@@ -439,6 +439,10 @@ impl Task {
                 if self.clearing.is_none() && self.agent_speaking() {
                     self.barge_in("final transcript").await;
                 }
+                if self.done || self.ending.is_some() {
+                    // The barge-in found the TTS broken: the call is ending.
+                    return;
+                }
                 if self.clearing.is_some() {
                     if self.after_clear.len() < 8 {
                         self.after_clear.push(text);
