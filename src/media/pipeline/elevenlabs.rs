@@ -236,7 +236,9 @@ impl ElevenLabsPipeline {
             }
             AgentEvent::AgentResponse { text } => {
                 self.new_turn = true;
-                let seq = self.log.turn(Speaker::Agent, &text, SystemTime::now(), None);
+                let seq = self
+                    .log
+                    .turn(Speaker::Agent, &text, SystemTime::now(), None);
                 self.last_agent_seq = Some(seq);
                 // The audio following belongs to this response.
                 self.start_turn();
@@ -289,7 +291,8 @@ impl ElevenLabsPipeline {
     fn start_tool(&mut self, id: String, name: String, parameters: serde_json::Value) {
         tracing::info!(tool = %name, "the ElevenLabs agent calls a client tool");
         self.stats.tool_calls += 1;
-        let known = self.tools.names().contains(&name) && !RELAY_ONLY_TOOLS.contains(&name.as_str());
+        let known =
+            self.tools.names().contains(&name) && !RELAY_ONLY_TOOLS.contains(&name.as_str());
         if !known || self.running.len() >= MAX_RUNNING_TOOLS {
             let error = if known {
                 "too many tools running".to_string()
@@ -458,7 +461,10 @@ impl Pipeline for ElevenLabsPipeline {
             Err(SpeechError::QueueFull { .. }) => {
                 self.dropped_audio += 1;
                 if self.dropped_audio == 1 || self.dropped_audio.is_multiple_of(250) {
-                    tracing::warn!(dropped = self.dropped_audio, "the ElevenLabs agent lags; dropping caller audio");
+                    tracing::warn!(
+                        dropped = self.dropped_audio,
+                        "the ElevenLabs agent lags; dropping caller audio"
+                    );
                 }
             }
             Err(e) => self.upstream_failed(e),

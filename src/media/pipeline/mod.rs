@@ -310,7 +310,8 @@ impl CallLog {
                 );
                 None
             }
-            crate::tools::ToolEffect::SendDigits(_) | crate::tools::ToolEffect::SwitchLanguage(_) => {
+            crate::tools::ToolEffect::SendDigits(_)
+            | crate::tools::ToolEffect::SwitchLanguage(_) => {
                 tracing::warn!(tool = %run.call.name, "this tool's action is not available over Media Streams");
                 None
             }
@@ -415,7 +416,10 @@ mod tests {
             Err(PipelineError::NotConfigured(_))
         ));
         config.media.pipeline = Some(MediaPipelineKind::OpenAiRealtime);
-        assert_eq!(choose(&config, &call), Ok(MediaPipelineKind::OpenAiRealtime));
+        assert_eq!(
+            choose(&config, &call),
+            Ok(MediaPipelineKind::OpenAiRealtime)
+        );
         call.parameters.insert("pipeline".into(), "Cascade".into());
         assert_eq!(choose(&config, &call), Ok(MediaPipelineKind::Cascade));
         call.parameters.insert("pipeline".into(), "nope".into());

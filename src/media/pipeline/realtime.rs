@@ -93,6 +93,9 @@ pub struct RealtimePipeline {
     digits_due: Option<Instant>,
     /// The call ends after the goodbye response (or at the deadline).
     ending: Option<(Handoff, Instant)>,
+    /// The id of the goodbye response, once created (the first response created
+    /// after we asked for it).
+    goodbye_response: Option<String>,
     speech_stopped_at: Option<Instant>,
     /// The upstream is gone.
     dead: bool,
@@ -143,6 +146,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         digits: String::new(),
         digits_due: None,
         ending: None,
+        goodbye_response: None,
         speech_stopped_at: None,
         dead: false,
         apology: None,
@@ -272,7 +276,8 @@ impl RealtimePipeline {
                 self.audio.on_delta(&item_id, &delta);
                 self.spoke = true;
                 let turn = self.item_or_new(&item_id).turn;
-                self.out.push_back(PipelineOutput::Audio { turn, mulaw: bytes });
+                self.out
+                    .push_back(PipelineOutput::Audio { turn, mulaw: bytes });
             }
             ServerEvent::AudioDone { item_id } => {
                 if self.is_truncated(&item_id) {
@@ -328,24 +333,31 @@ impl RealtimePipeline {
             ServerEvent::SpeechStopped { .. } => {
                 self.speech_stopped_at = Some(Instant::now());
             }
-            ServerEvent::ResponseCreated { .. } => {
+            ServerEvent::ResponseCreated { response_id } => {
                 self.spoke = false;
+                if self.ending.is_some() && self.goodbye_response.is_none() {
+                    self.goodbye_response = Some(response_id);
+                }
             }
             ServerEvent::FunctionCallDone(call) => self.start_tool(call),
             ServerEvent::ResponseDone {
+                response_id,
                 status,
                 reason,
                 function_calls,
-                ..
             } => {
                 for call in function_calls {
                     self.start_tool(call);
                 }
                 if status == "failed" {
                     self.stats.errors += 1;
-                    tracing::warn!(reason = reason.as_deref().unwrap_or(""), "a Realtime response failed");
+                    tracing::warn!(
+                        reason = reason.as_deref().unwrap_or(""),
+                        "a Realtime response failed"
+                    );
                 }
-                if self.running.is_empty()
+                // The goodbye was said: the call can end once it has played.
+                if self.goodbye_response.as_deref() == Some(response_id.as_str())
                     && let Some((handoff, _)) = self.ending.take()
                 {
                     self.end(handoff);
@@ -564,7 +576,10 @@ impl Pipeline for RealtimePipeline {
             Err(SpeechError::QueueFull { .. }) => {
                 self.dropped_audio += 1;
                 if self.dropped_audio == 1 || self.dropped_audio.is_multiple_of(250) {
-                    tracing::warn!(dropped = self.dropped_audio, "Realtime lags; dropping caller audio");
+                    tracing::warn!(
+                        dropped = self.dropped_audio,
+                        "Realtime lags; dropping caller audio"
+                    );
                 }
             }
             Err(e) => self.upstream_failed(e),
