@@ -9,6 +9,7 @@ mod fake_llm;
 mod fake_speech;
 mod handoff;
 mod http;
+mod media;
 mod relay;
 mod speech_elevenlabs;
 mod speech_realtime;

@@ -207,3 +207,222 @@ impl CallObserver for TurnsOnly {
     fn call_started(&self, _call: &CallInfo) {}
     fn call_ended(&self, _call_sid: &str, _summary: &CallSummary) {}
 }
+
+/// The transcript side of a pipeline that does not run our [`crate::agent::Agent`]
+/// (Realtime, ElevenLabs agent): numbers turns and reports them, tool calls and
+/// appointments to the observer, and turns tool effects into call endings.
+pub struct CallLog {
+    call: CallInfo,
+    observer: Arc<dyn CallObserver>,
+    next_seq: u32,
+}
+
+impl CallLog {
+    pub fn new(call: CallInfo, observer: Arc<dyn CallObserver>) -> Self {
+        Self {
+            call,
+            observer,
+            next_seq: 0,
+        }
+    }
+
+    pub fn call(&self) -> &CallInfo {
+        &self.call
+    }
+
+    /// Records a finished turn; returns its sequence number.
+    pub fn turn(
+        &mut self,
+        speaker: crate::agent::Speaker,
+        text: &str,
+        started_at: std::time::SystemTime,
+        time_to_first_token: Option<Duration>,
+    ) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.observer.turn(
+            &self.call.call_sid,
+            &TurnRecord {
+                seq,
+                speaker,
+                text: text.to_string(),
+                started_at,
+                ended_at: std::time::SystemTime::now(),
+                time_to_first_token_ms: time_to_first_token.map(|d| d.as_millis() as u64),
+            },
+        );
+        seq
+    }
+
+    /// An agent turn was cut short; the caller heard `heard`.
+    pub fn interrupted(&self, seq: u32, heard: &str) {
+        self.observer
+            .turn_interrupted(&self.call.call_sid, seq, heard);
+    }
+
+    /// Reports a tool run and applies its effect: appointments are reported, the end
+    /// of the call or a transfer is returned as a [`Handoff`]. Keypad digits and
+    /// language switches cannot be done over Media Streams and are logged.
+    pub fn tool_run(&self, run: &crate::tools::ToolRun) -> Option<Handoff> {
+        self.observer.tool_call(
+            &self.call.call_sid,
+            &ToolCallRecord {
+                name: run.call.name.clone(),
+                arguments: run.call.arguments.clone(),
+                result: run.content(),
+                ok: run.result.is_ok(),
+                started_at: run.started_at,
+                duration_ms: run.duration.as_millis() as u64,
+            },
+        );
+        let call = &self.call;
+        let handoff = |reason_code: &str, reason: Option<String>, summary: Option<String>| {
+            Some(Handoff {
+                reason_code: reason_code.into(),
+                reason,
+                summary,
+                call_sid: Some(call.call_sid.clone()).filter(|s| !s.is_empty()),
+                from: Some(call.from.clone()).filter(|s| !s.is_empty()),
+            })
+        };
+        match run.effect()?.clone() {
+            crate::tools::ToolEffect::EndCall { reason } => {
+                handoff(crate::agent::REASON_END_CALL, reason, None)
+            }
+            crate::tools::ToolEffect::Handoff { reason, summary } => {
+                handoff(crate::agent::REASON_LIVE_AGENT, Some(reason), summary)
+            }
+            crate::tools::ToolEffect::Appointment(a) => {
+                tracing::info!(day = %a.day, "appointment booked");
+                self.observer.appointment(
+                    &call.call_sid,
+                    &AppointmentRecord {
+                        name: a.name,
+                        email: a.email,
+                        preferred_day: a.day,
+                        preferred_time: a.time,
+                        phone: a
+                            .phone
+                            .or_else(|| Some(call.from.clone()).filter(|f| !f.is_empty())),
+                        notes: a.notes,
+                        created_at: Some(std::time::SystemTime::now()),
+                    },
+                );
+                None
+            }
+            crate::tools::ToolEffect::SendDigits(_)
+            | crate::tools::ToolEffect::SwitchLanguage(_) => {
+                tracing::warn!(tool = %run.call.name, "this tool's action is not available over Media Streams");
+                None
+            }
+        }
+    }
+}
+
+/// Tools that make no sense without ConversationRelay (keypad tones to the far end,
+/// switching Twilio's speech language): not offered to media pipelines that call
+/// tools themselves.
+pub const RELAY_ONLY_TOOLS: [&str; 2] = ["send_dtmf", "switch_language"];
+
+/// The first `played` of `generated` of a spoken text, cut at a word boundary: an
+/// estimate of what the caller heard of an interrupted turn (speech is close enough
+/// to uniform in time for a transcript).
+pub fn heard_part(text: &str, played: Duration, generated: Duration) -> String {
+    if generated.is_zero() || played >= generated {
+        return text.to_string();
+    }
+    let chars = text.chars().count();
+    let keep = (chars as f64 * played.as_secs_f64() / generated.as_secs_f64()).round() as usize;
+    let cut: String = text.chars().take(keep).collect();
+    if keep >= chars {
+        return cut;
+    }
+    // Whole words only.
+    match cut.rfind(char::is_whitespace) {
+        Some(at) => cut[..at].trim_end().to_string(),
+        None => String::new(),
+    }
+}
+
+/// Longest apology audio kept (10 s of μ-law).
+const MAX_APOLOGY_BYTES: usize = 80_000;
+/// The most an apology may take to synthesise.
+const APOLOGY_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Speaks `text` through ElevenLabs TTS (when configured) and returns the μ-law
+/// audio: the apology of a pipeline whose own voice is gone. `None` when TTS is not
+/// configured, fails or takes too long. Run it in a spawned task (it takes seconds).
+pub async fn apology_audio(config: Arc<Config>, text: String) -> Option<Vec<u8>> {
+    use crate::speech::elevenlabs_tts::{ElevenLabsTts, TtsEvent, TtsOptions};
+    if text.trim().is_empty() {
+        return None;
+    }
+    let options = TtsOptions::from_config(&config).ok()?;
+    let work = async {
+        let mut tts = ElevenLabsTts::connect(&options).await.ok()?;
+        tts.begin_turn().await.ok()?;
+        tts.push_text(&text).await.ok()?;
+        tts.end_turn().await.ok()?;
+        let mut audio = Vec::new();
+        loop {
+            match tts.next_event().await.ok()? {
+                TtsEvent::Audio { audio: b64, .. } => {
+                    use base64::Engine as _;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(b64.as_bytes())
+                        .ok()?;
+                    audio.extend_from_slice(&bytes);
+                    if audio.len() >= MAX_APOLOGY_BYTES {
+                        audio.truncate(MAX_APOLOGY_BYTES);
+                        break;
+                    }
+                }
+                TtsEvent::TurnDone { .. } => break,
+                TtsEvent::Error { message } => {
+                    tracing::warn!(error = %message, "apology TTS failed");
+                    return None;
+                }
+            }
+        }
+        tts.close().await;
+        Some(audio)
+    };
+    match tokio::time::timeout(APOLOGY_TIMEOUT, work).await {
+        Ok(Some(audio)) if !audio.is_empty() => Some(audio),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heard_part_cuts_on_words() {
+        let text = "Olá, tudo bem com você hoje?";
+        let ms = Duration::from_millis;
+        assert_eq!(heard_part(text, ms(0), ms(1000)), "");
+        assert_eq!(heard_part(text, ms(500), ms(1000)), "Olá, tudo bem");
+        assert_eq!(heard_part(text, ms(1000), ms(1000)), text);
+        assert_eq!(heard_part(text, ms(10), Duration::ZERO), text);
+    }
+
+    #[test]
+    fn pipeline_choice_parameter_then_config() {
+        let mut config = Config::from_vars(Default::default()).unwrap();
+        let mut call = CallInfo::default();
+        assert!(matches!(
+            choose(&config, &call),
+            Err(PipelineError::NotConfigured(_))
+        ));
+        config.media.pipeline = Some(MediaPipelineKind::OpenAiRealtime);
+        assert_eq!(
+            choose(&config, &call),
+            Ok(MediaPipelineKind::OpenAiRealtime)
+        );
+        call.parameters.insert("pipeline".into(), "Cascade".into());
+        assert_eq!(choose(&config, &call), Ok(MediaPipelineKind::Cascade));
+        call.parameters.insert("pipeline".into(), "nope".into());
+        assert!(choose(&config, &call).is_err());
+    }
+}
