@@ -158,9 +158,10 @@ enum Got {
 
 impl MediaClient {
     async fn start(app: &TestApp, call_sid: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(app.ws_url("/media-stream"))
-            .await
-            .expect("the media socket opens");
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(app.ws_url("/media-stream"), None, true)
+                .await
+                .expect("the media socket opens");
         let mut client = Self {
             ws,
             audio: Vec::new(),
@@ -740,4 +741,71 @@ async fn openai_transcription_drives_turns_and_barge_in() {
     drop(twilio);
     assert_eq!(stt.until_closed().await.1, Ending::CloseFrame(1000));
     assert_eq!(tts.until_closed().await.1, Ending::CloseFrame(1000));
+}
+
+/// Not a check: measures the cascade's own overhead on loopback (fake upstreams
+/// answer at once). Run with
+/// `cargo test --release --test it measure_cascade -- --ignored --nocapture`;
+/// results and method are in BENCHMARKS.md.
+#[tokio::test]
+#[ignore]
+async fn measure_cascade_latencies() {
+    use tokio::time::Instant;
+    const ROUNDS: usize = 20;
+    let mut s = setup(&[("WELCOME_GREETING", "")]).await;
+    let mut twilio = MediaClient::start(&s.app, "CA_cascade_measure").await;
+    let (mut stt, mut tts) = upstreams(&mut s.eleven).await;
+    assert_eq!(tts.recv_json().await, context_init("ctx-1"));
+    let (mut to_text, mut to_audio, mut to_clear) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let context = format!("ctx-{}", round + 1);
+        s.llm.push(Reply::tokens(&["Resposta ", "curta."]));
+        let asked = Instant::now();
+        stt.send_json(
+            json!({"message_type": "committed_transcript", "text": format!("pergunta {round}")}),
+        )
+        .await;
+        // Final transcript → first words at the TTS (fake LLM answers at once).
+        let first = tts.recv_json().await;
+        assert_eq!(first["context_id"], context.as_str(), "{first}");
+        to_text.push(asked.elapsed());
+        // TTS audio → first frame at Twilio. (Twilio streams caller audio all along,
+        // which also acknowledges our last message at once: without it, Nagle's
+        // algorithm and a delayed ACK on loopback add ~40 ms after a `clear`.)
+        twilio.speak(&tone(160, 5)).await;
+        let before = twilio.audio.len();
+        let sent = Instant::now();
+        tts.send_json(
+            json!({"audio": BASE64.encode(tone(16_000, round as u8)), "contextId": context}),
+        )
+        .await;
+        twilio.audio(before + 160).await;
+        to_audio.push(sent.elapsed());
+        twilio.audio(before + 160 * 10).await;
+        // Partial transcript while speaking → `clear` at Twilio.
+        let spoke = Instant::now();
+        stt.send_json(json!({"message_type": "partial_transcript", "text": "espera"}))
+            .await;
+        assert_eq!(twilio.read_until(|_| false).await, Some(Got::Clear));
+        to_clear.push(spoke.elapsed());
+        tts_until(
+            &mut tts,
+            json!({"context_id": context, "close_context": true}),
+        )
+        .await;
+        tts.recv_json().await; // the next context
+    }
+    let report = |name: &str, mut v: Vec<Duration>| {
+        v.sort();
+        eprintln!(
+            "{name}: median {:?}, p90 {:?}, max {:?} over {} rounds",
+            v[v.len() / 2],
+            v[v.len() * 9 / 10],
+            v[v.len() - 1],
+            v.len()
+        );
+    };
+    report("final transcript -> first TTS text", to_text);
+    report("TTS audio -> first Twilio frame", to_audio);
+    report("partial transcript -> Twilio clear", to_clear);
 }

@@ -61,6 +61,8 @@ impl FakeWsServer {
         let (tx, conns) = mpsc::channel(16);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // Like a real service: small messages go out at once.
+                let _ = stream.set_nodelay(true);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let seen: Arc<Mutex<Option<(String, HeaderMap)>>> = Arc::default();
