@@ -12,6 +12,7 @@
 //!   DTMF; independent of the transport.
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
 //! - [`twiml`]: TwiML documents with every value escaped.
+//! - [`twilio`]: Twilio's REST API client and the `X-Twilio-Signature` algorithm.
 //! - [`metrics`]: process-wide counters.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
 
@@ -25,6 +26,7 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod transport;
+pub mod twilio;
 pub mod twiml;
 
 pub use config::Config;

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod twilio_auth;
 pub mod twiml;
 pub mod ws;
 
@@ -123,7 +124,11 @@ pub fn public_base(
                     v.and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
                         .filter(|s| !s.is_empty())
                 };
-                let proto = first(proto).unwrap_or_else(|| "http".to_string());
+                // A proxy may report the WebSocket scheme; the base is the HTTP one.
+                let proto = match first(proto).map(|p| p.to_ascii_lowercase()).as_deref() {
+                    Some("https" | "wss") => "https",
+                    _ => "http",
+                };
                 let host = first(fwd_host)
                     .or_else(|| first(host))
                     .unwrap_or_else(|| format!("localhost:{}", state.config.port));
@@ -143,6 +148,12 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
 
 /// The single place where unmatched requests get their answer.
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    if rejection.find::<twilio_auth::Forbidden>().is_some() {
+        return Ok(json_error(
+            StatusCode::FORBIDDEN,
+            "invalid Twilio signature",
+        ));
+    }
     if rejection.find::<auth::Unauthorized>().is_some() {
         let reply = json_error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
         return Ok(warp::reply::with_header(reply, "www-authenticate", "Bearer").into_response());

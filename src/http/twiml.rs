@@ -1,6 +1,6 @@
 //! Twilio voice webhooks: `GET|POST /twiml` and `POST /incoming-call` answer a call
 //! with `<Connect><ConversationRelay>`; `POST /twiml/action` answers the end of the
-//! ConversationRelay session.
+//! ConversationRelay session. Every route checks `X-Twilio-Signature` first.
 
 use bytes::Bytes;
 use warp::filters::BoxedFilter;
@@ -8,21 +8,26 @@ use warp::http::header::CONTENT_TYPE;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{PublicBase, limited_body, public_base, with_state};
+use super::{PublicBase, limited_body, public_base, twilio_auth, with_state};
 use crate::server::AppState;
 use crate::twiml;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let answer_get = warp::path!("twiml")
         .and(warp::get())
+        .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
-        .map(|state: AppState, base: PublicBase| answer(&state, &base, &[]));
+        .map(
+            |_form: Vec<(String, String)>, state: AppState, base: PublicBase| {
+                answer(&state, &base, &[])
+            },
+        );
     let answer_post = warp::path!("twiml")
         .or(warp::path!("incoming-call"))
         .unify()
         .and(warp::post())
-        .and(form_body())
+        .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
         .map(
@@ -32,7 +37,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         );
     let action = warp::path!("twiml" / "action")
         .and(warp::post())
-        .and(form_body())
+        .and(twilio_auth::webhook(state.clone()))
         .map(|form: Vec<(String, String)>| session_ended(&form));
     action
         .or(answer_get)

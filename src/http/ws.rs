@@ -1,6 +1,7 @@
 //! WebSocket upgrades: `/websocket` (ConversationRelay). Converts warp's socket into
 //! a `Stream<Frame> + Sink<Outbound>` and hands it to the transport's session,
-//! tracked so a drain can wait for it.
+//! tracked so a drain can wait for it. The handshake's `X-Twilio-Signature` is
+//! checked before the upgrade (403 on failure).
 
 use futures::{SinkExt, StreamExt, future};
 use tracing::Instrument;
@@ -10,7 +11,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{json_error, with_state};
+use super::{json_error, twilio_auth, with_state};
 use crate::relay::protocol::Outbound;
 use crate::server::AppState;
 use crate::transport::Frame;
@@ -18,6 +19,7 @@ use crate::transport::Frame;
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("websocket")
         .and(warp::ws())
+        .and(twilio_auth::websocket(state.clone()))
         .and(with_state(state))
         .map(|ws: Ws, state: AppState| upgrade_relay(ws, state))
         .boxed()

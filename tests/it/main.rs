@@ -5,4 +5,5 @@ mod common;
 mod fake_llm;
 mod http;
 mod relay;
+mod twilio_spec;
 mod twiml_examples;
