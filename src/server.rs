@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::llm::{self, LlmError, LlmProvider};
 use crate::metrics::Metrics;
 use crate::relay::session::SessionDeps;
+use crate::twilio::client::TwilioClient;
 
 /// Everything a request handler or call session may need. Cheap to clone.
 #[derive(Clone)]
@@ -37,6 +38,8 @@ pub struct AppState {
     pub stop: CancellationToken,
     pub started_at: SystemTime,
     pub started: Instant,
+    /// Twilio's REST API, when the account is configured.
+    pub twilio: Option<Arc<TwilioClient>>,
 }
 
 impl AppState {
@@ -48,7 +51,14 @@ impl AppState {
 
     /// Builds the state around a given LLM provider.
     pub fn with_llm(config: Config, llm: Arc<dyn LlmProvider>) -> Self {
+        let twilio = TwilioClient::from_config(&config.twilio)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot set up the Twilio REST client");
+                None
+            })
+            .map(Arc::new);
         Self {
+            twilio,
             agent_settings: Arc::new(AgentSettings::from_config(&config)),
             config: Arc::new(config),
             llm,

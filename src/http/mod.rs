@@ -5,7 +5,9 @@
 //! body cannot make warp fall through to a misleading 405 from another route.
 
 pub mod auth;
+pub mod callbacks;
 pub mod health;
+pub mod outbound;
 pub mod twilio_auth;
 pub mod twiml;
 pub mod ws;
@@ -29,7 +31,11 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     health::routes(state.clone())
         .or(twiml::routes(state.clone()))
         .unify()
-        .or(ws::routes(state))
+        .or(ws::routes(state.clone()))
+        .unify()
+        .or(outbound::routes(state.clone()))
+        .unify()
+        .or(callbacks::routes(state))
         .unify()
         .recover(recover)
         .unify()
