@@ -102,6 +102,8 @@ pub struct TwilioConfig {
     pub phone_number: Option<String>,
     /// REST API base URL (no trailing slash); tests point it at a local fake.
     pub api_base: String,
+    /// Time allowed for one REST request to Twilio.
+    pub timeout: Duration,
     /// Whether `X-Twilio-Signature` is checked on every Twilio-facing route: on
     /// whenever the auth token is set, unless `TWILIO_VALIDATE_SIGNATURES=false`.
     pub validate_signatures: bool,
@@ -423,6 +425,7 @@ fn twilio_config(env: &mut Vars) -> TwilioConfig {
         api_key_secret,
         phone_number,
         api_base,
+        timeout: Duration::from_millis(env.parse("TWILIO_TIMEOUT_MS", 15_000u64)),
     }
 }
 

@@ -4,7 +4,7 @@
 //! Each request is first built as a plain [`ApiRequest`] (method, path, form fields)
 //! by a pure function, so a test can check every request we send against Twilio's
 //! OpenAPI description; [`TwilioClient::send`] then performs it with basic auth, a
-//! connect timeout and an overall timeout. Twilio's own errors come back as
+//! connect timeout and an overall timeout (`TWILIO_TIMEOUT_MS`). Twilio's own errors come back as
 //! [`TwilioError::Api`] with Twilio's code and message.
 
 use std::time::Duration;
@@ -16,8 +16,6 @@ use crate::config::{Secret, TwilioConfig};
 
 /// Time allowed to open a connection to Twilio.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time allowed for a whole request to Twilio.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The lifecycle events our status callback asks for (one form field each).
 pub const STATUS_CALLBACK_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
@@ -205,6 +203,7 @@ pub struct TwilioClient {
     account_sid: String,
     user: String,
     password: Secret,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for TwilioClient {
@@ -227,7 +226,7 @@ impl TwilioClient {
         };
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(config.timeout)
             .build()
             .map_err(|e| TwilioError::Network(format!("building the HTTP client: {e}")))?;
         Ok(Some(Self {
@@ -236,6 +235,7 @@ impl TwilioClient {
             account_sid,
             user,
             password,
+            timeout: config.timeout,
         }))
     }
 
@@ -277,9 +277,12 @@ impl TwilioClient {
             .basic_auth(&self.user, Some(self.password.expose()))
             .send()
             .await
-            .map_err(|e| transport_error(&e))?;
+            .map_err(|e| transport_error(&e, self.timeout))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&e, self.timeout))?;
         if !status.is_success() {
             let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
             let error = TwilioError::Api {
@@ -311,9 +314,9 @@ impl TwilioClient {
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> TwilioError {
+fn transport_error(e: &reqwest::Error, timeout: Duration) -> TwilioError {
     if e.is_timeout() {
-        TwilioError::Timeout(REQUEST_TIMEOUT)
+        TwilioError::Timeout(timeout)
     } else {
         // Without the URL: it is ours and adds nothing; the cause chain is what helps.
         let mut message = e.to_string();

@@ -3,7 +3,9 @@
 
 mod common;
 mod fake_llm;
+mod fake_twilio;
 mod http;
 mod relay;
+mod twilio_signature;
 mod twilio_spec;
 mod twiml_examples;
