@@ -5,6 +5,7 @@ mod common;
 mod fake_llm;
 mod fake_twilio;
 mod http;
+mod outbound;
 mod relay;
 mod twilio_signature;
 mod twilio_spec;
