@@ -11,6 +11,8 @@
 //! - [`agent`]: the conversation core: history, streaming replies, interruptions,
 //!   DTMF; independent of the transport.
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
+//! - [`recorder`]: the call observer that queues each call's records for the store.
+//! - [`store`]: durable call records (SQLite or PostgreSQL) and their migrations.
 //! - [`twiml`]: TwiML documents with every value escaped.
 //! - [`metrics`]: process-wide counters.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
@@ -20,9 +22,11 @@ pub mod config;
 pub mod http;
 pub mod llm;
 pub mod metrics;
+pub mod recorder;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod transport;
 pub mod twiml;
