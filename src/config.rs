@@ -159,6 +159,9 @@ pub struct Config {
     /// Whether `api_token` was generated at start (no `API_TOKEN` set).
     pub api_token_generated: bool,
     pub twilio: TwilioConfig,
+    /// Where call records live: `sqlite://path` (default `sqlite://data/voxrelay.db`)
+    /// or `postgres://…`. May hold a password: show [`redact_database_url`] instead.
+    pub database_url: Secret,
 }
 
 /// Every problem found in the environment, reported together.
@@ -172,6 +175,7 @@ pub const DEFAULT_WELCOME_GREETING: &str = "Olá! Eu sou o assistente virtual. C
 pub const DEFAULT_FALLBACK_MESSAGE: &str =
     "Desculpe, tive um problema para responder agora. Pode repetir, por favor?";
 const DEFAULT_OPENAI_MODEL: &str = "gpt-4.1-mini";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/voxrelay.db";
 
 impl Config {
     /// Reads the process environment (call `dotenvy::dotenv()` first to load `.env`).
@@ -329,6 +333,18 @@ impl Config {
             None => (Secret::new(random_token()), true),
         };
         let twilio = twilio_config(&mut env);
+        let database_url = env
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| database_url.starts_with(p))
+        {
+            env.errors.push(format!(
+                "DATABASE_URL must start with sqlite: or postgres://, got {:?}",
+                redact_database_url(&database_url)
+            ));
+        }
         let config = Config {
             port,
             public_url,
@@ -348,6 +364,7 @@ impl Config {
             api_token,
             api_token_generated,
             twilio,
+            database_url: Secret::new(database_url),
         };
         if env.errors.is_empty() {
             Ok(config)
@@ -427,6 +444,39 @@ fn twilio_config(env: &mut Vars) -> TwilioConfig {
         api_base,
         timeout: Duration::from_millis(env.parse("TWILIO_TIMEOUT_MS", 15_000u64)),
     }
+}
+
+/// A database URL fit for a log line: the password (if any) becomes `***`.
+pub fn redact_database_url(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url.to_string(),
+    };
+    let Some(scheme_end) = url.find("://") else {
+        return url;
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.clone();
+    };
+    let user_info = &rest[..at];
+    let user = match user_info.find(':') {
+        Some(colon) => format!("{}:***", &user_info[..colon]),
+        None => user_info.to_string(),
+    };
+    format!("{}{}{}", &url[..scheme_end + 3], user, &rest[at..])
 }
 
 /// 32 random bytes as hex, for a generated API token.
@@ -627,6 +677,46 @@ mod tests {
         ] {
             assert!(!is_e164(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn database_url_defaults_to_sqlite_and_is_checked() {
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert_eq!(c.database_url.expose(), "sqlite://data/voxrelay.db");
+        let c =
+            Config::from_vars(vars(&[("DATABASE_URL", "postgresql://u:pw@db:5432/x")])).unwrap();
+        assert!(!format!("{c:?}").contains("pw@"));
+        let err = Config::from_vars(vars(&[("DATABASE_URL", "mysql://u:hunter2@db/x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DATABASE_URL") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn database_urls_are_redacted() {
+        assert_eq!(
+            redact_database_url("postgres://user:p%40ss@host:5432/db?sslmode=require"),
+            "postgres://user:***@host:5432/db?sslmode=require"
+        );
+        assert_eq!(
+            redact_database_url("postgres://user@host/db"),
+            "postgres://user@host/db"
+        );
+        assert_eq!(
+            redact_database_url("postgres://host/db?user=a@b"),
+            "postgres://host/db?user=a@b"
+        );
+        assert_eq!(
+            redact_database_url("postgres://h/db?user=u&password=secret&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_database_url("sqlite://data/voxrelay.db"),
+            "sqlite://data/voxrelay.db"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - [`agent`]: the conversation core: history, streaming replies, interruptions,
 //!   DTMF; independent of the transport.
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
+//! - [`recorder`]: the call observer that queues each call's records for the store.
+//! - [`store`]: durable call records (SQLite or PostgreSQL) and their migrations.
 //! - [`twiml`]: TwiML documents with every value escaped.
 //! - [`twilio`]: Twilio's REST API client and the `X-Twilio-Signature` algorithm.
 //! - [`metrics`]: process-wide counters.
@@ -21,9 +23,11 @@ pub mod config;
 pub mod http;
 pub mod llm;
 pub mod metrics;
+pub mod recorder;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod transport;
 pub mod twilio;

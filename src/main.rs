@@ -66,10 +66,10 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let state = match AppState::new(config) {
+    let state = match AppState::new(config).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "cannot set up the LLM provider");
+            tracing::error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
@@ -85,6 +85,7 @@ async fn serve() -> ExitCode {
         public_url = state.config.public_url.as_deref().unwrap_or("(from request headers)"),
         llm = state.llm.name(),
         model = state.llm.model(),
+        store = %state.store.describe(),
         language = %state.config.relay.language,
         "voxrelay listening"
     );
