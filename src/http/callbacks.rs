@@ -10,6 +10,7 @@ use warp::{Filter, Reply};
 
 use super::{json_error, twilio_auth, with_state};
 use crate::server::AppState;
+use crate::store::{Recording, StatusUpdate, StoreError, now_millis};
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let status = warp::path!("twilio" / "status")
@@ -64,6 +65,25 @@ pub struct StatusCallback {
 }
 
 impl StatusCallback {
+    /// The update for the calls table. An answering-machine callback carries no
+    /// `CallStatus`; it only comes once the call is answered, so it reads as
+    /// `in-progress` (a call already over keeps its final status).
+    pub fn to_store(&self) -> StatusUpdate {
+        StatusUpdate {
+            call_sid: self.call_sid.clone(),
+            status: self
+                .status
+                .clone()
+                .unwrap_or_else(|| "in-progress".to_string()),
+            duration_secs: self.duration_secs,
+            answered_by: self.answered_by.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            direction: self.direction.clone(),
+            at: now_millis(),
+        }
+    }
+
     pub fn from_form(form: &[(String, String)]) -> Option<Self> {
         Some(Self {
             call_sid: field(form, "CallSid")?,
@@ -102,7 +122,7 @@ impl RecordingCallback {
     }
 }
 
-async fn on_status(_state: &AppState, update: StatusCallback) -> Response {
+async fn on_status(state: &AppState, update: StatusCallback) -> Response {
     tracing::info!(
         call_sid = %update.call_sid,
         status = update.status.as_deref().unwrap_or(""),
@@ -110,10 +130,11 @@ async fn on_status(_state: &AppState, update: StatusCallback) -> Response {
         answered_by = update.answered_by.as_deref().unwrap_or(""),
         "call status"
     );
-    StatusCode::NO_CONTENT.into_response()
+    let stored = update.to_store();
+    stored_or_500(state.store.upsert_status(&stored).await, &update.call_sid)
 }
 
-async fn on_recording(_state: &AppState, recording: RecordingCallback) -> Response {
+async fn on_recording(state: &AppState, recording: RecordingCallback) -> Response {
     tracing::info!(
         call_sid = %recording.call_sid,
         recording_sid = recording.recording_sid.as_deref().unwrap_or(""),
@@ -121,7 +142,41 @@ async fn on_recording(_state: &AppState, recording: RecordingCallback) -> Respon
         duration_secs = recording.duration_secs,
         "call recording"
     );
-    StatusCode::NO_CONTENT.into_response()
+    if recording
+        .status
+        .as_deref()
+        .is_some_and(|s| s != "completed")
+    {
+        // `absent` (no audio) or `failed`: nothing to point at.
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let stored = Recording {
+        sid: recording.recording_sid.clone(),
+        url: recording.url.clone(),
+        duration_secs: recording.duration_secs,
+        path: None,
+    };
+    stored_or_500(
+        state
+            .store
+            .set_recording(&recording.call_sid, &stored)
+            .await,
+        &recording.call_sid,
+    )
+}
+
+/// 204 once stored; 500 (logged) when the store failed, so Twilio's debugger shows it.
+fn stored_or_500(result: Result<(), StoreError>, call_sid: &str) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            tracing::error!(%call_sid, error = %e, "cannot store a Twilio callback");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the callback",
+            )
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on `127.0.0.1:0`, real sockets, fake peers on
 //! loopback (Twilio's side, an OpenAI-compatible LLM). One binary for all of them.
 
+mod callbacks;
 mod common;
 mod fake_llm;
 mod fake_twilio;
