@@ -485,13 +485,16 @@ mod tests {
     fn database_url_defaults_to_sqlite_and_is_checked() {
         let c = Config::from_vars(HashMap::new()).unwrap();
         assert_eq!(c.database_url.expose(), "sqlite://data/voxrelay.db");
-        let c = Config::from_vars(vars(&[("DATABASE_URL", "postgresql://u:pw@db:5432/x")]))
-            .unwrap();
+        let c =
+            Config::from_vars(vars(&[("DATABASE_URL", "postgresql://u:pw@db:5432/x")])).unwrap();
         assert!(!format!("{c:?}").contains("pw@"));
         let err = Config::from_vars(vars(&[("DATABASE_URL", "mysql://u:hunter2@db/x")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("DATABASE_URL") && !err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("DATABASE_URL") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]

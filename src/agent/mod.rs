@@ -223,6 +223,7 @@ impl Agent {
                         self.settings.welcome_greeting.clone(),
                     ));
                 }
+                self.observer.call_started(&info);
                 self.call = Some(info);
             }
             AgentInput::UserText { text, .. } => {

@@ -4,6 +4,7 @@
 //! Once a route matches, its handler answers by itself (never rejects), so a bad
 //! body cannot make warp fall through to a misleading 405 from another route.
 
+pub mod api;
 pub mod auth;
 pub mod health;
 pub mod twiml;
@@ -28,7 +29,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     health::routes(state.clone())
         .or(twiml::routes(state.clone()))
         .unify()
-        .or(ws::routes(state))
+        .or(ws::routes(state.clone()))
+        .unify()
+        .or(api::routes(state))
         .unify()
         .recover(recover)
         .unify()

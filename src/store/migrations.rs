@@ -81,7 +81,11 @@ mod tests {
         for (dir, list) in [("sqlite", SQLITE), ("postgres", POSTGRES)] {
             let embedded: Vec<(i64, String)> =
                 list.iter().map(|(v, d, _)| (*v, d.to_string())).collect();
-            assert_eq!(files(dir), embedded, "migrations/{dir} and the embedded list");
+            assert_eq!(
+                files(dir),
+                embedded,
+                "migrations/{dir} and the embedded list"
+            );
         }
         let sqlite: Vec<i64> = SQLITE.iter().map(|m| m.0).collect();
         let postgres: Vec<i64> = POSTGRES.iter().map(|m| m.0).collect();

@@ -254,8 +254,7 @@ pub trait Store: Send + Sync {
     /// callback made first).
     fn call_started<'a>(&'a self, call: &'a NewCall) -> BoxFuture<'a, StoreResult<()>>;
     /// Adds (or replaces) a transcript turn.
-    fn add_turn<'a>(&'a self, call_sid: &'a str, turn: &'a Turn)
-    -> BoxFuture<'a, StoreResult<()>>;
+    fn add_turn<'a>(&'a self, call_sid: &'a str, turn: &'a Turn) -> BoxFuture<'a, StoreResult<()>>;
     /// Marks an agent turn as interrupted after the caller heard `heard`.
     fn mark_interrupted<'a>(
         &'a self,
@@ -268,11 +267,16 @@ pub trait Store: Send + Sync {
         call_sid: &'a str,
         tool_call: &'a ToolCall,
     ) -> BoxFuture<'a, StoreResult<()>>;
-    fn add_appointment<'a>(&'a self, appointment: &'a Appointment)
-    -> BoxFuture<'a, StoreResult<()>>;
+    fn add_appointment<'a>(
+        &'a self,
+        appointment: &'a Appointment,
+    ) -> BoxFuture<'a, StoreResult<()>>;
     /// Closes a call's record.
-    fn call_ended<'a>(&'a self, call_sid: &'a str, end: &'a CallEnd)
-    -> BoxFuture<'a, StoreResult<()>>;
+    fn call_ended<'a>(
+        &'a self,
+        call_sid: &'a str,
+        end: &'a CallEnd,
+    ) -> BoxFuture<'a, StoreResult<()>>;
     /// Applies a Twilio status callback, creating the call when it is not stored yet.
     fn upsert_status<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, StoreResult<()>>;
     /// Sets a call's recording SID, URL and duration (creating the call if needed).
@@ -289,6 +293,10 @@ pub trait Store: Send + Sync {
         path: &'a str,
     ) -> BoxFuture<'a, StoreResult<()>>;
 
+    /// The next free sequence numbers of the call's tool calls and appointments
+    /// (0 and 0 for a call with none), so a resumed call continues the numbering.
+    fn next_seqs<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, StoreResult<(i64, i64)>>;
+
     /// Calls newest first: at most `limit`, older than `before`.
     fn list_calls<'a>(
         &'a self,
@@ -297,8 +305,10 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, StoreResult<CallPage>>;
     fn get_call<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, StoreResult<Option<CallDetail>>>;
     /// The call's transcript, or `None` when the call is unknown.
-    fn transcript<'a>(&'a self, call_sid: &'a str)
-    -> BoxFuture<'a, StoreResult<Option<Transcript>>>;
+    fn transcript<'a>(
+        &'a self,
+        call_sid: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<Transcript>>>;
     /// Appointments newest first: at most `limit`, with ids below `before`.
     fn list_appointments(
         &self,

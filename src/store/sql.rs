@@ -129,6 +129,10 @@ pub const GET_CALL: &str = concat!(
      FROM calls WHERE call_sid = $1"
 );
 
+pub const NEXT_SEQS: &str = "SELECT \
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM tool_calls WHERE call_sid = $1) AS next_tool_call, \
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM appointments WHERE call_sid = $1) AS next_appointment";
+
 pub const CALL_EXISTS: &str = "SELECT call_sid FROM calls WHERE call_sid = $1";
 
 pub const TURNS: &str = "SELECT seq, role, text, interrupted, heard, started_at, ended_at, \
@@ -425,6 +429,23 @@ macro_rules! impl_store {
                 })
             }
 
+            fn next_seqs<'a>(
+                &'a self,
+                call_sid: &'a str,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<(i64, i64)>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query($crate::store::sql::NEXT_SEQS)
+                        .bind(call_sid)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok((
+                        row.try_get("next_tool_call")?,
+                        row.try_get("next_appointment")?,
+                    ))
+                })
+            }
+
             fn list_calls<'a>(
                 &'a self,
                 limit: u32,
@@ -456,13 +477,13 @@ macro_rules! impl_store {
                         .collect::<Result<Vec<_>, _>>()?;
                     let more = calls.len() > limit as usize;
                     calls.truncate(limit as usize);
-                    let next = more
-                        .then(|| calls.last())
-                        .flatten()
-                        .map(|c| $crate::store::CallCursor {
-                            started_at: c.started_at,
-                            call_sid: c.call_sid.clone(),
-                        });
+                    let next =
+                        more.then(|| calls.last())
+                            .flatten()
+                            .map(|c| $crate::store::CallCursor {
+                                started_at: c.started_at,
+                                call_sid: c.call_sid.clone(),
+                            });
                     Ok($crate::store::CallPage { calls, next })
                 })
             }

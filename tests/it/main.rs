@@ -1,8 +1,11 @@
 //! Integration tests: the real server on `127.0.0.1:0`, real sockets, fake peers on
 //! loopback (Twilio's side, an OpenAI-compatible LLM). One binary for all of them.
 
+mod api;
 mod common;
+mod db;
 mod fake_llm;
 mod http;
 mod relay;
+mod store;
 mod twiml_examples;
