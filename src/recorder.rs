@@ -244,8 +244,9 @@ struct LiveCall {
     /// The other party's number: the caller on inbound calls, the callee on
     /// outbound ones.
     party: Option<String>,
-    next_tool_call: i64,
-    next_appointment: i64,
+    /// The next tool call's and appointment's numbers; read from the store the
+    /// first time they are needed (a resumed call goes on from where it was).
+    next: Option<(i64, i64)>,
 }
 
 /// Live calls the writer tracks at most (each is forgotten when its call ends; this
@@ -268,13 +269,22 @@ async fn write_all(
             }
             op => op,
         };
-        number(&mut op, &mut live);
         let call_sid = op_call_sid(&op).to_string();
+        remember(&op, &mut live);
+        let mut numbered = !matches!(op, Op::ToolCall(..) | Op::Appointment(_));
         let mut delay = backoff;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match apply(&*store, &op).await {
+            let result = async {
+                if !numbered {
+                    number(&*store, &mut op, &mut live).await?;
+                    numbered = true;
+                }
+                apply(&*store, &op).await
+            }
+            .await;
+            match result {
                 Ok(()) => {
                     stats.written.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -292,44 +302,59 @@ async fn write_all(
                 }
             }
         }
+        if let Op::CallEnded(..) = op {
+            live.remove(&call_sid);
+        }
         stats.pending.fetch_sub(1, Ordering::Relaxed);
     }
     tracing::debug!("store writer stopped");
 }
 
-/// Fills in per-call numbers and the party's number, and forgets ended calls.
-fn number(op: &mut Op, live: &mut HashMap<String, LiveCall>) {
-    fn entry<'a>(live: &'a mut HashMap<String, LiveCall>, sid: &str) -> &'a mut LiveCall {
-        if !live.contains_key(sid) && live.len() >= MAX_LIVE_CALLS {
-            live.clear();
-        }
-        live.entry(sid.to_string()).or_default()
+fn live_call<'a>(live: &'a mut HashMap<String, LiveCall>, call_sid: &str) -> &'a mut LiveCall {
+    if !live.contains_key(call_sid) && live.len() >= MAX_LIVE_CALLS {
+        live.clear();
     }
+    live.entry(call_sid.to_string()).or_default()
+}
+
+/// Notes the other party's number when a call starts.
+fn remember(op: &Op, live: &mut HashMap<String, LiveCall>) {
+    if let Op::CallStarted(call) = op {
+        let outbound = call
+            .direction
+            .as_deref()
+            .is_some_and(|d| d.starts_with("outbound"));
+        let party = if outbound { &call.to } else { &call.from };
+        live_call(live, &call.call_sid).party = party.clone();
+    }
+}
+
+/// Gives a tool call or appointment its per-call number (and an appointment the
+/// party's number).
+async fn number(
+    store: &dyn Store,
+    op: &mut Op,
+    live: &mut HashMap<String, LiveCall>,
+) -> Result<(), StoreError> {
+    let sid = op_call_sid(op).to_string();
+    let state = live_call(live, &sid);
+    let (tool_calls, appointments) = match state.next {
+        Some(next) => next,
+        None => store.next_seqs(&sid).await?,
+    };
     match op {
-        Op::CallStarted(call) => {
-            let outbound = call
-                .direction
-                .as_deref()
-                .is_some_and(|d| d.starts_with("outbound"));
-            let party = if outbound { &call.to } else { &call.from };
-            entry(live, &call.call_sid).party = party.clone();
-        }
-        Op::ToolCall(sid, tool_call) => {
-            let state = entry(live, sid);
-            tool_call.seq = state.next_tool_call;
-            state.next_tool_call += 1;
+        Op::ToolCall(_, tool_call) => {
+            tool_call.seq = tool_calls;
+            state.next = Some((tool_calls + 1, appointments));
         }
         Op::Appointment(a) => {
-            let state = entry(live, &a.call_sid);
-            a.seq = state.next_appointment;
-            state.next_appointment += 1;
+            a.seq = appointments;
             a.caller_number = state.party.clone();
+            state.next = Some((tool_calls, appointments + 1));
         }
-        Op::CallEnded(sid, _) => {
-            live.remove(sid.as_str());
-        }
-        Op::Turn(..) | Op::Interrupted { .. } | Op::Flush(_) => {}
+        _ => state.next = Some((tool_calls, appointments)),
     }
+    Ok(())
 }
 
 fn op_call_sid(op: &Op) -> &str {
@@ -355,5 +380,240 @@ async fn apply(store: &dyn Store, op: &Op) -> Result<(), StoreError> {
         Op::Appointment(a) => store.add_appointment(a).await,
         Op::CallEnded(sid, end) => store.call_ended(sid, end).await,
         Op::Flush(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::agent::Speaker;
+    use crate::store;
+
+    /// A fresh SQLite file, removed when dropped.
+    struct TempDb(std::path::PathBuf);
+    impl TempDb {
+        fn new() -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            Self(
+                std::env::temp_dir()
+                    .join(format!("voxrelay-recorder-{}-{n}.db", std::process::id())),
+            )
+        }
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.0.display())
+        }
+    }
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+
+    async fn raw(url: &str, sql: &str) {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    fn call(sid: &str, direction: &str) -> CallInfo {
+        CallInfo {
+            call_sid: sid.into(),
+            session_id: Some("VX1".into()),
+            from: "+5511999990000".into(),
+            to: "+5511333330000".into(),
+            direction: Some(direction.into()),
+            mode: "relay".into(),
+            parameters: [("lead".to_string(), "Ana".to_string())].into(),
+        }
+    }
+
+    fn turn(seq: u32, text: &str) -> TurnRecord {
+        TurnRecord {
+            seq,
+            speaker: if seq % 2 == 0 {
+                Speaker::Caller
+            } else {
+                Speaker::Agent
+            },
+            text: text.into(),
+            started_at: SystemTime::now(),
+            ended_at: SystemTime::now(),
+            time_to_first_token_ms: None,
+        }
+    }
+
+    fn tool(name: &str) -> ToolCallRecord {
+        ToolCallRecord {
+            name: name.into(),
+            arguments: "{}".into(),
+            result: "ok".into(),
+            ok: true,
+            started_at: SystemTime::now(),
+            duration_ms: 3,
+        }
+    }
+
+    fn booking(name: &str) -> AppointmentRecord {
+        AppointmentRecord {
+            name: name.into(),
+            preferred_day: "2026-11-24".into(),
+            ..AppointmentRecord::default()
+        }
+    }
+
+    fn ended() -> CallSummary {
+        CallSummary {
+            status: "completed".into(),
+            turns: 1,
+            ..CallSummary::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn records_reach_the_store_numbered_and_in_order() {
+        let db = TempDb::new();
+        let store = store::open(&db.url()).await.unwrap();
+        let recorder = Recorder::start(store.clone());
+        recorder.call_started(&call("CA1", "inbound"));
+        recorder.turn("CA1", &turn(0, "Oi"));
+        recorder.turn("CA1", &turn(1, "Olá! Em que posso ajudar?"));
+        recorder.turn_interrupted("CA1", 1, "Olá!");
+        recorder.tool_call("CA1", &tool("check_calendar"));
+        recorder.tool_call("CA1", &tool("schedule_appointment"));
+        recorder.appointment("CA1", &booking("Ana"));
+        recorder.call_ended("CA1", &ended());
+        // An outbound call: the party is the number called.
+        recorder.call_started(&call("CA2", "outbound-api"));
+        recorder.appointment("CA2", &booking("Bia"));
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let counts = recorder.counts();
+        assert_eq!((counts.written, counts.pending, counts.failed), (10, 0, 0));
+
+        let detail = store.get_call("CA1").await.unwrap().unwrap();
+        assert_eq!(detail.call.status, "completed");
+        assert_eq!(detail.call.parameters.as_deref(), Some(r#"{"lead":"Ana"}"#));
+        let transcript = store.transcript("CA1").await.unwrap().unwrap();
+        assert_eq!(transcript.turns[1].heard.as_deref(), Some("Olá!"));
+        let tools: Vec<(i64, &str)> = transcript
+            .tool_calls
+            .iter()
+            .map(|t| (t.seq, t.name.as_str()))
+            .collect();
+        assert_eq!(tools, [(0, "check_calendar"), (1, "schedule_appointment")]);
+        let page = store.list_appointments(10, None).await.unwrap();
+        let parties: Vec<(&str, Option<&str>)> = page
+            .appointments
+            .iter()
+            .map(|a| (a.name.as_str(), a.caller_number.as_deref()))
+            .collect();
+        assert_eq!(
+            parties,
+            [
+                ("Bia", Some("+5511333330000")),
+                ("Ana", Some("+5511999990000"))
+            ]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_resumed_call_goes_on_numbering_its_records() {
+        let db = TempDb::new();
+        let store = store::open(&db.url()).await.unwrap();
+        let recorder = Recorder::start(store.clone());
+        recorder.call_started(&call("CA1", "inbound"));
+        recorder.tool_call("CA1", &tool("a"));
+        recorder.appointment("CA1", &booking("Ana"));
+        recorder.call_ended("CA1", &ended());
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        // A new recorder (as after a restart) and the same call reconnecting.
+        let recorder = Recorder::start(store.clone());
+        recorder.call_started(&call("CA1", "inbound"));
+        recorder.tool_call("CA1", &tool("b"));
+        recorder.appointment("CA1", &booking("Ana de novo"));
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let transcript = store.transcript("CA1").await.unwrap().unwrap();
+        let tools: Vec<(i64, &str)> = transcript
+            .tool_calls
+            .iter()
+            .map(|t| (t.seq, t.name.as_str()))
+            .collect();
+        assert_eq!(tools, [(0, "a"), (1, "b")]);
+        let detail = store.get_call("CA1").await.unwrap().unwrap();
+        assert_eq!(detail.appointments, 2);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_records_instead_of_waiting() {
+        let db = TempDb::new();
+        let store = store::open(&db.url()).await.unwrap();
+        let recorder = Recorder::start_with(store.clone(), 4, Duration::from_millis(10));
+        // Another writer holds the database: our writes wait for it.
+        let blocker = sqlx::SqlitePool::connect(&db.url()).await.unwrap();
+        let mut lock = blocker.acquire().await.unwrap();
+        sqlx::raw_sql("BEGIN EXCLUSIVE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        for seq in 0..50 {
+            recorder.turn("CA1", &turn(seq, "palavra"));
+        }
+        let dropped = recorder.counts().dropped;
+        assert!(dropped >= 40, "only {dropped} dropped with a queue of 4");
+        sqlx::raw_sql("COMMIT").execute(&mut *lock).await.unwrap();
+        drop(lock);
+        blocker.close().await;
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let stored = store.transcript("CA1").await.unwrap().unwrap().turns.len() as u64;
+        assert_eq!(stored + dropped, 50, "every record is stored or counted");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn failed_writes_are_retried_then_given_up() {
+        let db = TempDb::new();
+        let store = store::open(&db.url()).await.unwrap();
+        let recorder = Recorder::start_with(store.clone(), 16, Duration::from_millis(1));
+        raw(&db.url(), "DROP TABLE turns").await;
+        recorder.turn("CA1", &turn(0, "Oi"));
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let counts = recorder.counts();
+        assert_eq!(counts.failed, 1);
+        assert_eq!(counts.retried, u64::from(RETRIES));
+        assert_eq!(counts.pending, 0);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_for_a_while_gets_through() {
+        let db = TempDb::new();
+        let store = store::open(&db.url()).await.unwrap();
+        let recorder = Recorder::start_with(store.clone(), 16, Duration::from_millis(20));
+        raw(
+            &db.url(),
+            "ALTER TABLE tool_calls RENAME TO tool_calls_away",
+        )
+        .await;
+        recorder.tool_call("CA1", &tool("check_calendar"));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        raw(
+            &db.url(),
+            "ALTER TABLE tool_calls_away RENAME TO tool_calls",
+        )
+        .await;
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let counts = recorder.counts();
+        assert!(counts.retried >= 1, "{counts:?}");
+        assert_eq!(counts.failed, 0);
+        let transcript = store.transcript("CA1").await.unwrap().unwrap();
+        assert_eq!(transcript.tool_calls.len(), 1);
+        store.close().await;
     }
 }

@@ -231,6 +231,7 @@ impl Agent {
                 if !greeting.is_empty() && !greeted {
                     self.history.push(ChatMessage::assistant(greeting));
                 }
+                self.observer.call_started(&info);
                 self.call = Some(info);
             }
             AgentInput::UserText { text, .. } => {

@@ -4,6 +4,7 @@
 //! Once a route matches, its handler answers by itself (never rejects), so a bad
 //! body cannot make warp fall through to a misleading 405 from another route.
 
+pub mod api;
 pub mod auth;
 pub mod callbacks;
 pub mod health;
@@ -32,6 +33,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(twiml::routes(state.clone()))
         .unify()
         .or(ws::routes(state.clone()))
+        .unify()
+        .or(api::routes(state.clone()))
         .unify()
         .or(outbound::routes(state.clone()))
         .unify()

@@ -293,6 +293,10 @@ pub trait Store: Send + Sync {
         path: &'a str,
     ) -> BoxFuture<'a, StoreResult<()>>;
 
+    /// The next free sequence numbers of the call's tool calls and appointments
+    /// (0 and 0 for a call with none), so a resumed call continues the numbering.
+    fn next_seqs<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, StoreResult<(i64, i64)>>;
+
     /// Calls newest first: at most `limit`, older than `before`.
     fn list_calls<'a>(
         &'a self,

@@ -129,6 +129,10 @@ pub const GET_CALL: &str = concat!(
      FROM calls WHERE call_sid = $1"
 );
 
+pub const NEXT_SEQS: &str = "SELECT \
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM tool_calls WHERE call_sid = $1) AS next_tool_call, \
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM appointments WHERE call_sid = $1) AS next_appointment";
+
 pub const CALL_EXISTS: &str = "SELECT call_sid FROM calls WHERE call_sid = $1";
 
 pub const TURNS: &str = "SELECT seq, role, text, interrupted, heard, started_at, ended_at, \
@@ -422,6 +426,23 @@ macro_rules! impl_store {
                         .execute(&self.pool)
                         .await?;
                     Ok(())
+                })
+            }
+
+            fn next_seqs<'a>(
+                &'a self,
+                call_sid: &'a str,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<(i64, i64)>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query($crate::store::sql::NEXT_SEQS)
+                        .bind(call_sid)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok((
+                        row.try_get("next_tool_call")?,
+                        row.try_get("next_appointment")?,
+                    ))
                 })
             }
 

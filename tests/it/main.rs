@@ -1,13 +1,16 @@
 //! Integration tests: the real server on `127.0.0.1:0`, real sockets, fake peers on
 //! loopback (Twilio's side, an OpenAI-compatible LLM). One binary for all of them.
 
+mod api;
 mod callbacks;
 mod common;
+mod db;
 mod fake_llm;
 mod fake_twilio;
 mod http;
 mod outbound;
 mod relay;
+mod store;
 mod twilio_signature;
 mod twilio_spec;
 mod twiml_examples;
