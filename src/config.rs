@@ -112,6 +112,21 @@ pub struct TwilioConfig {
 }
 
 impl TwilioConfig {
+    /// What to shout at start when Twilio-facing routes are not authenticated.
+    pub fn security_warning(&self) -> Option<&'static str> {
+        if self.validate_signatures {
+            None
+        } else if self.validation_disabled_by_config {
+            Some(
+                "TWILIO_VALIDATE_SIGNATURES=false: X-Twilio-Signature is NOT checked. Anyone who finds this server can call /twiml, /twilio/* and open /websocket, spending your LLM credits and forging call records. Use this only for local tests.",
+            )
+        } else {
+            Some(
+                "TWILIO_AUTH_TOKEN is not set: X-Twilio-Signature cannot be checked, so /twiml, /twilio/* and /websocket accept anyone. Set TWILIO_AUTH_TOKEN before taking real calls.",
+            )
+        }
+    }
+
     /// The REST API credentials (user, password), if the account is configured.
     pub fn rest_credentials(&self) -> Option<(String, Secret)> {
         self.account_sid.as_ref()?;
@@ -624,6 +639,16 @@ mod tests {
         .unwrap();
         assert!(!c.twilio.validate_signatures);
         assert!(c.twilio.validation_disabled_by_config);
+        assert!(c.twilio.security_warning().unwrap().contains("NOT checked"));
+        let c = Config::from_vars(vars(&[("TWILIO_AUTH_TOKEN", "tok")])).unwrap();
+        assert_eq!(c.twilio.security_warning(), None);
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert!(
+            c.twilio
+                .security_warning()
+                .unwrap()
+                .contains("TWILIO_AUTH_TOKEN")
+        );
     }
 
     #[test]

@@ -80,12 +80,20 @@ async fn serve() -> ExitCode {
             state.config.api_token.expose()
         );
     }
+    if let Some(warning) = state.config.twilio.security_warning() {
+        // Loud on purpose: on the console and in the logs, framed so it is noticed.
+        let rule = "!".repeat(78);
+        eprintln!("{rule}\nWARNING: {warning}\n{rule}");
+        tracing::warn!("SECURITY: {warning}");
+    }
     tracing::info!(
         %addr,
         public_url = state.config.public_url.as_deref().unwrap_or("(from request headers)"),
         llm = state.llm.name(),
         model = state.llm.model(),
         store = %state.store.describe(),
+        twilio_signatures = if state.config.twilio.validate_signatures { "checked" } else { "NOT checked" },
+        twilio_rest = state.twilio.is_some(),
         language = %state.config.relay.language,
         "voxrelay listening"
     );

@@ -13,6 +13,7 @@ use warp::{Filter, Rejection};
 
 use super::twiml::form_body;
 use super::{PublicBase, public_base};
+use crate::config::TwilioConfig;
 use crate::server::AppState;
 use crate::twilio::signature::{self, RequestKind};
 
@@ -28,7 +29,7 @@ pub fn webhook(
 ) -> impl Filter<Extract = (Vec<(String, String)>,), Error = Rejection> + Clone {
     signed_url(state.clone()).and(form_body()).and_then(
         move |request: SignedUrl, form: Vec<(String, String)>| {
-            let outcome = check(&state, RequestKind::Webhook, &request, &form);
+            let outcome = check(&state.config.twilio, RequestKind::Webhook, &request, &form);
             async move { outcome.map(|()| form) }
         },
     )
@@ -40,7 +41,7 @@ pub fn webhook(
 pub fn websocket(state: AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     signed_url(state.clone())
         .and_then(move |request: SignedUrl| {
-            let outcome = check(&state, RequestKind::WebSocket, &request, &[]);
+            let outcome = check(&state.config.twilio, RequestKind::WebSocket, &request, &[]);
             async move { outcome }
         })
         .untuple_one()
@@ -87,12 +88,11 @@ fn signed_url(state: AppState) -> impl Filter<Extract = (SignedUrl,), Error = Re
 }
 
 fn check(
-    state: &AppState,
+    twilio: &TwilioConfig,
     kind: RequestKind,
     request: &SignedUrl,
     params: &[(String, String)],
 ) -> Result<(), Rejection> {
-    let twilio = &state.config.twilio;
     let Some(token) = twilio
         .auth_token
         .as_ref()
@@ -124,5 +124,88 @@ fn check(
             );
             Err(warp::reject::custom(Forbidden))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// Collects log output in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failures_log_the_checked_url_and_never_the_token() {
+        let token = "super-secret-auth-token-123";
+        let config = Config::from_vars(
+            [
+                ("TWILIO_AUTH_TOKEN".to_string(), token.to_string()),
+                (
+                    "PUBLIC_URL".to_string(),
+                    "https://voz.example.com".to_string(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        )
+        .unwrap();
+        let request = |signature: Option<&str>| SignedUrl {
+            signature: signature.map(str::to_string),
+            base: PublicBase::from_http("https://voz.example.com"),
+            path: "/websocket".into(),
+            query: "lead=42".into(),
+        };
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(check(&config.twilio, RequestKind::WebSocket, &request(None), &[]).is_err());
+            assert!(
+                check(
+                    &config.twilio,
+                    RequestKind::WebSocket,
+                    &request(Some("forged")),
+                    &[]
+                )
+                .is_err()
+            );
+            let good = signature::sign(token, "wss://voz.example.com/websocket?lead=42", &[]);
+            assert!(
+                check(
+                    &config.twilio,
+                    RequestKind::WebSocket,
+                    &request(Some(&good)),
+                    &[]
+                )
+                .is_ok()
+            );
+        });
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            logs.matches("wss://voz.example.com/websocket?lead=42")
+                .count(),
+            2,
+            "{logs}"
+        );
+        assert!(logs.contains("without X-Twilio-Signature"), "{logs}");
+        assert!(logs.contains("does not match"), "{logs}");
+        assert!(!logs.contains(token), "the token leaked: {logs}");
     }
 }

@@ -156,3 +156,88 @@ async fn callbacks_without_a_call_sid_are_refused() {
         );
     }
 }
+
+/// A user places a call through the API, Twilio reports on it, and the API shows
+/// the call's lifecycle and recording.
+#[tokio::test]
+async fn an_api_call_is_watched_through_the_api() {
+    use crate::fake_twilio::{ACCOUNT_SID, FakeTwilio};
+    use serde_json::{Value, json};
+
+    let fake = FakeTwilio::start().await;
+    let base = fake.base_url();
+    let api_token = "test-api-token-0123456789";
+    let app = spawn_app(&[
+        ("API_TOKEN", api_token),
+        ("PUBLIC_URL", PUBLIC),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", TOKEN),
+        ("TWILIO_API_BASE", base.as_str()),
+        ("TWILIO_PHONE_NUMBER", "+5511222220000"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(app.url("/api/calls"))
+        .bearer_auth(api_token)
+        .json(&json!({"to": "+5511999990000", "record": true, "machine_detection": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = created["callSid"].as_str().unwrap().to_string();
+    let request = &fake.requests()[0];
+    let status_url = request.field("StatusCallback").unwrap();
+    let recording_url = request.field("RecordingStatusCallback").unwrap();
+    let status_path = status_url.strip_prefix(PUBLIC).unwrap().to_string();
+    let recording_path = recording_url.strip_prefix(PUBLIC).unwrap().to_string();
+
+    let with_sid = |extra: &[(&'static str, &'static str)]| {
+        let mut params: Vec<(&str, &str)> = vec![("CallSid", sid.as_str())];
+        params.extend_from_slice(extra);
+        params
+    };
+    for step in [
+        with_sid(&[("CallStatus", "initiated")]),
+        with_sid(&[("CallStatus", "ringing")]),
+        with_sid(&[("CallStatus", "in-progress")]),
+        with_sid(&[("AnsweredBy", "machine_start")]),
+        with_sid(&[("CallStatus", "completed"), ("CallDuration", "61")]),
+    ] {
+        assert_eq!(callback(&app, &status_path, &step).await, 204);
+    }
+    let recording = with_sid(&[
+        ("RecordingSid", "RE00000000000000000000000000000007"),
+        (
+            "RecordingUrl",
+            "https://api.twilio.com/Recordings/RE00000000000000000000000000000007",
+        ),
+        ("RecordingStatus", "completed"),
+        ("RecordingDuration", "60"),
+    ]);
+    assert_eq!(callback(&app, &recording_path, &recording).await, 204);
+
+    let call: Value = client
+        .get(app.url(&format!("/api/calls/{sid}")))
+        .bearer_auth(api_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(call["status"], "completed", "{call}");
+    assert_eq!(call["twilio_duration_secs"], 61);
+    assert_eq!(call["answered_by"], "machine_start");
+    assert_eq!(
+        call["recording"]["sid"],
+        "RE00000000000000000000000000000007"
+    );
+    assert_eq!(
+        call["recording"]["url"],
+        "https://api.twilio.com/Recordings/RE00000000000000000000000000000007"
+    );
+    assert_eq!(call["recording"]["duration_secs"], 60);
+}
