@@ -40,7 +40,9 @@ async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
 }
 
 /// The `<ConversationRelay>` attributes and `<Parameter>`s, and `<Connect action>`.
-fn relay_of(twiml: &str) -> (String, Vec<(String, String)>, Vec<(String, String)>) {
+type Pairs = Vec<(String, String)>;
+
+fn relay_of(twiml: &str) -> (String, Pairs, Pairs) {
     let doc = roxmltree::Document::parse(twiml).expect("well-formed TwiML");
     let connect = doc.root_element().first_element_child().unwrap();
     assert_eq!(connect.tag_name().name(), "Connect");
