@@ -95,6 +95,9 @@ async fn serve() -> ExitCode {
         twilio_signatures = if state.config.twilio.validate_signatures { "checked" } else { "NOT checked" },
         twilio_rest = state.twilio.is_some(),
         language = %state.config.relay.language,
+        agent = %state.config.agent_name,
+        agent_config = state.config.agent_config_path.as_deref().unwrap_or("(none)"),
+        tools = ?state.tools.names(),
         "voxrelay listening"
     );
     voxrelay::run(listener, state, voxrelay::shutdown::signal()).await;

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{AgentSettings, CallObserver};
+use crate::agent::{AgentSettings, CallObserver, RecentCalls};
 use crate::config::Config;
 use crate::llm::{self, LlmError, LlmProvider};
 use crate::metrics::Metrics;
@@ -34,6 +34,11 @@ pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
 }
+use crate::tools::ToolRegistry;
+
+/// How many dropped calls' conversations are kept for a resume, and for how long.
+const RECENT_CALLS: usize = 500;
+const RECENT_CALLS_TTL: Duration = Duration::from_secs(300);
 
 /// Everything a request handler or call session may need. Cheap to clone.
 #[derive(Clone)]
@@ -48,6 +53,10 @@ pub struct AppState {
     pub recorder: Arc<Recorder>,
     /// Receives every call's turns and records: the recorder.
     pub observer: Arc<dyn CallObserver>,
+    /// The tools offered to the model on every call.
+    pub tools: Arc<ToolRegistry>,
+    /// Conversations of recently dropped calls, resumed when Twilio reconnects.
+    pub recent_calls: Arc<RecentCalls>,
     /// Every live call.
     pub calls: TaskTracker,
     /// Cancelled when a drain starts: no new calls.
@@ -82,6 +91,8 @@ impl AppState {
         Self {
             twilio,
             agent_settings: Arc::new(AgentSettings::from_config(&config)),
+            tools: Arc::new(ToolRegistry::from_config(&config)),
+            recent_calls: Arc::new(RecentCalls::new(RECENT_CALLS, RECENT_CALLS_TTL)),
             config: Arc::new(config),
             llm,
             metrics: Arc::new(Metrics::default()),
@@ -104,6 +115,8 @@ impl AppState {
             metrics: self.metrics.clone(),
             stop: self.stop.clone(),
             observer: self.observer.clone(),
+            tools: self.tools.clone(),
+            recent: self.recent_calls.clone(),
         }
     }
 

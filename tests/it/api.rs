@@ -431,7 +431,7 @@ async fn a_broken_database_never_breaks_the_call() {
 
     let mut call = app.relay().await;
     call.setup("CA_broken").await;
-    for prompt in ["Oi", "Tudo bem?", "Tchau"] {
+    for prompt in ["Oi", "Tudo bem?", "Qual o horário?"] {
         call.prompt(prompt).await;
         assert_eq!(
             call.reply().await.text,
