@@ -422,6 +422,15 @@ async fn create_call(
 ) -> Result<(StatusCode, Value), Box<ApiError>> {
     let request = parse_call_request(body, style)?;
     let client = twilio(state)?;
+    if state.config.public_url.is_none() && is_local(&base.http) {
+        return Err(Box::new(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: json!({"error": format!(
+                "set PUBLIC_URL: this request came to {}, which Twilio cannot reach for the call's WebSocket and callbacks",
+                base.http
+            )}),
+        }));
+    }
     let from = match request
         .from
         .clone()
@@ -480,6 +489,19 @@ async fn create_call(
         body["success"] = json!(true);
     }
     Ok((StatusCode::CREATED, body))
+}
+
+/// Whether a base URL points at this machine (Twilio could never reach it).
+fn is_local(base: &str) -> bool {
+    let host = base.split_once("://").map_or(base, |(_, rest)| rest);
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    matches!(host, "localhost" | "0.0.0.0" | "[::1]" | "[::]") || host.starts_with("127.")
 }
 
 /// Whether `sid` looks like a call SID (`CA` + 32 hex digits).
@@ -637,6 +659,25 @@ mod tests {
             )),
             "number"
         );
+    }
+
+    #[test]
+    fn local_bases_are_recognised() {
+        for local in [
+            "http://localhost:8080",
+            "http://127.0.0.1:40123",
+            "http://[::1]:80",
+            "http://localhost",
+        ] {
+            assert!(is_local(local), "{local}");
+        }
+        for public in [
+            "https://voz.example.com",
+            "https://voz.up.railway.app",
+            "http://10.0.0.5:8080",
+        ] {
+            assert!(!is_local(public), "{public}");
+        }
     }
 
     #[test]

@@ -520,6 +520,49 @@ async fn invalid_bodies_are_refused_naming_the_field() {
 }
 
 #[tokio::test]
+async fn without_public_url_a_loopback_request_cannot_place_a_call() {
+    let fake = FakeTwilio::start().await;
+    let base = fake.base_url();
+    let app = spawn_app(&[
+        ("API_TOKEN", API_TOKEN),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_API_BASE", base.as_str()),
+        ("TWILIO_PHONE_NUMBER", "+5511222220000"),
+    ])
+    .await;
+    let (status, body) = post(&app, "/api/calls", json!({"to": "+5511999990000"})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("PUBLIC_URL"),
+        "{body}"
+    );
+    assert!(fake.requests().is_empty());
+
+    // Behind a proxy the forwarded host is public: the call goes out with it.
+    let res = reqwest::Client::new()
+        .post(app.url("/api/calls"))
+        .bearer_auth(API_TOKEN)
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "voz.up.railway.app")
+        .json(&json!({"to": "+5511999990000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let r = &fake.requests()[0];
+    assert_eq!(
+        r.field("StatusCallback"),
+        Some("https://voz.up.railway.app/twilio/status")
+    );
+    let (_, attrs, _) = relay_of(r.field("Twiml").unwrap());
+    assert_eq!(
+        get(&attrs, "url"),
+        Some("wss://voz.up.railway.app/websocket")
+    );
+}
+
+#[tokio::test]
 async fn without_twilio_credentials_the_api_says_what_to_set() {
     let app = spawn_app(&[("API_TOKEN", API_TOKEN)]).await;
     let (status, body) = post(&app, "/api/calls", json!({"to": "+5511999990000"})).await;
