@@ -13,6 +13,9 @@
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
 //! - [`recorder`]: the call observer that queues each call's records for the store.
 //! - [`store`]: durable call records (SQLite or PostgreSQL) and their migrations.
+//! - [`speech`]: upstream speech clients (OpenAI Realtime, ElevenLabs TTS, agent and
+//!   STT), transport-independent, for the Media Streams mode.
+//! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
 //! - [`twiml`]: TwiML documents with every value escaped.
 //! - [`metrics`]: process-wide counters.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
@@ -26,8 +29,10 @@ pub mod recorder;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod speech;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 pub mod transport;
 pub mod twiml;
 

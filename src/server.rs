@@ -14,13 +14,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{AgentSettings, CallObserver};
+use crate::agent::{AgentSettings, CallObserver, RecentCalls};
 use crate::config::Config;
 use crate::llm::{self, LlmError, LlmProvider};
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::relay::session::SessionDeps;
 use crate::store::{self, Store, StoreError};
+use crate::tools::ToolRegistry;
 
 /// How long a shutdown waits for queued call records to reach the store.
 pub const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +34,10 @@ pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
 }
+
+/// How many dropped calls' conversations are kept for a resume, and for how long.
+const RECENT_CALLS: usize = 500;
+const RECENT_CALLS_TTL: Duration = Duration::from_secs(300);
 
 /// Everything a request handler or call session may need. Cheap to clone.
 #[derive(Clone)]
@@ -47,6 +52,10 @@ pub struct AppState {
     pub recorder: Arc<Recorder>,
     /// Receives every call's turns and records: the recorder.
     pub observer: Arc<dyn CallObserver>,
+    /// The tools offered to the model on every call.
+    pub tools: Arc<ToolRegistry>,
+    /// Conversations of recently dropped calls, resumed when Twilio reconnects.
+    pub recent_calls: Arc<RecentCalls>,
     /// Every live call.
     pub calls: TaskTracker,
     /// Cancelled when a drain starts: no new calls.
@@ -72,6 +81,8 @@ impl AppState {
         let recorder = Recorder::start(store.clone());
         Self {
             agent_settings: Arc::new(AgentSettings::from_config(&config)),
+            tools: Arc::new(ToolRegistry::from_config(&config)),
+            recent_calls: Arc::new(RecentCalls::new(RECENT_CALLS, RECENT_CALLS_TTL)),
             config: Arc::new(config),
             llm,
             metrics: Arc::new(Metrics::default()),
@@ -94,6 +105,8 @@ impl AppState {
             metrics: self.metrics.clone(),
             stop: self.stop.clone(),
             observer: self.observer.clone(),
+            tools: self.tools.clone(),
+            recent: self.recent_calls.clone(),
         }
     }
 

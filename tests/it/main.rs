@@ -4,8 +4,14 @@
 mod api;
 mod common;
 mod db;
+mod fake_http;
 mod fake_llm;
+mod fake_speech;
+mod handoff;
 mod http;
 mod relay;
+mod speech_elevenlabs;
+mod speech_realtime;
 mod store;
+mod tools;
 mod twiml_examples;
