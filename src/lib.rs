@@ -7,6 +7,7 @@
 //! - [`server`]: shared state and `run`, which serves a bound listener and drains
 //!   live calls on shutdown.
 //! - [`relay`]: the ConversationRelay transport (protocol types and the call session).
+//! - [`media`]: the Media Streams transport (raw μ-law call audio; protocol types).
 //! - [`transport`]: the frame type every WebSocket transport reads.
 //! - [`agent`]: the conversation core: history, streaming replies, interruptions,
 //!   DTMF; independent of the transport.
@@ -17,14 +18,17 @@
 //!   STT), transport-independent, for the Media Streams mode.
 //! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
 //! - [`twiml`]: TwiML documents with every value escaped.
+//! - [`audio`]: μ-law, resampling, 20 ms framing and pacing, WAV files; pure code.
 //! - [`twilio`]: Twilio's REST API client and the `X-Twilio-Signature` algorithm.
 //! - [`metrics`]: process-wide counters.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
 
 pub mod agent;
+pub mod audio;
 pub mod config;
 pub mod http;
 pub mod llm;
+pub mod media;
 pub mod metrics;
 pub mod recorder;
 pub mod relay;

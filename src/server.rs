@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::relay::session::SessionDeps;
 use crate::store::{self, Store, StoreError};
+use crate::tools::ToolRegistry;
 use crate::twilio::client::TwilioClient;
 
 /// How long a shutdown waits for queued call records to reach the store.
@@ -34,7 +35,6 @@ pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
 }
-use crate::tools::ToolRegistry;
 
 /// How many dropped calls' conversations are kept for a resume, and for how long.
 const RECENT_CALLS: usize = 500;

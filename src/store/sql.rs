@@ -22,6 +22,8 @@ macro_rules! call_columns {
     };
 }
 
+/// A session connected: the call is live again even if an earlier session of it
+/// ended (Twilio reconnects a dropped socket to the same call).
 pub const CALL_STARTED: &str = concat!(
     "INSERT INTO calls (call_sid, session_id, from_number, to_number, direction, mode, status, \
      parameters, started_at, updated_at) \
@@ -33,9 +35,7 @@ pub const CALL_STARTED: &str = concat!(
      direction = COALESCE(excluded.direction, calls.direction), \
      mode = COALESCE(excluded.mode, calls.mode), \
      parameters = COALESCE(excluded.parameters, calls.parameters), \
-     status = CASE WHEN calls.status IN ",
-    terminal_statuses!(),
-    " THEN calls.status ELSE 'in-progress' END, \
+     status = 'in-progress', ended_at = NULL, duration_ms = NULL, \
      updated_at = excluded.updated_at"
 );
 

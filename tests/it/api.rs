@@ -431,7 +431,7 @@ async fn a_broken_database_never_breaks_the_call() {
 
     let mut call = app.relay().await;
     call.setup("CA_broken").await;
-    for prompt in ["Oi", "Tudo bem?", "Qual o horário?"] {
+    for prompt in ["Oi", "Tudo bem?", "Qual o horário de funcionamento?"] {
         call.prompt(prompt).await;
         assert_eq!(
             call.reply().await.text,
@@ -474,4 +474,75 @@ async fn a_broken_database_never_breaks_the_call() {
         call.reply().await.text,
         voxrelay::llm::scripted::reply_to("Ainda aí?")
     );
+}
+
+#[tokio::test]
+async fn the_offline_agent_books_an_appointment_into_the_api() {
+    let app = app_on(&TestDb::sqlite().url, None).await;
+    let mut call = app.relay().await;
+    call.setup("CA_booking").await;
+    for prompt in [
+        "Quero agendar uma visita",
+        "meu nome é ana souza",
+        "24/11",
+        "às 15h",
+    ] {
+        call.prompt(prompt).await;
+        call.reply().await;
+    }
+    call.prompt("tchau").await;
+    // The goodbye, then the agent ends the call.
+    loop {
+        let message = call.recv().await;
+        if message["type"] == "end" {
+            break;
+        }
+    }
+    hang_up(call).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let detail = loop {
+        let (_, body) = get(&app, "/api/calls/CA_booking").await;
+        if body["ended_at"].is_string() {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never ended: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(detail["records"]["appointments"], 1, "{detail}");
+    assert!(
+        detail["handoff_data"]["reasonCode"].is_string(),
+        "the end of the call is kept: {detail}"
+    );
+
+    let (code, body) = get(&app, "/api/appointments").await;
+    assert_eq!(code, StatusCode::OK);
+    let appointment = &body["appointments"][0];
+    assert_eq!(appointment["call_sid"], "CA_booking");
+    assert_eq!(appointment["name"], "Ana Souza");
+    assert_eq!(appointment["caller_number"], "+5511999990000");
+    assert!(appointment["preferred_day"].is_string(), "{appointment}");
+
+    let (_, transcript) = get(&app, "/api/calls/CA_booking/transcript").await;
+    let tools: Vec<(&str, bool)> = transcript["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["ok"] == true))
+        .collect();
+    assert!(
+        tools.contains(&("schedule_appointment", true)),
+        "{transcript}"
+    );
+    let booked = transcript["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "schedule_appointment")
+        .unwrap();
+    assert_eq!(booked["arguments"]["name"], "Ana Souza");
+    assert_eq!(booked["seq"], 0);
 }

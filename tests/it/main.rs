@@ -2,6 +2,7 @@
 //! loopback (Twilio's side, an OpenAI-compatible LLM). One binary for all of them.
 
 mod api;
+mod audio_sox;
 mod callbacks;
 mod common;
 mod db;

@@ -210,6 +210,28 @@ async fn status_callbacks_may_come_first(db: &TestDb) {
     assert_eq!(call.twilio_duration_secs, Some(65));
     assert_eq!(call.answered_by.as_deref(), Some("human"));
 
+    // A dropped socket ends a session; Twilio reconnects it to the same call.
+    let mut dropped_call = new_call("CAresumed", 100);
+    dropped_call.direction = None;
+    s.call_started(&dropped_call).await.unwrap();
+    let end = |status: &str, at: i64| CallEnd {
+        status: status.into(),
+        ended_at: at,
+        ..CallEnd::default()
+    };
+    s.call_ended("CAresumed", &end("failed", 5_100))
+        .await
+        .unwrap();
+    s.call_started(&new_call("CAresumed", 6_000)).await.unwrap();
+    let call = s.get_call("CAresumed").await.unwrap().unwrap().call;
+    assert_eq!((call.status.as_str(), call.ended_at), ("in-progress", None));
+    s.call_ended("CAresumed", &end("completed", 20_100))
+        .await
+        .unwrap();
+    let call = s.get_call("CAresumed").await.unwrap().unwrap().call;
+    assert_eq!(call.status, "completed");
+    assert_eq!(call.duration_ms, Some(20_000), "from the first connect");
+
     let recording = Recording {
         sid: Some("RE1".into()),
         url: Some("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1".into()),
