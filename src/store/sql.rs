@@ -24,8 +24,7 @@ macro_rules! call_columns {
 
 /// A session connected: the call is live again even if an earlier session of it
 /// ended (Twilio reconnects a dropped socket to the same call).
-pub const CALL_STARTED: &str = concat!(
-    "INSERT INTO calls (call_sid, session_id, from_number, to_number, direction, mode, status, \
+pub const CALL_STARTED: &str = "INSERT INTO calls (call_sid, session_id, from_number, to_number, direction, mode, status, \
      parameters, started_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, 'in-progress', $7, $8, $8) \
      ON CONFLICT (call_sid) DO UPDATE SET \
@@ -36,8 +35,7 @@ pub const CALL_STARTED: &str = concat!(
      mode = COALESCE(excluded.mode, calls.mode), \
      parameters = COALESCE(excluded.parameters, calls.parameters), \
      status = 'in-progress', ended_at = NULL, duration_ms = NULL, \
-     updated_at = excluded.updated_at"
-);
+     updated_at = excluded.updated_at";
 
 /// Makes sure a call row exists before a record refers to it (in case the call's
 /// own start record was lost).

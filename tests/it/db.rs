@@ -29,10 +29,17 @@ impl TestDb {
     /// `TEST_DATABASE_URL` is not set.
     pub async fn postgres(test: &str) -> Option<Self> {
         let Ok(admin) = std::env::var("TEST_DATABASE_URL") else {
-            eprintln!(
-                "skipping the PostgreSQL part of {test}: TEST_DATABASE_URL is not set \
-                 (e.g. postgres://postgres@127.0.0.1:5432/test)"
-            );
+            eprintln!("skipping {test}: TEST_DATABASE_URL is not set");
+            // Once per run, past the test harness's output capture, so it shows.
+            static NOTICE: std::sync::Once = std::sync::Once::new();
+            NOTICE.call_once(|| {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: PostgreSQL store tests skipped: set TEST_DATABASE_URL \
+                     (e.g. postgres://postgres@127.0.0.1:5432/test) to run them"
+                );
+            });
             return None;
         };
         static CLEANED: OnceCell<()> = OnceCell::const_new();
