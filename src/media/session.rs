@@ -387,6 +387,7 @@ impl Call {
             direction,
             mode: "stream".into(),
             parameters,
+            ..CallInfo::default()
         };
         tracing::info!(
             stream_sid = %stream_sid,
