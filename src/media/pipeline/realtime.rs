@@ -580,7 +580,7 @@ impl Pipeline for RealtimePipeline {
             Ok(()) => {}
             Err(SpeechError::QueueFull { .. }) => {
                 self.dropped_audio += 1;
-                if self.dropped_audio == 1 || self.dropped_audio.is_multiple_of(250) {
+                if self.dropped_audio == 1 || self.dropped_audio % 250 == 0 {
                     tracing::warn!(
                         dropped = self.dropped_audio,
                         "Realtime lags; dropping caller audio"
