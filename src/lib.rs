@@ -12,11 +12,14 @@
 //! - [`agent`]: the conversation core: history, streaming replies, interruptions,
 //!   DTMF; independent of the transport.
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
+//! - [`recorder`]: the call observer that queues each call's records for the store.
+//! - [`store`]: durable call records (SQLite or PostgreSQL) and their migrations.
 //! - [`speech`]: upstream speech clients (OpenAI Realtime, ElevenLabs TTS, agent and
 //!   STT), transport-independent, for the Media Streams mode.
 //! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
 //! - [`twiml`]: TwiML documents with every value escaped.
 //! - [`audio`]: μ-law, resampling, 20 ms framing and pacing, WAV files; pure code.
+//! - [`twilio`]: Twilio's REST API client and the `X-Twilio-Signature` algorithm.
 //! - [`metrics`]: process-wide counters.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
 
@@ -27,13 +30,16 @@ pub mod http;
 pub mod llm;
 pub mod media;
 pub mod metrics;
+pub mod recorder;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
 pub mod speech;
+pub mod store;
 pub mod telemetry;
 pub mod tools;
 pub mod transport;
+pub mod twilio;
 pub mod twiml;
 
 pub use config::Config;

@@ -4,7 +4,8 @@
 //! handed off, a fresh `<Connect>` when the socket dropped mid-call (64105), else
 //! `<Hangup/>`. `GET|POST /twiml/stream` answers with `<Connect><Stream>` (Media
 //! Streams) followed by a `<Redirect>` to `POST /twiml/stream/next`, which transfers
-//! the caller when the agent handed off and hangs up otherwise.
+//! the caller when the agent handed off and hangs up otherwise. Every route checks
+//! `X-Twilio-Signature` first.
 
 use bytes::Bytes;
 use warp::filters::BoxedFilter;
@@ -12,21 +13,26 @@ use warp::http::header::CONTENT_TYPE;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{PublicBase, limited_body, public_base, with_state};
+use super::{PublicBase, limited_body, public_base, twilio_auth, with_state};
 use crate::server::AppState;
 use crate::twiml;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let answer_get = warp::path!("twiml")
         .and(warp::get())
+        .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
-        .map(|state: AppState, base: PublicBase| answer(&state, &base, &[]));
+        .map(
+            |_form: Vec<(String, String)>, state: AppState, base: PublicBase| {
+                answer(&state, &base, &[])
+            },
+        );
     let answer_post = warp::path!("twiml")
         .or(warp::path!("incoming-call"))
         .unify()
         .and(warp::post())
-        .and(form_body())
+        .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
         .map(
@@ -36,7 +42,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         );
     let action = warp::path!("twiml" / "action")
         .and(warp::post())
-        .and(form_body())
+        .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
         .map(
@@ -46,17 +52,19 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         );
     let stream_get = warp::path!("twiml" / "stream")
         .and(warp::get())
+        .and(twilio_auth::webhook(state.clone()))
         .and(warp::query::<Vec<(String, String)>>())
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
         .map(
-            |query: Vec<(String, String)>, state: AppState, base: PublicBase| {
-                answer_stream(&state, &base, &query)
-            },
+            |_form: Vec<(String, String)>,
+             query: Vec<(String, String)>,
+             state: AppState,
+             base: PublicBase| { answer_stream(&state, &base, &query) },
         );
     let stream_post = warp::path!("twiml" / "stream")
         .and(warp::post())
-        .and(form_body())
+        .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
         .map(
@@ -66,7 +74,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         );
     let stream_next = warp::path!("twiml" / "stream" / "next")
         .and(warp::post())
-        .and(form_body())
+        .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .map(|form: Vec<(String, String)>, state: AppState| stream_ended(&state, &form));
     action

@@ -1,7 +1,8 @@
 //! WebSocket upgrades: `/websocket` (ConversationRelay) and `/media-stream` (Media
 //! Streams). Converts warp's socket into a `Stream<Frame> + Sink<Outbound>` of the
 //! transport's protocol and hands it to the transport's session, tracked so a drain
-//! can wait for it.
+//! can wait for it. The handshake's `X-Twilio-Signature` is checked before the
+//! upgrade (403 on failure).
 
 use futures::{SinkExt, StreamExt, future};
 use tracing::Instrument;
@@ -11,7 +12,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{json_error, with_state};
+use super::{json_error, twilio_auth, with_state};
 use crate::media::protocol::Outbound as MediaOutbound;
 use crate::relay::protocol::Outbound;
 use crate::server::AppState;
@@ -20,10 +21,12 @@ use crate::transport::Frame;
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let relay = warp::path!("websocket")
         .and(warp::ws())
+        .and(twilio_auth::websocket(state.clone()))
         .and(with_state(state.clone()))
         .map(|ws: Ws, state: AppState| upgrade_relay(ws, state));
     let media = warp::path!("media-stream")
         .and(warp::ws())
+        .and(twilio_auth::websocket(state.clone()))
         .and(with_state(state))
         .map(|ws: Ws, state: AppState| upgrade_media(ws, state));
     relay.or(media).unify().boxed()

@@ -357,7 +357,7 @@ impl Call {
     /// Logs a rejected frame (the first few, then every 100th).
     fn reject(&mut self, what: std::fmt::Arguments<'_>) {
         self.rejected += 1;
-        if self.rejected <= LOG_FIRST_BAD || self.rejected.is_multiple_of(100) {
+        if self.rejected <= LOG_FIRST_BAD || self.rejected % 100 == 0 {
             tracing::warn!(rejected = self.rejected, "{what}");
         }
     }
@@ -387,6 +387,7 @@ impl Call {
             direction,
             mode: "stream".into(),
             parameters,
+            ..CallInfo::default()
         };
         tracing::info!(
             stream_sid = %stream_sid,

@@ -111,7 +111,7 @@ impl Seen {
 /// The server with a fake Realtime upstream (and `extra` settings).
 async fn app_with(vars: &[(&str, &str)]) -> (TestApp, Arc<Seen>) {
     let config = test_config(vars);
-    let mut state = AppState::new(config).unwrap();
+    let mut state = AppState::new(config).await.unwrap();
     let seen = Arc::new(Seen::default());
     state.observer = seen.clone();
     (spawn_with_state(state).await, seen)
@@ -775,6 +775,90 @@ async fn recording_is_a_stereo_wav_with_caller_left_and_agent_right() {
 }
 
 #[tokio::test]
+async fn media_calls_land_in_the_store_with_transcript_and_recording() {
+    let dir = std::env::temp_dir().join(format!("voxrelay-rec-store-{}", std::process::id()));
+    let dir_s = dir.display().to_string();
+    let mut fake = FakeWsServer::start().await;
+    let url = format!("{}/v1/realtime", fake.base());
+    let token = "media-test-token-0123456789";
+    let app = crate::common::spawn_app(&[
+        ("OPENAI_API_KEY", "sk-test"),
+        ("OPENAI_REALTIME_URL", url.as_str()),
+        ("API_TOKEN", token),
+        ("RECORD_CALLS", "true"),
+        ("RECORDINGS_DIR", dir_s.as_str()),
+    ])
+    .await;
+    let (mut twilio, mut conn, _) =
+        realtime_call(&app, &mut fake, &[("from", "+5511988887777")]).await;
+    twilio.media(&[0xA0; 160]).await;
+    recv_type(&mut conn, "input_audio_buffer.append").await;
+    conn.send_json(json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1", "content_index": 0, "transcript": "Bom dia"}))
+        .await;
+    conn.send_json(audio_delta("A", &[0x20; 160])).await;
+    conn.send_json(json!({"type": "response.output_audio_transcript.done", "item_id": "A", "transcript": "Bom dia! Como posso ajudar?"}))
+        .await;
+    twilio.audio(160).await;
+    twilio.stop().await;
+    conn.until_closed().await;
+    let client = reqwest::Client::new();
+    let call = tokio::time::timeout(WAIT, async {
+        loop {
+            let call: Value = client
+                .get(app.url("/api/calls/CA100"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if call["ended_at"].is_string() && !call["recording"].is_null() {
+                return call;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the call is stored");
+    assert_eq!(call["mode"], "stream");
+    assert_eq!(call["from"], "+5511988887777");
+    assert_eq!(call["status"], "completed");
+    let path = call["recording"]["path"].as_str().expect("recording path");
+    assert!(path.ends_with("CA100.wav"), "{call}");
+    assert_eq!(
+        voxrelay::audio::wav::read_file(path, 1 << 20)
+            .unwrap()
+            .spec
+            .channels,
+        2
+    );
+    let transcript: Value = client
+        .get(app.url("/api/calls/CA100/transcript"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let texts: Vec<(&str, &str)> = transcript["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["role"].as_str().unwrap(), t["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("caller", "Bom dia"),
+            ("agent", "Bom dia! Como posso ajudar?")
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn twiml_stream_connects_with_parameters_and_a_follow_up() {
     let (app, _) = app_with(&[("PUBLIC_URL", "https://voz.example.com")]).await;
     let client = reqwest::Client::new();
@@ -813,6 +897,48 @@ async fn twiml_stream_connects_with_parameters_and_a_follow_up() {
         get.contains(r#"<Parameter name="pipeline" value="cascade"/>"#),
         "{get}"
     );
+}
+
+#[tokio::test]
+async fn the_media_stream_handshake_and_webhooks_are_signed() {
+    use crate::twilio_signature::{PUBLIC, TOKEN, sign, ws_connect};
+    let (app, _) = app_with(&[("TWILIO_AUTH_TOKEN", TOKEN), ("PUBLIC_URL", PUBLIC)]).await;
+    assert_eq!(
+        ws_connect(&app, "/media-stream", None, &[]).await.err(),
+        Some(403)
+    );
+    let other = sign("another-token", "wss://voz.example.com/media-stream", &[]);
+    assert_eq!(
+        ws_connect(&app, "/media-stream", Some(&other), &[])
+            .await
+            .err(),
+        Some(403)
+    );
+    let good = sign(TOKEN, "wss://voz.example.com/media-stream", &[]);
+    assert!(
+        ws_connect(&app, "/media-stream", Some(&good), &[])
+            .await
+            .is_ok()
+    );
+    let client = reqwest::Client::new();
+    for path in ["/twiml/stream", "/twiml/stream/next"] {
+        let res = client
+            .post(app.url(path))
+            .form(&[("CallSid", "CA1")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{path} without a signature");
+        let signature = sign(TOKEN, &format!("{PUBLIC}{path}"), &[("CallSid", "CA1")]);
+        let res = client
+            .post(app.url(path))
+            .header("x-twilio-signature", signature)
+            .form(&[("CallSid", "CA1")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path} signed");
+    }
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ use super::{
     CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
     PipelineStats, RELAY_ONLY_TOOLS, apology_audio, heard_part,
 };
-use crate::agent::{AgentSettings, Handoff, Speaker};
+use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
 use crate::audio::frame::{MULAW_RATE, duration_of};
 use crate::config::Config;
 use crate::llm::ToolCall;
@@ -102,13 +102,21 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         .call
         .parameters
         .iter()
+        .filter(|(k, _)| !k.starts_with("voxrelay_") && k.as_str() != "pipeline")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     variables.insert("call_sid".into(), ctx.call.call_sid.clone());
     variables.insert("caller_number".into(), ctx.call.from.clone());
+    // A per-call greeting (outbound API) as the agent's first message; ElevenLabs
+    // applies it only when the agent allows overriding `first_message`.
+    let conversation_config_override = ctx
+        .call
+        .parameters
+        .get(GREETING_PARAMETER)
+        .map(|greeting| serde_json::json!({"agent": {"first_message": greeting}}));
     let init = ConversationInit {
         dynamic_variables: variables,
-        conversation_config_override: None,
+        conversation_config_override,
     };
     let agent = ElevenLabsAgent::connect(&options, &init).await?;
     Ok(Box::new(ElevenLabsPipeline {
@@ -460,7 +468,7 @@ impl Pipeline for ElevenLabsPipeline {
             Ok(()) => {}
             Err(SpeechError::QueueFull { .. }) => {
                 self.dropped_audio += 1;
-                if self.dropped_audio == 1 || self.dropped_audio.is_multiple_of(250) {
+                if self.dropped_audio == 1 || self.dropped_audio % 250 == 0 {
                     tracing::warn!(
                         dropped = self.dropped_audio,
                         "the ElevenLabs agent lags; dropping caller audio"

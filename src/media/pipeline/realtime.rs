@@ -37,7 +37,7 @@ use super::{
     CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
     PipelineStats, RELAY_ONLY_TOOLS, apology_audio, heard_part,
 };
-use crate::agent::{AgentSettings, Handoff, Speaker};
+use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
 use crate::config::Config;
 use crate::llm::ToolCall;
 use crate::speech::SpeechError;
@@ -125,7 +125,13 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
             parameters: spec.parameters,
         })
         .collect();
-    let instructions = instructions(&ctx.settings.system_prompt, &ctx.call.parameters);
+    let mut parameters = ctx.call.parameters.clone();
+    // A per-call greeting (outbound API) replaces the configured one.
+    let greeting = parameters
+        .remove(GREETING_PARAMETER)
+        .unwrap_or_else(|| ctx.settings.welcome_greeting.clone());
+    parameters.retain(|name, _| !name.starts_with("voxrelay_") && name != "pipeline");
+    let instructions = instructions(&ctx.settings.system_prompt, &parameters);
     let settings = ConversationSettings::from_config(&ctx.config, instructions.clone(), tools);
     let client = RealtimeClient::connect_conversation(&options, &settings).await?;
     let mut pipeline = RealtimePipeline {
@@ -154,7 +160,6 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         stats: PipelineStats::default(),
         dropped_audio: 0,
     };
-    let greeting = &ctx.settings.welcome_greeting;
     let response = (!greeting.is_empty()).then(|| ResponseParams {
         instructions: Some(format!(
             "{instructions}\n\nStart the call now by saying exactly this greeting, in its own language, and nothing else: \"{greeting}\""
@@ -575,7 +580,7 @@ impl Pipeline for RealtimePipeline {
             Ok(()) => {}
             Err(SpeechError::QueueFull { .. }) => {
                 self.dropped_audio += 1;
-                if self.dropped_audio == 1 || self.dropped_audio.is_multiple_of(250) {
+                if self.dropped_audio == 1 || self.dropped_audio % 250 == 0 {
                     tracing::warn!(
                         dropped = self.dropped_audio,
                         "Realtime lags; dropping caller audio"
