@@ -102,7 +102,7 @@ async fn setup(extra: &[(&str, &str)]) -> Setup {
     ];
     vars.extend_from_slice(extra);
     let observed = Arc::new(Observed::default());
-    let mut state = AppState::new(test_config(&vars)).expect("LLM provider");
+    let mut state = AppState::new(test_config(&vars)).await.expect("app state");
     state.observer = observed.clone();
     Setup {
         app: spawn_with_state(state).await,
@@ -158,6 +158,15 @@ enum Got {
 
 impl MediaClient {
     async fn start(app: &TestApp, call_sid: &str) -> Self {
+        Self::start_with(app, call_sid, json!({})).await
+    }
+
+    /// Starts a call whose `<Parameter>`s are `extra` (plus the numbers).
+    async fn start_with(app: &TestApp, call_sid: &str, extra: Value) -> Self {
+        let mut parameters = json!({"from": "+5511999990000", "to": "+5511333330000"});
+        for (name, value) in extra.as_object().unwrap() {
+            parameters[name] = value.clone();
+        }
         let (ws, _) =
             tokio_tungstenite::connect_async_with_config(app.ws_url("/media-stream"), None, true)
                 .await
@@ -177,7 +186,7 @@ impl MediaClient {
                 "start": {"accountSid": "AC1", "streamSid": "MZ1", "callSid": call_sid,
                     "tracks": ["inbound"],
                     "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    "customParameters": {"from": "+5511999990000", "to": "+5511333330000"}}}),
+                    "customParameters": parameters}}),
             )
             .await;
         client
@@ -313,8 +322,12 @@ async fn tts_speak(tts: &mut FakeConn, context: &str, audio: &[u8]) {
 /// Speaks the greeting through the fake TTS (context `ctx-1`; `ctx-2` is prepared
 /// for the next reply) and lets Twilio play it out.
 async fn greet(tts: &mut FakeConn, twilio: &mut MediaClient) {
+    greet_with(tts, twilio, GREETING).await
+}
+
+async fn greet_with(tts: &mut FakeConn, twilio: &mut MediaClient, greeting: &str) {
     assert_eq!(tts.recv_json().await, context_init("ctx-1"));
-    assert_eq!(tts_turn_text(tts, "ctx-1").await.trim(), GREETING);
+    assert_eq!(tts_turn_text(tts, "ctx-1").await.trim(), greeting);
     assert_eq!(
         tts.recv_json().await,
         json!({"context_id": "ctx-1", "close_context": true})
@@ -402,6 +415,37 @@ async fn a_full_turn_goes_from_caller_audio_to_agent_audio() {
     let summary = s.observed.wait_ended().await;
     assert_eq!(summary.status, "completed");
     assert_eq!(summary.turns, 1);
+}
+
+#[tokio::test]
+async fn a_per_call_greeting_and_parameters_reach_the_cascade() {
+    let mut s = setup(&[]).await;
+    s.llm.push(Reply::tokens(&["Certo."]));
+    let mut twilio = MediaClient::start_with(
+        &s.app,
+        "CA_cascade_params",
+        json!({"voxrelay_greeting": "Oi, Ana! Aqui é da clínica.", "pipeline": "cascade", "lead": "Ana"}),
+    )
+    .await;
+    let (mut stt, mut tts) = upstreams(&mut s.eleven).await;
+    greet_with(&mut tts, &mut twilio, "Oi, Ana! Aqui é da clínica.").await;
+    stt.send_json(json!({"message_type": "committed_transcript", "text": "Oi"}))
+        .await;
+    let messages = s.llm.wait_requests(1).await[0].messages();
+    assert!(messages[0].1.contains("lead: Ana"), "{}", messages[0].1);
+    assert!(!messages[0].1.contains("pipeline"), "{}", messages[0].1);
+    assert!(!messages[0].1.contains("voxrelay_"), "{}", messages[0].1);
+    assert_eq!(
+        messages[1],
+        (
+            "assistant".to_string(),
+            "Oi, Ana! Aqui é da clínica.".to_string()
+        )
+    );
+    twilio
+        .send(json!({"event": "stop", "streamSid": "MZ1", "stop": {"accountSid": "AC1", "callSid": "CA_cascade_params"}}))
+        .await;
+    assert_eq!(tts.until_closed().await.1, Ending::CloseFrame(1000));
 }
 
 /// Words spread over audio: `(chars, ms per char, first char at)`.

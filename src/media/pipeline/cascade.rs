@@ -50,7 +50,7 @@ use super::{
     CallEvent, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
     PipelineStats, TurnsOnly,
 };
-use crate::agent::{Agent, AgentInput, AgentOutput, AgentSettings};
+use crate::agent::{Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, GREETING_PARAMETER};
 use crate::audio::dtmf;
 use crate::speech::SpeechError;
 use crate::speech::elevenlabs_tts::{ElevenLabsTts, TtsEvent, TtsOptions, TurnId};
@@ -301,14 +301,25 @@ struct Task {
 impl Task {
     async fn run(
         mut self,
-        call: crate::agent::CallInfo,
+        mut call: CallInfo,
         mut inbox: mpsc::Receiver<Inbound>,
     ) -> PipelineStats {
+        // A per-call greeting (an outbound call's) replaces the configured one; the
+        // agent takes it from the parameters too. Our own parameters are not call data
+        // for the model.
+        let greeting = call
+            .parameters
+            .get(GREETING_PARAMETER)
+            .cloned()
+            .unwrap_or_else(|| self.settings.welcome_greeting.clone());
+        call.parameters.retain(|name, _| {
+            name == GREETING_PARAMETER || (!name.starts_with("voxrelay_") && name != "pipeline")
+        });
         self.agent.handle(AgentInput::CallStarted(call));
         if self.stt.is_none() {
             self.fail("the transcriber is unreachable").await;
         } else {
-            self.greet().await;
+            self.greet(&greeting).await;
         }
         let out = self.out.clone();
         loop {
@@ -355,8 +366,8 @@ impl Task {
     }
 
     /// Speaks the welcome greeting (the agent already has it in its history).
-    async fn greet(&mut self) {
-        let greeting = self.settings.welcome_greeting.trim().to_string();
+    async fn greet(&mut self, greeting: &str) {
+        let greeting = greeting.trim();
         if greeting.is_empty() {
             return;
         }
