@@ -181,8 +181,10 @@ async fn one_call(
         if let Outbound::Media { .. } = message {
             times.push(Instant::now());
             if !marked_ready && times.len() == 5 {
+                // Signalled from another task: this loop must not stop reading.
                 marked_ready = true;
-                ready.wait().await;
+                let ready = ready.clone();
+                tokio::spawn(async move { ready.wait().await });
             }
         }
     }
@@ -191,6 +193,14 @@ async fn one_call(
     }
     let _ = caller.await;
     let _ = session.await;
+    if std::env::var_os("BENCH_GAPS").is_some() {
+        for (i, pair) in times.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            if gap > Duration::from_millis(30) {
+                eprintln!("call {n}: gap of {gap:?} before frame {}", i + 1);
+            }
+        }
+    }
     let lead = (session::LEAD.as_millis() / 20) as usize;
     let late = match times.first() {
         Some(&t0) => times
