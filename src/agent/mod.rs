@@ -27,6 +27,7 @@ pub use history::History;
 
 use crate::config::Config;
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream};
+use crate::metrics::Metrics;
 
 /// Per-deployment agent settings, shared by every call.
 #[derive(Debug, Clone)]
@@ -97,6 +98,13 @@ pub struct Agent {
     next_seq: u32,
     /// The newest agent turn recorded, which an interruption refers to.
     last_agent_seq: Option<u32>,
+    /// Process-wide metrics (turns, interrupts, LLM errors, latencies), if wired.
+    metrics: Option<Arc<Metrics>>,
+    /// When the caller's input that started the current reply arrived; taken when
+    /// the reply's first token is handed to the transport (time to first token).
+    ttft_from: Option<Instant>,
+    /// Outputs still queued from an earlier reply, ahead of the current one's.
+    ttft_skip: usize,
 }
 
 impl Agent {
@@ -116,7 +124,16 @@ impl Agent {
             observer: Arc::new(NoObserver),
             next_seq: 0,
             last_agent_seq: None,
+            metrics: None,
+            ttft_from: None,
+            ttft_skip: 0,
         }
+    }
+
+    /// Records turns, interrupts, LLM errors and latencies into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Reports turns, tool calls and the call's end to `observer` (the store).
@@ -128,7 +145,7 @@ impl Agent {
     /// Ends the call's record: stops any reply and tells the observer how it ended.
     pub fn finish(&mut self, status: &str, handoff_data: Option<String>) {
         self.stop_reply();
-        self.pending.clear();
+        self.clear_pending();
         if let Some(call) = &self.call {
             self.observer.call_ended(
                 &call.call_sid,
@@ -246,9 +263,12 @@ impl Agent {
             }
             AgentInput::Interrupt { heard } => {
                 self.stats.interrupts += 1;
+                if let Some(m) = &self.metrics {
+                    m.interrupt();
+                }
                 self.stop_reply();
                 // Nothing more of the interrupted reply may reach the caller.
-                self.pending.clear();
+                self.clear_pending();
                 let kept = self.history.truncate_to_heard(&heard);
                 if let (Some(kept), Some(seq), Some(call)) = (kept, self.last_agent_seq, &self.call)
                 {
@@ -257,7 +277,7 @@ impl Agent {
             }
             AgentInput::Hangup => {
                 self.stop_reply();
-                self.pending.clear();
+                self.clear_pending();
             }
         }
     }
@@ -267,6 +287,7 @@ impl Agent {
     pub async fn next_output(&mut self) -> AgentOutput {
         loop {
             if let Some(out) = self.pending.pop_front() {
+                self.note_output(&out);
                 return out;
             }
             let digits_deadline = self.digits_deadline;
@@ -283,6 +304,27 @@ impl Agent {
         }
     }
 
+    /// Drops every queued output (nothing more of a stopped reply may be said).
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.ttft_skip = 0;
+        self.ttft_from = None;
+    }
+
+    /// Records the time to first token when the current reply's first token leaves.
+    fn note_output(&mut self, out: &AgentOutput) {
+        if self.ttft_skip > 0 {
+            self.ttft_skip -= 1;
+            return;
+        }
+        if matches!(out, AgentOutput::Token(_))
+            && let Some(from) = self.ttft_from.take()
+            && let Some(m) = &self.metrics
+        {
+            m.time_to_first_token.observe(from.elapsed());
+        }
+    }
+
     fn flush_digits(&mut self) {
         self.digits_deadline = None;
         if self.digits.is_empty() {
@@ -295,6 +337,7 @@ impl Agent {
     /// Adds the caller's words and starts streaming a reply, replacing any reply
     /// still in flight (whose spoken part is kept, and whose talk cycle is closed).
     fn start_reply(&mut self, user: ChatMessage) {
+        let prompt_in = Instant::now();
         if self.stop_reply() {
             self.pending.push_back(AgentOutput::TurnEnd);
         }
@@ -306,6 +349,11 @@ impl Agent {
         };
         let now = Instant::now();
         self.stats.turns += 1;
+        if let Some(m) = &self.metrics {
+            m.turn();
+        }
+        self.ttft_from = Some(prompt_in);
+        self.ttft_skip = self.pending.len();
         self.turn = Some(Turn {
             stream: self.llm.stream(request),
             deadline: now + self.settings.llm_timeout,
@@ -345,6 +393,9 @@ impl Agent {
                     let latency = now - turn.started;
                     turn.llm_first_token = Some(latency);
                     self.last_llm_first_token = Some(latency);
+                    if let Some(m) = &self.metrics {
+                        m.llm_first_token.observe(latency);
+                    }
                 }
                 turn.deadline = now + self.settings.llm_timeout;
                 turn.text.push_str(&text);
@@ -370,6 +421,9 @@ impl Agent {
     fn fail_reply(&mut self, error: LlmError) {
         self.stats.llm_errors += 1;
         self.stats.last_error = Some(error.kind());
+        if let Some(m) = &self.metrics {
+            m.llm_error(error.kind());
+        }
         tracing::warn!(error = %error, kind = error.kind(), "LLM reply failed; speaking the fallback");
         let Some(turn) = self.turn.take() else {
             return;

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod metrics;
 pub mod twiml;
 pub mod ws;
 
@@ -27,6 +28,8 @@ pub const MAX_BODY_BYTES: u64 = 64 * 1024;
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     health::routes(state.clone())
         .or(twiml::routes(state.clone()))
+        .unify()
+        .or(metrics::routes(state.clone()))
         .unify()
         .or(ws::routes(state))
         .unify()

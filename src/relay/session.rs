@@ -18,7 +18,7 @@ use crate::agent::{
     Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallObserver, CallStats,
 };
 use crate::llm::LlmProvider;
-use crate::metrics::Metrics;
+use crate::metrics::{CallMode, Metrics};
 use crate::transport::{Frame, excerpt};
 
 /// What a session needs from the server.
@@ -41,10 +41,11 @@ where
     E: Display,
     <S as Sink<Outbound>>::Error: Display,
 {
-    let _active = deps.metrics.call_started();
+    let _active = deps.metrics.call_started(CallMode::Relay);
     let started = Instant::now();
-    let mut agent =
-        Agent::new(deps.llm.clone(), deps.settings.clone()).with_observer(deps.observer.clone());
+    let mut agent = Agent::new(deps.llm.clone(), deps.settings.clone())
+        .with_observer(deps.observer.clone())
+        .with_metrics(deps.metrics.clone());
     let mut frames_rejected: u32 = 0;
     let end_reason: &str = loop {
         tokio::select! {
@@ -93,8 +94,6 @@ where
     };
     agent.finish(status, None);
     let stats = agent.stats().clone();
-    deps.metrics
-        .record_call_end(stats.turns, stats.interrupts, stats.llm_errors);
     tracing::info!(
         duration = %humantime::format_duration(std::time::Duration::from_secs(started.elapsed().as_secs())),
         duration_ms = started.elapsed().as_millis() as u64,
@@ -132,7 +131,7 @@ fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
                 from: setup.from,
                 to: setup.to,
                 direction: setup.direction,
-                mode: "relay".into(),
+                mode: CallMode::Relay.as_str().into(),
                 parameters: setup.custom_parameters,
             }));
         }
