@@ -12,7 +12,8 @@
 //!   DTMF; independent of the transport.
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
 //! - [`twiml`]: TwiML documents with every value escaped.
-//! - [`metrics`]: process-wide counters.
+//! - [`metrics`]: process-wide counters and latency histograms (`GET /metrics`).
+//! - [`sim`]: `voxrelay call`, a terminal softphone playing Twilio's side of a call.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
 
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod sim;
 pub mod telemetry;
 pub mod transport;
 pub mod twiml;

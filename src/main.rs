@@ -13,6 +13,12 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         None | Some("serve") => serve().await,
+        Some("call") => {
+            // Exit at once: a blocking read of stdin may still be pending, and
+            // waiting for it would keep the process alive until Enter is pressed.
+            let code = call(&args[1..]).await;
+            std::process::exit(code)
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -33,6 +39,7 @@ voxrelay: AI agents on Twilio phone calls
 
 USAGE:
     voxrelay [serve]     serve HTTP and WebSocket calls on 0.0.0.0:$PORT
+    voxrelay call        talk to an agent from the terminal (see `voxrelay call --help`)
     voxrelay --version
 
 Configuration comes from the environment and a .env file; see .env.example.";
@@ -90,4 +97,27 @@ async fn serve() -> ExitCode {
     );
     voxrelay::run(listener, state, voxrelay::shutdown::signal()).await;
     ExitCode::SUCCESS
+}
+
+async fn call(args: &[String]) -> i32 {
+    let options = match voxrelay::sim::CallOptions::from_args(args) {
+        Ok(o) => o,
+        Err(voxrelay::sim::ArgsError::Help) => {
+            println!("{}", voxrelay::sim::USAGE);
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", voxrelay::sim::USAGE);
+            return 2;
+        }
+    };
+    let input = tokio::io::BufReader::new(tokio::io::stdin());
+    match voxrelay::sim::run(&options, input, tokio::io::stdout()).await {
+        Ok(report) if report.ok() => 0,
+        Ok(_) => 1,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
 }
