@@ -13,10 +13,13 @@
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
 //! - [`twiml`]: TwiML documents with every value escaped.
 //! - [`metrics`]: process-wide counters and latency histograms (`GET /metrics`).
+//! - [`bench`]: `voxrelay bench`, the loopback load benchmark (fake LLM, the server
+//!   as a child process, simulated calls).
 //! - [`sim`]: `voxrelay call`, a terminal softphone playing Twilio's side of a call.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
 
 pub mod agent;
+pub mod bench;
 pub mod config;
 pub mod http;
 pub mod llm;

@@ -1,5 +1,5 @@
 //! The `voxrelay` binary: reads the configuration, sets up logging, binds
-//! `0.0.0.0:$PORT` and serves until SIGTERM or Ctrl-C.
+//! `$HOST:$PORT` (`0.0.0.0:8080` by default) and serves until SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
             let code = call(&args[1..]).await;
             std::process::exit(code)
         }
+        Some("bench") => bench(&args[1..]).await,
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -38,8 +39,9 @@ const USAGE: &str = "\
 voxrelay: AI agents on Twilio phone calls
 
 USAGE:
-    voxrelay [serve]     serve HTTP and WebSocket calls on 0.0.0.0:$PORT
+    voxrelay [serve]     serve HTTP and WebSocket calls on $HOST:$PORT (0.0.0.0:8080)
     voxrelay call        talk to an agent from the terminal (see `voxrelay call --help`)
+    voxrelay bench       load benchmark on loopback (see `voxrelay bench --help`)
     voxrelay --version
 
 Configuration comes from the environment and a .env file; see .env.example.";
@@ -65,8 +67,17 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let addr = SocketAddr::new(config.host, config.port);
+    match voxrelay::server::raise_open_files_limit(config.max_calls) {
+        Ok(limit) if limit < (config.max_calls as u64) * 2 => tracing::warn!(
+            limit,
+            max_calls = config.max_calls,
+            "the open-file limit is low for MAX_CALLS; raise `ulimit -n`"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+    let listener = match voxrelay::server::bind(addr) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot bind");
@@ -118,6 +129,27 @@ async fn call(args: &[String]) -> i32 {
         Err(e) => {
             eprintln!("error: {e}");
             1
+        }
+    }
+}
+
+async fn bench(args: &[String]) -> ExitCode {
+    let options = match voxrelay::bench::BenchOptions::from_args(args) {
+        Ok(o) => o,
+        Err(voxrelay::bench::BenchArgsError::Help) => {
+            println!("{}", voxrelay::bench::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", voxrelay::bench::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match voxrelay::bench::run(&options).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -27,15 +27,18 @@ fn upgrade_relay(ws: Ws, state: AppState) -> Response {
     if let Some(refusal) = refuse_new_call(&state) {
         return refusal;
     }
+    // Counted as a live call from the moment the upgrade is accepted, so a drain
+    // that starts before the socket is handed over still waits for this call.
+    let live = state.calls.token();
     let max = state.config.max_ws_message_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let session = crate::relay::session::run(relay_socket(socket), state.session_deps());
             let span = crate::telemetry::call_span("relay");
-            let calls = state.calls.clone();
             async move {
-                calls.track_future(session.instrument(span)).await;
+                session.instrument(span).await;
+                drop(live);
             }
         })
         .into_response()

@@ -5,4 +5,6 @@ mod common;
 mod fake_llm;
 mod http;
 mod relay;
+mod shutdown;
+mod sim;
 mod twiml_examples;
