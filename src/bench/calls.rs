@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -119,7 +120,9 @@ enum CallFailure {
 }
 
 async fn connect(url: &str, id: usize) -> Result<Ws, CallFailure> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+    // A small read buffer: tungstenite's default zero-fills 128 KiB on every read.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .map_err(|e| CallFailure::Connect(e.to_string()))?;
     let setup = json!({
@@ -139,7 +142,11 @@ async fn send(ws: &mut Ws, message: serde_json::Value) -> Result<(), CallFailure
 }
 
 async fn prompt(ws: &mut Ws, text: &str) -> Result<(), CallFailure> {
-    send(ws, json!({"type": "prompt", "voicePrompt": text, "lang": "pt-BR", "last": true})).await
+    send(
+        ws,
+        json!({"type": "prompt", "voicePrompt": text, "lang": "pt-BR", "last": true}),
+    )
+    .await
 }
 
 /// The next `text` message, or `None` after `wait` of silence.
@@ -178,7 +185,10 @@ async fn must_text(ws: &mut Ws) -> Result<Heard, CallFailure> {
 }
 
 /// One ordinary turn: the whole reply. Returns (server-added, time to first token).
-async fn turn(ws: &mut Ws, text: &str) -> Result<(Option<Duration>, Option<Duration>), CallFailure> {
+async fn turn(
+    ws: &mut Ws,
+    text: &str,
+) -> Result<(Option<Duration>, Option<Duration>), CallFailure> {
     prompt(ws, text).await?;
     let sent = Instant::now();
     let mut added = None;
@@ -189,7 +199,8 @@ async fn turn(ws: &mut Ws, text: &str) -> Result<(Option<Duration>, Option<Durat
                 if ttft.is_none() {
                     let received = now_ns();
                     ttft = Some(sent.elapsed());
-                    added = stamped_ns(&token).map(|at| Duration::from_nanos(received.saturating_sub(at)));
+                    added = stamped_ns(&token)
+                        .map(|at| Duration::from_nanos(received.saturating_sub(at)));
                 }
             }
             Heard::Last => return Ok((added, ttft)),
@@ -211,7 +222,8 @@ async fn interrupted_turn(
             Heard::Token(token) => {
                 if i == 0 {
                     let received = now_ns();
-                    added = stamped_ns(&token).map(|at| Duration::from_nanos(received.saturating_sub(at)));
+                    added = stamped_ns(&token)
+                        .map(|at| Duration::from_nanos(received.saturating_sub(at)));
                 }
                 heard.push_str(&token);
             }
@@ -251,7 +263,12 @@ impl Rng {
 
 /// N calls talking at a conversational pace. When every call has finished its
 /// turns (and is still connected), `all_live` runs; then they all hang up.
-pub async fn conversation<F: FnMut(())>(url: &str, n: usize, plan: &LatencyPlan, mut all_live: F) -> Samples {
+pub async fn conversation<F: FnMut(())>(
+    url: &str,
+    n: usize,
+    plan: &LatencyPlan,
+    mut all_live: F,
+) -> Samples {
     let done = Arc::new(Barrier::new(n + 1));
     let hang_up = CancellationToken::new();
     let mut tasks = Vec::with_capacity(n);
@@ -280,14 +297,19 @@ pub async fn conversation<F: FnMut(())>(url: &str, n: usize, plan: &LatencyPlan,
                     let factor = if t == 0 { rng.next() } else { 0.5 + rng.next() };
                     tokio::time::sleep(plan.think.mul_f64(factor)).await;
                     let result = if plan.interrupt_turn == Some(t) {
-                        let text = format!("Cliente {id}, turno {t}: me conte tudo sobre os planos {LONG_MARKER}");
-                        interrupted_turn(socket, &text).await.map(|(added, silence, after)| {
-                            samples.added.extend(added);
-                            samples.interrupt_to_silence.push(silence);
-                            samples.tokens_after_interrupt += after;
-                        })
+                        let text = format!(
+                            "Cliente {id}, turno {t}: me conte tudo sobre os planos {LONG_MARKER}"
+                        );
+                        interrupted_turn(socket, &text)
+                            .await
+                            .map(|(added, silence, after)| {
+                                samples.added.extend(added);
+                                samples.interrupt_to_silence.push(silence);
+                                samples.tokens_after_interrupt += after;
+                            })
                     } else {
-                        let text = format!("Cliente {id}, turno {t}: qual é o horário de atendimento?");
+                        let text =
+                            format!("Cliente {id}, turno {t}: qual é o horário de atendimento?");
                         turn(socket, &text).await.map(|(added, ttft)| {
                             samples.added.extend(added);
                             samples.ttft.extend(ttft);

@@ -101,13 +101,16 @@ impl BenchOptions {
             match flag.as_str() {
                 "--calls" => {
                     let v = value()?;
-                    let list: Option<Vec<usize>> =
-                        v.split(',').map(|n| number(n).map(|n| n as usize)).collect();
+                    let list: Option<Vec<usize>> = v
+                        .split(',')
+                        .map(|n| number(n).map(|n| n as usize))
+                        .collect();
                     options.calls = list.ok_or_else(|| bad("positive numbers", &v))?;
                 }
                 "--turns" => {
                     let v = value()?;
-                    options.turns = number(&v).ok_or_else(|| bad("a positive number", &v))? as usize;
+                    options.turns =
+                        number(&v).ok_or_else(|| bad("a positive number", &v))? as usize;
                 }
                 "--think-ms" => {
                     let v = value()?;
@@ -203,7 +206,11 @@ pub async fn run(options: &BenchOptions) -> Result<Vec<BenchReport>, String> {
     Ok(reports)
 }
 
-async fn run_one(exe: &std::path::Path, n: usize, options: &BenchOptions) -> Result<BenchReport, String> {
+async fn run_one(
+    exe: &std::path::Path,
+    n: usize,
+    options: &BenchOptions,
+) -> Result<BenchReport, String> {
     let llm = FakeLlm::start()
         .await
         .map_err(|e| format!("cannot start the fake LLM: {e}"))?;
@@ -284,7 +291,13 @@ impl BenchReport {
         let mut rows = vec![
             (
                 "server-added latency p50 / p99 / max".to_string(),
-                format!("{} / {} / {} ({} replies)", ms(self.added.p50), ms(self.added.p99), ms(self.added.max), self.added.count),
+                format!(
+                    "{} / {} / {} ({} replies)",
+                    ms(self.added.p50),
+                    ms(self.added.p99),
+                    ms(self.added.max),
+                    self.added.count
+                ),
             ),
             (
                 "caller's time to first token p50 / p99 (LLM: 20 ms)".to_string(),
@@ -311,9 +324,21 @@ impl BenchReport {
             ),
             (
                 "server-added latency at saturation p50 / p99".to_string(),
-                format!("{} / {}", ms(self.added_saturated.p50), ms(self.added_saturated.p99)),
+                format!(
+                    "{} / {}",
+                    ms(self.added_saturated.p50),
+                    ms(self.added_saturated.p99)
+                ),
             ),
-            ("server RSS idle / with all calls live / peak".to_string(), format!("{} / {} / {}", mib(self.baseline.rss), mib(self.live.rss), mib(self.peak_rss))),
+            (
+                "server RSS idle / with all calls live / peak".to_string(),
+                format!(
+                    "{} / {} / {}",
+                    mib(self.baseline.rss),
+                    mib(self.live.rss),
+                    mib(self.peak_rss)
+                ),
+            ),
             (
                 "RSS per live call".to_string(),
                 format!("{:.1} KiB", self.rss_per_call as f64 / 1024.0),
@@ -321,10 +346,18 @@ impl BenchReport {
             ("errors".to_string(), self.errors.to_string()),
             (
                 "server exit after SIGTERM".to_string(),
-                if self.clean_exit { "clean (0)" } else { "NOT clean" }.to_string(),
+                if self.clean_exit {
+                    "clean (0)"
+                } else {
+                    "NOT clean"
+                }
+                .to_string(),
             ),
         ];
-        let mut out = format!("### {} concurrent calls\n\n| measure | result |\n|---|---|\n", self.calls);
+        let mut out = format!(
+            "### {} concurrent calls\n\n| measure | result |\n|---|---|\n",
+            self.calls
+        );
         for (k, v) in rows.drain(..) {
             out.push_str(&format!("| {k} | {v} |\n"));
         }
@@ -349,10 +382,19 @@ mod tests {
 
     #[test]
     fn options_from_flags() {
-        let args: Vec<String> = ["--calls", "5,10", "--turns", "3", "--think-ms", "50", "--saturate-secs", "2"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "--calls",
+            "5,10",
+            "--turns",
+            "3",
+            "--think-ms",
+            "50",
+            "--saturate-secs",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let o = BenchOptions::from_args(&args).unwrap();
         assert_eq!(o.calls, vec![5, 10]);
         assert_eq!(o.turns, 3);

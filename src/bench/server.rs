@@ -60,7 +60,8 @@ impl ServerProcess {
             .and_then(|l| l.local_addr())
             .map_err(ServerError::Port)?
             .port();
-        let dir = std::env::temp_dir().join(format!("voxrelay-bench-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("voxrelay-bench-{}-{port}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let mut command = Command::new(exe);
         command

@@ -252,12 +252,13 @@ where
 {
     match &options.script {
         Some(path) => {
-            let text = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|source| CallError::Script {
-                    path: path.clone(),
-                    source,
-                })?;
+            let text =
+                tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|source| CallError::Script {
+                        path: path.clone(),
+                        source,
+                    })?;
             let lines: Vec<String> = text.lines().map(str::to_string).collect();
             relay::run_script(options, &lines, output).await
         }
@@ -340,7 +341,10 @@ mod tests {
         assert_eq!(Command::parse("  Olá! "), Ok(Command::Say("Olá!".into())));
         assert_eq!(Command::parse(""), Ok(Command::Nothing));
         assert_eq!(Command::parse("# comment"), Ok(Command::Nothing));
-        assert_eq!(Command::parse("/dtmf 12 3#"), Ok(Command::Dtmf("123#".into())));
+        assert_eq!(
+            Command::parse("/dtmf 12 3#"),
+            Ok(Command::Dtmf("123#".into()))
+        );
         assert!(Command::parse("/dtmf 12a").is_err());
         assert!(Command::parse("/dtmf").is_err());
         assert_eq!(Command::parse("/interrupt"), Ok(Command::Interrupt));

@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{CallError, CallOptions, CallReport, Command, TurnReport, USAGE, random_sid};
@@ -157,12 +158,14 @@ where
 
 impl<W: AsyncWrite + Unpin> Phone<W> {
     async fn dial(options: &CallOptions, mut out: W) -> Result<Self, CallError> {
-        let (ws, _) = tokio_tungstenite::connect_async(options.url.as_str())
-            .await
-            .map_err(|e| CallError::Connect {
-                url: options.url.clone(),
-                reason: e.to_string(),
-            })?;
+        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(options.url.as_str(), Some(config), true)
+                .await
+                .map_err(|e| CallError::Connect {
+                    url: options.url.clone(),
+                    reason: e.to_string(),
+                })?;
         let call_sid = random_sid("CA");
         let setup = json!({
             "type": "setup",
@@ -240,7 +243,8 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
 
     async fn say(&mut self, text: &str) -> Result<(), CallError> {
         self.begin_turn(text.to_string());
-        let prompt = json!({"type": "prompt", "voicePrompt": text, "lang": self.lang, "last": true});
+        let prompt =
+            json!({"type": "prompt", "voicePrompt": text, "lang": self.lang, "last": true});
         self.send(prompt).await
     }
 

@@ -31,7 +31,8 @@ fn free_port() -> u16 {
 
 impl Process {
     async fn start(name: &str, vars: &[(&str, &str)]) -> Self {
-        let dir = std::env::temp_dir().join(format!("voxrelay-drain-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("voxrelay-drain-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let log_dir = dir.join("logs");
@@ -125,7 +126,10 @@ async fn sigterm_lets_the_reply_finish_refuses_new_calls_and_exits_zero() {
     // ~14 words at 120 ms: the reply streams for about 1.7 s.
     let mut server = Process::start(
         "reply",
-        &[("SCRIPTED_TOKEN_DELAY_MS", "120"), ("DRAIN_TIMEOUT_SECS", "15")],
+        &[
+            ("SCRIPTED_TOKEN_DELAY_MS", "120"),
+            ("DRAIN_TIMEOUT_SECS", "15"),
+        ],
     )
     .await;
     let mut call = RelayClient::connect(&server.ws_url()).await;
@@ -175,7 +179,10 @@ async fn sigterm_lets_the_reply_finish_refuses_new_calls_and_exits_zero() {
 async fn calls_still_live_at_the_drain_timeout_are_ended_cleanly() {
     let mut server = Process::start(
         "timeout",
-        &[("SCRIPTED_TOKEN_DELAY_MS", "0"), ("DRAIN_TIMEOUT_SECS", "1")],
+        &[
+            ("SCRIPTED_TOKEN_DELAY_MS", "0"),
+            ("DRAIN_TIMEOUT_SECS", "1"),
+        ],
     )
     .await;
     let mut call = RelayClient::connect(&server.ws_url()).await;
@@ -196,7 +203,11 @@ async fn calls_still_live_at_the_drain_timeout_are_ended_cleanly() {
 
     let (status, _) = server.exit(Duration::from_secs(8)).await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(term_at.elapsed() < Duration::from_secs(5), "{:?}", term_at.elapsed());
+    assert!(
+        term_at.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        term_at.elapsed()
+    );
     assert!(server.logs().contains("drain timeout"));
 }
 

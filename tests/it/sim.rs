@@ -19,7 +19,11 @@ fn write_script(name: &str, text: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn script_mode_plays_every_turn_against_the_real_server() {
     // Slow enough words that the interrupt lands mid-reply.
-    let app = spawn_app(&[("SCRIPTED_TOKEN_DELAY_MS", "20"), ("DTMF_TIMEOUT_MS", "5000")]).await;
+    let app = spawn_app(&[
+        ("SCRIPTED_TOKEN_DELAY_MS", "20"),
+        ("DTMF_TIMEOUT_MS", "5000"),
+    ])
+    .await;
     let script = write_script(
         "demo.txt",
         "# a demo call\n\
@@ -65,18 +69,26 @@ async fn script_mode_plays_every_turn_against_the_real_server() {
     assert!(reply_to(&cut.said).starts_with(&cut.reply));
     assert!(cut.reply.len() < reply_to(&cut.said).len(), "{}", cut.reply);
     for turn in &report.turns {
-        let ttft = turn.time_to_first_token.expect("every turn got a first token");
+        let ttft = turn
+            .time_to_first_token
+            .expect("every turn got a first token");
         assert!(ttft < Duration::from_secs(2), "{ttft:?}");
     }
     assert!(report.ended_by_agent.is_none() && !report.closed_by_server);
 
     // What a person sees: the caller's lines, streamed replies, timings.
-    assert!(printed.contains("caller: Olá, bom dia!\nagent: Olá! Aqui é"), "{printed}");
+    assert!(
+        printed.contains("caller: Olá, bom dia!\nagent: Olá! Aqui é"),
+        "{printed}"
+    );
     assert!(printed.contains("[first token "), "{printed}");
     assert!(printed.contains("[interrupted]"), "{printed}");
     assert!(printed.contains("caller presses 42#"), "{printed}");
     assert!(printed.contains("Call ended: 4 turns"), "{printed}");
-    assert!(!printed.contains("unprompted"), "a token leaked after the interrupt:\n{printed}");
+    assert!(
+        !printed.contains("unprompted"),
+        "a token leaked after the interrupt:\n{printed}"
+    );
 
     // The server saw one call with four replies and one interruption.
     app.wait_active_calls(0).await;
@@ -97,7 +109,10 @@ async fn interactive_mode_answers_piped_lines_then_hangs_up() {
     let report = sim::run(&options, input, &mut out).await.unwrap();
     let printed = String::from_utf8(out).unwrap();
     assert_eq!(report.turns.len(), 1, "{printed}");
-    assert_eq!(report.turns[0].reply, reply_to("Qual o horário de funcionamento?"));
+    assert_eq!(
+        report.turns[0].reply,
+        reply_to("Qual o horário de funcionamento?")
+    );
     assert!(report.turns[0].duration.is_some());
     assert!(printed.contains("agent: Nosso atendimento"), "{printed}");
     app.wait_active_calls(0).await;
@@ -108,15 +123,28 @@ async fn the_call_command_runs_a_script_and_reports_failures_by_exit_code() {
     let app = spawn_app(&[]).await;
     let script = write_script("cli.txt", "Oi\n/dtmf 7#\n");
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxrelay"))
-        .args(["call", "--url", &app.ws_url("/websocket"), "--param", "nome=Ana"])
+        .args([
+            "call",
+            "--url",
+            &app.ws_url("/websocket"),
+            "--param",
+            "nome=Ana",
+        ])
         .arg("--script")
         .arg(&script)
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains(&format!("agent: {}", reply_to("Oi"))), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("agent: {}", reply_to("Oi"))),
+        "{stdout}"
+    );
     assert!(stdout.contains(&reply_to("DTMF: 7#")), "{stdout}");
 
     // Nobody listening: a clear error and a failing exit code.
