@@ -4,11 +4,13 @@
 set -euo pipefail
 
 need=()
-# (Add Debian packages the tests need here, e.g. sox for audio checks.)
+# Debian packages the tests need, each added only when its command is missing.
+# sox: the audio codec tests compare our G.711 μ-law against files sox converted.
+command -v sox >/dev/null 2>&1 || need+=(sox)
 
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq "${need[@]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 echo "setup: ok"

@@ -1,6 +1,7 @@
 //! Configuration: read once at start from the environment (and `.env`, loaded by
-//! `main`), validated with every problem listed at once, secrets wrapped so they
-//! never reach a log line.
+//! `main`) and the optional agent file (`AGENT_CONFIG`, TOML; see
+//! `agent.example.toml`), validated with every problem listed at once, secrets
+//! wrapped so they never reach a log line. Environment variables override the file.
 //!
 //! Tests build a [`Config`] from a plain map with [`Config::from_vars`], so they never
 //! touch the process environment.
@@ -85,6 +86,113 @@ pub struct RelayConfig {
     pub hints: Option<String>,
     pub debug: Option<String>,
     pub events: Option<String>,
+    /// Every language the call may use, the main one (`language`) first; each gets a
+    /// `<Language>` element so `switch_language` can move to it.
+    pub languages: Vec<LanguageConfig>,
+}
+
+/// One language a call may speak, with its speech settings (unset ones inherit the
+/// `<ConversationRelay>` attributes).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageConfig {
+    pub code: String,
+    pub tts_provider: Option<String>,
+    pub voice: Option<String>,
+    pub transcription_provider: Option<String>,
+    pub speech_model: Option<String>,
+}
+
+/// The built-in tools, by the names the model sees.
+pub const BUILTIN_TOOLS: &[&str] = &[
+    "end_call",
+    "transfer_to_human",
+    "send_dtmf",
+    "switch_language",
+    "schedule_appointment",
+];
+
+/// Tool calling settings.
+#[derive(Clone, Debug)]
+pub struct ToolsConfig {
+    /// Built-in tools offered to the model.
+    pub enabled: Vec<String>,
+    /// Tool rounds allowed in one reply; a model asking for more gets the fallback.
+    pub max_rounds: u32,
+    /// Spoken when tools take longer than `filler_after`.
+    pub filler: String,
+    pub filler_after: Duration,
+    /// Time limit of a built-in tool.
+    pub timeout: Duration,
+    /// Spoken before hanging up when the model ends the call without a word.
+    pub goodbye_message: String,
+    /// Spoken before a transfer when the model gives no words of its own.
+    pub handoff_message: String,
+    /// The business's offset from UTC, in minutes, for "today" and "amanhã".
+    pub utc_offset_minutes: i32,
+    /// Tools that call your HTTP endpoints.
+    pub http: Vec<HttpToolConfig>,
+}
+
+impl ToolsConfig {
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.enabled.iter().any(|t| t == name)
+    }
+}
+
+/// A tool backed by an HTTP endpoint: the model's arguments are sent as JSON.
+#[derive(Clone, Debug)]
+pub struct HttpToolConfig {
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the arguments.
+    pub parameters: serde_json::Value,
+    pub url: String,
+    /// `POST` (default), `PUT`, `PATCH`, `GET` or `DELETE` (the last two send the
+    /// arguments as query parameters).
+    pub method: String,
+    /// Header values may hold secrets (`${VAR}` is expanded from the environment).
+    pub headers: Vec<(String, Secret)>,
+    pub timeout: Duration,
+}
+
+/// Where `transfer_to_human` sends the caller.
+#[derive(Clone, Debug, Default)]
+pub struct HandoffConfig {
+    /// `<Dial>` this number (E.164) or SIP URI.
+    pub number: Option<String>,
+    /// `<Enqueue workflowSid=…>` into this TaskRouter workflow (Flex); wins over `number`.
+    pub taskrouter_workflow_sid: Option<String>,
+}
+
+impl HandoffConfig {
+    pub fn is_configured(&self) -> bool {
+        self.number.is_some() || self.taskrouter_workflow_sid.is_some()
+    }
+}
+
+/// Upstream speech services of the Media Streams mode (OpenAI Realtime, ElevenLabs).
+/// Every base URL is configurable so tests (and regional or proxy deployments) can
+/// point elsewhere.
+#[derive(Clone, Debug)]
+pub struct SpeechConfig {
+    /// Realtime WebSocket endpoint, without query (`?model=` is added). A host under
+    /// `.azure.com` switches to Azure's `api-key` header.
+    pub openai_realtime_url: String,
+    /// Realtime model (on Azure: the deployment name).
+    pub openai_realtime_model: String,
+    /// Realtime voice (`marin`, `cedar`, `alloy` ...).
+    pub openai_realtime_voice: String,
+    /// Model transcribing the caller inside Realtime sessions.
+    pub openai_transcription_model: String,
+    pub elevenlabs_api_key: Option<Secret>,
+    /// `wss://api.elevenlabs.io` or a regional host; `https://` works too.
+    pub elevenlabs_api_base: String,
+    pub elevenlabs_agent_id: Option<String>,
+    pub elevenlabs_tts_model: String,
+    pub elevenlabs_stt_model: String,
+    /// Time allowed to open an upstream speech socket (TCP + TLS + handshake).
+    pub connect_timeout: Duration,
 }
 
 /// Everything the server needs, read once.
@@ -101,6 +209,7 @@ pub struct Config {
     /// Spoken when the LLM fails; the call goes on.
     pub fallback_message: String,
     pub relay: RelayConfig,
+    pub speech: SpeechConfig,
     pub log_dir: String,
     /// Digits are gathered until `#` or this much silence on the keypad.
     pub dtmf_timeout: Duration,
@@ -114,6 +223,12 @@ pub struct Config {
     pub api_token: Secret,
     /// Whether `api_token` was generated at start (no `API_TOKEN` set).
     pub api_token_generated: bool,
+    /// The agent's name (logs, `/status`).
+    pub agent_name: String,
+    /// The agent file read at start, if any.
+    pub agent_config_path: Option<String>,
+    pub tools: ToolsConfig,
+    pub handoff: HandoffConfig,
 }
 
 /// Every problem found in the environment, reported together.
@@ -127,6 +242,10 @@ pub const DEFAULT_WELCOME_GREETING: &str = "Olá! Eu sou o assistente virtual. C
 pub const DEFAULT_FALLBACK_MESSAGE: &str =
     "Desculpe, tive um problema para responder agora. Pode repetir, por favor?";
 const DEFAULT_OPENAI_MODEL: &str = "gpt-4.1-mini";
+pub const DEFAULT_TOOL_FILLER: &str = "Só um instante, por favor.";
+pub const DEFAULT_GOODBYE_MESSAGE: &str = "Obrigado pela ligação. Até logo!";
+pub const DEFAULT_HANDOFF_MESSAGE: &str =
+    "Vou transferir você para um atendente. Um momento, por favor.";
 
 impl Config {
     /// Reads the process environment (call `dotenvy::dotenv()` first to load `.env`).
@@ -140,6 +259,28 @@ impl Config {
             vars,
             errors: Vec::new(),
         };
+        let agent_config_path = env.get("AGENT_CONFIG");
+        let file = match &agent_config_path {
+            None => AgentFile::default(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => match AgentFile::parse(&text) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        env.errors.push(format!(
+                            "AGENT_CONFIG {path:?} is not a valid agent file: {e}"
+                        ));
+                        AgentFile::default()
+                    }
+                },
+                Err(e) => {
+                    env.errors
+                        .push(format!("AGENT_CONFIG {path:?} cannot be read: {e}"));
+                    AgentFile::default()
+                }
+            },
+        };
+        // The file fills in what the environment leaves unset.
+        file.merge_into(&mut env);
         let port = env.parse("PORT", 8080u16);
         let host = env.parse("HOST", std::net::IpAddr::from([0, 0, 0, 0]));
         let public_url = env
@@ -273,7 +414,14 @@ impl Config {
             hints: env.get("HINTS"),
             debug: env.get("RELAY_DEBUG"),
             events: env.get("RELAY_EVENTS"),
+            languages: Vec::new(),
         };
+        let relay = RelayConfig {
+            languages: read_languages(&mut env, &file, &relay),
+            ..relay
+        };
+
+        let speech = speech_config(&mut env);
 
         let (api_token, api_token_generated) = match env.get("API_TOKEN") {
             Some(token) if token.len() < 16 => {
@@ -284,6 +432,24 @@ impl Config {
             Some(token) => (Secret::new(token), false),
             None => (Secret::new(random_token()), true),
         };
+        let tools = read_tools(&mut env, &file, &relay.languages);
+        let handoff = HandoffConfig {
+            number: env.get("HANDOFF_NUMBER"),
+            taskrouter_workflow_sid: env.get("TASKROUTER_WORKFLOW_SID"),
+        };
+        if tools.is_enabled("transfer_to_human") && !handoff.is_configured() {
+            env.errors.push(
+                "the transfer_to_human tool needs HANDOFF_NUMBER or TASKROUTER_WORKFLOW_SID ([handoff] in the agent file)"
+                    .into(),
+            );
+        }
+        if let Some(sid) = &handoff.taskrouter_workflow_sid
+            && !sid.starts_with("WW")
+        {
+            env.errors.push(format!(
+                "TASKROUTER_WORKFLOW_SID must be a workflow SID (WW…), got {sid:?}"
+            ));
+        }
         let config = Config {
             port,
             host,
@@ -296,6 +462,7 @@ impl Config {
                 .get("FALLBACK_MESSAGE")
                 .unwrap_or_else(|| DEFAULT_FALLBACK_MESSAGE.to_string()),
             relay,
+            speech,
             log_dir: env.get("LOG_DIR").unwrap_or_else(|| "logs".to_string()),
             dtmf_timeout: Duration::from_millis(env.parse("DTMF_TIMEOUT_MS", 1500u64)),
             max_ws_message_bytes: env.parse("MAX_WS_MESSAGE_BYTES", 64 * 1024usize),
@@ -303,6 +470,12 @@ impl Config {
             drain_timeout: Duration::from_secs(env.parse("DRAIN_TIMEOUT_SECS", 30u64)),
             api_token,
             api_token_generated,
+            agent_name: env
+                .get("AGENT_NAME")
+                .unwrap_or_else(|| "voxrelay".to_string()),
+            agent_config_path,
+            tools,
+            handoff,
         };
         if env.errors.is_empty() {
             Ok(config)
@@ -312,12 +485,464 @@ impl Config {
     }
 }
 
+/// The `[speech]` part of the configuration.
+fn speech_config(env: &mut Vars) -> SpeechConfig {
+    let openai_realtime_url = env
+        .get("OPENAI_REALTIME_URL")
+        .unwrap_or_else(|| "wss://api.openai.com/v1/realtime".to_string());
+    if !(openai_realtime_url.starts_with("wss://") || openai_realtime_url.starts_with("ws://"))
+        || openai_realtime_url.contains('?')
+    {
+        env.errors.push(format!(
+            "OPENAI_REALTIME_URL must be a wss:// URL without a query, got {openai_realtime_url:?}"
+        ));
+    }
+    let elevenlabs_api_base = env
+        .get("ELEVENLABS_API_BASE")
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| "wss://api.elevenlabs.io".to_string());
+    if !["wss://", "ws://", "https://", "http://"]
+        .iter()
+        .any(|scheme| elevenlabs_api_base.starts_with(scheme))
+    {
+        env.errors.push(format!(
+            "ELEVENLABS_API_BASE must start with wss:// or https://, got {elevenlabs_api_base:?}"
+        ));
+    }
+    let connect_timeout_ms = env.parse("SPEECH_CONNECT_TIMEOUT_MS", 5000u64);
+    if connect_timeout_ms == 0 {
+        env.errors
+            .push("SPEECH_CONNECT_TIMEOUT_MS must be greater than 0".into());
+    }
+    SpeechConfig {
+        openai_realtime_url: openai_realtime_url.trim_end_matches('/').to_string(),
+        openai_realtime_model: env
+            .get("OPENAI_REALTIME_MODEL")
+            .unwrap_or_else(|| "gpt-realtime".to_string()),
+        openai_realtime_voice: env
+            .get("OPENAI_REALTIME_VOICE")
+            .unwrap_or_else(|| "marin".to_string()),
+        openai_transcription_model: env
+            .get("OPENAI_TRANSCRIPTION_MODEL")
+            .unwrap_or_else(|| "gpt-4o-transcribe".to_string()),
+        elevenlabs_api_key: env.get("ELEVENLABS_API_KEY").map(Secret::new),
+        elevenlabs_api_base,
+        elevenlabs_agent_id: env.get("ELEVENLABS_AGENT_ID"),
+        elevenlabs_tts_model: env
+            .get("ELEVENLABS_TTS_MODEL")
+            .unwrap_or_else(|| "eleven_flash_v2_5".to_string()),
+        elevenlabs_stt_model: env
+            .get("ELEVENLABS_STT_MODEL")
+            .unwrap_or_else(|| "scribe_v2_realtime".to_string()),
+        connect_timeout: Duration::from_millis(connect_timeout_ms),
+    }
+}
+
 /// 32 random bytes as hex, for a generated API token.
 fn random_token() -> String {
     let mut bytes = [0u8; 32];
     // The OS random source only fails on broken systems; a panic at start is clear.
     getrandom::fill(&mut bytes).expect("the OS random number generator works");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The agent file (`AGENT_CONFIG`), as written. Unknown keys are errors, so a typo
+/// never silently falls back to a default.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    name: Option<String>,
+    system_prompt: Option<String>,
+    welcome_greeting: Option<String>,
+    fallback_message: Option<String>,
+    /// The main language; defaults to the first of `languages`.
+    language: Option<String>,
+    #[serde(default)]
+    languages: Vec<LanguageConfig>,
+    #[serde(default)]
+    llm: FileLlm,
+    #[serde(default)]
+    tools: FileTools,
+    #[serde(default)]
+    handoff: FileHandoff,
+    #[serde(default)]
+    http_tools: Vec<FileHttpTool>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLlm {
+    provider: Option<String>,
+    model: Option<String>,
+    base_url: Option<String>,
+    temperature: Option<f32>,
+    max_tokens: Option<u32>,
+    timeout_ms: Option<u64>,
+    azure_endpoint: Option<String>,
+    azure_deployment: Option<String>,
+    azure_api_version: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTools {
+    enabled: Option<Vec<String>>,
+    max_rounds: Option<u32>,
+    filler: Option<String>,
+    filler_after_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    goodbye_message: Option<String>,
+    handoff_message: Option<String>,
+    utc_offset: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHandoff {
+    number: Option<String>,
+    taskrouter_workflow_sid: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttpTool {
+    name: String,
+    #[serde(default)]
+    description: String,
+    url: String,
+    method: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    parameters: Option<serde_json::Value>,
+    timeout_ms: Option<u64>,
+}
+
+impl AgentFile {
+    fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Copies the file's settings into the variables the environment left unset, so
+    /// the environment wins and every value is validated in one place.
+    fn merge_into(&self, env: &mut Vars) {
+        env.fill("AGENT_NAME", self.name.clone());
+        env.fill("SYSTEM_PROMPT", self.system_prompt.clone());
+        env.fill("FALLBACK_MESSAGE", self.fallback_message.clone());
+        let main = self
+            .language
+            .clone()
+            .or_else(|| self.languages.first().map(|l| l.code.clone()));
+        env.fill("LANGUAGE", main);
+        // The main language's own entry supplies the session's speech settings.
+        let main = env.get("LANGUAGE");
+        if let Some(entry) = self
+            .languages
+            .iter()
+            .find(|l| Some(&l.code) == main.as_ref())
+        {
+            env.fill("TTS_PROVIDER", entry.tts_provider.clone());
+            if env.get("ELEVENLABS_VOICE_ID").is_none() {
+                env.fill("TTS_VOICE", entry.voice.clone());
+            }
+            env.fill(
+                "TRANSCRIPTION_PROVIDER",
+                entry.transcription_provider.clone(),
+            );
+            env.fill("SPEECH_MODEL", entry.speech_model.clone());
+        }
+        env.fill("LLM_PROVIDER", self.llm.provider.clone());
+        env.fill("OPENAI_MODEL", self.llm.model.clone());
+        env.fill("OPENAI_BASE_URL", self.llm.base_url.clone());
+        env.fill(
+            "LLM_TEMPERATURE",
+            self.llm.temperature.map(|t| t.to_string()),
+        );
+        env.fill("LLM_MAX_TOKENS", self.llm.max_tokens.map(|t| t.to_string()));
+        env.fill("LLM_TIMEOUT_MS", self.llm.timeout_ms.map(|t| t.to_string()));
+        env.fill("AZURE_OPENAI_ENDPOINT", self.llm.azure_endpoint.clone());
+        env.fill("AZURE_OPENAI_DEPLOYMENT", self.llm.azure_deployment.clone());
+        env.fill(
+            "AZURE_OPENAI_API_VERSION",
+            self.llm.azure_api_version.clone(),
+        );
+        env.fill(
+            "AGENT_TOOLS",
+            self.tools.enabled.as_ref().map(|list| {
+                if list.is_empty() {
+                    "none".to_string()
+                } else {
+                    list.join(",")
+                }
+            }),
+        );
+        env.fill(
+            "MAX_TOOL_ROUNDS",
+            self.tools.max_rounds.map(|n| n.to_string()),
+        );
+        env.fill(
+            "TOOL_FILLER_AFTER_MS",
+            self.tools.filler_after_ms.map(|n| n.to_string()),
+        );
+        env.fill(
+            "TOOL_TIMEOUT_MS",
+            self.tools.timeout_ms.map(|n| n.to_string()),
+        );
+        env.fill("GOODBYE_MESSAGE", self.tools.goodbye_message.clone());
+        env.fill("HANDOFF_MESSAGE", self.tools.handoff_message.clone());
+        env.fill("AGENT_UTC_OFFSET", self.tools.utc_offset.clone());
+        env.fill("HANDOFF_NUMBER", self.handoff.number.clone());
+        env.fill(
+            "TASKROUTER_WORKFLOW_SID",
+            self.handoff.taskrouter_workflow_sid.clone(),
+        );
+        // An empty greeting or filler is meaningful (it turns them off).
+        for (name, value) in [
+            ("WELCOME_GREETING", &self.welcome_greeting),
+            ("TOOL_FILLER", &self.tools.filler),
+        ] {
+            if let Some(value) = value
+                && !env.vars.contains_key(name)
+            {
+                env.vars.insert(name.to_string(), value.clone());
+            }
+        }
+    }
+}
+
+/// The languages of a call: the main one first (with the effective relay settings),
+/// then the others from `LANGUAGES` or the agent file.
+fn read_languages(env: &mut Vars, file: &AgentFile, relay: &RelayConfig) -> Vec<LanguageConfig> {
+    let main = LanguageConfig {
+        code: relay.language.clone(),
+        tts_provider: Some(relay.tts_provider.clone()),
+        voice: relay.tts_voice.clone(),
+        transcription_provider: Some(relay.transcription_provider.clone()),
+        speech_model: relay.speech_model.clone(),
+    };
+    let others: Vec<LanguageConfig> = match env.get("LANGUAGES") {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|code| {
+                file.languages
+                    .iter()
+                    .find(|l| l.code == code)
+                    .cloned()
+                    .unwrap_or_else(|| LanguageConfig {
+                        code: code.to_string(),
+                        tts_provider: None,
+                        voice: None,
+                        transcription_provider: None,
+                        speech_model: None,
+                    })
+            })
+            .collect(),
+        None => file.languages.clone(),
+    };
+    let mut out = vec![main];
+    for language in others {
+        if language.code.trim().is_empty() {
+            env.errors
+                .push("every language needs a non-empty code".to_string());
+        } else if !out.iter().any(|l| l.code == language.code) {
+            out.push(language);
+        }
+    }
+    out
+}
+
+/// Tool settings, built-in tools and HTTP tools.
+fn read_tools(env: &mut Vars, file: &AgentFile, languages: &[LanguageConfig]) -> ToolsConfig {
+    let handoff_set =
+        env.get("HANDOFF_NUMBER").is_some() || env.get("TASKROUTER_WORKFLOW_SID").is_some();
+    let enabled: Vec<String> = match env.get("AGENT_TOOLS") {
+        Some(list) if list.eq_ignore_ascii_case("none") => Vec::new(),
+        Some(list) => {
+            let mut names = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if !BUILTIN_TOOLS.contains(&name) {
+                    env.errors.push(format!(
+                        "unknown built-in tool {name:?} in AGENT_TOOLS / [tools] enabled; known: {}",
+                        BUILTIN_TOOLS.join(", ")
+                    ));
+                } else if !names.iter().any(|n| n == name) {
+                    names.push(name.to_string());
+                }
+            }
+            names
+        }
+        None => {
+            let mut names = vec!["end_call".to_string(), "schedule_appointment".to_string()];
+            if handoff_set {
+                names.push("transfer_to_human".into());
+            }
+            if languages.len() > 1 {
+                names.push("switch_language".into());
+            }
+            names
+        }
+    };
+    if enabled.iter().any(|n| n == "switch_language") && languages.len() < 2 {
+        env.errors.push(
+            "the switch_language tool needs at least two languages (LANGUAGES or [[languages]] in the agent file)"
+                .into(),
+        );
+    }
+    let max_rounds = env.parse("MAX_TOOL_ROUNDS", 3u32);
+    if !(1..=10).contains(&max_rounds) {
+        env.errors.push(format!(
+            "MAX_TOOL_ROUNDS must be between 1 and 10, got {max_rounds}"
+        ));
+    }
+    let utc_offset_minutes = match env.get("AGENT_UTC_OFFSET") {
+        None => -180,
+        Some(raw) => parse_utc_offset(&raw).unwrap_or_else(|| {
+            env.errors.push(format!(
+                "AGENT_UTC_OFFSET must look like -03:00 or +01:00, got {raw:?}"
+            ));
+            0
+        }),
+    };
+    let mut http = Vec::new();
+    for tool in &file.http_tools {
+        if let Some(t) = read_http_tool(env, tool, &http) {
+            http.push(t);
+        }
+    }
+    ToolsConfig {
+        enabled,
+        max_rounds,
+        filler: env
+            .get_allow_empty("TOOL_FILLER")
+            .unwrap_or_else(|| DEFAULT_TOOL_FILLER.to_string()),
+        filler_after: Duration::from_millis(env.parse("TOOL_FILLER_AFTER_MS", 1000u64)),
+        timeout: Duration::from_millis(env.parse("TOOL_TIMEOUT_MS", 10_000u64)),
+        goodbye_message: env
+            .get("GOODBYE_MESSAGE")
+            .unwrap_or_else(|| DEFAULT_GOODBYE_MESSAGE.to_string()),
+        handoff_message: env
+            .get("HANDOFF_MESSAGE")
+            .unwrap_or_else(|| DEFAULT_HANDOFF_MESSAGE.to_string()),
+        utc_offset_minutes,
+        http,
+    }
+}
+
+fn read_http_tool(
+    env: &mut Vars,
+    tool: &FileHttpTool,
+    seen: &[HttpToolConfig],
+) -> Option<HttpToolConfig> {
+    let name = tool.name.trim();
+    let mut problems = Vec::new();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        problems.push("name must be 1-64 letters, digits, _ or -".to_string());
+    }
+    if BUILTIN_TOOLS.contains(&name) || seen.iter().any(|t| t.name == name) {
+        problems.push("name is already taken".to_string());
+    }
+    if tool.description.trim().is_empty() {
+        problems.push("needs a description (the model reads it)".to_string());
+    }
+    if !(tool.url.starts_with("https://") || tool.url.starts_with("http://")) {
+        problems.push(format!("url must start with https://, got {:?}", tool.url));
+    }
+    let method = tool
+        .method
+        .as_deref()
+        .unwrap_or("POST")
+        .to_ascii_uppercase();
+    if !["POST", "PUT", "PATCH", "GET", "DELETE"].contains(&method.as_str()) {
+        problems.push(format!(
+            "method must be POST, PUT, PATCH, GET or DELETE, got {method:?}"
+        ));
+    }
+    let parameters = tool
+        .parameters
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+    if !parameters.is_object() {
+        problems.push("parameters must be a JSON schema object".to_string());
+    }
+    let timeout_ms = tool.timeout_ms.unwrap_or(5000);
+    if !(1..=60_000).contains(&timeout_ms) {
+        problems.push(format!(
+            "timeout_ms must be between 1 and 60000, got {timeout_ms}"
+        ));
+    }
+    let mut headers = Vec::new();
+    for (key, value) in &tool.headers {
+        match expand_vars(value, &env.vars) {
+            Ok(v) => headers.push((key.clone(), Secret::new(v))),
+            Err(var) => problems.push(format!(
+                "header {key:?} uses ${{{var}}}, which is not set in the environment"
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        for problem in problems {
+            env.errors
+                .push(format!("http tool {:?}: {problem}", tool.name));
+        }
+        return None;
+    }
+    Some(HttpToolConfig {
+        name: name.to_string(),
+        description: tool.description.trim().to_string(),
+        parameters,
+        url: tool.url.clone(),
+        method,
+        headers,
+        timeout: Duration::from_millis(timeout_ms),
+    })
+}
+
+/// Replaces every `${NAME}` with the variable's value; `Err(NAME)` when unset.
+fn expand_vars(value: &str, vars: &HashMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        match vars.get(name) {
+            Some(v) => out.push_str(v),
+            None => return Err(name.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `-03:00`, `+0100`, `-3` → minutes east of UTC.
+fn parse_utc_offset(raw: &str) -> Option<i32> {
+    let raw = raw.trim();
+    let raw = raw.strip_prefix("UTC").unwrap_or(raw);
+    let (sign, digits) = match raw.as_bytes().first()? {
+        b'-' => (-1, &raw[1..]),
+        b'+' => (1, &raw[1..]),
+        _ => (1, raw),
+    };
+    let (h, m) = match digits.split_once(':') {
+        Some((h, m)) => (h.parse::<i32>().ok()?, m.parse::<i32>().ok()?),
+        None if digits.len() == 4 => (digits[..2].parse().ok()?, digits[2..].parse().ok()?),
+        None => (digits.parse().ok()?, 0),
+    };
+    if h > 14 || m > 59 {
+        return None;
+    }
+    Some(sign * (h * 60 + m))
 }
 
 /// The variables being read, and the problems found so far.
@@ -339,6 +964,15 @@ impl Vars {
     /// A set value, which may be empty (an empty greeting turns the greeting off).
     fn get_allow_empty(&self, name: &str) -> Option<String> {
         self.vars.get(name).map(|v| v.trim().to_string())
+    }
+
+    /// Sets `name` to `value` unless the environment already has it.
+    fn fill(&mut self, name: &str, value: Option<String>) {
+        if let Some(value) = value
+            && self.get(name).is_none()
+        {
+            self.vars.insert(name.to_string(), value);
+        }
     }
 
     fn parse<T: std::str::FromStr>(&mut self, name: &str, default: T) -> T {
@@ -437,8 +1071,175 @@ mod tests {
     }
 
     #[test]
+    fn speech_defaults_and_overrides() {
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert_eq!(
+            c.speech.openai_realtime_url,
+            "wss://api.openai.com/v1/realtime"
+        );
+        assert_eq!(c.speech.openai_realtime_model, "gpt-realtime");
+        assert_eq!(c.speech.openai_realtime_voice, "marin");
+        assert_eq!(c.speech.elevenlabs_api_base, "wss://api.elevenlabs.io");
+        assert_eq!(c.speech.elevenlabs_tts_model, "eleven_flash_v2_5");
+        assert_eq!(c.speech.elevenlabs_stt_model, "scribe_v2_realtime");
+        assert_eq!(c.speech.connect_timeout, Duration::from_secs(5));
+        let c = Config::from_vars(vars(&[
+            ("ELEVENLABS_API_KEY", "xi-secret"),
+            (
+                "ELEVENLABS_API_BASE",
+                "wss://api.eu.residency.elevenlabs.io/",
+            ),
+            ("ELEVENLABS_AGENT_ID", "agent_1"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.speech.elevenlabs_api_base,
+            "wss://api.eu.residency.elevenlabs.io"
+        );
+        assert_eq!(c.speech.elevenlabs_agent_id.as_deref(), Some("agent_1"));
+        assert!(!format!("{c:?}").contains("xi-secret"));
+        let err = Config::from_vars(vars(&[
+            ("OPENAI_REALTIME_URL", "https://api.openai.com/v1/realtime"),
+            ("ELEVENLABS_API_BASE", "api.elevenlabs.io"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("OPENAI_REALTIME_URL"), "{err}");
+        assert!(err.contains("ELEVENLABS_API_BASE"), "{err}");
+    }
+
+    #[test]
     fn voice_falls_back_to_elevenlabs_voice_id() {
         let c = Config::from_vars(vars(&[("ELEVENLABS_VOICE_ID", "abc123")])).unwrap();
         assert_eq!(c.relay.tts_voice.as_deref(), Some("abc123"));
+    }
+
+    fn write_agent_file(name: &str, text: &str) -> String {
+        let dir = std::env::temp_dir().join("voxrelay-config-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn default_tools_and_languages() {
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert_eq!(c.tools.enabled, vec!["end_call", "schedule_appointment"]);
+        assert_eq!(c.relay.languages.len(), 1);
+        assert_eq!(c.relay.languages[0].code, "pt-BR");
+        assert_eq!(c.tools.utc_offset_minutes, -180);
+        let c = Config::from_vars(vars(&[
+            ("HANDOFF_NUMBER", "+5511988887777"),
+            ("LANGUAGES", "pt-BR, en-US"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.tools.enabled,
+            vec![
+                "end_call",
+                "schedule_appointment",
+                "transfer_to_human",
+                "switch_language"
+            ]
+        );
+        assert_eq!(c.relay.languages[1].code, "en-US");
+        let c = Config::from_vars(vars(&[("AGENT_TOOLS", "none")])).unwrap();
+        assert!(c.tools.enabled.is_empty());
+    }
+
+    #[test]
+    fn the_example_agent_file_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/agent.example.toml");
+        let c = Config::from_vars(vars(&[("AGENT_CONFIG", path), ("AGENDA_TOKEN", "tok-123")]))
+            .unwrap();
+        assert_eq!(c.agent_name, "Recepção Clínica Sorriso");
+        assert!(c.system_prompt.contains("Clínica Sorriso"));
+        assert_eq!(c.relay.language, "pt-BR");
+        assert_eq!(c.relay.speech_model.as_deref(), Some("nova-3-general"));
+        let codes: Vec<_> = c.relay.languages.iter().map(|l| l.code.as_str()).collect();
+        assert_eq!(codes, vec!["pt-BR", "en-US"]);
+        assert_eq!(c.handoff.number.as_deref(), Some("+5511999999999"));
+        assert_eq!(c.llm.temperature, Some(0.6));
+        assert_eq!(c.tools.http.len(), 1);
+        let tool = &c.tools.http[0];
+        assert_eq!(tool.headers[0].1.expose(), "Bearer tok-123");
+        assert!(
+            !format!("{c:?}").contains("tok-123"),
+            "headers are redacted"
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_agent_file() {
+        let path = write_agent_file(
+            "override",
+            "system_prompt = \"do arquivo\"\nwelcome_greeting = \"Oi do arquivo\"\n[llm]\nmodel = \"file-model\"\n[tools]\nfiller = \"\"\n",
+        );
+        let c = Config::from_vars(vars(&[
+            ("AGENT_CONFIG", &path),
+            ("SYSTEM_PROMPT", "do ambiente"),
+            ("OPENAI_API_KEY", "sk-x"),
+        ]))
+        .unwrap();
+        assert_eq!(c.system_prompt, "do ambiente");
+        assert_eq!(c.relay.welcome_greeting, "Oi do arquivo");
+        assert_eq!(c.llm.model, "file-model");
+        assert_eq!(c.tools.filler, "", "an empty filler turns it off");
+        let c =
+            Config::from_vars(vars(&[("AGENT_CONFIG", &path), ("WELCOME_GREETING", "")])).unwrap();
+        assert_eq!(c.relay.welcome_greeting, "");
+    }
+
+    #[test]
+    fn agent_file_problems_are_listed_together() {
+        let path = write_agent_file(
+            "bad",
+            r#"
+[tools]
+enabled = ["end_call", "fly_to_moon", "transfer_to_human", "switch_language"]
+max_rounds = 50
+
+[[http_tools]]
+name = "end_call"
+description = ""
+url = "ftp://x"
+method = "TRACE"
+headers = { Authorization = "Bearer ${MISSING_TOKEN}" }
+"#,
+        );
+        let err = Config::from_vars(vars(&[("AGENT_CONFIG", &path)]))
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "fly_to_moon",
+            "transfer_to_human tool needs HANDOFF_NUMBER",
+            "switch_language tool needs at least two languages",
+            "MAX_TOOL_ROUNDS",
+            "name is already taken",
+            "needs a description",
+            "url must start with https://",
+            "method must be",
+            "MISSING_TOKEN",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from {err}");
+        }
+        let typo = write_agent_file("typo", "sistem_prompt = \"x\"\n");
+        let err = Config::from_vars(vars(&[("AGENT_CONFIG", &typo)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sistem_prompt"), "{err}");
+        let err = Config::from_vars(vars(&[("AGENT_CONFIG", "/nonexistent/agent.toml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot be read"), "{err}");
+    }
+
+    #[test]
+    fn utc_offsets() {
+        assert_eq!(parse_utc_offset("-03:00"), Some(-180));
+        assert_eq!(parse_utc_offset("+0530"), Some(330));
+        assert_eq!(parse_utc_offset("UTC-3"), Some(-180));
+        assert_eq!(parse_utc_offset("abc"), None);
     }
 }

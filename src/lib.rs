@@ -7,11 +7,16 @@
 //! - [`server`]: shared state and `run`, which serves a bound listener and drains
 //!   live calls on shutdown.
 //! - [`relay`]: the ConversationRelay transport (protocol types and the call session).
+//! - [`media`]: the Media Streams transport (raw μ-law call audio; protocol types).
 //! - [`transport`]: the frame type every WebSocket transport reads.
 //! - [`agent`]: the conversation core: history, streaming replies, interruptions,
 //!   DTMF; independent of the transport.
 //! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
+//! - [`speech`]: upstream speech clients (OpenAI Realtime, ElevenLabs TTS, agent and
+//!   STT), transport-independent, for the Media Streams mode.
+//! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
 //! - [`twiml`]: TwiML documents with every value escaped.
+//! - [`audio`]: μ-law, resampling, 20 ms framing and pacing, WAV files; pure code.
 //! - [`metrics`]: process-wide counters and latency histograms (`GET /metrics`).
 //! - [`bench`]: `voxrelay bench`, the loopback load benchmark (fake LLM, the server
 //!   as a child process, simulated calls).
@@ -19,16 +24,20 @@
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
 
 pub mod agent;
+pub mod audio;
 pub mod bench;
 pub mod config;
 pub mod http;
 pub mod llm;
+pub mod media;
 pub mod metrics;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
 pub mod sim;
+pub mod speech;
 pub mod telemetry;
+pub mod tools;
 pub mod transport;
 pub mod twiml;
 

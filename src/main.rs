@@ -104,6 +104,9 @@ async fn serve() -> ExitCode {
         llm = state.llm.name(),
         model = state.llm.model(),
         language = %state.config.relay.language,
+        agent = %state.config.agent_name,
+        agent_config = state.config.agent_config_path.as_deref().unwrap_or("(none)"),
+        tools = ?state.tools.names(),
         "voxrelay listening"
     );
     voxrelay::run(listener, state, voxrelay::shutdown::signal()).await;

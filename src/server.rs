@@ -16,11 +16,16 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{AgentSettings, CallObserver, NoObserver};
+use crate::agent::{AgentSettings, CallObserver, NoObserver, RecentCalls};
 use crate::config::Config;
 use crate::llm::{self, LlmError, LlmProvider};
 use crate::metrics::Metrics;
 use crate::relay::session::SessionDeps;
+use crate::tools::ToolRegistry;
+
+/// How many dropped calls' conversations are kept for a resume, and for how long.
+const RECENT_CALLS: usize = 500;
+const RECENT_CALLS_TTL: Duration = Duration::from_secs(300);
 
 /// Everything a request handler or call session may need. Cheap to clone.
 #[derive(Clone)]
@@ -31,6 +36,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Receives every call's turns and records (the store, once configured).
     pub observer: Arc<dyn CallObserver>,
+    /// The tools offered to the model on every call.
+    pub tools: Arc<ToolRegistry>,
+    /// Conversations of recently dropped calls, resumed when Twilio reconnects.
+    pub recent_calls: Arc<RecentCalls>,
     /// Every live call.
     pub calls: TaskTracker,
     /// Cancelled when a drain starts: no new calls.
@@ -52,6 +61,8 @@ impl AppState {
     pub fn with_llm(config: Config, llm: Arc<dyn LlmProvider>) -> Self {
         Self {
             agent_settings: Arc::new(AgentSettings::from_config(&config)),
+            tools: Arc::new(ToolRegistry::from_config(&config)),
+            recent_calls: Arc::new(RecentCalls::new(RECENT_CALLS, RECENT_CALLS_TTL)),
             config: Arc::new(config),
             llm,
             metrics: Arc::new(Metrics::default()),
@@ -72,6 +83,8 @@ impl AppState {
             metrics: self.metrics.clone(),
             stop: self.stop.clone(),
             observer: self.observer.clone(),
+            tools: self.tools.clone(),
+            recent: self.recent_calls.clone(),
         }
     }
 

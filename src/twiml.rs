@@ -125,6 +125,20 @@ pub fn conversation_relay(
         .attr_opt("hints", relay.hints.clone())
         .attr_opt("debug", relay.debug.clone())
         .attr_opt("events", relay.events.clone());
+    // One <Language> per configured language, so `switch_language` can move to it.
+    for language in &relay.languages {
+        element = element.child(
+            Element::new("Language")
+                .attr("code", language.code.clone())
+                .attr_opt("ttsProvider", language.tts_provider.clone())
+                .attr_opt("voice", language.voice.clone())
+                .attr_opt(
+                    "transcriptionProvider",
+                    language.transcription_provider.clone(),
+                )
+                .attr_opt("speechModel", language.speech_model.clone()),
+        );
+    }
     for (name, value) in parameters {
         element = element.child(
             Element::new("Parameter")
@@ -149,9 +163,39 @@ pub fn connect_relay(
     ])
 }
 
+/// `<Connect><ConversationRelay>` for a call whose socket dropped: the same session
+/// settings without the welcome greeting (the caller already heard it).
+pub fn reconnect_relay(relay: &RelayConfig, ws_url: &str, action_url: &str) -> String {
+    let relay = RelayConfig {
+        welcome_greeting: String::new(),
+        ..relay.clone()
+    };
+    connect_relay(&relay, ws_url, action_url, &[])
+}
+
 /// `<Hangup/>`.
 pub fn hangup() -> String {
     response(vec![Element::new("Hangup")])
+}
+
+/// `<Dial>number</Dial>`: hands the caller to a person at this number or SIP URI.
+pub fn dial(number: &str) -> String {
+    let target = if number.starts_with("sip:") {
+        Element::new("Sip").text(number)
+    } else {
+        Element::new("Number").text(number)
+    };
+    response(vec![Element::new("Dial").child(target)])
+}
+
+/// `<Enqueue workflowSid=…><Task>…</Task></Enqueue>`: hands the caller to a
+/// TaskRouter (Flex) workflow with `task` (a JSON document) as the task's attributes.
+pub fn enqueue(workflow_sid: &str, task: &str) -> String {
+    response(vec![
+        Element::new("Enqueue")
+            .attr("workflowSid", workflow_sid)
+            .child(Element::new("Task").text(task)),
+    ])
 }
 
 #[cfg(test)]
@@ -185,5 +229,20 @@ mod tests {
         assert!(xml.contains(r#"dtmfDetection="true""#));
         assert!(xml.contains(r#"<Parameter name="lead" value="Ana &quot;A&quot;"/>"#));
         assert!(xml.ends_with("</ConversationRelay></Connect></Response>"));
+        assert!(xml.contains(r#"<Language code="pt-BR" ttsProvider="ElevenLabs" transcriptionProvider="Deepgram"/>"#), "{xml}");
+    }
+
+    #[test]
+    fn handoff_verbs() {
+        assert!(
+            dial("+5511988887777")
+                .ends_with("<Response><Dial><Number>+5511988887777</Number></Dial></Response>")
+        );
+        assert!(dial("sip:fila@pbx.example.com").contains("<Sip>sip:fila@pbx.example.com</Sip>"));
+        assert!(
+            enqueue("WW123", r#"{"reasonCode":"live-agent-handoff"}"#).ends_with(
+                r#"<Enqueue workflowSid="WW123"><Task>{&quot;reasonCode&quot;:&quot;live-agent-handoff&quot;}</Task></Enqueue></Response>"#
+            )
+        );
     }
 }

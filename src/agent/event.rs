@@ -40,6 +40,55 @@ pub enum AgentOutput {
     Token(String),
     /// The current reply is complete.
     TurnEnd,
+    /// End the call (after what was said before it): hang up, or hand the caller to
+    /// a person when [`Handoff::is_live_agent`].
+    End(Handoff),
+    /// Press these keys towards the far end (`0-9 * # w`).
+    SendDigits(String),
+    /// Speak and listen in this language (a configured code such as `en-US`) from now on.
+    SwitchLanguage(String),
+}
+
+/// `reasonCode` of a call the agent ended.
+pub const REASON_END_CALL: &str = "end-call";
+/// `reasonCode` of a call handed to a person.
+pub const REASON_LIVE_AGENT: &str = "live-agent-handoff";
+
+/// Why and how the agent ended the call; travels as ConversationRelay `handoffData`
+/// and comes back to `/twiml/action` as `HandoffData`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Handoff {
+    /// [`REASON_END_CALL`] or [`REASON_LIVE_AGENT`].
+    pub reason_code: String,
+    pub reason: Option<String>,
+    /// For a person taking over: what the call was about.
+    pub summary: Option<String>,
+    pub call_sid: Option<String>,
+    /// The caller's number.
+    pub from: Option<String>,
+}
+
+impl Handoff {
+    pub fn is_live_agent(&self) -> bool {
+        self.reason_code == REASON_LIVE_AGENT
+    }
+
+    /// The JSON document, as a string (ConversationRelay wants `handoffData` as a string).
+    pub fn to_json(&self) -> String {
+        let mut doc = serde_json::Map::new();
+        doc.insert("reasonCode".into(), self.reason_code.clone().into());
+        for (key, value) in [
+            ("reason", &self.reason),
+            ("summary", &self.summary),
+            ("callSid", &self.call_sid),
+            ("from", &self.from),
+        ] {
+            if let Some(value) = value {
+                doc.insert(key.into(), value.clone().into());
+            }
+        }
+        serde_json::Value::Object(doc).to_string()
+    }
 }
 
 /// Who spoke a transcript turn.

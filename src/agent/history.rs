@@ -71,11 +71,24 @@ impl History {
                 .find_map(|&i| cut_after(&self.messages[i].content, heard).map(|k| (i, k)))
                 .unwrap_or_else(|| (newest, heard.to_string()))
         };
-        // Everything the model produced after the interrupted reply was never heard.
+        // Everything the model produced after the interrupted reply was never heard,
+        // except the results of the kept message's own tool calls: those tools ran,
+        // and a tool call without its result would make the history invalid.
+        let kept_calls: Vec<String> = self.messages[index]
+            .tool_calls
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
         let mut i = self.messages.len();
         while i > index + 1 {
             i -= 1;
-            if matches!(self.messages[i].role, Role::Assistant | Role::Tool) {
+            let message = &self.messages[i];
+            let answers_kept = message.role == Role::Tool
+                && message
+                    .tool_call_id
+                    .as_ref()
+                    .is_some_and(|id| kept_calls.contains(id));
+            if matches!(message.role, Role::Assistant | Role::Tool) && !answers_kept {
                 self.messages.remove(i);
             }
         }
@@ -207,6 +220,46 @@ mod tests {
             contents,
             vec!["sys", "um", "Resposta um.", "dois", "Primeira parte"]
         );
+    }
+
+    #[test]
+    fn cutting_at_a_tool_call_keeps_its_results_and_drops_later_rounds() {
+        let mut asked = ChatMessage::assistant("Vou verificar agora mesmo.");
+        asked.tool_calls.push(crate::llm::ToolCall {
+            id: "c1".into(),
+            name: "consultar".into(),
+            arguments: "{}".into(),
+        });
+        let mut again = ChatMessage::assistant("");
+        again.tool_calls.push(crate::llm::ToolCall {
+            id: "c2".into(),
+            name: "consultar".into(),
+            arguments: "{}".into(),
+        });
+        let mut h = history(&[
+            ChatMessage::user("meu pedido?"),
+            asked,
+            ChatMessage::tool("c1", "ok"),
+            again,
+            ChatMessage::tool("c2", "ok"),
+            ChatMessage::assistant("Seu pedido chega amanhã."),
+        ]);
+        h.truncate_to_heard("Vou verificar");
+        let shape: Vec<_> = h
+            .messages()
+            .iter()
+            .map(|m| (m.role, m.content.as_str(), m.tool_calls.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (Role::System, "sys", 0),
+                (Role::User, "meu pedido?", 0),
+                (Role::Assistant, "Vou verificar", 1),
+                (Role::Tool, "ok", 0),
+            ]
+        );
+        assert_eq!(h.messages()[3].tool_call_id.as_deref(), Some("c1"));
     }
 
     #[test]

@@ -1,33 +1,44 @@
 //! The agent core: one [`Agent`] per call holds the conversation, streams replies
-//! from the LLM, cancels them on interruption, gathers keypad digits, and falls back
-//! to a spoken apology when the LLM fails. It knows nothing about the transport.
+//! from the LLM, runs the tools the model calls, cancels replies on interruption,
+//! gathers keypad digits, and falls back to a spoken apology when the LLM fails. It
+//! knows nothing about the transport.
 //!
 //! A transport drives it with two calls inside its own `select!` loop:
 //! [`Agent::handle`] for each [`AgentInput`], and [`Agent::next_output`], a
 //! cancel-safe future that yields the next [`AgentOutput`] (a token, the end of a
-//! reply) as the LLM produces it. There is no task per agent: the in-flight reply is
-//! a stream polled by the transport's loop, so dropping it (on interrupt, on a new
-//! prompt, at hang-up) drops the upstream HTTP request at once.
+//! reply, a call action) as the LLM and tools produce it. There is no task per
+//! agent: the reply in flight — an LLM stream, or a round of tool futures — is
+//! owned by the agent and polled by the transport's loop, so dropping it (on
+//! interrupt, on a new prompt, at hang-up) drops the upstream requests at once.
+//!
+//! A reply is a series of rounds: the model streams text and/or tool calls; the
+//! calls are assembled from their deltas, run concurrently under their time limits
+//! (a filler is spoken if they take long), their results are added to the history,
+//! and the model is asked again — at most `max_tool_rounds` times per reply.
 
 pub mod event;
 pub mod history;
+pub mod resume;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 pub use event::{
-    AgentInput, AgentOutput, AppointmentRecord, CallInfo, CallObserver, CallSummary, NoObserver,
-    Speaker, ToolCallRecord, TurnRecord,
+    AgentInput, AgentOutput, AppointmentRecord, CallInfo, CallObserver, CallSummary, Handoff,
+    NoObserver, REASON_END_CALL, REASON_LIVE_AGENT, Speaker, ToolCallRecord, TurnRecord,
 };
 pub use history::History;
+pub use resume::{RecentCalls, Snapshot};
 
 use crate::config::Config;
-use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream};
+use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream, ToolCall};
 use crate::metrics::Metrics;
+use crate::tools::{ToolContext, ToolEffect, ToolRegistry, ToolRun};
 
 /// Per-deployment agent settings, shared by every call.
 #[derive(Debug, Clone)]
@@ -41,6 +52,17 @@ pub struct AgentSettings {
     pub llm_timeout: Duration,
     /// Keypad digits are gathered until `#` or this much time without a key.
     pub dtmf_timeout: Duration,
+    /// Tool rounds allowed in one reply.
+    pub max_tool_rounds: u32,
+    /// Spoken when tools run longer than `tool_filler_after` (empty: never).
+    pub tool_filler: String,
+    pub tool_filler_after: Duration,
+    /// Spoken before hanging up when the model said nothing itself.
+    pub goodbye_message: String,
+    /// Spoken before a transfer when the model said nothing itself.
+    pub handoff_message: String,
+    /// The call's main language.
+    pub language: String,
 }
 
 impl AgentSettings {
@@ -51,6 +73,12 @@ impl AgentSettings {
             fallback_message: config.fallback_message.clone(),
             llm_timeout: config.llm.timeout,
             dtmf_timeout: config.dtmf_timeout,
+            max_tool_rounds: config.tools.max_rounds,
+            tool_filler: config.tools.filler.clone(),
+            tool_filler_after: config.tools.filler_after,
+            goodbye_message: config.tools.goodbye_message.clone(),
+            handoff_message: config.tools.handoff_message.clone(),
+            language: config.relay.language.clone(),
         }
     }
 }
@@ -64,26 +92,73 @@ pub struct CallStats {
     pub llm_errors: u32,
     /// The kind of the most recent LLM error, if any.
     pub last_error: Option<&'static str>,
+    /// Tool calls run (including failed ones).
+    pub tool_calls: u32,
 }
 
-/// A reply being streamed.
+/// A tool call being assembled from streamed deltas.
+#[derive(Debug, Default)]
+struct PartialCall {
+    id: Option<String>,
+    name: String,
+    arguments: String,
+}
+
+/// Tools running for the reply in flight.
+struct ToolRound {
+    /// The assistant message that asked for them (its text plus any filler spoken).
+    message: ChatMessage,
+    running: BoxFuture<'static, Vec<ToolRun>>,
+    /// When to speak the filler, if not yet spoken.
+    filler_at: Option<Instant>,
+    /// Whether the model said anything in the round that asked for the tools.
+    model_spoke: bool,
+}
+
+enum Phase {
+    Streaming(LlmStream),
+    Tools(ToolRound),
+    /// Between phases (never polled).
+    Idle,
+}
+
+/// A reply being produced.
 struct Turn {
-    stream: LlmStream,
-    /// When the reply fails if nothing more arrives.
+    phase: Phase,
+    /// When the streaming phase fails if nothing more arrives.
     deadline: Instant,
     started: Instant,
-    /// Text produced so far (and so sent to the transport).
+    /// Start of the current LLM round, for the timeout message.
+    round_started: Instant,
+    /// Text spoken so far in this reply, every round and filler included.
     text: String,
+    /// Text of the current LLM round.
+    round_text: String,
+    /// Tool calls of the current LLM round, by index.
+    calls: Vec<PartialCall>,
+    /// Tool rounds run so far.
+    rounds: u32,
     /// Time from request to the LLM's first token.
     llm_first_token: Option<Duration>,
     /// Wall-clock start, for the transcript.
     started_at: SystemTime,
 }
 
+/// What the reply in flight did next.
+enum Step {
+    Llm(Option<Result<LlmEvent, LlmError>>),
+    ToolsDone(Vec<ToolRun>),
+    Filler,
+}
+
+/// Most tool calls taken from one model response.
+const MAX_CALLS_PER_ROUND: usize = 16;
+
 /// The conversation of one call.
 pub struct Agent {
     llm: Arc<dyn LlmProvider>,
     settings: Arc<AgentSettings>,
+    tools: Arc<ToolRegistry>,
     history: History,
     turn: Option<Turn>,
     pending: VecDeque<AgentOutput>,
@@ -94,10 +169,17 @@ pub struct Agent {
     /// Time to the LLM's first token of the most recent reply.
     last_llm_first_token: Option<Duration>,
     observer: Arc<dyn CallObserver>,
+    recent: Option<Arc<RecentCalls>>,
     /// Sequence number of the next transcript turn.
     next_seq: u32,
     /// The newest agent turn recorded, which an interruption refers to.
     last_agent_seq: Option<u32>,
+    /// Set once the agent has ended the call: nothing more is said.
+    ended: Option<Handoff>,
+    /// The language switched to, if not the main one.
+    language: Option<String>,
+    /// Whether this call resumed an earlier conversation.
+    resumed: bool,
     /// Process-wide metrics (turns, interrupts, LLM errors, latencies), if wired.
     metrics: Option<Arc<Metrics>>,
     /// When the caller's input that started the current reply arrived; taken when
@@ -113,6 +195,7 @@ impl Agent {
         Self {
             llm,
             settings,
+            tools: Arc::new(ToolRegistry::empty()),
             history,
             turn: None,
             pending: VecDeque::new(),
@@ -122,8 +205,12 @@ impl Agent {
             stats: CallStats::default(),
             last_llm_first_token: None,
             observer: Arc::new(NoObserver),
+            recent: None,
             next_seq: 0,
             last_agent_seq: None,
+            ended: None,
+            language: None,
+            resumed: false,
             metrics: None,
             ttft_from: None,
             ttft_skip: 0,
@@ -142,21 +229,61 @@ impl Agent {
         self
     }
 
+    /// Offers these tools to the model.
+    pub fn with_tools(mut self, tools: Arc<ToolRegistry>) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// Resumes calls found in `recent`, and leaves this one there when it ends
+    /// without the agent ending it (a dropped socket may come back).
+    pub fn with_recent_calls(mut self, recent: Arc<RecentCalls>) -> Self {
+        self.recent = Some(recent);
+        self
+    }
+
     /// Ends the call's record: stops any reply and tells the observer how it ended.
+    /// `handoff_data` defaults to what the agent sent when it ended the call.
     pub fn finish(&mut self, status: &str, handoff_data: Option<String>) {
         self.stop_reply();
         self.clear_pending();
-        if let Some(call) = &self.call {
-            self.observer.call_ended(
-                &call.call_sid,
-                &CallSummary {
-                    status: status.to_string(),
-                    handoff_data,
-                    turns: self.stats.turns,
-                    interrupts: self.stats.interrupts,
-                    llm_errors: self.stats.llm_errors,
-                },
-            );
+        let Some(call) = &self.call else {
+            return;
+        };
+        if self.ended.is_none()
+            && let Some(recent) = &self.recent
+        {
+            recent.save(&call.call_sid, self.snapshot());
+        }
+        let (status, handoff_data) = match &self.ended {
+            Some(handoff) if handoff.is_live_agent() => (
+                "handoff".to_string(),
+                handoff_data.or_else(|| Some(handoff.to_json())),
+            ),
+            Some(handoff) => (
+                status.to_string(),
+                handoff_data.or_else(|| Some(handoff.to_json())),
+            ),
+            None => (status.to_string(), handoff_data),
+        };
+        self.observer.call_ended(
+            &call.call_sid,
+            &CallSummary {
+                status,
+                handoff_data,
+                turns: self.stats.turns,
+                interrupts: self.stats.interrupts,
+                llm_errors: self.stats.llm_errors,
+            },
+        );
+    }
+
+    /// The conversation as a resumed call needs it.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            history: self.history.clone(),
+            next_seq: self.next_seq,
+            language: self.language.clone(),
         }
     }
 
@@ -207,6 +334,16 @@ impl Agent {
         self.turn.is_some()
     }
 
+    /// How the agent ended the call, once it has.
+    pub fn ended(&self) -> Option<&Handoff> {
+        self.ended.as_ref()
+    }
+
+    /// Whether this call picked up an earlier conversation.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
     /// Time to the LLM's first token of the newest reply that produced one.
     pub fn last_llm_first_token(&self) -> Option<Duration> {
         self.last_llm_first_token
@@ -215,36 +352,14 @@ impl Agent {
     /// Applies one input. Outputs it causes are queued for [`Agent::next_output`].
     pub fn handle(&mut self, input: AgentInput) {
         match input {
-            AgentInput::CallStarted(info) => {
-                if !info.parameters.is_empty() {
-                    let mut params: Vec<_> = info.parameters.iter().collect();
-                    params.sort();
-                    let listed = params
-                        .iter()
-                        .map(|(k, v)| format!("{k}: {v}"))
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    self.history.set_system_prompt(format!(
-                        "{}\n\nDados desta ligação: {listed}",
-                        self.settings.system_prompt
-                    ));
-                }
-                // Twilio speaks the greeting itself; the model should know it did.
-                let greeted = self
-                    .history
-                    .messages()
-                    .iter()
-                    .any(|m| m.role == crate::llm::Role::Assistant);
-                if !self.settings.welcome_greeting.is_empty() && !greeted {
-                    self.history.push(ChatMessage::assistant(
-                        self.settings.welcome_greeting.clone(),
-                    ));
-                }
-                self.call = Some(info);
-            }
+            AgentInput::CallStarted(info) => self.start_call(info),
             AgentInput::UserText { text, .. } => {
                 let text = text.trim();
                 if text.is_empty() {
+                    return;
+                }
+                if self.ended.is_some() {
+                    tracing::debug!("the call is ending; ignoring what the caller said");
                     return;
                 }
                 self.start_reply(ChatMessage::user(text));
@@ -252,6 +367,9 @@ impl Agent {
             AgentInput::Digit(d) => {
                 if !matches!(d, '0'..='9' | '*' | '#') {
                     tracing::warn!(digit = %d, "ignoring an invalid DTMF digit");
+                    return;
+                }
+                if self.ended.is_some() {
                     return;
                 }
                 self.digits.push(d);
@@ -266,9 +384,13 @@ impl Agent {
                 if let Some(m) = &self.metrics {
                     m.interrupt();
                 }
+                self.ttft_from = None;
+                self.ttft_skip = 0;
                 self.stop_reply();
-                // Nothing more of the interrupted reply may reach the caller.
-                self.clear_pending();
+                // Nothing more of the interrupted reply may reach the caller; call
+                // actions the model already took (an end, digits, a language) stand.
+                self.pending
+                    .retain(|o| !matches!(o, AgentOutput::Token(_) | AgentOutput::TurnEnd));
                 let kept = self.history.truncate_to_heard(&heard);
                 if let (Some(kept), Some(seq), Some(call)) = (kept, self.last_agent_seq, &self.call)
                 {
@@ -280,6 +402,51 @@ impl Agent {
                 self.clear_pending();
             }
         }
+    }
+
+    fn start_call(&mut self, info: CallInfo) {
+        if let Some(snapshot) = self.recent.as_ref().and_then(|r| r.take(&info.call_sid)) {
+            tracing::info!(
+                messages = snapshot.history.messages().len(),
+                "resuming the conversation of this call"
+            );
+            self.history = snapshot.history;
+            self.next_seq = snapshot.next_seq;
+            self.resumed = true;
+            if let Some(language) = snapshot.language {
+                self.pending
+                    .push_back(AgentOutput::SwitchLanguage(language.clone()));
+                self.language = Some(language);
+            }
+            self.call = Some(info);
+            return;
+        }
+        if !info.parameters.is_empty() {
+            let mut params: Vec<_> = info.parameters.iter().collect();
+            params.sort();
+            let listed = params
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.history.set_system_prompt(format!(
+                "{}\n\nDados desta ligação: {listed}",
+                self.settings.system_prompt
+            ));
+        }
+        // Twilio speaks the greeting itself; the model should know it did.
+        let greeted = self
+            .history
+            .messages()
+            .iter()
+            .any(|m| m.role == crate::llm::Role::Assistant);
+        if !self.settings.welcome_greeting.is_empty() && !greeted {
+            self.history.push(ChatMessage::assistant(
+                self.settings.welcome_greeting.clone(),
+            ));
+        }
+        self.observer.call_started(&info);
+        self.call = Some(info);
     }
 
     /// The next thing for the transport to do. Cancel-safe: dropping the future
@@ -298,13 +465,17 @@ impl Agent {
                 }
             };
             tokio::select! {
-                event = next_event(&mut self.turn) => self.on_event(event),
+                step = next_step(&mut self.turn, self.settings.llm_timeout) => match step {
+                    Step::Llm(event) => self.on_event(event),
+                    Step::ToolsDone(runs) => self.on_tools_done(runs),
+                    Step::Filler => self.speak_filler(),
+                },
                 () = digits_due => self.flush_digits(),
             }
         }
     }
 
-    /// Drops every queued output (nothing more of a stopped reply may be said).
+    /// Drops every queued output.
     fn clear_pending(&mut self) {
         self.pending.clear();
         self.ttft_skip = 0;
@@ -334,6 +505,30 @@ impl Agent {
         self.start_reply(ChatMessage::user(format!("DTMF: {digits}")));
     }
 
+    fn tool_context(&self) -> ToolContext {
+        ToolContext {
+            call_sid: self
+                .call
+                .as_ref()
+                .map(|c| c.call_sid.clone())
+                .unwrap_or_default(),
+            from: self
+                .call
+                .as_ref()
+                .map(|c| c.from.clone())
+                .unwrap_or_default(),
+            now: SystemTime::now(),
+        }
+    }
+
+    /// A request for the conversation so far, with the tools on offer.
+    fn request(&self) -> LlmRequest {
+        LlmRequest {
+            messages: self.history.messages().to_vec(),
+            tools: self.tools.specs(&self.tool_context()),
+        }
+    }
+
     /// Adds the caller's words and starts streaming a reply, replacing any reply
     /// still in flight (whose spoken part is kept, and whose talk cycle is closed).
     fn start_reply(&mut self, user: ChatMessage) {
@@ -343,10 +538,6 @@ impl Agent {
         }
         self.record_turn(Speaker::Caller, &user.content, SystemTime::now(), None);
         self.history.push(user);
-        let request = LlmRequest {
-            messages: self.history.messages().to_vec(),
-            tools: Vec::new(),
-        };
         let now = Instant::now();
         self.stats.turns += 1;
         if let Some(m) = &self.metrics {
@@ -355,30 +546,74 @@ impl Agent {
         self.ttft_from = Some(prompt_in);
         self.ttft_skip = self.pending.len();
         self.turn = Some(Turn {
-            stream: self.llm.stream(request),
+            phase: Phase::Streaming(self.llm.stream(self.request())),
             deadline: now + self.settings.llm_timeout,
             started: now,
+            round_started: now,
             text: String::new(),
+            round_text: String::new(),
+            calls: Vec::new(),
+            rounds: 0,
             llm_first_token: None,
             started_at: SystemTime::now(),
         });
     }
 
-    /// Drops the reply in flight, keeping what was produced of it in the history.
+    /// Drops the reply in flight, keeping what was said of it in the history (and
+    /// answering any tool calls it had started, so the history stays valid).
     /// Returns whether any of it had been sent.
     fn stop_reply(&mut self) -> bool {
-        match self.turn.take() {
-            Some(turn) if !turn.text.is_empty() => {
-                self.record_turn(
-                    Speaker::Agent,
-                    &turn.text,
-                    turn.started_at,
-                    turn.llm_first_token,
+        let Some(turn) = self.turn.take() else {
+            return false;
+        };
+        match turn.phase {
+            Phase::Tools(round) => {
+                tracing::info!(
+                    tools = round.message.tool_calls.len(),
+                    "cancelling the tools in flight"
                 );
-                self.history.push(ChatMessage::assistant(turn.text));
-                true
+                let calls = round.message.tool_calls.clone();
+                self.history.push(round.message);
+                for call in calls {
+                    let content = serde_json::json!({"error": "cancelled: the caller spoke before the tool finished; it may not have completed"}).to_string();
+                    self.report_tool(&call, &content, false, SystemTime::now(), Duration::ZERO);
+                    self.history.push(ChatMessage::tool(call.id, content));
+                }
             }
-            _ => false,
+            Phase::Streaming(_) | Phase::Idle => {
+                if !turn.round_text.is_empty() {
+                    self.history.push(ChatMessage::assistant(turn.round_text));
+                }
+            }
+        }
+        if turn.text.is_empty() {
+            return false;
+        }
+        self.record_turn(
+            Speaker::Agent,
+            &turn.text,
+            turn.started_at,
+            turn.llm_first_token,
+        );
+        true
+    }
+
+    /// Ends the reply normally: keeps its last round and closes the talk cycle.
+    fn complete_reply(&mut self) {
+        let Some(turn) = self.turn.take() else {
+            return;
+        };
+        if !turn.round_text.is_empty() {
+            self.history.push(ChatMessage::assistant(turn.round_text));
+        }
+        if !turn.text.is_empty() {
+            self.record_turn(
+                Speaker::Agent,
+                &turn.text,
+                turn.started_at,
+                turn.llm_first_token,
+            );
+            self.pending.push_back(AgentOutput::TurnEnd);
         }
     }
 
@@ -399,21 +634,264 @@ impl Agent {
                 }
                 turn.deadline = now + self.settings.llm_timeout;
                 turn.text.push_str(&text);
+                turn.round_text.push_str(&text);
                 self.pending.push_back(AgentOutput::Token(text));
             }
-            Some(Ok(LlmEvent::ToolCallDelta { .. })) => {
-                // No tools are offered yet; keep the reply alive.
+            Some(Ok(LlmEvent::ToolCallDelta {
+                index,
+                id,
+                name,
+                arguments,
+            })) => {
                 turn.deadline = Instant::now() + self.settings.llm_timeout;
+                add_delta(&mut turn.calls, index, id, name, &arguments);
             }
-            Some(Ok(LlmEvent::Finished { .. })) | None => {
-                if turn.text.is_empty() {
-                    self.fail_reply(LlmError::Empty);
-                } else {
-                    self.stop_reply();
-                    self.pending.push_back(AgentOutput::TurnEnd);
+            Some(Ok(LlmEvent::Finished { .. })) | None => self.finish_round(),
+            Some(Err(e)) => self.fail_reply(e),
+        }
+    }
+
+    /// The model finished a response: end the reply, or run the tools it asked for.
+    fn finish_round(&mut self) {
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        if turn.calls.is_empty() {
+            if turn.text.is_empty() && turn.rounds == 0 {
+                self.fail_reply(LlmError::Empty);
+            } else {
+                self.complete_reply();
+            }
+            return;
+        }
+        let round_no = turn.rounds;
+        let calls: Vec<ToolCall> = std::mem::take(&mut turn.calls)
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| ToolCall {
+                // Some servers (Ollama) send no ids; the history needs them.
+                id: c
+                    .id
+                    .unwrap_or_else(|| format!("call_{}_{round_no}_{i}", self.next_seq)),
+                name: c.name,
+                arguments: c.arguments,
+            })
+            .collect();
+        let content = std::mem::take(&mut turn.round_text);
+        let mut message = ChatMessage::assistant(content.clone());
+        message.tool_calls = calls.clone();
+        if turn.rounds >= self.settings.max_tool_rounds {
+            tracing::warn!(
+                rounds = turn.rounds,
+                "the model asked for more tool rounds than allowed; speaking the fallback"
+            );
+            turn.round_text = String::new();
+            self.history.push(message);
+            for call in calls {
+                let content =
+                    serde_json::json!({"error": "not run: too many tool calls in one reply"})
+                        .to_string();
+                self.report_tool(&call, &content, false, SystemTime::now(), Duration::ZERO);
+                self.history.push(ChatMessage::tool(call.id, content));
+            }
+            self.speak_apology();
+            return;
+        }
+        turn.rounds += 1;
+        let ctx = self.tool_context();
+        let runs: Vec<_> = calls
+            .iter()
+            .map(|c| self.tools.run(c.clone(), &ctx))
+            .collect();
+        tracing::info!(
+            tools = ?calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            round = round_no + 1,
+            "running tools"
+        );
+        let filler_at = (!self.settings.tool_filler.is_empty())
+            .then(|| Instant::now() + self.settings.tool_filler_after);
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        turn.phase = Phase::Tools(ToolRound {
+            message,
+            running: futures::future::join_all(runs).boxed(),
+            filler_at,
+            model_spoke: !content.is_empty(),
+        });
+    }
+
+    /// Tools are slow: say the filler while they finish.
+    fn speak_filler(&mut self) {
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        let Phase::Tools(round) = &mut turn.phase else {
+            return;
+        };
+        round.filler_at = None;
+        // A trailing space keeps the model's next words apart from the filler.
+        let mut filler = format!("{} ", self.settings.tool_filler.trim_end());
+        if !turn.text.is_empty() && !turn.text.ends_with(char::is_whitespace) {
+            filler.insert(0, ' ');
+        }
+        if !round.message.content.is_empty()
+            && !round.message.content.ends_with(char::is_whitespace)
+        {
+            round.message.content.push(' ');
+        }
+        round.message.content.push_str(filler.trim());
+        turn.text.push_str(&filler);
+        for word in crate::llm::scripted::split_words(&filler) {
+            self.pending.push_back(AgentOutput::Token(word));
+        }
+    }
+
+    /// The tools of this round finished: record them, carry out their effects, and
+    /// ask the model again (or end the call).
+    fn on_tools_done(&mut self, runs: Vec<ToolRun>) {
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        let Phase::Tools(round) = std::mem::replace(&mut turn.phase, Phase::Idle) else {
+            return;
+        };
+        self.history.push(round.message);
+        let mut ending: Option<Handoff> = None;
+        for run in &runs {
+            let content = run.content();
+            self.report_tool(
+                &run.call,
+                &content,
+                run.result.is_ok(),
+                run.started_at,
+                run.duration,
+            );
+            if let Err(e) = &run.result {
+                tracing::info!(tool = %run.call.name, error = %e, "tool call failed; the model is told");
+            }
+            self.history
+                .push(ChatMessage::tool(run.call.id.clone(), content));
+            if let Some(effect) = run.effect() {
+                self.apply_effect(effect.clone(), &mut ending);
+            }
+        }
+        match ending {
+            Some(handoff) => self.end_call(handoff, round.model_spoke),
+            None => {
+                let request = self.request();
+                let stream = self.llm.stream(request);
+                let Some(turn) = self.turn.as_mut() else {
+                    return;
+                };
+                let now = Instant::now();
+                turn.phase = Phase::Streaming(stream);
+                turn.deadline = now + self.settings.llm_timeout;
+                turn.round_started = now;
+            }
+        }
+    }
+
+    fn apply_effect(&mut self, effect: ToolEffect, ending: &mut Option<Handoff>) {
+        let call = self.call.clone().unwrap_or_default();
+        match effect {
+            ToolEffect::SendDigits(digits) => {
+                self.pending.push_back(AgentOutput::SendDigits(digits));
+            }
+            ToolEffect::SwitchLanguage(code) => {
+                self.language = (code != self.settings.language).then(|| code.clone());
+                self.pending.push_back(AgentOutput::SwitchLanguage(code));
+            }
+            ToolEffect::Appointment(a) => {
+                tracing::info!(day = %a.day, "appointment booked");
+                self.observer.appointment(
+                    &call.call_sid,
+                    &AppointmentRecord {
+                        name: a.name,
+                        email: a.email,
+                        preferred_day: a.day,
+                        preferred_time: a.time,
+                        phone: a
+                            .phone
+                            .or_else(|| Some(call.from.clone()).filter(|f| !f.is_empty())),
+                        notes: a.notes,
+                        created_at: Some(SystemTime::now()),
+                    },
+                );
+            }
+            ToolEffect::EndCall { reason } if ending.is_none() => {
+                *ending = Some(Handoff {
+                    reason_code: REASON_END_CALL.into(),
+                    reason,
+                    summary: None,
+                    call_sid: Some(call.call_sid).filter(|s| !s.is_empty()),
+                    from: Some(call.from).filter(|s| !s.is_empty()),
+                });
+            }
+            ToolEffect::Handoff { reason, summary } if ending.is_none() => {
+                *ending = Some(Handoff {
+                    reason_code: REASON_LIVE_AGENT.into(),
+                    reason: Some(reason),
+                    summary,
+                    call_sid: Some(call.call_sid).filter(|s| !s.is_empty()),
+                    from: Some(call.from).filter(|s| !s.is_empty()),
+                });
+            }
+            ToolEffect::EndCall { .. } | ToolEffect::Handoff { .. } => {
+                tracing::warn!("the model ended the call twice; keeping the first");
+            }
+        }
+    }
+
+    /// Says goodbye (unless the model already did), closes the talk cycle, and ends
+    /// the call. Nothing more is said afterwards.
+    fn end_call(&mut self, handoff: Handoff, model_spoke: bool) {
+        tracing::info!(reason_code = %handoff.reason_code, "the agent is ending the call");
+        if !model_spoke && let Some(turn) = self.turn.as_mut() {
+            let mut words = if handoff.is_live_agent() {
+                self.settings.handoff_message.clone()
+            } else {
+                self.settings.goodbye_message.clone()
+            };
+            if !words.is_empty() {
+                self.history.push(ChatMessage::assistant(words.clone()));
+                if !turn.text.is_empty() && !turn.text.ends_with(char::is_whitespace) {
+                    words.insert(0, ' ');
+                }
+                turn.text.push_str(&words);
+                for word in crate::llm::scripted::split_words(&words) {
+                    self.pending.push_back(AgentOutput::Token(word));
                 }
             }
-            Some(Err(e)) => self.fail_reply(e),
+        }
+        self.complete_reply();
+        self.digits.clear();
+        self.digits_deadline = None;
+        self.pending.push_back(AgentOutput::End(handoff.clone()));
+        self.ended = Some(handoff);
+    }
+
+    fn report_tool(
+        &mut self,
+        call: &ToolCall,
+        result: &str,
+        ok: bool,
+        started_at: SystemTime,
+        duration: Duration,
+    ) {
+        self.stats.tool_calls += 1;
+        if let Some(info) = &self.call {
+            self.observer.tool_call(
+                &info.call_sid,
+                &ToolCallRecord {
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                    result: result.to_string(),
+                    ok,
+                    started_at,
+                    duration_ms: duration.as_millis() as u64,
+                },
+            );
         }
     }
 
@@ -425,6 +903,11 @@ impl Agent {
             m.llm_error(error.kind());
         }
         tracing::warn!(error = %error, kind = error.kind(), "LLM reply failed; speaking the fallback");
+        self.speak_apology();
+    }
+
+    /// Speaks the fallback message as the end of the reply in flight.
+    fn speak_apology(&mut self) {
         let Some(turn) = self.turn.take() else {
             return;
         };
@@ -438,20 +921,81 @@ impl Agent {
         self.pending.push_back(AgentOutput::TurnEnd);
         let said = format!("{}{apology}", turn.text);
         self.record_turn(Speaker::Agent, &said, turn.started_at, turn.llm_first_token);
-        self.history.push(ChatMessage::assistant(said));
+        let round_said = format!("{}{apology}", turn.round_text);
+        self.history
+            .push(ChatMessage::assistant(round_said.trim_start().to_string()));
     }
 }
 
-/// The next event of the reply in flight, or a timeout error once its deadline
-/// passes. Pending forever when no reply is in flight.
-async fn next_event(turn: &mut Option<Turn>) -> Option<Result<LlmEvent, LlmError>> {
+/// Adds one streamed fragment to the calls being assembled.
+fn add_delta(
+    calls: &mut Vec<PartialCall>,
+    index: usize,
+    id: Option<String>,
+    name: Option<String>,
+    arguments: &str,
+) {
+    if index >= MAX_CALLS_PER_ROUND {
+        tracing::warn!(index, "ignoring a tool call past the per-response limit");
+        return;
+    }
+    // A fragment with a new id at a taken index is a new call (servers that send
+    // whole calls without an index).
+    let slot = match (&id, calls.get(index)) {
+        (Some(new), Some(existing))
+            if existing.id.as_ref().is_some_and(|old| old != new)
+                && calls.len() < MAX_CALLS_PER_ROUND =>
+        {
+            calls.push(PartialCall::default());
+            calls.len() - 1
+        }
+        _ => {
+            while calls.len() <= index {
+                calls.push(PartialCall::default());
+            }
+            index
+        }
+    };
+    let call = &mut calls[slot];
+    if let Some(id) = id {
+        call.id.get_or_insert(id);
+    }
+    if let Some(name) = name
+        && call.name != name
+    {
+        call.name.push_str(&name);
+    }
+    call.arguments.push_str(arguments);
+}
+
+/// The next step of the reply in flight: an LLM event (or a timeout error once the
+/// deadline passes), the tools finishing, or the time to speak a filler. Pending
+/// forever when no reply is in flight.
+async fn next_step(turn: &mut Option<Turn>, llm_timeout: Duration) -> Step {
     let Some(turn) = turn.as_mut() else {
         return std::future::pending().await;
     };
-    let limit = turn.deadline - turn.started;
-    match tokio::time::timeout_at(turn.deadline, turn.stream.next()).await {
-        Ok(event) => event,
-        Err(_) => Some(Err(LlmError::Timeout(limit.min(Duration::from_secs(3600))))),
+    match &mut turn.phase {
+        Phase::Streaming(stream) => {
+            match tokio::time::timeout_at(turn.deadline, stream.next()).await {
+                Ok(event) => Step::Llm(event),
+                Err(_) => Step::Llm(Some(Err(LlmError::Timeout(llm_timeout)))),
+            }
+        }
+        Phase::Tools(round) => {
+            let filler_at = round.filler_at;
+            let filler = async move {
+                match filler_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                runs = &mut round.running => Step::ToolsDone(runs),
+                () = filler => Step::Filler,
+            }
+        }
+        Phase::Idle => std::future::pending().await,
     }
 }
 
@@ -469,6 +1013,12 @@ mod tests {
             fallback_message: "Desculpe.".into(),
             llm_timeout: Duration::from_millis(500),
             dtmf_timeout: Duration::from_millis(1500),
+            max_tool_rounds: 3,
+            tool_filler: "Um momento.".into(),
+            tool_filler_after: Duration::from_millis(1000),
+            goodbye_message: "Tchau!".into(),
+            handoff_message: "Transferindo.".into(),
+            language: "pt-BR".into(),
         })
     }
 
@@ -478,6 +1028,7 @@ mod tests {
             match agent.next_output().await {
                 AgentOutput::Token(t) => text.push_str(&t),
                 AgentOutput::TurnEnd => return text,
+                other => panic!("unexpected {other:?}"),
             }
         }
     }
@@ -535,5 +1086,70 @@ mod tests {
         assert_eq!(agent.stats().llm_errors, 1);
         assert_eq!(agent.stats().last_error, Some("timeout"));
         assert!(!agent.is_replying());
+    }
+
+    /// A provider that asks for `end_call` on every request.
+    struct Hangs;
+    impl LlmProvider for Hangs {
+        fn name(&self) -> &'static str {
+            "hangs"
+        }
+        fn model(&self) -> &str {
+            "hangs"
+        }
+        fn stream(&self, _: LlmRequest) -> LlmStream {
+            stream::iter([
+                Ok(LlmEvent::ToolCallDelta {
+                    index: 0,
+                    id: Some("c1".into()),
+                    name: Some("end_call".into()),
+                    arguments: "{\"rea".into(),
+                }),
+                Ok(LlmEvent::ToolCallDelta {
+                    index: 0,
+                    id: None,
+                    name: None,
+                    arguments: "son\":\"fim\"}".into(),
+                }),
+                Ok(LlmEvent::Finished {
+                    reason: Some("tool_calls".into()),
+                }),
+            ])
+            .boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_end_survives_an_interrupt_during_the_goodbye() {
+        let config = Config::from_vars(Default::default()).unwrap();
+        let mut agent = Agent::new(Arc::new(Hangs), settings())
+            .with_tools(Arc::new(ToolRegistry::from_config(&config)));
+        agent.handle(AgentInput::CallStarted(CallInfo {
+            call_sid: "CA1".into(),
+            ..CallInfo::default()
+        }));
+        agent.handle(AgentInput::UserText {
+            text: "tchau".into(),
+            lang: None,
+        });
+        assert_eq!(
+            agent.next_output().await,
+            AgentOutput::Token("Tchau!".into())
+        );
+        agent.handle(AgentInput::Interrupt {
+            heard: String::new(),
+        });
+        let AgentOutput::End(handoff) = agent.next_output().await else {
+            panic!("the end was lost")
+        };
+        assert_eq!(handoff.reason_code, REASON_END_CALL);
+        assert_eq!(handoff.reason.as_deref(), Some("fim"));
+        // Nothing more is said once the call is ending.
+        agent.handle(AgentInput::UserText {
+            text: "espera".into(),
+            lang: None,
+        });
+        assert!(!agent.is_replying());
+        assert!(agent.ended().is_some());
     }
 }

@@ -1,6 +1,8 @@
 //! Twilio voice webhooks: `GET|POST /twiml` and `POST /incoming-call` answer a call
 //! with `<Connect><ConversationRelay>`; `POST /twiml/action` answers the end of the
-//! ConversationRelay session.
+//! ConversationRelay session: a transfer (`<Dial>` or `<Enqueue>`) when the agent
+//! handed off, a fresh `<Connect>` when the socket dropped mid-call (64105), else
+//! `<Hangup/>`.
 
 use bytes::Bytes;
 use warp::filters::BoxedFilter;
@@ -33,7 +35,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let action = warp::path!("twiml" / "action")
         .and(warp::post())
         .and(form_body())
-        .map(|form: Vec<(String, String)>| session_ended(&form));
+        .and(with_state(state.clone()))
+        .and(public_base(state.clone()))
+        .map(
+            |form: Vec<(String, String)>, state: AppState, base: PublicBase| {
+                session_ended(&state, &base, &form)
+            },
+        );
     action
         .or(answer_get)
         .unify()
@@ -83,7 +91,7 @@ fn answer(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Res
 }
 
 /// Twilio reports how the ConversationRelay session ended.
-fn session_ended(form: &[(String, String)]) -> Response {
+fn session_ended(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Response {
     tracing::info!(
         call_sid = field(form, "CallSid").unwrap_or(""),
         session_status = field(form, "SessionStatus").unwrap_or(""),
@@ -94,5 +102,38 @@ fn session_ended(form: &[(String, String)]) -> Response {
         handoff = field(form, "HandoffData").is_some(),
         "ConversationRelay session ended"
     );
+    let call_live =
+        field(form, "CallStatus").is_some_and(|s| s.eq_ignore_ascii_case("in-progress"));
+    let handoff_data = field(form, "HandoffData").unwrap_or("");
+    let reason_code = serde_json::from_str::<serde_json::Value>(handoff_data)
+        .ok()
+        .and_then(|v| {
+            v.get("reasonCode")
+                .and_then(|r| r.as_str())
+                .map(str::to_string)
+        });
+    if reason_code.as_deref() == Some(crate::agent::REASON_LIVE_AGENT) && call_live {
+        let handoff = &state.config.handoff;
+        if let Some(workflow) = &handoff.taskrouter_workflow_sid {
+            tracing::info!("handing the caller to TaskRouter");
+            return xml(twiml::enqueue(workflow, handoff_data));
+        }
+        if let Some(number) = &handoff.number {
+            tracing::info!("handing the caller to the handoff number");
+            return xml(twiml::dial(number));
+        }
+        tracing::warn!(
+            "a transfer was asked for but no HANDOFF_NUMBER or TASKROUTER_WORKFLOW_SID is set; hanging up"
+        );
+        return xml(twiml::hangup());
+    }
+    if field(form, "ErrorCode") == Some("64105") && call_live {
+        tracing::info!("the WebSocket dropped mid-call; reconnecting the call");
+        return xml(twiml::reconnect_relay(
+            &state.config.relay,
+            &format!("{}/websocket", base.ws),
+            &format!("{}/twiml/action", base.http),
+        ));
+    }
     xml(twiml::hangup())
 }

@@ -15,10 +15,11 @@ use tracing::Span;
 
 use super::protocol::{Inbound, Outbound, parse_inbound};
 use crate::agent::{
-    Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallObserver, CallStats,
+    Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallObserver, CallStats, RecentCalls,
 };
 use crate::llm::LlmProvider;
 use crate::metrics::{CallMode, Metrics};
+use crate::tools::ToolRegistry;
 use crate::transport::{Frame, excerpt};
 
 /// What a session needs from the server.
@@ -31,7 +32,14 @@ pub struct SessionDeps {
     pub stop: CancellationToken,
     /// Where turns and call records go (the store).
     pub observer: Arc<dyn CallObserver>,
+    /// The tools offered to the model.
+    pub tools: Arc<ToolRegistry>,
+    /// Conversations of recently dropped calls, to resume after a reconnect.
+    pub recent: Arc<RecentCalls>,
 }
+
+/// How long we wait for Twilio to close the socket after our `end`.
+const END_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs a call until Twilio closes the socket or the server stops.
 /// Expects to run inside the call's span (fields `call_sid`, `session_id`).
@@ -45,14 +53,26 @@ where
     let started = Instant::now();
     let mut agent = Agent::new(deps.llm.clone(), deps.settings.clone())
         .with_observer(deps.observer.clone())
+        .with_tools(deps.tools.clone())
+        .with_recent_calls(deps.recent.clone())
         .with_metrics(deps.metrics.clone());
     let mut frames_rejected: u32 = 0;
+    // Set once we sent `end`: Twilio closes the socket, or we do after a grace time.
+    let mut ending: Option<tokio::time::Instant> = None;
     let end_reason: &str = loop {
+        let end_due = async move {
+            match ending {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             // Caller input first: an interrupt must win over a token that is ready.
             biased;
             frame = socket.next() => match frame {
+                None | Some(Ok(Frame::Close)) if ending.is_some() => break "ended by the agent",
                 None | Some(Ok(Frame::Close)) => break "caller hung up",
+                Some(Err(_)) if ending.is_some() => break "ended by the agent",
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "WebSocket error; ending this call");
                     break "socket error";
@@ -73,11 +93,31 @@ where
                 let message = match output {
                     AgentOutput::Token(token) => Outbound::token(token),
                     AgentOutput::TurnEnd => Outbound::end_of_turn(),
+                    AgentOutput::End(handoff) => {
+                        tracing::info!(reason_code = %handoff.reason_code, "ending the session");
+                        ending = Some(tokio::time::Instant::now() + END_GRACE);
+                        Outbound::End { handoff_data: Some(handoff.to_json()) }
+                    }
+                    AgentOutput::SendDigits(digits) => {
+                        tracing::info!(digits = digits.len(), "sending digits");
+                        Outbound::SendDigits { digits }
+                    }
+                    AgentOutput::SwitchLanguage(code) => {
+                        tracing::info!(language = %code, "switching language");
+                        Outbound::Language {
+                            tts_language: Some(code.clone()),
+                            transcription_language: Some(code),
+                        }
+                    }
                 };
                 if let Err(e) = socket.send(message).await {
                     tracing::info!(error = %e, "could not write to Twilio; ending this call");
                     break "socket closed while sending";
                 }
+            }
+            () = end_due => {
+                tracing::info!("Twilio did not close the socket after our end; closing it");
+                break "ended by the agent";
             }
             () = deps.stop.cancelled() => {
                 let handoff = serde_json::json!({"reasonCode": "server-shutdown"}).to_string();

@@ -18,9 +18,11 @@ use tokio::sync::Notify;
 pub enum Reply {
     /// Streams these content deltas, `delay` apart, then `finish_reason: stop` and `[DONE]`.
     Tokens(Vec<String>, Duration),
-    /// Streams tool-call deltas as OpenAI does (id and name first, arguments in pieces).
-    #[allow(dead_code)]
+    /// Streams tool-call deltas as OpenAI does (id and name first, arguments in three
+    /// pieces), after the content deltas `text` if any.
     ToolCalls(Vec<(String, String, String)>),
+    /// Streams these raw `delta` objects one chunk each, then `finish_reason`.
+    Deltas(Vec<Value>, String),
     /// An HTTP error with this body.
     Status(u16, String),
     /// Sends the SSE headers, then nothing, forever.
@@ -35,6 +37,19 @@ impl Reply {
             tokens.iter().map(|t| t.to_string()).collect(),
             Duration::ZERO,
         )
+    }
+    /// Tool calls `(id, name, arguments)`, streamed in pieces.
+    pub fn tools(calls: &[(&str, &str, &str)]) -> Self {
+        Self::ToolCalls(
+            calls
+                .iter()
+                .map(|(i, n, a)| (i.to_string(), n.to_string(), a.to_string()))
+                .collect(),
+        )
+    }
+    /// One tool call, streamed in pieces.
+    pub fn tool(id: &str, name: &str, arguments: Value) -> Self {
+        Self::tools(&[(id, name, &arguments.to_string())])
     }
     pub fn slow_tokens(tokens: &[&str], delay_ms: u64) -> Self {
         Self::Tokens(
@@ -54,6 +69,14 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// The messages sent, as JSON.
+    pub fn raw_messages(&self) -> Vec<Value> {
+        self.body["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// `(role, content)` of every message sent.
     pub fn messages(&self) -> Vec<(String, String)> {
         self.body["messages"]
@@ -221,8 +244,7 @@ async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
                     let first = json!({"tool_calls": [{"index": i, "id": id, "type": "function",
                         "function": {"name": name, "arguments": ""}}]});
                     writer.write_all(chunk(first, None).as_bytes()).await?;
-                    let (a, b) = args.split_at(args.len() / 2);
-                    for piece in [a, b] {
+                    for piece in thirds(args) {
                         let delta = json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]});
                         writer.write_all(chunk(delta, None).as_bytes()).await?;
                     }
@@ -230,6 +252,17 @@ async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
                 finished.store(true, Ordering::SeqCst);
                 writer
                     .write_all(chunk(json!({}), Some("tool_calls")).as_bytes())
+                    .await?;
+                writer.write_all(b"data: [DONE]\n\n").await?;
+            }
+            Reply::Deltas(deltas, finish) => {
+                writer.write_all(sse_head.as_bytes()).await?;
+                for delta in deltas {
+                    writer.write_all(chunk(delta, None).as_bytes()).await?;
+                }
+                finished.store(true, Ordering::SeqCst);
+                writer
+                    .write_all(chunk(json!({}), Some(&finish)).as_bytes())
                     .await?;
                 writer.write_all(b"data: [DONE]\n\n").await?;
             }
@@ -264,6 +297,20 @@ async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
     }
 }
 
+/// `text` in three pieces, cut at char boundaries.
+fn thirds(text: &str) -> Vec<&str> {
+    let mut cuts = vec![0];
+    for k in 1..3 {
+        let mut at = text.len() * k / 3;
+        while !text.is_char_boundary(at) {
+            at += 1;
+        }
+        cuts.push(at.max(*cuts.last().unwrap()));
+    }
+    cuts.push(text.len());
+    cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect()
+}
+
 fn chunk(delta: Value, finish: Option<&str>) -> String {
     let body = json!({
         "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
@@ -273,7 +320,7 @@ fn chunk(delta: Value, finish: Option<&str>) -> String {
     format!("data: {body}\n\n")
 }
 
-async fn read_request(socket: &mut TcpStream) -> Option<Recorded> {
+pub async fn read_request(socket: &mut TcpStream) -> Option<Recorded> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     let head_end = loop {

@@ -1,0 +1,735 @@
+//! The Twilio Media Streams wire protocol as typed serde enums: pure data, no I/O.
+//!
+//! [`Inbound`] is what Twilio sends (`connected`, `start`, `media`, `dtmf`, `mark`,
+//! `stop`), [`Outbound`] what we send back on a bidirectional stream (`media`,
+//! `mark`, `clear`); both are tagged by `event` (see `conversationrelay.md` §5).
+//! Parsing is lenient the way `relay::protocol` is: `sequenceNumber`, `chunk` and
+//! `timestamp` may be strings (what Twilio sends) or numbers, optional fields may
+//! be missing or `null`, `customParameters` may be `null`, and an event we do not
+//! know parses to [`Inbound::Unknown`]. Both enums also serialise and deserialise
+//! the other way (numbers as strings, like Twilio), so a fake Twilio in tests and
+//! the call simulator can speak the protocol with the same types.
+//!
+//! Audio payloads stay base64 text until [`Media::decode_payload_into`] turns them
+//! into μ-law bytes (into a reused buffer, with a size bound and clear errors).
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Largest decoded payload accepted in one `media` message (8 s of 8 kHz μ-law;
+/// Twilio sends 160 bytes).
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Standard alphabet; padding optional when decoding, written when encoding.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A message from Twilio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Inbound {
+    /// First message on the socket.
+    Connected(Connected),
+    /// Stream metadata; sent once, right after `connected`.
+    Start(StartEvent),
+    /// 20 ms of caller audio (or our own, on `both_tracks` streams).
+    Media(MediaEvent),
+    /// A keypad press (bidirectional streams).
+    Dtmf(DtmfEvent),
+    /// A mark we sent has played (or was flushed by `clear`).
+    Mark(MarkEvent),
+    /// The stream ended (call hung up or stream stopped).
+    Stop(StopEvent),
+    /// An event this version does not know: logged and ignored.
+    #[serde(other)]
+    Unknown,
+}
+
+/// `connected`: the protocol greeting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Connected {
+    #[serde(deserialize_with = "string_or_null")]
+    pub protocol: String,
+    #[serde(deserialize_with = "string_or_null")]
+    pub version: String,
+}
+
+/// `start`: which call, which tracks, which format, and the `<Parameter>`s.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StartEvent {
+    #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<u64>,
+    #[serde(deserialize_with = "string_or_null")]
+    pub stream_sid: String,
+    #[serde(deserialize_with = "null_default")]
+    pub start: Start,
+}
+
+/// The body of `start`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Start {
+    #[serde(deserialize_with = "string_or_null")]
+    pub account_sid: String,
+    #[serde(deserialize_with = "string_or_null")]
+    pub stream_sid: String,
+    #[serde(deserialize_with = "string_or_null")]
+    pub call_sid: String,
+    #[serde(deserialize_with = "null_default")]
+    pub tracks: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub media_format: MediaFormat,
+    #[serde(deserialize_with = "params_or_null")]
+    pub custom_parameters: HashMap<String, String>,
+}
+
+/// `start.mediaFormat`. Twilio documents it as always μ-law, 8000 Hz, mono; a
+/// missing field takes that documented value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MediaFormat {
+    #[serde(deserialize_with = "string_or_null")]
+    pub encoding: String,
+    #[serde(with = "lenient_u32")]
+    pub sample_rate: u32,
+    #[serde(with = "lenient_u32")]
+    pub channels: u32,
+}
+
+impl Default for MediaFormat {
+    fn default() -> Self {
+        Self {
+            encoding: MULAW_ENCODING.into(),
+            sample_rate: 8000,
+            channels: 1,
+        }
+    }
+}
+
+/// The only encoding Twilio sends.
+pub const MULAW_ENCODING: &str = "audio/x-mulaw";
+
+impl MediaFormat {
+    /// Whether this is the 8 kHz mono μ-law the media path handles.
+    pub fn is_mulaw_8k_mono(&self) -> bool {
+        self.encoding.eq_ignore_ascii_case(MULAW_ENCODING)
+            && self.sample_rate == 8000
+            && self.channels == 1
+    }
+}
+
+/// `media`: one chunk of audio.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MediaEvent {
+    #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<u64>,
+    #[serde(deserialize_with = "string_or_null")]
+    pub stream_sid: String,
+    #[serde(deserialize_with = "null_default")]
+    pub media: Media,
+}
+
+/// The body of `media`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Media {
+    /// `inbound` (the caller) or `outbound` (what we sent, on `both_tracks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
+    /// Chunk counter, from 1.
+    #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u64>,
+    /// Milliseconds since the stream started.
+    #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+    /// Base64 of raw 8 kHz μ-law, no header.
+    #[serde(deserialize_with = "string_or_null")]
+    pub payload: String,
+}
+
+/// Why a `media` payload could not be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("payload is not valid base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("payload of about {bytes} bytes exceeds the {max}-byte limit")]
+    TooLarge { bytes: usize, max: usize },
+}
+
+impl Media {
+    /// Media carrying `mulaw` (base64-encoded here).
+    pub fn from_mulaw(mulaw: &[u8]) -> Self {
+        Self {
+            payload: BASE64.encode(mulaw),
+            ..Self::default()
+        }
+    }
+
+    /// Whether this is the caller's audio (`inbound`, or no track given).
+    pub fn is_inbound(&self) -> bool {
+        self.track.as_deref().is_none_or(|t| t == "inbound")
+    }
+
+    /// Decodes the payload, appending μ-law bytes to `out` (clear it first to reuse
+    /// it per frame). On error `out` is left as it was.
+    pub fn decode_payload_into(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
+        let estimate = self.payload.len() / 4 * 3;
+        if estimate > MAX_PAYLOAD_BYTES + 3 {
+            return Err(PayloadError::TooLarge {
+                bytes: estimate,
+                max: MAX_PAYLOAD_BYTES,
+            });
+        }
+        let before = out.len();
+        if let Err(e) = BASE64.decode_vec(self.payload.as_bytes(), out) {
+            out.truncate(before);
+            return Err(e.into());
+        }
+        if out.len() - before > MAX_PAYLOAD_BYTES {
+            let bytes = out.len() - before;
+            out.truncate(before);
+            return Err(PayloadError::TooLarge {
+                bytes,
+                max: MAX_PAYLOAD_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes the payload into a new buffer.
+    pub fn decode_payload(&self) -> Result<Vec<u8>, PayloadError> {
+        let mut out = Vec::with_capacity(self.payload.len() / 4 * 3 + 3);
+        self.decode_payload_into(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// `dtmf`: a keypad press.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DtmfEvent {
+    #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<u64>,
+    #[serde(deserialize_with = "string_or_null")]
+    pub stream_sid: String,
+    #[serde(deserialize_with = "null_default")]
+    pub dtmf: Dtmf,
+}
+
+/// The body of `dtmf`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dtmf {
+    /// `inbound_track` in Twilio's docs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
+    #[serde(deserialize_with = "string_or_null")]
+    pub digit: String,
+}
+
+/// `mark` from Twilio: the named point in our audio has been reached.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MarkEvent {
+    #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<u64>,
+    #[serde(deserialize_with = "string_or_null")]
+    pub stream_sid: String,
+    #[serde(deserialize_with = "null_default")]
+    pub mark: Mark,
+}
+
+/// A mark's label (both directions).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Mark {
+    #[serde(deserialize_with = "string_or_null")]
+    pub name: String,
+}
+
+/// `stop`: the stream is over.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StopEvent {
+    #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<u64>,
+    #[serde(deserialize_with = "string_or_null")]
+    pub stream_sid: String,
+    #[serde(deserialize_with = "null_default")]
+    pub stop: Stop,
+}
+
+/// The body of `stop`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Stop {
+    #[serde(deserialize_with = "string_or_null")]
+    pub account_sid: String,
+    #[serde(deserialize_with = "string_or_null")]
+    pub call_sid: String,
+}
+
+/// A message to Twilio (bidirectional streams accept only these three).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "event",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Outbound {
+    /// Audio to play: base64 of raw 8 kHz μ-law, no file header.
+    Media {
+        stream_sid: String,
+        media: OutboundMedia,
+    },
+    /// Ask Twilio to echo `name` back once the audio sent before it has played.
+    Mark { stream_sid: String, mark: Mark },
+    /// Drop all buffered audio (barge-in); pending marks come back.
+    Clear { stream_sid: String },
+}
+
+/// The body of an outbound `media`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundMedia {
+    pub payload: String,
+}
+
+impl Outbound {
+    /// A `media` message carrying `mulaw`.
+    pub fn media(stream_sid: impl Into<String>, mulaw: &[u8]) -> Self {
+        Self::Media {
+            stream_sid: stream_sid.into(),
+            media: OutboundMedia {
+                payload: BASE64.encode(mulaw),
+            },
+        }
+    }
+
+    /// A `mark` message.
+    pub fn mark(stream_sid: impl Into<String>, name: impl Into<String>) -> Self {
+        Self::Mark {
+            stream_sid: stream_sid.into(),
+            mark: Mark { name: name.into() },
+        }
+    }
+
+    /// A `clear` message.
+    pub fn clear(stream_sid: impl Into<String>) -> Self {
+        Self::Clear {
+            stream_sid: stream_sid.into(),
+        }
+    }
+
+    /// The message as a JSON text frame.
+    pub fn to_json(&self) -> String {
+        // Serialising these plain structs cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl Inbound {
+    /// The message as a JSON text frame (for fake Twilio peers and the simulator).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The event name, for logs.
+    pub fn event(&self) -> &'static str {
+        match self {
+            Inbound::Connected(_) => "connected",
+            Inbound::Start(_) => "start",
+            Inbound::Media(_) => "media",
+            Inbound::Dtmf(_) => "dtmf",
+            Inbound::Mark(_) => "mark",
+            Inbound::Stop(_) => "stop",
+            Inbound::Unknown => "unknown",
+        }
+    }
+}
+
+/// Why a text frame could not be understood.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("not valid JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("JSON object without a string \"event\" field")]
+    MissingEvent,
+    #[error("fields do not fit a {event:?} message: {source}")]
+    Fields {
+        event: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Parses one text frame from Twilio.
+pub fn parse_inbound(text: &str) -> Result<Inbound, ParseError> {
+    // Fast path (50 frames a second per call): straight into the typed enum.
+    let error = match serde_json::from_str::<Inbound>(text) {
+        Ok(message) => return Ok(message),
+        Err(e) => e,
+    };
+    // Slow path only to say what was wrong.
+    let value: serde_json::Value = serde_json::from_str(text).map_err(ParseError::Json)?;
+    match value.get("event").and_then(|e| e.as_str()) {
+        Some(event) => Err(ParseError::Fields {
+            event: event.to_string(),
+            source: error,
+        }),
+        None => Err(ParseError::MissingEvent),
+    }
+}
+
+/// Parses one text frame we (would) send; used by fake Twilio peers in tests.
+pub fn parse_outbound(text: &str) -> Result<Outbound, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+fn string_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `null` reads as the default (an empty list, the documented media format, an
+/// empty body).
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn params_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
+    // Values are strings in practice; numbers or booleans are turned into their text.
+    let raw = Option::<HashMap<String, serde_json::Value>>::deserialize(d)?.unwrap_or_default();
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+/// A number that may arrive as a JSON number or a numeric string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrStr {
+    Int(u64),
+    Float(f64),
+    Str(String),
+}
+
+impl NumOrStr {
+    fn to_u64(&self) -> Option<u64> {
+        match self {
+            NumOrStr::Int(n) => Some(*n),
+            NumOrStr::Float(f) if *f >= 0.0 && f.fract() == 0.0 && *f < u64::MAX as f64 => {
+                Some(*f as u64)
+            }
+            NumOrStr::Float(_) => None,
+            NumOrStr::Str(s) => s.trim().parse().ok(),
+        }
+    }
+}
+
+/// `Option<u64>` read from a number or a string (a non-numeric value becomes
+/// `None` rather than failing the message) and written as a string, like Twilio.
+mod lenient_u64 {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Ok(Option::<NumOrStr>::deserialize(d)?.and_then(|v| v.to_u64()))
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_str(&n.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A `u32` read from a number or a string (written as a number, like Twilio's
+/// `mediaFormat`); `null`, a bad string or an out-of-range value leaves the default.
+mod lenient_u32 {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        Ok(Option::<NumOrStr>::deserialize(d)?
+            .and_then(|v| v.to_u64())
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0))
+    }
+
+    pub fn serialize<S: Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(*v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn parse(text: &str) -> Inbound {
+        parse_inbound(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// Serialising and parsing again gives the same message.
+    fn round_trips(message: &Inbound) {
+        assert_eq!(&parse(&message.to_json()), message);
+    }
+
+    // Fixtures: conversationrelay.md §5.2 and external-apis.md §1.6.
+
+    #[test]
+    fn connected_and_start_from_the_docs() {
+        let connected =
+            parse(r#"{ "event": "connected", "protocol": "Call", "version": "1.0.0" }"#);
+        assert_eq!(
+            connected,
+            Inbound::Connected(Connected {
+                protocol: "Call".into(),
+                version: "1.0.0".into()
+            })
+        );
+        round_trips(&connected);
+
+        let start = parse(
+            r#"{ "event": "start", "sequenceNumber": "1",
+              "start": { "accountSid": "AC123", "streamSid": "MZ123", "callSid": "CA123",
+                         "tracks": ["inbound"],
+                         "mediaFormat": { "encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1 },
+                         "customParameters": { "FirstName": "Jane" } },
+              "streamSid": "MZ123" }"#,
+        );
+        let Inbound::Start(s) = &start else {
+            panic!("not start: {start:?}")
+        };
+        assert_eq!(s.sequence_number, Some(1));
+        assert_eq!(s.stream_sid, "MZ123");
+        assert_eq!(s.start.call_sid, "CA123");
+        assert_eq!(s.start.account_sid, "AC123");
+        assert_eq!(s.start.tracks, ["inbound"]);
+        assert!(s.start.media_format.is_mulaw_8k_mono());
+        assert_eq!(s.start.custom_parameters["FirstName"], "Jane");
+        round_trips(&start);
+        // Twilio's own shape comes back out: the sequence number as a string.
+        let v: Value = serde_json::from_str(&start.to_json()).unwrap();
+        assert_eq!(v["sequenceNumber"], "1");
+        assert_eq!(v["start"]["mediaFormat"]["sampleRate"], 8000);
+    }
+
+    #[test]
+    fn start_with_nulls_missing_fields_and_strings_for_numbers() {
+        let start = parse(
+            r#"{"event":"start","sequenceNumber":1,"streamSid":"MZ1",
+               "start":{"callSid":"CA1","customParameters":null,"tracks":null,
+                        "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":"8000","channels":"1"},
+                        "extra":true}}"#,
+        );
+        let Inbound::Start(s) = start else {
+            panic!("not start")
+        };
+        assert_eq!(s.sequence_number, Some(1));
+        assert!(s.start.custom_parameters.is_empty());
+        assert!(s.start.tracks.is_empty());
+        assert!(s.start.media_format.is_mulaw_8k_mono());
+
+        // No mediaFormat at all: the documented format is assumed.
+        let Inbound::Start(s) = parse(r#"{"event":"start","start":{"mediaFormat":null}}"#) else {
+            panic!("not start")
+        };
+        assert_eq!(s.sequence_number, None);
+        assert!(s.start.media_format.is_mulaw_8k_mono());
+        // A different format is visible, not silently accepted.
+        let Inbound::Start(s) = parse(
+            r#"{"event":"start","start":{"mediaFormat":{"encoding":"audio/l16","sampleRate":16000,"channels":1},
+                "customParameters":{"n":3,"b":false,"z":null}}}"#,
+        ) else {
+            panic!("not start")
+        };
+        assert!(!s.start.media_format.is_mulaw_8k_mono());
+        assert_eq!(s.start.media_format.sample_rate, 16000);
+        assert_eq!(s.start.custom_parameters["n"], "3");
+        assert_eq!(s.start.custom_parameters["b"], "false");
+        assert_eq!(s.start.custom_parameters["z"], "");
+    }
+
+    #[test]
+    fn media_payload_and_lenient_counters() {
+        let audio = [0xFFu8, 0x7F, 0x00, 0x80, 0x12];
+        for raw in [
+            r#"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"/38AgBI="},"streamSid":"MZ1"}"#,
+            r#"{"event":"media","sequenceNumber":4,"media":{"track":"inbound","chunk":2,"timestamp":5.0,"payload":"/38AgBI"},"streamSid":"MZ1"}"#,
+        ] {
+            let message = parse(raw);
+            let Inbound::Media(m) = &message else {
+                panic!("not media")
+            };
+            assert_eq!(m.sequence_number, Some(4));
+            assert_eq!(m.media.chunk, Some(2));
+            assert_eq!(m.media.timestamp, Some(5));
+            assert!(m.media.is_inbound());
+            assert_eq!(m.media.decode_payload().unwrap(), audio);
+            round_trips(&message);
+        }
+        // Counters that are not numbers are dropped, not fatal.
+        let Inbound::Media(m) = parse(
+            r#"{"event":"media","sequenceNumber":"x","media":{"track":"outbound","timestamp":null,"chunk":-1,"payload":""}}"#,
+        ) else {
+            panic!("not media")
+        };
+        assert_eq!(
+            (m.sequence_number, m.media.timestamp, m.media.chunk),
+            (None, None, None)
+        );
+        assert!(!m.media.is_inbound());
+        assert_eq!(m.media.decode_payload().unwrap(), Vec::<u8>::new());
+        // Built from bytes, it encodes what Twilio expects.
+        assert_eq!(Media::from_mulaw(&audio).payload, "/38AgBI=");
+    }
+
+    #[test]
+    fn bad_payloads_are_clear_errors_and_leave_the_buffer_alone() {
+        let media = |payload: &str| Media {
+            payload: payload.into(),
+            ..Media::default()
+        };
+        let mut buf = vec![1, 2, 3];
+        let err = media("no+JhoaJjpzS!!")
+            .decode_payload_into(&mut buf)
+            .unwrap_err();
+        assert!(matches!(err, PayloadError::Base64(_)));
+        assert!(err.to_string().starts_with("payload is not valid base64"));
+        assert_eq!(buf, [1, 2, 3]);
+        let huge = "A".repeat((MAX_PAYLOAD_BYTES + 1024) / 3 * 4);
+        assert!(matches!(
+            media(&huge).decode_payload_into(&mut buf),
+            Err(PayloadError::TooLarge { .. })
+        ));
+        assert_eq!(buf, [1, 2, 3]);
+        // Appends after what is there.
+        media("/w==").decode_payload_into(&mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3, 0xFF]);
+        // 160 bytes of silence, Twilio's usual frame.
+        let frame = [0xFFu8; 160];
+        assert_eq!(Media::from_mulaw(&frame).decode_payload().unwrap(), frame);
+    }
+
+    #[test]
+    fn dtmf_mark_stop_and_unknown() {
+        let dtmf = parse(
+            r#"{ "event": "dtmf", "streamSid": "MZ1", "sequenceNumber": "5", "dtmf": { "track": "inbound_track", "digit": "1" } }"#,
+        );
+        assert_eq!(
+            dtmf,
+            Inbound::Dtmf(DtmfEvent {
+                sequence_number: Some(5),
+                stream_sid: "MZ1".into(),
+                dtmf: Dtmf {
+                    track: Some("inbound_track".into()),
+                    digit: "1".into()
+                }
+            })
+        );
+        round_trips(&dtmf);
+        let mark = parse(
+            r#"{ "event": "mark", "sequenceNumber": "4", "streamSid": "MZ1", "mark": { "name": "my label" } }"#,
+        );
+        let Inbound::Mark(m) = &mark else {
+            panic!("not mark")
+        };
+        assert_eq!(m.mark.name, "my label");
+        round_trips(&mark);
+        let stop = parse(
+            r#"{ "event": "stop", "sequenceNumber": "5", "stop": { "accountSid": "AC1", "callSid": "CA1" }, "streamSid": "MZ1" }"#,
+        );
+        let Inbound::Stop(s) = &stop else {
+            panic!("not stop")
+        };
+        assert_eq!(
+            (s.stop.call_sid.as_str(), s.stream_sid.as_str()),
+            ("CA1", "MZ1")
+        );
+        round_trips(&stop);
+        // external-apis.md's shorter shapes (no sequence numbers) parse too.
+        assert!(matches!(
+            parse(
+                r##"{"event":"dtmf","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"#"}}"##
+            ),
+            Inbound::Dtmf(DtmfEvent {
+                sequence_number: None,
+                ..
+            })
+        ));
+        assert!(
+            matches!(parse(r#"{"event":"stop","stop":null}"#), Inbound::Stop(s) if s.stop == Stop::default())
+        );
+        assert_eq!(parse(r#"{"event":"streamError","x":1}"#), Inbound::Unknown);
+        assert_eq!(parse(r#"{"event":"mark"}"#).event(), "mark");
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        assert!(matches!(
+            parse_inbound("{not json"),
+            Err(ParseError::Json(_))
+        ));
+        assert!(matches!(
+            parse_inbound("[1]"),
+            Err(ParseError::MissingEvent)
+        ));
+        assert!(matches!(
+            parse_inbound(r#"{"media":{"payload":"AA=="}}"#),
+            Err(ParseError::MissingEvent)
+        ));
+        assert!(matches!(
+            parse_inbound(r#"{"event":7}"#),
+            Err(ParseError::MissingEvent)
+        ));
+        let err = parse_inbound(r#"{"event":"media","media":{"payload":42}}"#).unwrap_err();
+        assert!(matches!(&err, ParseError::Fields { event, .. } if event == "media"));
+        assert!(err.to_string().contains("\"media\""));
+        assert!(matches!(
+            parse_inbound(r#"{"event":"start","start":"nope"}"#),
+            Err(ParseError::Fields { .. })
+        ));
+    }
+
+    #[test]
+    fn outbound_shapes_match_the_docs() {
+        let cases = [
+            (
+                Outbound::media("MZ1", &[0xFF, 0x7F, 0x00]),
+                json!({"event":"media","streamSid":"MZ1","media":{"payload":"/38A"}}),
+            ),
+            (
+                Outbound::mark("MZ1", "responsePart"),
+                json!({"event":"mark","streamSid":"MZ1","mark":{"name":"responsePart"}}),
+            ),
+            (
+                Outbound::clear("MZ1"),
+                json!({"event":"clear","streamSid":"MZ1"}),
+            ),
+        ];
+        for (message, expected) in cases {
+            let text = message.to_json();
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
+            assert_eq!(parse_outbound(&text).unwrap(), message);
+        }
+        assert!(parse_outbound(r#"{"event":"text","token":"x"}"#).is_err());
+    }
+}

@@ -1,0 +1,1291 @@
+//! OpenAI Realtime (GA protocol only) over WebSocket, in two modes:
+//!
+//! - **conversation** (`session.type: realtime`): speech to speech. Twilio's base64
+//!   µ-law goes in unchanged (`audio/pcmu`), the model's µ-law comes out unchanged,
+//!   with server VAD, input transcription, function tools and barge-in truncation;
+//! - **transcription** (`session.type: transcription`, `?intent=transcription`): the
+//!   speech-to-text stage of a cascade, emitting transcripts and `speech_started`.
+//!
+//! The beta protocol (`OpenAI-Beta` header, flat `input_audio_format`,
+//! `response.audio.delta`) is switched off by OpenAI and is not spoken here. Azure's GA
+//! endpoint (`https://<resource>.openai.azure.com/openai/v1/realtime`) works with the
+//! same events and an `api-key` header.
+//!
+//! Client events are the serde enum [`ClientEvent`]; server events are parsed leniently
+//! by [`ServerEvent::parse`] (dispatch on `type`, unknown types become
+//! [`ServerEvent::Unknown`]). [`AssistantAudio`] computes the clamped
+//! `conversation.item.truncate` value for barge-in.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use super::ws::{self, WsLink};
+use super::{Service, SpeechError, base64_decoded_len, query, str_field};
+use crate::config::{Config, Secret};
+
+const SERVICE: Service = Service::OpenAiRealtime;
+
+/// How the client authenticates.
+#[derive(Clone, Debug)]
+pub enum RealtimeAuth {
+    /// OpenAI: `Authorization: Bearer <key>`.
+    Bearer(Secret),
+    /// Azure OpenAI: `api-key: <key>`.
+    ApiKey(Secret),
+}
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct RealtimeOptions {
+    /// WebSocket endpoint without a query, e.g. `wss://api.openai.com/v1/realtime`.
+    pub url: String,
+    /// Model (Azure: deployment name), sent as `?model=` in conversation mode.
+    pub model: String,
+    pub auth: RealtimeAuth,
+    pub connect_timeout: Duration,
+}
+
+impl RealtimeOptions {
+    /// From the configuration: `OPENAI_REALTIME_URL`/`_MODEL` with `OPENAI_API_KEY`, or
+    /// for an `*.azure.com` URL the `api-key` header with `AZURE_OPENAI_API_KEY`
+    /// (falling back to `OPENAI_API_KEY`).
+    pub fn from_config(config: &Config) -> Result<Self, SpeechError> {
+        let speech = &config.speech;
+        let azure = is_azure(&speech.openai_realtime_url);
+        let auth = if azure {
+            config
+                .llm
+                .azure_api_key
+                .clone()
+                .or_else(|| config.llm.openai_api_key.clone())
+                .map(RealtimeAuth::ApiKey)
+                .ok_or(SpeechError::NotConfigured {
+                    service: SERVICE,
+                    missing: "AZURE_OPENAI_API_KEY",
+                })?
+        } else {
+            config
+                .llm
+                .openai_api_key
+                .clone()
+                .map(RealtimeAuth::Bearer)
+                .ok_or(SpeechError::NotConfigured {
+                    service: SERVICE,
+                    missing: "OPENAI_API_KEY",
+                })?
+        };
+        Ok(Self {
+            url: speech.openai_realtime_url.clone(),
+            model: speech.openai_realtime_model.clone(),
+            auth,
+            connect_timeout: speech.connect_timeout,
+        })
+    }
+}
+
+/// Whether a Realtime URL points at Azure OpenAI (which wants an `api-key` header).
+fn is_azure(url: &str) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split(['/', ':', '?'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    host.ends_with(".azure.com")
+}
+
+// ---------------------------------------------------------------------------------
+// Client events
+
+/// `session.type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    Realtime,
+    Transcription,
+}
+
+/// An audio format object (`{"type":"audio/pcmu"}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AudioFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl AudioFormat {
+    /// G.711 µ-law 8 kHz, what Twilio Media Streams carries.
+    pub fn pcmu() -> Self {
+        Self {
+            kind: "audio/pcmu".into(),
+        }
+    }
+}
+
+/// `audio.input.turn_detection`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TurnDetection {
+    /// `server_vad` or `semantic_vad`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_padding_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence_duration_ms: Option<u32>,
+    /// Conversation mode only: answer automatically at the end of a turn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_response: Option<bool>,
+    /// Conversation mode only: cancel the response in flight when the caller speaks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupt_response: Option<bool>,
+}
+
+impl TurnDetection {
+    /// Server VAD with OpenAI's defaults.
+    pub fn server_vad() -> Self {
+        Self {
+            kind: "server_vad".into(),
+            threshold: None,
+            prefix_padding_ms: None,
+            silence_duration_ms: None,
+            create_response: None,
+            interrupt_response: None,
+        }
+    }
+}
+
+/// `audio.input.transcription`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InputTranscription {
+    pub model: String,
+    /// ISO 639-1 (`pt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+}
+
+/// `audio.input.noise_reduction` (`near_field` or `far_field`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NoiseReduction {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AudioInput {
+    pub format: AudioFormat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transcription: Option<InputTranscription>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_detection: Option<TurnDetection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_reduction: Option<NoiseReduction>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AudioOutput {
+    pub format: AudioFormat,
+    pub voice: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionAudio {
+    pub input: AudioInput,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<AudioOutput>,
+}
+
+/// A function the model may call: `{"type":"function","name",…}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "function")]
+pub struct FunctionTool {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub parameters: Value,
+}
+
+/// `tool_choice`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    #[default]
+    Auto,
+    None,
+    Required,
+    /// Force this function.
+    Function(String),
+}
+
+impl Serialize for ToolChoice {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => s.serialize_str("auto"),
+            Self::None => s.serialize_str("none"),
+            Self::Required => s.serialize_str("required"),
+            Self::Function(name) => {
+                serde_json::json!({"type": "function", "name": name}).serialize(s)
+            }
+        }
+    }
+}
+
+/// The `session` object of `session.update` (GA shape).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Session {
+    #[serde(rename = "type")]
+    pub kind: SessionKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_modalities: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    pub audio: SessionAudio,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<FunctionTool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+}
+
+/// What a speech-to-speech session should be like.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConversationSettings {
+    pub instructions: String,
+    pub voice: String,
+    /// ISO 639-1 language of the caller (`pt`), for the input transcription.
+    pub language: Option<String>,
+    /// Model transcribing the caller (`None`: no caller transcripts).
+    pub transcription_model: Option<String>,
+    pub tools: Vec<FunctionTool>,
+    pub tool_choice: ToolChoice,
+    pub turn_detection: TurnDetection,
+    pub noise_reduction: Option<String>,
+}
+
+impl ConversationSettings {
+    /// Settings from the configuration, with these instructions and tools.
+    pub fn from_config(config: &Config, instructions: String, tools: Vec<FunctionTool>) -> Self {
+        Self {
+            instructions,
+            voice: config.speech.openai_realtime_voice.clone(),
+            language: Some(super::language_code(&config.relay.language)),
+            transcription_model: Some(config.speech.openai_transcription_model.clone()),
+            tools,
+            tool_choice: ToolChoice::Auto,
+            turn_detection: TurnDetection::server_vad(),
+            noise_reduction: None,
+        }
+    }
+}
+
+/// What a transcription-only session should be like.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TranscriptionSettings {
+    pub model: String,
+    pub language: Option<String>,
+    pub prompt: Option<String>,
+    pub turn_detection: TurnDetection,
+    pub noise_reduction: Option<String>,
+}
+
+impl TranscriptionSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            model: config.speech.openai_transcription_model.clone(),
+            language: Some(super::language_code(&config.relay.language)),
+            prompt: None,
+            turn_detection: TurnDetection::server_vad(),
+            noise_reduction: None,
+        }
+    }
+}
+
+impl Session {
+    /// A speech-to-speech session with µ-law in and out.
+    pub fn conversation(model: &str, settings: &ConversationSettings) -> Self {
+        Self {
+            kind: SessionKind::Realtime,
+            model: Some(model.to_string()),
+            output_modalities: Some(vec!["audio".into()]),
+            instructions: Some(settings.instructions.clone()),
+            audio: SessionAudio {
+                input: AudioInput {
+                    format: AudioFormat::pcmu(),
+                    transcription: settings.transcription_model.as_ref().map(|model| {
+                        InputTranscription {
+                            model: model.clone(),
+                            language: settings.language.clone(),
+                            prompt: None,
+                        }
+                    }),
+                    turn_detection: Some(settings.turn_detection.clone()),
+                    noise_reduction: settings
+                        .noise_reduction
+                        .clone()
+                        .map(|kind| NoiseReduction { kind }),
+                },
+                output: Some(AudioOutput {
+                    format: AudioFormat::pcmu(),
+                    voice: settings.voice.clone(),
+                    speed: None,
+                }),
+            },
+            tools: Some(settings.tools.clone()),
+            tool_choice: Some(settings.tool_choice.clone()),
+        }
+    }
+
+    /// A transcription-only session reading µ-law.
+    pub fn transcription(settings: &TranscriptionSettings) -> Self {
+        Self {
+            kind: SessionKind::Transcription,
+            model: None,
+            output_modalities: None,
+            instructions: None,
+            audio: SessionAudio {
+                input: AudioInput {
+                    format: AudioFormat::pcmu(),
+                    transcription: Some(InputTranscription {
+                        model: settings.model.clone(),
+                        language: settings.language.clone(),
+                        prompt: settings.prompt.clone(),
+                    }),
+                    turn_detection: Some(settings.turn_detection.clone()),
+                    noise_reduction: settings
+                        .noise_reduction
+                        .clone()
+                        .map(|kind| NoiseReduction { kind }),
+                },
+                output: None,
+            },
+            tools: None,
+            tool_choice: None,
+        }
+    }
+}
+
+/// `response.create` parameters (only what a phone call needs).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ResponseParams {
+    /// Instructions for this response only (e.g. the greeting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+}
+
+/// A content part of a message item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    InputText { text: String },
+}
+
+/// A conversation item the client adds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Item {
+    Message {
+        role: String,
+        content: Vec<ContentPart>,
+    },
+    FunctionCallOutput {
+        call_id: String,
+        output: String,
+    },
+}
+
+impl Item {
+    pub fn user_text(text: impl Into<String>) -> Self {
+        Self::Message {
+            role: "user".into(),
+            content: vec![ContentPart::InputText { text: text.into() }],
+        }
+    }
+}
+
+/// Everything the client sends (GA names).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type")]
+pub enum ClientEvent {
+    #[serde(rename = "session.update")]
+    SessionUpdate { session: Box<Session> },
+    /// Base64 audio in the session's input format, passed through unchanged.
+    #[serde(rename = "input_audio_buffer.append")]
+    AppendAudio { audio: String },
+    #[serde(rename = "input_audio_buffer.commit")]
+    CommitAudio,
+    #[serde(rename = "input_audio_buffer.clear")]
+    ClearAudio,
+    #[serde(rename = "response.create")]
+    CreateResponse {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        response: Option<ResponseParams>,
+    },
+    #[serde(rename = "response.cancel")]
+    CancelResponse {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        response_id: Option<String>,
+    },
+    #[serde(rename = "conversation.item.create")]
+    CreateItem { item: Item },
+    #[serde(rename = "conversation.item.truncate")]
+    TruncateItem {
+        item_id: String,
+        content_index: u32,
+        audio_end_ms: u64,
+    },
+}
+
+impl ClientEvent {
+    fn to_json(&self) -> String {
+        // Plain data with string keys: serialization cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Server events
+
+/// A function call the model made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionCall {
+    pub call_id: String,
+    pub name: String,
+    /// The arguments as the JSON text the model produced (may be invalid JSON).
+    pub arguments: String,
+}
+
+/// What the server says, parsed leniently (missing strings become empty).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerEvent {
+    /// `session.created` (or `transcription_session.created`).
+    SessionCreated {
+        session: Value,
+    },
+    /// `session.updated` (or `transcription_session.updated`): the effective config.
+    SessionUpdated {
+        session: Value,
+    },
+    /// The caller started speaking: barge-in.
+    SpeechStarted {
+        item_id: String,
+        audio_start_ms: Option<u64>,
+    },
+    SpeechStopped {
+        item_id: String,
+        audio_end_ms: Option<u64>,
+    },
+    ResponseCreated {
+        response_id: String,
+    },
+    /// `response.output_audio.delta`: base64 audio of an assistant item.
+    AudioDelta {
+        response_id: String,
+        item_id: String,
+        delta: String,
+    },
+    AudioDone {
+        item_id: String,
+    },
+    /// `response.output_audio_transcript.delta`: what the assistant is saying.
+    TranscriptDelta {
+        item_id: String,
+        delta: String,
+    },
+    TranscriptDone {
+        item_id: String,
+        transcript: String,
+    },
+    /// `conversation.item.input_audio_transcription.delta`: the caller, in progress.
+    InputTranscriptDelta {
+        item_id: String,
+        delta: String,
+    },
+    /// `conversation.item.input_audio_transcription.completed`: what the caller said.
+    InputTranscriptCompleted {
+        item_id: String,
+        transcript: String,
+    },
+    InputTranscriptFailed {
+        item_id: String,
+        message: String,
+    },
+    /// `response.function_call_arguments.done`.
+    FunctionCallDone(FunctionCall),
+    /// `response.done`. From [`RealtimeClient::next_event`], `function_calls` holds only
+    /// the calls not already reported by [`ServerEvent::FunctionCallDone`] (the
+    /// fallback), so every call is seen exactly once.
+    ResponseDone {
+        response_id: String,
+        /// `completed`, `cancelled`, `failed` or `incomplete`.
+        status: String,
+        /// `status_details.reason` (`turn_detected`, `client_cancelled` ...).
+        reason: Option<String>,
+        function_calls: Vec<FunctionCall>,
+    },
+    ItemTruncated {
+        item_id: String,
+        audio_end_ms: u64,
+    },
+    /// A server `error` event; most are recoverable and the socket stays open.
+    Error {
+        kind: String,
+        code: Option<String>,
+        message: String,
+        event_id: Option<String>,
+    },
+    /// Any other type (rate limits, item bookkeeping, future events).
+    Unknown {
+        kind: String,
+    },
+}
+
+impl ServerEvent {
+    /// Parses one server message. Only invalid JSON is an error.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        let value: Value = serde_json::from_str(text)?;
+        Ok(Self::from_value(&value))
+    }
+
+    /// Dispatches on `type`; unknown or missing types become [`ServerEvent::Unknown`].
+    pub fn from_value(v: &Value) -> Self {
+        let s = |key: &str| str_field(v, key).unwrap_or_default();
+        let kind = s("type");
+        match kind.as_str() {
+            "session.created" | "transcription_session.created" => Self::SessionCreated {
+                session: v.get("session").cloned().unwrap_or(Value::Null),
+            },
+            "session.updated" | "transcription_session.updated" => Self::SessionUpdated {
+                session: v.get("session").cloned().unwrap_or(Value::Null),
+            },
+            "input_audio_buffer.speech_started" => Self::SpeechStarted {
+                item_id: s("item_id"),
+                audio_start_ms: v.get("audio_start_ms").and_then(Value::as_u64),
+            },
+            "input_audio_buffer.speech_stopped" => Self::SpeechStopped {
+                item_id: s("item_id"),
+                audio_end_ms: v.get("audio_end_ms").and_then(Value::as_u64),
+            },
+            "response.created" => Self::ResponseCreated {
+                response_id: v
+                    .get("response")
+                    .and_then(|r| str_field(r, "id"))
+                    .unwrap_or_default(),
+            },
+            "response.output_audio.delta" => Self::AudioDelta {
+                response_id: s("response_id"),
+                item_id: s("item_id"),
+                delta: s("delta"),
+            },
+            "response.output_audio.done" => Self::AudioDone {
+                item_id: s("item_id"),
+            },
+            "response.output_audio_transcript.delta" => Self::TranscriptDelta {
+                item_id: s("item_id"),
+                delta: s("delta"),
+            },
+            "response.output_audio_transcript.done" => Self::TranscriptDone {
+                item_id: s("item_id"),
+                transcript: s("transcript"),
+            },
+            "conversation.item.input_audio_transcription.delta" => Self::InputTranscriptDelta {
+                item_id: s("item_id"),
+                delta: s("delta"),
+            },
+            "conversation.item.input_audio_transcription.completed" => {
+                Self::InputTranscriptCompleted {
+                    item_id: s("item_id"),
+                    transcript: s("transcript"),
+                }
+            }
+            "conversation.item.input_audio_transcription.failed" => Self::InputTranscriptFailed {
+                item_id: s("item_id"),
+                message: v
+                    .get("error")
+                    .and_then(|e| str_field(e, "message"))
+                    .unwrap_or_default(),
+            },
+            "response.function_call_arguments.done" => Self::FunctionCallDone(FunctionCall {
+                call_id: s("call_id"),
+                name: s("name"),
+                arguments: s("arguments"),
+            }),
+            "response.done" => {
+                let response = v.get("response").unwrap_or(&Value::Null);
+                let function_calls = response
+                    .get("output")
+                    .and_then(Value::as_array)
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter(|item| {
+                                item.get("type").and_then(Value::as_str) == Some("function_call")
+                            })
+                            .map(|item| FunctionCall {
+                                call_id: str_field(item, "call_id").unwrap_or_default(),
+                                name: str_field(item, "name").unwrap_or_default(),
+                                arguments: str_field(item, "arguments").unwrap_or_default(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Self::ResponseDone {
+                    response_id: str_field(response, "id").unwrap_or_default(),
+                    status: str_field(response, "status").unwrap_or_default(),
+                    reason: response
+                        .get("status_details")
+                        .and_then(|d| str_field(d, "reason")),
+                    function_calls,
+                }
+            }
+            "conversation.item.truncated" => Self::ItemTruncated {
+                item_id: s("item_id"),
+                audio_end_ms: v.get("audio_end_ms").and_then(Value::as_u64).unwrap_or(0),
+            },
+            "error" => {
+                let error = v.get("error").unwrap_or(&Value::Null);
+                Self::Error {
+                    kind: str_field(error, "type").unwrap_or_default(),
+                    code: str_field(error, "code"),
+                    message: str_field(error, "message").unwrap_or_default(),
+                    event_id: str_field(error, "event_id"),
+                }
+            }
+            _ => Self::Unknown { kind },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Barge-in arithmetic
+
+/// The `audio_end_ms` to truncate an assistant item to: what was played, but never
+/// more than the audio the model generated (µ-law 8 kHz: 8 bytes per ms). Sending more
+/// than was generated is an `invalid_request_error`.
+pub fn truncate_audio_end_ms(played_ms: u64, generated_bytes: u64) -> u64 {
+    played_ms.min(generated_bytes / 8)
+}
+
+/// Tracks the assistant item being played and how much µ-law was generated for it,
+/// to build the `conversation.item.truncate` of a barge-in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AssistantAudio {
+    item_id: Option<String>,
+    generated_bytes: u64,
+}
+
+impl AssistantAudio {
+    /// Counts a `response.output_audio.delta`. Returns true when it starts a new item
+    /// (the moment to note where playback of that item begins).
+    pub fn on_delta(&mut self, item_id: &str, delta_b64: &str) -> bool {
+        let new_item = self.item_id.as_deref() != Some(item_id);
+        if new_item {
+            self.item_id = Some(item_id.to_string());
+            self.generated_bytes = 0;
+        }
+        self.generated_bytes += base64_decoded_len(delta_b64) as u64;
+        new_item
+    }
+
+    pub fn item_id(&self) -> Option<&str> {
+        self.item_id.as_deref()
+    }
+
+    /// Milliseconds of audio generated for the current item.
+    pub fn generated_ms(&self) -> u64 {
+        self.generated_bytes / 8
+    }
+
+    /// The truncate event for a barge-in after `played_ms` of the current item were
+    /// heard, and forgets the item. `None` when no assistant item is playing.
+    pub fn truncate(&mut self, played_ms: u64) -> Option<ClientEvent> {
+        let item_id = self.item_id.take()?;
+        let audio_end_ms = truncate_audio_end_ms(played_ms, self.generated_bytes);
+        self.generated_bytes = 0;
+        Some(ClientEvent::TruncateItem {
+            item_id,
+            content_index: 0,
+            audio_end_ms,
+        })
+    }
+
+    /// Forgets the current item (it finished playing).
+    pub fn reset(&mut self) {
+        self.item_id = None;
+        self.generated_bytes = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The client
+
+/// Calls seen through `function_call_arguments.done` and not yet matched by a
+/// `response.done` (bounded: a response has few calls).
+const MAX_PENDING_CALLS: usize = 64;
+
+/// One Realtime session. Send with the `&self` methods; read with the cancel-safe
+/// [`RealtimeClient::next_event`]. Dropping it closes the socket.
+pub struct RealtimeClient {
+    link: WsLink,
+    reported_calls: HashSet<String>,
+}
+
+impl RealtimeClient {
+    /// Opens a speech-to-speech session and sends its `session.update`.
+    pub async fn connect_conversation(
+        options: &RealtimeOptions,
+        settings: &ConversationSettings,
+    ) -> Result<Self, SpeechError> {
+        let url = format!(
+            "{}?{}",
+            options.url,
+            query(&[("model", options.model.as_str())])
+        );
+        let session = Session::conversation(&options.model, settings);
+        Self::connect(options, &url, session).await
+    }
+
+    /// Opens a transcription-only session (`?intent=transcription`) and sends its
+    /// `session.update`.
+    pub async fn connect_transcription(
+        options: &RealtimeOptions,
+        settings: &TranscriptionSettings,
+    ) -> Result<Self, SpeechError> {
+        let url = format!("{}?intent=transcription", options.url);
+        Self::connect(options, &url, Session::transcription(settings)).await
+    }
+
+    async fn connect(
+        options: &RealtimeOptions,
+        url: &str,
+        session: Session,
+    ) -> Result<Self, SpeechError> {
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| SpeechError::Connect {
+                service: SERVICE,
+                message: e.to_string(),
+            })?;
+        let (name, value) = match &options.auth {
+            RealtimeAuth::Bearer(key) => ("authorization", format!("Bearer {}", key.expose())),
+            RealtimeAuth::ApiKey(key) => ("api-key", key.expose().to_string()),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| SpeechError::Connect {
+            service: SERVICE,
+            message: "the API key is not a valid header value".into(),
+        })?;
+        value.set_sensitive(true);
+        request.headers_mut().insert(name, value);
+        let link = ws::connect(SERVICE, request, options.connect_timeout).await?;
+        let client = Self {
+            link,
+            reported_calls: HashSet::new(),
+        };
+        client
+            .send(&ClientEvent::SessionUpdate {
+                session: Box::new(session),
+            })
+            .await?;
+        Ok(client)
+    }
+
+    /// Queues any client event (waits a bounded time for room in the queue).
+    pub async fn send(&self, event: &ClientEvent) -> Result<(), SpeechError> {
+        self.link.send_text(event.to_json()).await
+    }
+
+    /// Queues caller audio (base64 µ-law from Twilio, unchanged) without waiting: when
+    /// the upstream lags and the queue is full, the frame is dropped
+    /// ([`SpeechError::QueueFull`]).
+    pub fn append_audio(&self, payload_b64: &str) -> Result<(), SpeechError> {
+        self.link.try_send_text(
+            ClientEvent::AppendAudio {
+                audio: payload_b64.to_string(),
+            }
+            .to_json(),
+        )
+    }
+
+    /// `response.create`, optionally with instructions for this response only.
+    pub async fn create_response(&self, instructions: Option<String>) -> Result<(), SpeechError> {
+        self.send(&ClientEvent::CreateResponse {
+            response: instructions.map(|instructions| ResponseParams {
+                instructions: Some(instructions),
+            }),
+        })
+        .await
+    }
+
+    /// A tool's result, then `response.create` so the model speaks about it.
+    pub async fn send_tool_result(&self, call_id: &str, output: &str) -> Result<(), SpeechError> {
+        self.send(&ClientEvent::CreateItem {
+            item: Item::FunctionCallOutput {
+                call_id: call_id.to_string(),
+                output: output.to_string(),
+            },
+        })
+        .await?;
+        self.create_response(None).await
+    }
+
+    /// A user text message (e.g. keypad digits) in the conversation.
+    pub async fn send_user_text(&self, text: &str) -> Result<(), SpeechError> {
+        self.send(&ClientEvent::CreateItem {
+            item: Item::user_text(text),
+        })
+        .await
+    }
+
+    /// `conversation.item.truncate`.
+    pub async fn truncate(&self, item_id: &str, audio_end_ms: u64) -> Result<(), SpeechError> {
+        self.send(&ClientEvent::TruncateItem {
+            item_id: item_id.to_string(),
+            content_index: 0,
+            audio_end_ms,
+        })
+        .await
+    }
+
+    /// `response.cancel` of the response in progress (harmless when there is none).
+    pub async fn cancel_response(&self) -> Result<(), SpeechError> {
+        self.send(&ClientEvent::CancelResponse { response_id: None })
+            .await
+    }
+
+    /// The next server event. Cancel-safe. Malformed JSON is logged and skipped; an
+    /// upstream close or a broken socket is `Err(SpeechError::Closed ..)`.
+    pub async fn next_event(&mut self) -> Result<ServerEvent, SpeechError> {
+        loop {
+            let text = self.link.next_text().await?;
+            let mut event = match ServerEvent::parse(text.as_str()) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(service = %SERVICE, error = %e, bytes = text.len(), "skipping a malformed server message");
+                    continue;
+                }
+            };
+            match &mut event {
+                ServerEvent::FunctionCallDone(call) => {
+                    if self.reported_calls.len() >= MAX_PENDING_CALLS {
+                        self.reported_calls.clear();
+                    }
+                    self.reported_calls.insert(call.call_id.clone());
+                }
+                ServerEvent::ResponseDone { function_calls, .. } => {
+                    function_calls.retain(|call| !self.reported_calls.remove(&call.call_id));
+                }
+                ServerEvent::Error {
+                    kind,
+                    code,
+                    message,
+                    ..
+                } => {
+                    tracing::warn!(service = %SERVICE, kind = %kind, code = ?code, message = %message, "server error event");
+                }
+                ServerEvent::Unknown { kind } => {
+                    tracing::trace!(service = %SERVICE, kind = %kind, "unhandled server event");
+                }
+                _ => {}
+            }
+            return Ok(event);
+        }
+    }
+
+    /// Closes the socket after the queued events have gone out.
+    pub async fn close(self) {
+        self.link.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> ConversationSettings {
+        ConversationSettings {
+            instructions: "Você é um assistente… Fale português do Brasil.".into(),
+            voice: "marin".into(),
+            language: Some("pt".into()),
+            transcription_model: Some("gpt-4o-transcribe".into()),
+            tools: vec![FunctionTool {
+                name: "lookup_order".into(),
+                description: "Busca um pedido pelo número".into(),
+                parameters: json!({"type": "object",
+                    "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}),
+            }],
+            tool_choice: ToolChoice::Auto,
+            turn_detection: TurnDetection::server_vad(),
+            noise_reduction: Some("near_field".into()),
+        }
+    }
+
+    #[test]
+    fn conversation_session_update_has_the_ga_shape() {
+        let event = ClientEvent::SessionUpdate {
+            session: Box::new(Session::conversation("gpt-realtime", &settings())),
+        };
+        let value = serde_json::to_value(&event).unwrap();
+        // The reference's GA example, minus the fields we leave at their defaults.
+        assert_eq!(
+            value,
+            json!({
+              "type": "session.update",
+              "session": {
+                "type": "realtime",
+                "model": "gpt-realtime",
+                "output_modalities": ["audio"],
+                "instructions": "Você é um assistente… Fale português do Brasil.",
+                "audio": {
+                  "input": {
+                    "format": { "type": "audio/pcmu" },
+                    "turn_detection": { "type": "server_vad" },
+                    "transcription": { "model": "gpt-4o-transcribe", "language": "pt" },
+                    "noise_reduction": { "type": "near_field" }
+                  },
+                  "output": { "format": { "type": "audio/pcmu" }, "voice": "marin" }
+                },
+                "tools": [
+                  { "type": "function", "name": "lookup_order",
+                    "description": "Busca um pedido pelo número",
+                    "parameters": { "type": "object",
+                      "properties": { "order_id": { "type": "string" } }, "required": ["order_id"] } }
+                ],
+                "tool_choice": "auto"
+              }
+            })
+        );
+    }
+
+    #[test]
+    fn transcription_session_update_has_no_output() {
+        let session = Session::transcription(&TranscriptionSettings {
+            model: "gpt-4o-transcribe".into(),
+            language: Some("pt".into()),
+            prompt: None,
+            turn_detection: TurnDetection::server_vad(),
+            noise_reduction: None,
+        });
+        assert_eq!(
+            serde_json::to_value(ClientEvent::SessionUpdate {
+                session: Box::new(session)
+            })
+            .unwrap(),
+            json!({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+                "format": {"type": "audio/pcmu"},
+                "transcription": {"model": "gpt-4o-transcribe", "language": "pt"},
+                "turn_detection": {"type": "server_vad"}}}}})
+        );
+    }
+
+    #[test]
+    fn client_events_serialize_like_the_reference() {
+        let cases = [
+            (
+                ClientEvent::AppendAudio {
+                    audio: "//7+/w==".into(),
+                },
+                json!({"type":"input_audio_buffer.append","audio":"//7+/w=="}),
+            ),
+            (
+                ClientEvent::CommitAudio,
+                json!({"type":"input_audio_buffer.commit"}),
+            ),
+            (
+                ClientEvent::ClearAudio,
+                json!({"type":"input_audio_buffer.clear"}),
+            ),
+            (
+                ClientEvent::CreateItem {
+                    item: Item::user_text("Olá"),
+                },
+                json!({"type":"conversation.item.create",
+                       "item":{"type":"message","role":"user","content":[{"type":"input_text","text":"Olá"}]}}),
+            ),
+            (
+                ClientEvent::CreateItem {
+                    item: Item::FunctionCallOutput {
+                        call_id: "call_001".into(),
+                        output: "{\"status\":\"shipped\"}".into(),
+                    },
+                },
+                json!({"type":"conversation.item.create",
+                       "item":{"type":"function_call_output","call_id":"call_001","output":"{\"status\":\"shipped\"}"}}),
+            ),
+            (
+                ClientEvent::TruncateItem {
+                    item_id: "item_002".into(),
+                    content_index: 0,
+                    audio_end_ms: 1500,
+                },
+                json!({"type":"conversation.item.truncate","item_id":"item_002","content_index":0,"audio_end_ms":1500}),
+            ),
+            (
+                ClientEvent::CreateResponse { response: None },
+                json!({"type":"response.create"}),
+            ),
+            (
+                ClientEvent::CreateResponse {
+                    response: Some(ResponseParams {
+                        instructions: Some("Cumprimente o cliente.".into()),
+                    }),
+                },
+                json!({"type":"response.create","response":{"instructions":"Cumprimente o cliente."}}),
+            ),
+            (
+                ClientEvent::CancelResponse { response_id: None },
+                json!({"type":"response.cancel"}),
+            ),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(serde_json::to_value(&event).unwrap(), expected);
+        }
+        assert_eq!(
+            serde_json::to_value(ToolChoice::Function("f".into())).unwrap(),
+            json!({"type":"function","name":"f"})
+        );
+        assert_eq!(
+            serde_json::to_value(ToolChoice::Required).unwrap(),
+            json!("required")
+        );
+    }
+
+    #[test]
+    fn parses_the_reference_fixtures() {
+        let created = r#"{"type":"session.created","event_id":"event_C9G5RJeJ2gF77mV7f2B1j",
+           "session":{"type":"realtime","object":"realtime.session","id":"sess_C9G5QPteg4UIbotdKLoYQ",
+             "model":"gpt-realtime-2025-08-28","output_modalities":["audio"],"instructions":"…",
+             "tools":[],"tool_choice":"auto","max_output_tokens":"inf","tracing":null,"prompt":null,"expires_at":1756324625,
+             "audio":{"input":{"format":{"type":"audio/pcm","rate":24000},"transcription":null,"noise_reduction":null,
+                "turn_detection":{"type":"server_vad","threshold":0.5,"prefix_padding_ms":300,"silence_duration_ms":200,
+                                  "idle_timeout_ms":null,"create_response":true,"interrupt_response":true}},
+               "output":{"format":{"type":"audio/pcm","rate":24000},"voice":"marin","speed":1}},"include":null}}"#;
+        match ServerEvent::parse(created).unwrap() {
+            ServerEvent::SessionCreated { session } => {
+                assert_eq!(session["id"], "sess_C9G5QPteg4UIbotdKLoYQ")
+            }
+            other => panic!("{other:?}"),
+        }
+        let cases = [
+            (
+                r#"{"event_id":"event_1516","type":"input_audio_buffer.speech_started","audio_start_ms":1000,"item_id":"msg_003"}"#,
+                ServerEvent::SpeechStarted {
+                    item_id: "msg_003".into(),
+                    audio_start_ms: Some(1000),
+                },
+            ),
+            (
+                r#"{"event_id":"event_4950","type":"response.output_audio.delta","response_id":"resp_001",
+                   "item_id":"msg_008","output_index":0,"content_index":0,"delta":"AAEC"}"#,
+                ServerEvent::AudioDelta {
+                    response_id: "resp_001".into(),
+                    item_id: "msg_008".into(),
+                    delta: "AAEC".into(),
+                },
+            ),
+            (
+                r#"{"type":"response.output_audio.done","response_id":"resp_001","item_id":"msg_008","output_index":0,"content_index":0}"#,
+                ServerEvent::AudioDone {
+                    item_id: "msg_008".into(),
+                },
+            ),
+            (
+                r#"{"type":"response.output_audio_transcript.delta","item_id":"msg_008","delta":"Hello, how can I a"}"#,
+                ServerEvent::TranscriptDelta {
+                    item_id: "msg_008".into(),
+                    delta: "Hello, how can I a".into(),
+                },
+            ),
+            (
+                r#"{"type":"response.output_audio_transcript.done","item_id":"msg_008","transcript":"Hello, how can I assist you today?"}"#,
+                ServerEvent::TranscriptDone {
+                    item_id: "msg_008".into(),
+                    transcript: "Hello, how can I assist you today?".into(),
+                },
+            ),
+            (
+                r#"{"type":"conversation.item.input_audio_transcription.completed","event_id":"event_CCXGRvtUVrax5SJAnNOWZ",
+                   "item_id":"item_CCXGQ4e1ht4cOraEYcuR2","content_index":0,"transcript":"Hey, can you hear me?",
+                   "usage":{"type":"tokens","total_tokens":22,"input_tokens":13,"input_token_details":{"text_tokens":0,"audio_tokens":13},"output_tokens":9}}"#,
+                ServerEvent::InputTranscriptCompleted {
+                    item_id: "item_CCXGQ4e1ht4cOraEYcuR2".into(),
+                    transcript: "Hey, can you hear me?".into(),
+                },
+            ),
+            (
+                r#"{"event_id":"event_5556","type":"response.function_call_arguments.done","response_id":"resp_002",
+                   "item_id":"fc_001","output_index":0,"call_id":"call_001","name":"get_weather",
+                   "arguments":"{\"location\": \"San Francisco\"}"}"#,
+                ServerEvent::FunctionCallDone(FunctionCall {
+                    call_id: "call_001".into(),
+                    name: "get_weather".into(),
+                    arguments: "{\"location\": \"San Francisco\"}".into(),
+                }),
+            ),
+            (
+                r#"{"event_id":"event_890","type":"error","error":{"type":"invalid_request_error","code":"invalid_event",
+                   "message":"The 'type' field is missing.","param":null,"event_id":"event_567"}}"#,
+                ServerEvent::Error {
+                    kind: "invalid_request_error".into(),
+                    code: Some("invalid_event".into()),
+                    message: "The 'type' field is missing.".into(),
+                    event_id: Some("event_567".into()),
+                },
+            ),
+            (
+                r#"{"event_id":"event_5758","type":"rate_limits.updated","rate_limits":[]}"#,
+                ServerEvent::Unknown {
+                    kind: "rate_limits.updated".into(),
+                },
+            ),
+            (
+                r#"{"no_type":true}"#,
+                ServerEvent::Unknown {
+                    kind: String::new(),
+                },
+            ),
+            (
+                r#"{"type":"response.created","response":{"object":"realtime.response","id":"resp_9","status":"in_progress","output":[]}}"#,
+                ServerEvent::ResponseCreated {
+                    response_id: "resp_9".into(),
+                },
+            ),
+            (
+                r#"{"type":"conversation.item.input_audio_transcription.delta","item_id":"i1","content_index":0,"delta":"Olá"}"#,
+                ServerEvent::InputTranscriptDelta {
+                    item_id: "i1".into(),
+                    delta: "Olá".into(),
+                },
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(ServerEvent::parse(text).unwrap(), expected, "{text}");
+        }
+        assert!(ServerEvent::parse("not json").is_err());
+    }
+
+    #[test]
+    fn response_done_yields_its_function_calls() {
+        let text = r#"{"type":"response.done","response":{"id":"resp_2","status":"completed",
+            "status_details":null,"output":[
+              {"type":"message","role":"assistant","content":[]},
+              {"type":"function_call","call_id":"call_7","name":"transfer","arguments":"{}"}],
+            "usage":{"total_tokens":10}}}"#;
+        assert_eq!(
+            ServerEvent::parse(text).unwrap(),
+            ServerEvent::ResponseDone {
+                response_id: "resp_2".into(),
+                status: "completed".into(),
+                reason: None,
+                function_calls: vec![FunctionCall {
+                    call_id: "call_7".into(),
+                    name: "transfer".into(),
+                    arguments: "{}".into()
+                }],
+            }
+        );
+        let cancelled = r#"{"type":"response.done","response":{"id":"r","status":"cancelled","status_details":{"type":"cancelled","reason":"turn_detected"},"output":[]}}"#;
+        match ServerEvent::parse(cancelled).unwrap() {
+            ServerEvent::ResponseDone { status, reason, .. } => {
+                assert_eq!(status, "cancelled");
+                assert_eq!(reason.as_deref(), Some("turn_detected"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncation_is_clamped_to_generated_audio() {
+        // Played longer than generated (the known sample bug): clamp.
+        assert_eq!(truncate_audio_end_ms(55_960, 13_600 * 8), 13_600);
+        // Played less than generated: what was heard.
+        assert_eq!(truncate_audio_end_ms(1_500, 16_000 * 8), 1_500);
+        assert_eq!(truncate_audio_end_ms(0, 0), 0);
+
+        let mut audio = AssistantAudio::default();
+        assert!(audio.truncate(100).is_none(), "nothing playing");
+        // One Twilio-sized frame: 160 bytes of µ-law = 20 ms (216 base64 chars).
+        let frame = format!("{}AA==", "A".repeat(212));
+        assert_eq!(base64_decoded_len(&frame), 160);
+        assert!(audio.on_delta("item_1", &frame));
+        assert!(!audio.on_delta("item_1", &frame));
+        assert_eq!(audio.generated_ms(), 40);
+        // The caller heard 10 s by the wall clock, but only 40 ms exist.
+        assert_eq!(
+            audio.truncate(10_000),
+            Some(ClientEvent::TruncateItem {
+                item_id: "item_1".into(),
+                content_index: 0,
+                audio_end_ms: 40,
+            })
+        );
+        assert!(audio.truncate(10).is_none(), "forgotten after truncation");
+        // A new item starts counting from zero.
+        assert!(audio.on_delta("item_2", "AAAA"));
+        assert_eq!(audio.item_id(), Some("item_2"));
+        assert_eq!(audio.generated_ms(), 0);
+        match audio.truncate(1) {
+            Some(ClientEvent::TruncateItem { audio_end_ms, .. }) => assert_eq!(audio_end_ms, 0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn azure_hosts_are_detected() {
+        assert!(is_azure("wss://my-res.openai.azure.com/openai/v1/realtime"));
+        assert!(is_azure(
+            "wss://my-res.cognitiveservices.azure.com:443/openai/v1/realtime"
+        ));
+        assert!(!is_azure("wss://api.openai.com/v1/realtime"));
+        assert!(!is_azure("ws://127.0.0.1:9/v1/realtime"));
+    }
+
+    #[test]
+    fn options_come_from_config() {
+        use std::collections::HashMap;
+        let config = |pairs: &[(&str, &str)]| {
+            Config::from_vars(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<HashMap<_, _>>(),
+            )
+            .unwrap()
+        };
+        assert!(matches!(
+            RealtimeOptions::from_config(&config(&[])),
+            Err(SpeechError::NotConfigured {
+                missing: "OPENAI_API_KEY",
+                ..
+            })
+        ));
+        let o = RealtimeOptions::from_config(&config(&[("OPENAI_API_KEY", "sk-1")])).unwrap();
+        assert!(matches!(&o.auth, RealtimeAuth::Bearer(k) if k.expose() == "sk-1"));
+        assert_eq!(o.model, "gpt-realtime");
+        let o = RealtimeOptions::from_config(&config(&[
+            ("OPENAI_API_KEY", "sk-1"),
+            ("AZURE_OPENAI_API_KEY", "az-1"),
+            (
+                "OPENAI_REALTIME_URL",
+                "wss://r.openai.azure.com/openai/v1/realtime",
+            ),
+            ("OPENAI_REALTIME_MODEL", "my-deployment"),
+        ]))
+        .unwrap();
+        assert!(matches!(&o.auth, RealtimeAuth::ApiKey(k) if k.expose() == "az-1"));
+        assert_eq!(o.model, "my-deployment");
+        let s = ConversationSettings::from_config(&config(&[]), "x".into(), vec![]);
+        assert_eq!(s.voice, "marin");
+        assert_eq!(s.language.as_deref(), Some("pt"));
+    }
+}

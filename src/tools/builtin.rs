@@ -1,0 +1,357 @@
+//! The built-in tools. Their names and parameter names are part of voxrelay's
+//! interface (prompts and tests rely on them): `end_call`, `transfer_to_human`,
+//! `send_dtmf`, `switch_language`, `schedule_appointment`.
+//!
+//! Each validates its arguments and returns a [`ToolEffect`]; the agent carries it
+//! out. Validation problems go back to the model as errors so it can ask again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::{Map, Value, json};
+
+use super::dates::{self, Date};
+use super::{Appointment, Tool, ToolContext, ToolEffect, ToolError, ToolOutput, string_arg};
+use crate::config::Config;
+use crate::llm::ToolSpec;
+
+/// The built-in tools the configuration turns on.
+pub fn enabled(config: &Config) -> Vec<Arc<dyn Tool>> {
+    let tools = &config.tools;
+    let timeout = tools.timeout;
+    let mut out: Vec<Arc<dyn Tool>> = Vec::new();
+    for name in &tools.enabled {
+        let tool: Arc<dyn Tool> = match name.as_str() {
+            "end_call" => Arc::new(EndCall { timeout }),
+            "transfer_to_human" => Arc::new(TransferToHuman { timeout }),
+            "send_dtmf" => Arc::new(SendDtmf { timeout }),
+            "switch_language" => Arc::new(SwitchLanguage {
+                codes: config
+                    .relay
+                    .languages
+                    .iter()
+                    .map(|l| l.code.clone())
+                    .collect(),
+                timeout,
+            }),
+            "schedule_appointment" => Arc::new(ScheduleAppointment {
+                utc_offset_minutes: tools.utc_offset_minutes,
+                timeout,
+            }),
+            other => {
+                tracing::warn!(tool = other, "unknown built-in tool; skipping it");
+                continue;
+            }
+        };
+        out.push(tool);
+    }
+    out
+}
+
+fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
+    ToolSpec {
+        name: name.to_string(),
+        description: description.to_string(),
+        parameters,
+    }
+}
+
+fn done(
+    output: Result<ToolOutput, ToolError>,
+) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
+    futures::future::ready(output).boxed()
+}
+
+/// Says goodbye and hangs up.
+pub struct EndCall {
+    timeout: Duration,
+}
+
+impl Tool for EndCall {
+    fn name(&self) -> &str {
+        "end_call"
+    }
+    fn spec(&self, _: &ToolContext) -> ToolSpec {
+        spec(
+            "end_call",
+            "End the phone call. Use it when the caller says goodbye or the conversation is over. Say a short goodbye in the same reply.",
+            json!({"type": "object", "properties": {
+                "reason": {"type": "string", "description": "Why the call ends, in a few words."}
+            }}),
+        )
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn call(
+        &self,
+        args: Map<String, Value>,
+        _: &ToolContext,
+    ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
+        let reason = string_arg(&args, "reason");
+        done(Ok(ToolOutput::json(
+            json!({"ok": true, "status": "the call ends after your goodbye"}),
+        )
+        .with_effect(ToolEffect::EndCall { reason })))
+    }
+}
+
+/// Hands the caller to a person (ConversationRelay `end` with `live-agent-handoff`).
+pub struct TransferToHuman {
+    timeout: Duration,
+}
+
+impl Tool for TransferToHuman {
+    fn name(&self) -> &str {
+        "transfer_to_human"
+    }
+    fn spec(&self, _: &ToolContext) -> ToolSpec {
+        spec(
+            "transfer_to_human",
+            "Transfer the caller to a human attendant. Use it when the caller asks for a person or you cannot help. Tell the caller you are transferring them.",
+            json!({"type": "object", "properties": {
+                "reason": {"type": "string", "description": "Why the caller needs a person."},
+                "summary": {"type": "string", "description": "A short summary of the conversation for the attendant."}
+            }}),
+        )
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn call(
+        &self,
+        args: Map<String, Value>,
+        _: &ToolContext,
+    ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
+        let reason =
+            string_arg(&args, "reason").unwrap_or_else(|| "the caller asked for a person".into());
+        let summary = string_arg(&args, "summary");
+        done(Ok(ToolOutput::json(
+            json!({"ok": true, "status": "transferring the caller to a person"}),
+        )
+        .with_effect(ToolEffect::Handoff { reason, summary })))
+    }
+}
+
+/// The longest digit string one call may send.
+const MAX_DIGITS: usize = 64;
+
+/// Presses keys towards the far end (an IVR menu on an outbound call).
+pub struct SendDtmf {
+    timeout: Duration,
+}
+
+impl Tool for SendDtmf {
+    fn name(&self) -> &str {
+        "send_dtmf"
+    }
+    fn spec(&self, _: &ToolContext) -> ToolSpec {
+        spec(
+            "send_dtmf",
+            "Press keypad keys on the call, e.g. to navigate a phone menu. Digits 0-9, * and #; w waits half a second.",
+            json!({"type": "object", "properties": {
+                "digits": {"type": "string", "description": "Keys to press, e.g. \"1\" or \"123#\"; only 0-9 * # w.", "pattern": "^[0-9*#w]+$"}
+            }, "required": ["digits"]}),
+        )
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn call(
+        &self,
+        args: Map<String, Value>,
+        _: &ToolContext,
+    ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
+        let digits: String = string_arg(&args, "digits")
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let result = if digits.is_empty() {
+            Err(ToolError::InvalidArguments("digits is required".into()))
+        } else if let Some(bad) = digits
+            .chars()
+            .find(|c| !matches!(c, '0'..='9' | '*' | '#' | 'w'))
+        {
+            Err(ToolError::InvalidArguments(format!(
+                "digits may only contain 0-9, *, # and w; got {bad:?}"
+            )))
+        } else if digits.len() > MAX_DIGITS {
+            Err(ToolError::InvalidArguments(format!(
+                "at most {MAX_DIGITS} digits at once"
+            )))
+        } else {
+            Ok(ToolOutput::json(json!({"ok": true, "sent": digits}))
+                .with_effect(ToolEffect::SendDigits(digits)))
+        };
+        done(result)
+    }
+}
+
+/// Moves speech and transcription to another configured language.
+pub struct SwitchLanguage {
+    codes: Vec<String>,
+    timeout: Duration,
+}
+
+impl Tool for SwitchLanguage {
+    fn name(&self) -> &str {
+        "switch_language"
+    }
+    fn spec(&self, _: &ToolContext) -> ToolSpec {
+        spec(
+            "switch_language",
+            "Switch the language you speak and listen in, when the caller prefers another language. Then continue in that language.",
+            json!({"type": "object", "properties": {
+                "language": {"type": "string", "enum": self.codes, "description": "The language code."}
+            }, "required": ["language"]}),
+        )
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn call(
+        &self,
+        args: Map<String, Value>,
+        _: &ToolContext,
+    ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
+        let asked = string_arg(&args, "language").unwrap_or_default();
+        let result = match self.codes.iter().find(|c| c.eq_ignore_ascii_case(&asked)) {
+            Some(code) => Ok(ToolOutput::json(
+                json!({"ok": true, "language": code, "status": format!("now speaking {code}; continue in that language")}),
+            )
+            .with_effect(ToolEffect::SwitchLanguage(code.clone()))),
+            None => Err(ToolError::InvalidArguments(format!(
+                "language must be one of {}; got {asked:?}",
+                self.codes.join(", ")
+            ))),
+        };
+        done(result)
+    }
+}
+
+/// Books an appointment for the caller.
+pub struct ScheduleAppointment {
+    utc_offset_minutes: i32,
+    timeout: Duration,
+}
+
+impl Tool for ScheduleAppointment {
+    fn name(&self) -> &str {
+        "schedule_appointment"
+    }
+    fn spec(&self, ctx: &ToolContext) -> ToolSpec {
+        let today = Date::today(ctx.now, self.utc_offset_minutes);
+        spec(
+            "schedule_appointment",
+            &format!(
+                "Book an appointment for the caller once you know their name and the day (and preferably the time). Today is {}, {today}. Confirm the booking out loud afterwards.",
+                today.weekday_pt()
+            ),
+            json!({"type": "object", "properties": {
+                "name": {"type": "string", "description": "The caller's name."},
+                "email": {"type": "string"},
+                "preferred_day": {"type": "string", "description": "The day as the caller said it (amanhã, segunda-feira, 24/11) or YYYY-MM-DD."},
+                "preferred_time": {"type": "string", "description": "The time, e.g. 15:00."},
+                "phone": {"type": "string", "description": "A phone number, if different from the one calling."},
+                "notes": {"type": "string"}
+            }, "required": ["name", "preferred_day"]}),
+        )
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn call(
+        &self,
+        args: Map<String, Value>,
+        ctx: &ToolContext,
+    ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
+        let today = Date::today(ctx.now, self.utc_offset_minutes);
+        done(schedule(&args, today))
+    }
+}
+
+fn schedule(args: &Map<String, Value>, today: Date) -> Result<ToolOutput, ToolError> {
+    let Some(name) = string_arg(args, "name") else {
+        return Err(ToolError::InvalidArguments(
+            "name is missing; ask the caller for their name".into(),
+        ));
+    };
+    let Some(day_text) = string_arg(args, "preferred_day") else {
+        return Err(ToolError::InvalidArguments(
+            "preferred_day is missing; ask the caller which day they prefer".into(),
+        ));
+    };
+    let day = dates::parse_day(&day_text, today)
+        .map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+    let time = string_arg(args, "preferred_time").map(|t| dates::parse_time(&t).unwrap_or(t));
+    let email = string_arg(args, "email");
+    if let Some(email) = &email
+        && !(email.contains('@') && email.contains('.'))
+    {
+        return Err(ToolError::InvalidArguments(format!(
+            "email {email:?} does not look like an e-mail address; ask the caller to spell it"
+        )));
+    }
+    let appointment = Appointment {
+        name: name.clone(),
+        email,
+        day: day.to_string(),
+        time: time.clone(),
+        phone: string_arg(args, "phone"),
+        notes: string_arg(args, "notes"),
+    };
+    Ok(ToolOutput::json(json!({
+        "ok": true,
+        "booked": {
+            "name": name,
+            "day": day.to_string(),
+            "day_spoken": day.spoken_pt(),
+            "time": time,
+        },
+        "status": "booked; confirm the day and time to the caller"
+    }))
+    .with_effect(ToolEffect::Appointment(appointment)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn schedule_validates_and_normalises() {
+        let today = Date::new(2025, 11, 24).unwrap();
+        let out = schedule(
+            &args(json!({"name": "Ana", "preferred_day": "amanhã", "preferred_time": "15h"})),
+            today,
+        )
+        .unwrap();
+        let Some(ToolEffect::Appointment(a)) = out.effect else {
+            panic!("no appointment")
+        };
+        assert_eq!(a.day, "2025-11-25");
+        assert_eq!(a.time.as_deref(), Some("15:00"));
+        assert!(out.content.contains("terça-feira, 25 de novembro"));
+
+        let missing = schedule(&args(json!({"preferred_day": "amanhã"})), today).unwrap_err();
+        assert!(missing.to_string().contains("name is missing"));
+        let bad = schedule(
+            &args(json!({"name": "Ana", "preferred_day": "logo"})),
+            today,
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("could not understand the day"));
+        let email = schedule(
+            &args(json!({"name": "Ana", "preferred_day": "amanhã", "email": "ana"})),
+            today,
+        )
+        .unwrap_err();
+        assert!(email.to_string().contains("e-mail"));
+    }
+}
