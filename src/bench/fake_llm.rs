@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -75,6 +75,8 @@ pub enum Mode {
 pub struct FakeLlm {
     pub port: u16,
     mode: Arc<AtomicU8>,
+    /// Whether streams end with `data: [DONE]` (OpenAI's behaviour).
+    done: Arc<AtomicBool>,
     stop: CancellationToken,
 }
 
@@ -83,9 +85,15 @@ impl FakeLlm {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let mode = Arc::new(AtomicU8::new(Mode::Conversation as u8));
+        let done = Arc::new(AtomicBool::new(true));
         let stop = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, mode.clone(), stop.clone()));
-        Ok(Self { port, mode, stop })
+        tokio::spawn(accept_loop(listener, mode.clone(), done.clone(), stop.clone()));
+        Ok(Self {
+            port,
+            mode,
+            done,
+            stop,
+        })
     }
 
     /// The `OPENAI_BASE_URL` to give the server.
@@ -96,6 +104,13 @@ impl FakeLlm {
     pub fn set_mode(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::Relaxed);
     }
+
+    /// Leaves out the final `data: [DONE]` (the body just ends). OpenAI sends it;
+    /// without it the client reads each body to its end and can reuse the
+    /// HTTP/1.1 connection, which shows what connection reuse is worth.
+    pub fn send_done(&self, done: bool) {
+        self.done.store(done, Ordering::Relaxed);
+    }
 }
 
 impl Drop for FakeLlm {
@@ -104,7 +119,12 @@ impl Drop for FakeLlm {
     }
 }
 
-async fn accept_loop(listener: TcpListener, mode: Arc<AtomicU8>, stop: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    mode: Arc<AtomicU8>,
+    done: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -114,11 +134,12 @@ async fn accept_loop(listener: TcpListener, mode: Arc<AtomicU8>, stop: Cancellat
             Ok((socket, _)) => {
                 let _ = socket.set_nodelay(true);
                 let mode = mode.clone();
+                let done = done.clone();
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     tokio::select! {
                         () = stop.cancelled() => {}
-                        _ = serve_connection(socket, mode) => {}
+                        _ = serve_connection(socket, mode, done) => {}
                     }
                 });
             }
@@ -131,7 +152,11 @@ async fn accept_loop(listener: TcpListener, mode: Arc<AtomicU8>, stop: Cancellat
 }
 
 /// Answers requests on one keep-alive connection until the client goes away.
-async fn serve_connection(socket: TcpStream, mode: Arc<AtomicU8>) -> std::io::Result<()> {
+async fn serve_connection(
+    socket: TcpStream,
+    mode: Arc<AtomicU8>,
+    done: Arc<AtomicBool>,
+) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut read = BufReader::new(read);
     let mut line = String::new();
@@ -168,7 +193,7 @@ async fn serve_connection(socket: TcpStream, mode: Arc<AtomicU8>) -> std::io::Re
         } else {
             Schedule::NORMAL
         };
-        stream_reply(&mut write, schedule).await?;
+        stream_reply(&mut write, schedule, done.load(Ordering::Relaxed)).await?;
     }
 }
 
@@ -203,6 +228,7 @@ fn token_chunk(out: &mut Vec<u8>, token: &str) {
 async fn stream_reply<W: AsyncWriteExt + Unpin>(
     write: &mut W,
     schedule: Schedule,
+    send_done: bool,
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(
@@ -231,7 +257,9 @@ async fn stream_reply<W: AsyncWriteExt + Unpin>(
         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
     });
     chunk(&mut out, &done.to_string());
-    chunk(&mut out, "[DONE]");
+    if send_done {
+        chunk(&mut out, "[DONE]");
+    }
     out.extend_from_slice(b"0\r\n\r\n");
     write.write_all(&out).await
 }
@@ -260,7 +288,9 @@ mod tests {
     #[test]
     fn events_are_chunked_sse() {
         let mut out = Vec::new();
+        if send_done {
         chunk(&mut out, "[DONE]");
+    }
         assert_eq!(out, b"e\r\ndata: [DONE]\n\n\r\n");
     }
 }

@@ -37,6 +37,8 @@ pub struct BenchOptions {
     pub saturate: Duration,
     /// The `voxrelay` binary to run as the server (default: this one).
     pub server_exe: Option<PathBuf>,
+    /// Whether the fake LLM ends streams with `data: [DONE]` as OpenAI does.
+    pub sse_done: bool,
 }
 
 impl Default for BenchOptions {
@@ -47,6 +49,7 @@ impl Default for BenchOptions {
             think: Duration::from_millis(1000),
             saturate: Duration::from_secs(5),
             server_exe: None,
+            sse_done: true,
         }
     }
 }
@@ -63,6 +66,8 @@ OPTIONS:
     --think-ms MS       mean pause between turns [default: 1000]
     --saturate-secs S   length of the saturation phase [default: 5]
     --server PATH       voxrelay binary to test [default: this one]
+    --no-done           the fake LLM ends streams without `data: [DONE]` (lets the
+                        server reuse its HTTP/1.1 connection; OpenAI sends it)
 
 Build with --release for meaningful figures. Results go to stdout as Markdown.";
 
@@ -123,6 +128,7 @@ impl BenchOptions {
                         Duration::from_secs(number(&v).ok_or_else(|| bad("seconds", &v))?);
                 }
                 "--server" => options.server_exe = Some(PathBuf::from(value()?)),
+                "--no-done" => options.sse_done = false,
                 "-h" | "--help" => return Err(BenchArgsError::Help),
                 other => return Err(BenchArgsError::Unknown(other.to_string())),
             }
@@ -214,6 +220,7 @@ async fn run_one(
     let llm = FakeLlm::start()
         .await
         .map_err(|e| format!("cannot start the fake LLM: {e}"))?;
+    llm.send_done(options.sse_done);
     let server = ServerProcess::start(exe, &llm.base_url(), (n * 2).max(2000))
         .await
         .map_err(|e| e.to_string())?;

@@ -13,6 +13,7 @@ async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
         think: Duration::from_millis(20),
         saturate: Duration::from_secs(1),
         server_exe: Some(env!("CARGO_BIN_EXE_voxrelay").into()),
+        sse_done: true,
     };
     let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
         .await
