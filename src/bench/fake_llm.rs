@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -77,6 +77,7 @@ pub struct FakeLlm {
     mode: Arc<AtomicU8>,
     /// Whether streams end with `data: [DONE]` (OpenAI's behaviour).
     done: Arc<AtomicBool>,
+    connections: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -86,12 +87,22 @@ impl FakeLlm {
         let port = listener.local_addr()?.port();
         let mode = Arc::new(AtomicU8::new(Mode::Conversation as u8));
         let done = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, mode.clone(), done.clone(), stop.clone()));
+        tokio::spawn(accept_loop(
+            listener,
+            Shared {
+                mode: mode.clone(),
+                done: done.clone(),
+                connections: connections.clone(),
+            },
+            stop.clone(),
+        ));
         Ok(Self {
             port,
             mode,
             done,
+            connections,
             stop,
         })
     }
@@ -103,6 +114,11 @@ impl FakeLlm {
 
     pub fn set_mode(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    /// TCP connections accepted so far (a client that reuses connections opens few).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Leaves out the final `data: [DONE]` (the body just ends). OpenAI sends it;
@@ -119,12 +135,15 @@ impl Drop for FakeLlm {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every connection task reads.
+#[derive(Clone)]
+struct Shared {
     mode: Arc<AtomicU8>,
     done: Arc<AtomicBool>,
-    stop: CancellationToken,
-) {
+    connections: Arc<AtomicU64>,
+}
+
+async fn accept_loop(listener: TcpListener, shared: Shared, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -133,13 +152,13 @@ async fn accept_loop(
         match accepted {
             Ok((socket, _)) => {
                 let _ = socket.set_nodelay(true);
-                let mode = mode.clone();
-                let done = done.clone();
+                shared.connections.fetch_add(1, Ordering::Relaxed);
+                let shared = shared.clone();
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     tokio::select! {
                         () = stop.cancelled() => {}
-                        _ = serve_connection(socket, mode, done) => {}
+                        _ = serve_connection(socket, shared) => {}
                     }
                 });
             }
@@ -152,11 +171,7 @@ async fn accept_loop(
 }
 
 /// Answers requests on one keep-alive connection until the client goes away.
-async fn serve_connection(
-    socket: TcpStream,
-    mode: Arc<AtomicU8>,
-    done: Arc<AtomicBool>,
-) -> std::io::Result<()> {
+async fn serve_connection(socket: TcpStream, shared: Shared) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut read = BufReader::new(read);
     let mut line = String::new();
@@ -186,14 +201,14 @@ async fn serve_connection(
         }
         body.resize(content_length, 0);
         read.read_exact(&mut body).await?;
-        let schedule = if mode.load(Ordering::Relaxed) == Mode::Burst as u8 {
+        let schedule = if shared.mode.load(Ordering::Relaxed) == Mode::Burst as u8 {
             Schedule::BURST
         } else if newest_user_message(&body).is_some_and(|m| m.contains(LONG_MARKER)) {
             Schedule::LONG
         } else {
             Schedule::NORMAL
         };
-        stream_reply(&mut write, schedule, done.load(Ordering::Relaxed)).await?;
+        stream_reply(&mut write, schedule, shared.done.load(Ordering::Relaxed)).await?;
     }
 }
 
@@ -289,8 +304,8 @@ mod tests {
     fn events_are_chunked_sse() {
         let mut out = Vec::new();
         if send_done {
-        chunk(&mut out, "[DONE]");
-    }
+            chunk(&mut out, "[DONE]");
+        }
         assert_eq!(out, b"e\r\ndata: [DONE]\n\n\r\n");
     }
 }

@@ -189,6 +189,8 @@ pub struct BenchReport {
     pub errors: u64,
     /// The server exited 0 after SIGTERM at the end.
     pub clean_exit: bool,
+    /// Connections the server opened to the fake LLM over the whole run.
+    pub llm_connections: u64,
 }
 
 /// Runs every configured call count and prints a Markdown report to stdout.
@@ -251,6 +253,7 @@ async fn run_one(
     let saturated = calls::saturate(&url, n, options.saturate).await;
     let cpu = server.usage().cpu.saturating_sub(cpu_before);
     let end = server.usage();
+    let llm_connections = llm.connections();
     // SIGTERM: the server must drain (no calls are left) and exit 0.
     let clean_exit = server.stop().await.is_some_and(|s| s.success());
     if !clean_exit {
@@ -281,6 +284,7 @@ async fn run_one(
         rss_per_call: live.rss.saturating_sub(baseline.rss) / n as u64,
         errors: warm.errors + samples.errors + saturated.errors,
         clean_exit,
+        llm_connections,
     })
 }
 
@@ -349,6 +353,10 @@ impl BenchReport {
             (
                 "RSS per live call".to_string(),
                 format!("{:.1} KiB", self.rss_per_call as f64 / 1024.0),
+            ),
+            (
+                "connections opened to the LLM (whole run)".to_string(),
+                self.llm_connections.to_string(),
             ),
             ("errors".to_string(), self.errors.to_string()),
             (

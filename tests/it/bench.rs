@@ -39,3 +39,47 @@ async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
         "{table}"
     );
 }
+
+/// The LLM client keeps one HTTP/1.1 connection for a call's finished replies, and
+/// closes it when a reply is interrupted (which is what stops the LLM).
+#[tokio::test]
+async fn finished_replies_reuse_the_llm_connection_and_interrupts_close_it() {
+    use voxrelay::bench::fake_llm::FakeLlm;
+
+    let llm = FakeLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let app = crate::common::spawn_app(&[
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_API_KEY", "sk-test-key"),
+        ("OPENAI_BASE_URL", base.as_str()),
+    ])
+    .await;
+    let mut call = app.relay().await;
+    call.setup("CA_reuse").await;
+    for turn in 0..5 {
+        call.prompt(&format!("Pergunta {turn}")).await;
+        let reply = call.reply().await;
+        assert_eq!(reply.tokens.len(), 12, "{reply:?}");
+    }
+    // Give a background drain a moment (the body normally ends with the reply).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        llm.connections(),
+        1,
+        "five finished replies, one connection"
+    );
+
+    // A long reply, interrupted: its connection is closed, the next turn opens one.
+    call.prompt(&format!(
+        "Conte tudo {}",
+        voxrelay::bench::fake_llm::LONG_MARKER
+    ))
+    .await;
+    let first = call.recv().await;
+    assert_eq!(first["type"], "text");
+    call.interrupt("t").await;
+    call.expect_silence(Duration::from_millis(200)).await;
+    call.prompt("E agora?").await;
+    assert_eq!(call.reply().await.tokens.len(), 12);
+    assert_eq!(llm.connections(), 2);
+}
