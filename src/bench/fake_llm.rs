@@ -303,9 +303,7 @@ mod tests {
     #[test]
     fn events_are_chunked_sse() {
         let mut out = Vec::new();
-        if send_done {
-            chunk(&mut out, "[DONE]");
-        }
+        chunk(&mut out, "[DONE]");
         assert_eq!(out, b"e\r\ndata: [DONE]\n\n\r\n");
     }
 }
