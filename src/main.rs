@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use voxrelay::{AppState, Config};
 
+// Many small, short-lived allocations per token (JSON values, frames, buffers):
+// mimalloc spends far less time on them than glibc's malloc (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Exactly one TLS crypto provider, installed before any TLS connection.
