@@ -18,6 +18,7 @@
 //!   STT), transport-independent, for the Media Streams mode.
 //! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
 //! - [`twiml`]: TwiML documents with every value escaped.
+//! - [`text`]: accent folding shared by the agent core.
 //! - [`audio`]: μ-law, resampling, 20 ms framing and pacing, WAV files; pure code.
 //! - [`twilio`]: Twilio's REST API client and the `X-Twilio-Signature` algorithm.
 //! - [`metrics`]: process-wide counters.
@@ -37,6 +38,7 @@ pub mod shutdown;
 pub mod speech;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod tools;
 pub mod transport;
 pub mod twilio;
