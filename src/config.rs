@@ -195,6 +195,67 @@ pub struct SpeechConfig {
     pub connect_timeout: Duration,
 }
 
+/// Twilio account, REST API and webhook security.
+#[derive(Clone, Debug)]
+pub struct TwilioConfig {
+    /// `AC…`: the account the REST API acts on.
+    pub account_sid: Option<String>,
+    /// The primary auth token: signs webhooks (and authenticates REST calls unless an
+    /// API key is set).
+    pub auth_token: Option<Secret>,
+    /// `SK…`: an API key for the REST API (recommended over the auth token).
+    pub api_key_sid: Option<String>,
+    pub api_key_secret: Option<Secret>,
+    /// Default caller id for outbound calls (E.164).
+    pub phone_number: Option<String>,
+    /// REST API base URL (no trailing slash); tests point it at a local fake.
+    pub api_base: String,
+    /// Time allowed for one REST request to Twilio.
+    pub timeout: Duration,
+    /// Whether `X-Twilio-Signature` is checked on every Twilio-facing route: on
+    /// whenever the auth token is set, unless `TWILIO_VALIDATE_SIGNATURES=false`.
+    pub validate_signatures: bool,
+    /// Whether `TWILIO_VALIDATE_SIGNATURES=false` turned validation off explicitly.
+    pub validation_disabled_by_config: bool,
+}
+
+impl TwilioConfig {
+    /// What to shout at start when Twilio-facing routes are not authenticated.
+    pub fn security_warning(&self) -> Option<&'static str> {
+        if self.validate_signatures {
+            None
+        } else if self.validation_disabled_by_config {
+            Some(
+                "TWILIO_VALIDATE_SIGNATURES=false: X-Twilio-Signature is NOT checked. Anyone who finds this server can call /twiml, /twilio/* and open /websocket, spending your LLM credits and forging call records. Use this only for local tests.",
+            )
+        } else {
+            Some(
+                "TWILIO_AUTH_TOKEN is not set: X-Twilio-Signature cannot be checked, so /twiml, /twilio/* and /websocket accept anyone. Set TWILIO_AUTH_TOKEN before taking real calls.",
+            )
+        }
+    }
+
+    /// The REST API credentials (user, password), if the account is configured.
+    pub fn rest_credentials(&self) -> Option<(String, Secret)> {
+        self.account_sid.as_ref()?;
+        match (&self.api_key_sid, &self.api_key_secret, &self.auth_token) {
+            (Some(sid), Some(secret), _) => Some((sid.clone(), secret.clone())),
+            (_, _, Some(token)) => Some((self.account_sid.clone()?, token.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `number` is an E.164 phone number: `+`, then 2 to 15 digits, not starting with 0.
+pub fn is_e164(number: &str) -> bool {
+    let Some(digits) = number.strip_prefix('+') else {
+        return false;
+    };
+    (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
 /// Everything the server needs, read once.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -223,6 +284,10 @@ pub struct Config {
     pub api_token: Secret,
     /// Whether `api_token` was generated at start (no `API_TOKEN` set).
     pub api_token_generated: bool,
+    pub twilio: TwilioConfig,
+    /// Where call records live: `sqlite://path` (default `sqlite://data/voxrelay.db`)
+    /// or `postgres://…`. May hold a password: show [`redact_database_url`] instead.
+    pub database_url: Secret,
     /// The agent's name (logs, `/status`).
     pub agent_name: String,
     /// The agent file read at start, if any.
@@ -242,6 +307,7 @@ pub const DEFAULT_WELCOME_GREETING: &str = "Olá! Eu sou o assistente virtual. C
 pub const DEFAULT_FALLBACK_MESSAGE: &str =
     "Desculpe, tive um problema para responder agora. Pode repetir, por favor?";
 const DEFAULT_OPENAI_MODEL: &str = "gpt-4.1-mini";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/voxrelay.db";
 pub const DEFAULT_TOOL_FILLER: &str = "Só um instante, por favor.";
 pub const DEFAULT_GOODBYE_MESSAGE: &str = "Obrigado pela ligação. Até logo!";
 pub const DEFAULT_HANDOFF_MESSAGE: &str =
@@ -432,6 +498,19 @@ impl Config {
             Some(token) => (Secret::new(token), false),
             None => (Secret::new(random_token()), true),
         };
+        let twilio = twilio_config(&mut env);
+        let database_url = env
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| database_url.starts_with(p))
+        {
+            env.errors.push(format!(
+                "DATABASE_URL must start with sqlite: or postgres://, got {:?}",
+                redact_database_url(&database_url)
+            ));
+        }
         let tools = read_tools(&mut env, &file, &relay.languages);
         let handoff = HandoffConfig {
             number: env.get("HANDOFF_NUMBER"),
@@ -470,6 +549,8 @@ impl Config {
             drain_timeout: Duration::from_secs(env.parse("DRAIN_TIMEOUT_SECS", 30u64)),
             api_token,
             api_token_generated,
+            twilio,
+            database_url: Secret::new(database_url),
             agent_name: env
                 .get("AGENT_NAME")
                 .unwrap_or_else(|| "voxrelay".to_string()),
@@ -483,6 +564,111 @@ impl Config {
             Err(ConfigError(env.errors))
         }
     }
+}
+
+fn twilio_config(env: &mut Vars) -> TwilioConfig {
+    let account_sid = env.get("TWILIO_ACCOUNT_SID");
+    if let Some(sid) = &account_sid
+        && !sid.starts_with("AC")
+    {
+        env.errors.push(format!(
+            "TWILIO_ACCOUNT_SID must start with AC, got {sid:?}"
+        ));
+    }
+    let auth_token = env.get("TWILIO_AUTH_TOKEN").map(Secret::new);
+    let api_key_sid = env.get("TWILIO_API_KEY_SID");
+    let api_key_secret = env.get("TWILIO_API_KEY_SECRET").map(Secret::new);
+    if api_key_sid.is_some() != api_key_secret.is_some() {
+        env.errors
+            .push("TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET must be set together".into());
+    }
+    if let Some(sid) = &api_key_sid
+        && !sid.starts_with("SK")
+    {
+        env.errors.push(format!(
+            "TWILIO_API_KEY_SID must start with SK, got {sid:?}"
+        ));
+    }
+    let phone_number = env.get("TWILIO_PHONE_NUMBER");
+    if let Some(number) = &phone_number
+        && !is_e164(number)
+    {
+        env.errors.push(format!(
+            "TWILIO_PHONE_NUMBER must be an E.164 number like +5511999990000, got {number:?}"
+        ));
+    }
+    let api_base = env
+        .get("TWILIO_API_BASE")
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| "https://api.twilio.com".to_string());
+    if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+        env.errors.push(format!(
+            "TWILIO_API_BASE must start with https:// (or http://), got {api_base:?}"
+        ));
+    }
+    let requested = match env
+        .get("TWILIO_VALIDATE_SIGNATURES")
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None => None,
+        Some("true" | "1" | "yes" | "on") => Some(true),
+        Some("false" | "0" | "no" | "off") => Some(false),
+        Some(other) => {
+            env.errors.push(format!(
+                "TWILIO_VALIDATE_SIGNATURES must be true or false, got {other:?}"
+            ));
+            None
+        }
+    };
+    if requested == Some(true) && auth_token.is_none() {
+        env.errors
+            .push("TWILIO_VALIDATE_SIGNATURES=true needs TWILIO_AUTH_TOKEN".into());
+    }
+    TwilioConfig {
+        validate_signatures: auth_token.is_some() && requested != Some(false),
+        validation_disabled_by_config: requested == Some(false),
+        account_sid,
+        auth_token,
+        api_key_sid,
+        api_key_secret,
+        phone_number,
+        api_base,
+        timeout: Duration::from_millis(env.parse("TWILIO_TIMEOUT_MS", 15_000u64)),
+    }
+}
+
+/// A database URL fit for a log line: the password (if any) becomes `***`.
+pub fn redact_database_url(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url.to_string(),
+    };
+    let Some(scheme_end) = url.find("://") else {
+        return url;
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.clone();
+    };
+    let user_info = &rest[..at];
+    let user = match user_info.find(':') {
+        Some(colon) => format!("{}:***", &user_info[..colon]),
+        None => user_info.to_string(),
+    };
+    format!("{}{}{}", &url[..scheme_end + 3], user, &rest[at..])
 }
 
 /// The `[speech]` part of the configuration.
@@ -1068,6 +1254,133 @@ mod tests {
         assert!(!c.api_token_generated);
         assert_eq!(c.api_token.expose(), "0123456789abcdef");
         assert!(Config::from_vars(vars(&[("API_TOKEN", "short")])).is_err());
+    }
+
+    #[test]
+    fn twilio_validation_follows_the_auth_token() {
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert!(!c.twilio.validate_signatures);
+        assert!(c.twilio.rest_credentials().is_none());
+        assert_eq!(c.twilio.api_base, "https://api.twilio.com");
+        let c = Config::from_vars(vars(&[
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "tok-secret"),
+        ]))
+        .unwrap();
+        assert!(c.twilio.validate_signatures);
+        let (user, pass) = c.twilio.rest_credentials().unwrap();
+        assert_eq!((user.as_str(), pass.expose()), ("AC123", "tok-secret"));
+        assert!(!format!("{c:?}").contains("tok-secret"));
+        let c = Config::from_vars(vars(&[
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TWILIO_VALIDATE_SIGNATURES", "false"),
+        ]))
+        .unwrap();
+        assert!(!c.twilio.validate_signatures);
+        assert!(c.twilio.validation_disabled_by_config);
+        assert!(c.twilio.security_warning().unwrap().contains("NOT checked"));
+        let c = Config::from_vars(vars(&[("TWILIO_AUTH_TOKEN", "tok")])).unwrap();
+        assert_eq!(c.twilio.security_warning(), None);
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert!(
+            c.twilio
+                .security_warning()
+                .unwrap()
+                .contains("TWILIO_AUTH_TOKEN")
+        );
+    }
+
+    #[test]
+    fn twilio_api_key_wins_over_the_auth_token_for_rest() {
+        let c = Config::from_vars(vars(&[
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TWILIO_API_KEY_SID", "SK9"),
+            ("TWILIO_API_KEY_SECRET", "key-secret"),
+            ("TWILIO_API_BASE", "http://127.0.0.1:9/"),
+        ]))
+        .unwrap();
+        let (user, pass) = c.twilio.rest_credentials().unwrap();
+        assert_eq!((user.as_str(), pass.expose()), ("SK9", "key-secret"));
+        assert_eq!(c.twilio.api_base, "http://127.0.0.1:9");
+        assert!(!format!("{c:?}").contains("key-secret"));
+    }
+
+    #[test]
+    fn twilio_settings_are_checked() {
+        let err = Config::from_vars(vars(&[
+            ("TWILIO_ACCOUNT_SID", "XX1"),
+            ("TWILIO_API_KEY_SID", "SK1"),
+            ("TWILIO_PHONE_NUMBER", "11 9999-0000"),
+            ("TWILIO_VALIDATE_SIGNATURES", "true"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "TWILIO_ACCOUNT_SID must start with AC",
+            "TWILIO_API_KEY_SECRET",
+            "TWILIO_PHONE_NUMBER",
+            "TWILIO_VALIDATE_SIGNATURES=true needs TWILIO_AUTH_TOKEN",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn e164_numbers() {
+        for ok in ["+5511999990000", "+14155550100", "+44"] {
+            assert!(is_e164(ok), "{ok}");
+        }
+        for bad in [
+            "5511999990000",
+            "+0551199",
+            "+55 11 99999",
+            "+",
+            "+1234567890123456",
+            "+55a1",
+        ] {
+            assert!(!is_e164(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn database_url_defaults_to_sqlite_and_is_checked() {
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert_eq!(c.database_url.expose(), "sqlite://data/voxrelay.db");
+        let c =
+            Config::from_vars(vars(&[("DATABASE_URL", "postgresql://u:pw@db:5432/x")])).unwrap();
+        assert!(!format!("{c:?}").contains("pw@"));
+        let err = Config::from_vars(vars(&[("DATABASE_URL", "mysql://u:hunter2@db/x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DATABASE_URL") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn database_urls_are_redacted() {
+        assert_eq!(
+            redact_database_url("postgres://user:p%40ss@host:5432/db?sslmode=require"),
+            "postgres://user:***@host:5432/db?sslmode=require"
+        );
+        assert_eq!(
+            redact_database_url("postgres://user@host/db"),
+            "postgres://user@host/db"
+        );
+        assert_eq!(
+            redact_database_url("postgres://host/db?user=a@b"),
+            "postgres://host/db?user=a@b"
+        );
+        assert_eq!(
+            redact_database_url("postgres://h/db?user=u&password=secret&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_database_url("sqlite://data/voxrelay.db"),
+            "sqlite://data/voxrelay.db"
+        );
     }
 
     #[test]

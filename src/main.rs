@@ -89,10 +89,10 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let state = match AppState::new(config) {
+    let state = match AppState::new(config).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "cannot set up the LLM provider");
+            tracing::error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
@@ -103,11 +103,20 @@ async fn serve() -> ExitCode {
             state.config.api_token.expose()
         );
     }
+    if let Some(warning) = state.config.twilio.security_warning() {
+        // Loud on purpose: on the console and in the logs, framed so it is noticed.
+        let rule = "!".repeat(78);
+        eprintln!("{rule}\nWARNING: {warning}\n{rule}");
+        tracing::warn!("SECURITY: {warning}");
+    }
     tracing::info!(
         %addr,
         public_url = state.config.public_url.as_deref().unwrap_or("(from request headers)"),
         llm = state.llm.name(),
         model = state.llm.model(),
+        store = %state.store.describe(),
+        twilio_signatures = if state.config.twilio.validate_signatures { "checked" } else { "NOT checked" },
+        twilio_rest = state.twilio.is_some(),
         language = %state.config.relay.language,
         agent = %state.config.agent_name,
         agent_config = state.config.agent_config_path.as_deref().unwrap_or("(none)"),
@@ -130,6 +139,14 @@ async fn call(args: &[String]) -> i32 {
             return 2;
         }
     };
+    let mut options = options;
+    if options.auth_token.is_none() {
+        // The same .env as the server's, so a local call signs like Twilio would.
+        let _ = dotenvy::dotenv();
+        options.auth_token = std::env::var("TWILIO_AUTH_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty());
+    }
     let input = tokio::io::BufReader::new(tokio::io::stdin());
     match voxrelay::sim::run(&options, input, tokio::io::stdout()).await {
         Ok(report) if report.ok() => 0,

@@ -16,12 +16,27 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{AgentSettings, CallObserver, NoObserver, RecentCalls};
+use crate::agent::{AgentSettings, CallObserver, RecentCalls};
 use crate::config::Config;
 use crate::llm::{self, LlmError, LlmProvider};
 use crate::metrics::Metrics;
+use crate::recorder::Recorder;
 use crate::relay::session::SessionDeps;
+use crate::store::{self, Store, StoreError};
 use crate::tools::ToolRegistry;
+use crate::twilio::client::TwilioClient;
+
+/// How long a shutdown waits for queued call records to reach the store.
+pub const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot set up the LLM provider: {0}")]
+    Llm(#[from] LlmError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+}
 
 /// How many dropped calls' conversations are kept for a resume, and for how long.
 const RECENT_CALLS: usize = 500;
@@ -34,7 +49,11 @@ pub struct AppState {
     pub llm: Arc<dyn LlmProvider>,
     pub agent_settings: Arc<AgentSettings>,
     pub metrics: Arc<Metrics>,
-    /// Receives every call's turns and records (the store, once configured).
+    /// Durable call records (read by the API).
+    pub store: Arc<dyn Store>,
+    /// Queues every call's records for the store.
+    pub recorder: Arc<Recorder>,
+    /// Receives every call's turns and records: the recorder.
     pub observer: Arc<dyn CallObserver>,
     /// The tools offered to the model on every call.
     pub tools: Arc<ToolRegistry>,
@@ -48,25 +67,40 @@ pub struct AppState {
     pub stop: CancellationToken,
     pub started_at: SystemTime,
     pub started: Instant,
+    /// Twilio's REST API, when the account is configured.
+    pub twilio: Option<Arc<TwilioClient>>,
 }
 
 impl AppState {
-    /// Builds the state, including the LLM provider the configuration names.
-    pub fn new(config: Config) -> Result<Self, LlmError> {
+    /// Builds the state: the LLM provider the configuration names, and the store at
+    /// `DATABASE_URL` (created and migrated as needed).
+    pub async fn new(config: Config) -> Result<Self, StartError> {
         let llm = llm::from_config(&config.llm)?;
-        Ok(Self::with_llm(config, llm))
+        let store = store::open(config.database_url.expose()).await?;
+        Ok(Self::with_parts(config, llm, store))
     }
 
-    /// Builds the state around a given LLM provider.
-    pub fn with_llm(config: Config, llm: Arc<dyn LlmProvider>) -> Self {
+    /// Builds the state around a given LLM provider and store, and starts the
+    /// store's writer task (so it needs a tokio runtime).
+    pub fn with_parts(config: Config, llm: Arc<dyn LlmProvider>, store: Arc<dyn Store>) -> Self {
+        let recorder = Recorder::start(store.clone());
+        let twilio = TwilioClient::from_config(&config.twilio)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot set up the Twilio REST client");
+                None
+            })
+            .map(Arc::new);
         Self {
+            twilio,
             agent_settings: Arc::new(AgentSettings::from_config(&config)),
             tools: Arc::new(ToolRegistry::from_config(&config)),
             recent_calls: Arc::new(RecentCalls::new(RECENT_CALLS, RECENT_CALLS_TTL)),
             config: Arc::new(config),
             llm,
             metrics: Arc::new(Metrics::default()),
-            observer: Arc::new(NoObserver),
+            store,
+            observer: recorder.clone(),
+            recorder,
             calls: TaskTracker::new(),
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
@@ -140,7 +174,15 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
         state.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), state.calls.wait()).await;
     }
+    // Every call has ended: what they said must reach the store before we exit.
+    if !state.recorder.flush(STORE_FLUSH_TIMEOUT).await {
+        tracing::warn!(
+            pending = state.recorder.counts().pending,
+            "call records still unwritten at shutdown"
+        );
+    }
     server_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), state.store.close()).await;
     tracing::info!("server stopped");
 }

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallInfo {
     pub call_sid: String,
+    /// The transport's own session id (ConversationRelay's `sessionId`), if any.
+    pub session_id: Option<String>,
     pub from: String,
     pub to: String,
     pub direction: Option<String>,

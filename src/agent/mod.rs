@@ -40,6 +40,11 @@ use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmSt
 use crate::metrics::Metrics;
 use crate::tools::{ToolContext, ToolEffect, ToolRegistry, ToolRun};
 
+/// The `<Parameter>` carrying a per-call greeting (set by the outbound-call API):
+/// what Twilio spoke first, recorded as the agent's first turn instead of the
+/// configured greeting, and never shown to the model as call data.
+pub const GREETING_PARAMETER: &str = "voxrelay_greeting";
+
 /// Per-deployment agent settings, shared by every call.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
@@ -404,7 +409,12 @@ impl Agent {
         }
     }
 
-    fn start_call(&mut self, info: CallInfo) {
+    fn start_call(&mut self, mut info: CallInfo) {
+        // A per-call greeting (an outbound call's) replaces the configured one.
+        let greeting = info
+            .parameters
+            .remove(GREETING_PARAMETER)
+            .unwrap_or_else(|| self.settings.welcome_greeting.clone());
         if let Some(snapshot) = self.recent.as_ref().and_then(|r| r.take(&info.call_sid)) {
             tracing::info!(
                 messages = snapshot.history.messages().len(),
@@ -440,10 +450,8 @@ impl Agent {
             .messages()
             .iter()
             .any(|m| m.role == crate::llm::Role::Assistant);
-        if !self.settings.welcome_greeting.is_empty() && !greeted {
-            self.history.push(ChatMessage::assistant(
-                self.settings.welcome_greeting.clone(),
-            ));
+        if !greeting.is_empty() && !greeted {
+            self.history.push(ChatMessage::assistant(greeting));
         }
         self.observer.call_started(&info);
         self.call = Some(info);
@@ -1063,6 +1071,48 @@ mod tests {
             vec![Role::System, Role::Assistant, Role::User, Role::Assistant]
         );
         assert_eq!(agent.history()[1].content, "Olá!");
+    }
+
+    #[test]
+    fn a_per_call_greeting_replaces_the_configured_one() {
+        let mut agent = Agent::new(Arc::new(ScriptedProvider::new(Duration::ZERO)), settings());
+        let parameters = [
+            (
+                GREETING_PARAMETER.to_string(),
+                "Oi Ana, aqui é a Clínica Sol!".to_string(),
+            ),
+            ("lead".to_string(), "Ana".to_string()),
+        ];
+        agent.handle(AgentInput::CallStarted(CallInfo {
+            parameters: parameters.into_iter().collect(),
+            ..CallInfo::default()
+        }));
+        let history = agent.history();
+        assert_eq!(history[1].content, "Oi Ana, aqui é a Clínica Sol!");
+        assert!(
+            history[0].content.contains("lead: Ana"),
+            "{}",
+            history[0].content
+        );
+        assert!(!history[0].content.contains(GREETING_PARAMETER));
+        assert!(
+            !agent
+                .call()
+                .unwrap()
+                .parameters
+                .contains_key(GREETING_PARAMETER)
+        );
+
+        // An empty per-call greeting means Twilio said nothing first.
+        let mut agent = Agent::new(Arc::new(ScriptedProvider::new(Duration::ZERO)), settings());
+        agent.handle(AgentInput::CallStarted(CallInfo {
+            parameters: [(GREETING_PARAMETER.to_string(), String::new())]
+                .into_iter()
+                .collect(),
+            ..CallInfo::default()
+        }));
+        assert_eq!(agent.history().len(), 1);
+        assert_eq!(agent.history()[0].content, "sys");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,5 @@
 //! `GET /health` (no I/O: safe for platform health checks, even while draining) and
-//! `GET /status` (version, uptime, calls, LLM).
+//! `GET /status` (version, uptime, calls, LLM, store).
 
 use std::time::Duration;
 
@@ -17,12 +17,19 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let status = warp::path!("status")
         .and(warp::get())
         .and(with_state(state))
-        .map(|state: AppState| status(&state).into_response());
+        .then(|state: AppState| async move { status(&state).await.into_response() });
     health.or(status).unify().boxed()
 }
 
-fn status(state: &AppState) -> impl Reply + use<> {
+/// How long `/status` waits for the database to answer.
+const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn status(state: &AppState) -> impl Reply + use<> {
     let uptime = Duration::from_secs(state.started.elapsed().as_secs());
+    let store_ok = matches!(
+        tokio::time::timeout(STORE_PING_TIMEOUT, state.store.ping()).await,
+        Ok(Ok(()))
+    );
     warp::reply::json(&serde_json::json!({
         "status": if state.is_draining() { "draining" } else { "ok" },
         "draining": state.is_draining(),
@@ -33,5 +40,10 @@ fn status(state: &AppState) -> impl Reply + use<> {
         "active_sessions": state.metrics.active_calls(),
         "total_sessions": state.metrics.total_calls(),
         "llm": {"provider": state.llm.name(), "model": state.llm.model()},
+        "store": {
+            "backend": state.store.backend(),
+            "ok": store_ok,
+            "writes": state.recorder.counts(),
+        },
     }))
 }

@@ -4,9 +4,13 @@
 //! Once a route matches, its handler answers by itself (never rejects), so a bad
 //! body cannot make warp fall through to a misleading 405 from another route.
 
+pub mod api;
 pub mod auth;
+pub mod callbacks;
 pub mod health;
 pub mod metrics;
+pub mod outbound;
+pub mod twilio_auth;
 pub mod twiml;
 pub mod ws;
 
@@ -31,7 +35,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(metrics::routes(state.clone()))
         .unify()
-        .or(ws::routes(state))
+        .or(ws::routes(state.clone()))
+        .unify()
+        .or(api::routes(state.clone()))
+        .unify()
+        .or(outbound::routes(state.clone()))
+        .unify()
+        .or(callbacks::routes(state))
         .unify()
         .recover(recover)
         .unify()
@@ -126,7 +136,11 @@ pub fn public_base(
                     v.and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
                         .filter(|s| !s.is_empty())
                 };
-                let proto = first(proto).unwrap_or_else(|| "http".to_string());
+                // A proxy may report the WebSocket scheme; the base is the HTTP one.
+                let proto = match first(proto).map(|p| p.to_ascii_lowercase()).as_deref() {
+                    Some("https" | "wss") => "https",
+                    _ => "http",
+                };
                 let host = first(fwd_host)
                     .or_else(|| first(host))
                     .unwrap_or_else(|| format!("localhost:{}", state.config.port));
@@ -146,6 +160,12 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
 
 /// The single place where unmatched requests get their answer.
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    if rejection.find::<twilio_auth::Forbidden>().is_some() {
+        return Ok(json_error(
+            StatusCode::FORBIDDEN,
+            "invalid Twilio signature",
+        ));
+    }
     if rejection.find::<auth::Unauthorized>().is_some() {
         let reply = json_error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
         return Ok(warp::reply::with_header(reply, "www-authenticate", "Bearer").into_response());

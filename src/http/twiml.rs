@@ -2,7 +2,7 @@
 //! with `<Connect><ConversationRelay>`; `POST /twiml/action` answers the end of the
 //! ConversationRelay session: a transfer (`<Dial>` or `<Enqueue>`) when the agent
 //! handed off, a fresh `<Connect>` when the socket dropped mid-call (64105), else
-//! `<Hangup/>`.
+//! `<Hangup/>`. Every route checks `X-Twilio-Signature` first.
 
 use bytes::Bytes;
 use warp::filters::BoxedFilter;
@@ -10,21 +10,26 @@ use warp::http::header::CONTENT_TYPE;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{PublicBase, limited_body, public_base, with_state};
+use super::{PublicBase, limited_body, public_base, twilio_auth, with_state};
 use crate::server::AppState;
 use crate::twiml;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let answer_get = warp::path!("twiml")
         .and(warp::get())
+        .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
-        .map(|state: AppState, base: PublicBase| answer(&state, &base, &[]));
+        .map(
+            |_form: Vec<(String, String)>, state: AppState, base: PublicBase| {
+                answer(&state, &base, &[])
+            },
+        );
     let answer_post = warp::path!("twiml")
         .or(warp::path!("incoming-call"))
         .unify()
         .and(warp::post())
-        .and(form_body())
+        .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
         .map(
@@ -34,7 +39,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         );
     let action = warp::path!("twiml" / "action")
         .and(warp::post())
-        .and(form_body())
+        .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
         .map(

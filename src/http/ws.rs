@@ -7,6 +7,8 @@
 //! every read) cost a third of the server's CPU and most of its memory per call in
 //! the benchmark. Twilio's messages are small, so a 4 KiB buffer (grown on demand
 //! up to the message size limit) is plenty.
+//!
+//! The handshake's `X-Twilio-Signature` is checked before the upgrade (403 on failure).
 
 use futures::{SinkExt, StreamExt, future};
 use hyper_util::rt::TokioIo;
@@ -21,7 +23,7 @@ use warp::http::{HeaderMap, StatusCode, header};
 use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::reply::Response;
 
-use super::{json_error, with_state};
+use super::{json_error, twilio_auth, with_state};
 use crate::relay::protocol::Outbound;
 use crate::server::AppState;
 use crate::transport::Frame;
@@ -35,6 +37,7 @@ pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("websocket")
         .and(warp::get())
+        .and(twilio_auth::websocket(state.clone()))
         .and(upgrade())
         .and(with_state(state))
         .map(|upgrade: Upgrade, state: AppState| upgrade_relay(upgrade, state))

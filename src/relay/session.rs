@@ -191,6 +191,7 @@ fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
             let setup = *setup;
             agent.handle(AgentInput::CallStarted(CallInfo {
                 call_sid: setup.call_sid,
+                session_id: Some(setup.session_id),
                 from: setup.from,
                 to: setup.to,
                 direction: setup.direction,

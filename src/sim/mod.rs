@@ -36,6 +36,9 @@ pub struct CallOptions {
     pub script: Option<PathBuf>,
     /// Longest wait for a reply in script mode.
     pub reply_timeout: Duration,
+    /// Signs the handshake with `X-Twilio-Signature`, as Twilio does, for servers
+    /// that check it (`TWILIO_AUTH_TOKEN` set there).
+    pub auth_token: Option<String>,
 }
 
 impl Default for CallOptions {
@@ -48,6 +51,7 @@ impl Default for CallOptions {
             lang: "pt-BR".into(),
             script: None,
             reply_timeout: Duration::from_secs(15),
+            auth_token: None,
         }
     }
 }
@@ -66,6 +70,8 @@ OPTIONS:
     --lang TAG         language of the prompts [default: pt-BR]
     --script FILE      run FILE non-interactively: one caller turn per line
     --timeout SECS     longest wait for a reply in script mode [default: 15]
+    --auth-token TOKEN sign the handshake like Twilio (servers with TWILIO_AUTH_TOKEN
+                       check it) [default: $TWILIO_AUTH_TOKEN, also from .env]
 
 Type what the caller says and press Enter. Commands:
     /dtmf 123#         press keys
@@ -108,6 +114,7 @@ impl CallOptions {
                 "--to" => options.to = value()?,
                 "--lang" => options.lang = value()?,
                 "--script" => options.script = Some(PathBuf::from(value()?)),
+                "--auth-token" => options.auth_token = Some(value()?),
                 "--param" => {
                     let pair = value()?;
                     let (k, v) = pair

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -40,10 +41,38 @@ pub struct TestApp {
     server: Option<JoinHandle<()>>,
 }
 
-/// A configuration for tests: offline, fast scripted words, plus `vars`.
+/// A fresh SQLite database URL: a new file under the test's own temp folder.
+pub fn temp_sqlite_url() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static CLEAN: Once = Once::new();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("db");
+    CLEAN.call_once(|| {
+        // Files left by earlier runs of this binary (an hour old or more).
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(3600));
+                if old {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let file = dir.join(format!("{}-{n}.db", std::process::id()));
+    format!("sqlite://{}", file.display())
+}
+
+/// A configuration for tests: offline, fast scripted words, a fresh SQLite file,
+/// plus `vars`.
 pub fn test_config(vars: &[(&str, &str)]) -> Config {
     let mut map: HashMap<String, String> = HashMap::new();
     map.insert("SCRIPTED_TOKEN_DELAY_MS".into(), "0".into());
+    map.insert("DATABASE_URL".into(), temp_sqlite_url());
     map.insert(
         "LOG_DIR".into(),
         std::env::temp_dir()
@@ -64,7 +93,7 @@ pub async fn spawn_app(vars: &[(&str, &str)]) -> TestApp {
 
 pub async fn spawn_with_config(config: Config) -> TestApp {
     init_logs();
-    let state = AppState::new(config).expect("LLM provider");
+    let state = AppState::new(config).await.expect("app state");
     spawn_with_state(state).await
 }
 

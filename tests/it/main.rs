@@ -1,19 +1,27 @@
 //! Integration tests: the real server on `127.0.0.1:0`, real sockets, fake peers on
 //! loopback (Twilio's side, an OpenAI-compatible LLM). One binary for all of them.
 
+mod api;
 mod audio_sox;
 mod bench;
+mod callbacks;
 mod common;
+mod db;
 mod fake_http;
 mod fake_llm;
 mod fake_speech;
+mod fake_twilio;
 mod handoff;
 mod http;
 mod metrics;
+mod outbound;
 mod relay;
 mod shutdown;
 mod sim;
 mod speech_elevenlabs;
 mod speech_realtime;
+mod store;
 mod tools;
+mod twilio_signature;
+mod twilio_spec;
 mod twiml_examples;

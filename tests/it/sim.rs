@@ -165,3 +165,23 @@ async fn the_call_command_runs_a_script_and_reports_failures_by_exit_code() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn the_simulator_signs_its_handshake_for_servers_that_check_it() {
+    let token = "twilio-auth-token-for-tests-0123";
+    let app = spawn_app(&[("TWILIO_AUTH_TOKEN", token)]).await;
+    let script = write_script("signed.txt", "Oi\n");
+    let mut options = CallOptions {
+        url: app.ws_url("/websocket"),
+        script: Some(script),
+        ..CallOptions::default()
+    };
+    // Unsigned: refused before the upgrade.
+    let refused = sim::run(&options, tokio::io::empty(), Vec::new()).await;
+    let error = refused.expect_err("an unsigned handshake is refused").to_string();
+    assert!(error.contains("403"), "{error}");
+    // Signed like Twilio: the call goes through.
+    options.auth_token = Some(token.to_string());
+    let report = sim::run(&options, tokio::io::empty(), Vec::new()).await.unwrap();
+    assert_eq!(report.turns[0].reply, reply_to("Oi"));
+}

@@ -96,7 +96,7 @@ pub async fn app(extra: &[(&str, &str)]) -> (TestApp, FakeLlm, Arc<Recorder>) {
 
 pub async fn app_with_config(vars: &[(&str, &str)]) -> (TestApp, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
-    let mut state = AppState::new(test_config(vars)).expect("LLM provider");
+    let mut state = AppState::new(test_config(vars)).await.expect("app state");
     state.observer = recorder.clone();
     (spawn_with_state(state).await, recorder)
 }

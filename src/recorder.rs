@@ -1,0 +1,619 @@
+//! The [`CallObserver`] that saves every call's records in the [`Store`] without
+//! ever slowing or breaking the call.
+//!
+//! Each observer method converts its record and puts it on a bounded queue, then
+//! returns: it never awaits, never blocks and never fails. One background writer
+//! task applies the queue in order (a turn before its interruption, a call's start
+//! before its end). A failed write is logged and retried with backoff a bounded
+//! number of times, then given up (and counted). When the queue is full the record
+//! is dropped and counted rather than making the call wait. On shutdown,
+//! [`Recorder::flush`] waits (bounded) until everything queued is written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::agent::{
+    AppointmentRecord, CallInfo, CallObserver, CallSummary, ToolCallRecord, TurnRecord,
+};
+use crate::store::{
+    Appointment, CallEnd, NewCall, Store, StoreError, ToolCall, Turn, millis, now_millis,
+};
+
+/// Records waiting for the writer at most; more are dropped (and counted).
+pub const QUEUE_CAPACITY: usize = 4096;
+/// Attempts per write: the first and this many retries.
+pub const RETRIES: u32 = 5;
+/// Delay before the first retry; doubled for each further one.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Counters shown on `/status`.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    pending: AtomicU64,
+    written: AtomicU64,
+    retried: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A snapshot of [`RecorderStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RecorderCounts {
+    /// Records queued and not yet written.
+    pub pending: u64,
+    pub written: u64,
+    /// Attempts that failed and were tried again.
+    pub retried: u64,
+    /// Records given up after every retry failed.
+    pub failed: u64,
+    /// Records dropped because the queue was full.
+    pub dropped: u64,
+}
+
+/// One write, as the store takes it. Tool calls and appointments get their
+/// per-call sequence number from the writer.
+#[derive(Debug)]
+enum Op {
+    CallStarted(NewCall),
+    Turn(String, Turn),
+    Interrupted {
+        call_sid: String,
+        seq: i64,
+        heard: String,
+    },
+    ToolCall(String, ToolCall),
+    Appointment(Appointment),
+    CallEnded(String, CallEnd),
+    /// Answered once everything queued before it has been handled.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Queues call records for the store; cheap to share across calls.
+pub struct Recorder {
+    tx: mpsc::Sender<Op>,
+    stats: Arc<RecorderStats>,
+}
+
+impl Recorder {
+    /// Starts the writer task for `store` (needs a tokio runtime). The task ends
+    /// once the recorder is dropped and the queue is empty.
+    pub fn start(store: Arc<dyn Store>) -> Arc<Self> {
+        Self::start_with(store, QUEUE_CAPACITY, FIRST_BACKOFF)
+    }
+
+    /// [`Recorder::start`] with a given queue size and first backoff.
+    pub fn start_with(store: Arc<dyn Store>, capacity: usize, backoff: Duration) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let stats = Arc::new(RecorderStats::default());
+        tokio::spawn(write_all(store, rx, stats.clone(), backoff));
+        Arc::new(Self { tx, stats })
+    }
+
+    pub fn counts(&self) -> RecorderCounts {
+        RecorderCounts {
+            pending: self.stats.pending.load(Ordering::Relaxed),
+            written: self.stats.written.load(Ordering::Relaxed),
+            retried: self.stats.retried.load(Ordering::Relaxed),
+            failed: self.stats.failed.load(Ordering::Relaxed),
+            dropped: self.stats.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until every record queued so far is written (or given up), at most
+    /// `timeout`. Returns whether it got there in time.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let (ack, done) = oneshot::channel();
+        let wait = async { self.tx.send(Op::Flush(ack)).await.is_ok() && done.await.is_ok() };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    }
+
+    /// Queues `op`, or drops it (counted, logged) when the queue is full.
+    fn queue(&self, op: Op) {
+        let what = op.kind();
+        match self.tx.try_send(op) {
+            Ok(()) => {
+                self.stats.pending.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let reason = match e {
+                    mpsc::error::TrySendError::Full(_) => "the store queue is full",
+                    mpsc::error::TrySendError::Closed(_) => "the store writer stopped",
+                };
+                // The first drop and every 100th after it: a stalled database must
+                // not flood the log.
+                if dropped % 100 == 1 {
+                    tracing::warn!(record = what, dropped, reason, "call record dropped");
+                }
+            }
+        }
+    }
+}
+
+impl Op {
+    fn kind(&self) -> &'static str {
+        match self {
+            Op::CallStarted(_) => "call start",
+            Op::Turn(..) => "turn",
+            Op::Interrupted { .. } => "interruption",
+            Op::ToolCall(..) => "tool call",
+            Op::Appointment(_) => "appointment",
+            Op::CallEnded(..) => "call end",
+            Op::Flush(_) => "flush",
+        }
+    }
+}
+
+impl CallObserver for Recorder {
+    fn call_started(&self, call: &CallInfo) {
+        let parameters = (!call.parameters.is_empty()).then(|| {
+            let sorted: BTreeMap<_, _> = call.parameters.iter().collect();
+            serde_json::to_string(&sorted).unwrap_or_default()
+        });
+        let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        self.queue(Op::CallStarted(NewCall {
+            call_sid: call.call_sid.clone(),
+            session_id: call.session_id.clone().filter(|s| !s.is_empty()),
+            from: text(&call.from),
+            to: text(&call.to),
+            direction: call.direction.clone(),
+            mode: text(&call.mode),
+            parameters,
+            started_at: now_millis(),
+        }));
+    }
+
+    fn turn(&self, call_sid: &str, turn: &TurnRecord) {
+        self.queue(Op::Turn(
+            call_sid.to_string(),
+            Turn {
+                seq: i64::from(turn.seq),
+                role: turn.speaker.as_str().to_string(),
+                text: turn.text.clone(),
+                interrupted: false,
+                heard: None,
+                started_at: millis(turn.started_at),
+                ended_at: millis(turn.ended_at),
+                time_to_first_token_ms: turn.time_to_first_token_ms.map(|ms| ms as i64),
+            },
+        ));
+    }
+
+    fn turn_interrupted(&self, call_sid: &str, seq: u32, heard: &str) {
+        self.queue(Op::Interrupted {
+            call_sid: call_sid.to_string(),
+            seq: i64::from(seq),
+            heard: heard.to_string(),
+        });
+    }
+
+    fn tool_call(&self, call_sid: &str, record: &ToolCallRecord) {
+        self.queue(Op::ToolCall(
+            call_sid.to_string(),
+            ToolCall {
+                seq: 0,
+                name: record.name.clone(),
+                arguments: record.arguments.clone(),
+                result: record.result.clone(),
+                ok: record.ok,
+                started_at: millis(record.started_at),
+                duration_ms: record.duration_ms as i64,
+            },
+        ));
+    }
+
+    fn appointment(&self, call_sid: &str, a: &AppointmentRecord) {
+        self.queue(Op::Appointment(Appointment {
+            id: 0,
+            call_sid: call_sid.to_string(),
+            seq: 0,
+            caller_number: None,
+            name: a.name.clone(),
+            email: a.email.clone(),
+            preferred_day: a.preferred_day.clone(),
+            preferred_time: a.preferred_time.clone(),
+            phone: a.phone.clone(),
+            notes: a.notes.clone(),
+            created_at: a.created_at.map(millis).unwrap_or_else(now_millis),
+        }));
+    }
+
+    fn call_ended(&self, call_sid: &str, summary: &CallSummary) {
+        self.queue(Op::CallEnded(
+            call_sid.to_string(),
+            CallEnd {
+                status: summary.status.clone(),
+                ended_at: now_millis(),
+                handoff_data: summary.handoff_data.clone(),
+                turns: i64::from(summary.turns),
+                interrupts: i64::from(summary.interrupts),
+                errors: i64::from(summary.llm_errors),
+            },
+        ));
+    }
+}
+
+/// What the writer remembers about a live call.
+#[derive(Default)]
+struct LiveCall {
+    /// The other party's number: the caller on inbound calls, the callee on
+    /// outbound ones.
+    party: Option<String>,
+    /// The next tool call's and appointment's numbers; read from the store the
+    /// first time they are needed (a resumed call goes on from where it was).
+    next: Option<(i64, i64)>,
+}
+
+/// Live calls the writer tracks at most (each is forgotten when its call ends; this
+/// only bounds memory should ends go missing).
+const MAX_LIVE_CALLS: usize = 100_000;
+
+/// The writer task: applies queued records in order until the queue closes.
+async fn write_all(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Op>,
+    stats: Arc<RecorderStats>,
+    backoff: Duration,
+) {
+    let mut live: HashMap<String, LiveCall> = HashMap::new();
+    while let Some(op) = rx.recv().await {
+        let mut op = match op {
+            Op::Flush(ack) => {
+                let _ = ack.send(());
+                continue;
+            }
+            op => op,
+        };
+        let call_sid = op_call_sid(&op).to_string();
+        remember(&op, &mut live);
+        let mut numbered = !matches!(op, Op::ToolCall(..) | Op::Appointment(_));
+        let mut delay = backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                if !numbered {
+                    number(&*store, &mut op, &mut live).await?;
+                    numbered = true;
+                }
+                apply(&*store, &op).await
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    stats.written.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) if attempt <= RETRIES => {
+                    stats.retried.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(call_sid, record = op.kind(), attempt, error = %e, retry_in = ?delay, "store write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(call_sid, record = op.kind(), attempts = attempt, error = %e, "store write failed; giving up on this record");
+                    break;
+                }
+            }
+        }
+        if let Op::CallEnded(..) = op {
+            live.remove(&call_sid);
+        }
+        stats.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn live_call<'a>(live: &'a mut HashMap<String, LiveCall>, call_sid: &str) -> &'a mut LiveCall {
+    if !live.contains_key(call_sid) && live.len() >= MAX_LIVE_CALLS {
+        live.clear();
+    }
+    live.entry(call_sid.to_string()).or_default()
+}
+
+/// Notes the other party's number when a call starts.
+fn remember(op: &Op, live: &mut HashMap<String, LiveCall>) {
+    if let Op::CallStarted(call) = op {
+        let outbound = call
+            .direction
+            .as_deref()
+            .is_some_and(|d| d.starts_with("outbound"));
+        let party = if outbound { &call.to } else { &call.from };
+        live_call(live, &call.call_sid).party = party.clone();
+    }
+}
+
+/// Gives a tool call or appointment its per-call number (and an appointment the
+/// party's number).
+async fn number(
+    store: &dyn Store,
+    op: &mut Op,
+    live: &mut HashMap<String, LiveCall>,
+) -> Result<(), StoreError> {
+    let sid = op_call_sid(op).to_string();
+    let state = live_call(live, &sid);
+    let (tool_calls, appointments) = match state.next {
+        Some(next) => next,
+        None => store.next_seqs(&sid).await?,
+    };
+    match op {
+        Op::ToolCall(_, tool_call) => {
+            tool_call.seq = tool_calls;
+            state.next = Some((tool_calls + 1, appointments));
+        }
+        Op::Appointment(a) => {
+            a.seq = appointments;
+            a.caller_number = state.party.clone();
+            state.next = Some((tool_calls, appointments + 1));
+        }
+        _ => state.next = Some((tool_calls, appointments)),
+    }
+    Ok(())
+}
+
+fn op_call_sid(op: &Op) -> &str {
+    match op {
+        Op::CallStarted(call) => &call.call_sid,
+        Op::Turn(sid, _) | Op::ToolCall(sid, _) | Op::CallEnded(sid, _) => sid,
+        Op::Interrupted { call_sid, .. } => call_sid,
+        Op::Appointment(a) => &a.call_sid,
+        Op::Flush(_) => "",
+    }
+}
+
+async fn apply(store: &dyn Store, op: &Op) -> Result<(), StoreError> {
+    match op {
+        Op::CallStarted(call) => store.call_started(call).await,
+        Op::Turn(sid, turn) => store.add_turn(sid, turn).await,
+        Op::Interrupted {
+            call_sid,
+            seq,
+            heard,
+        } => store.mark_interrupted(call_sid, *seq, heard).await,
+        Op::ToolCall(sid, tool_call) => store.add_tool_call(sid, tool_call).await,
+        Op::Appointment(a) => store.add_appointment(a).await,
+        Op::CallEnded(sid, end) => store.call_ended(sid, end).await,
+        Op::Flush(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::agent::Speaker;
+    use crate::store;
+
+    /// A fresh SQLite file, removed when dropped.
+    struct TempDb(std::path::PathBuf);
+    impl TempDb {
+        fn new() -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            Self(
+                std::env::temp_dir()
+                    .join(format!("voxrelay-recorder-{}-{n}.db", std::process::id())),
+            )
+        }
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.0.display())
+        }
+    }
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+
+    async fn raw(url: &str, sql: &str) {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    fn call(sid: &str, direction: &str) -> CallInfo {
+        CallInfo {
+            call_sid: sid.into(),
+            session_id: Some("VX1".into()),
+            from: "+5511999990000".into(),
+            to: "+5511333330000".into(),
+            direction: Some(direction.into()),
+            mode: "relay".into(),
+            parameters: [("lead".to_string(), "Ana".to_string())].into(),
+        }
+    }
+
+    fn turn(seq: u32, text: &str) -> TurnRecord {
+        TurnRecord {
+            seq,
+            speaker: if seq % 2 == 0 {
+                Speaker::Caller
+            } else {
+                Speaker::Agent
+            },
+            text: text.into(),
+            started_at: SystemTime::now(),
+            ended_at: SystemTime::now(),
+            time_to_first_token_ms: None,
+        }
+    }
+
+    fn tool(name: &str) -> ToolCallRecord {
+        ToolCallRecord {
+            name: name.into(),
+            arguments: "{}".into(),
+            result: "ok".into(),
+            ok: true,
+            started_at: SystemTime::now(),
+            duration_ms: 3,
+        }
+    }
+
+    fn booking(name: &str) -> AppointmentRecord {
+        AppointmentRecord {
+            name: name.into(),
+            preferred_day: "2026-11-24".into(),
+            ..AppointmentRecord::default()
+        }
+    }
+
+    fn ended() -> CallSummary {
+        CallSummary {
+            status: "completed".into(),
+            turns: 1,
+            ..CallSummary::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn records_reach_the_store_numbered_and_in_order() {
+        let db = TempDb::new();
+        let store = store::open(&db.url()).await.unwrap();
+        let recorder = Recorder::start(store.clone());
+        recorder.call_started(&call("CA1", "inbound"));
+        recorder.turn("CA1", &turn(0, "Oi"));
+        recorder.turn("CA1", &turn(1, "Olá! Em que posso ajudar?"));
+        recorder.turn_interrupted("CA1", 1, "Olá!");
+        recorder.tool_call("CA1", &tool("check_calendar"));
+        recorder.tool_call("CA1", &tool("schedule_appointment"));
+        recorder.appointment("CA1", &booking("Ana"));
+        recorder.call_ended("CA1", &ended());
+        // An outbound call: the party is the number called.
+        recorder.call_started(&call("CA2", "outbound-api"));
+        recorder.appointment("CA2", &booking("Bia"));
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let counts = recorder.counts();
+        assert_eq!((counts.written, counts.pending, counts.failed), (10, 0, 0));
+
+        let detail = store.get_call("CA1").await.unwrap().unwrap();
+        assert_eq!(detail.call.status, "completed");
+        assert_eq!(detail.call.parameters.as_deref(), Some(r#"{"lead":"Ana"}"#));
+        let transcript = store.transcript("CA1").await.unwrap().unwrap();
+        assert_eq!(transcript.turns[1].heard.as_deref(), Some("Olá!"));
+        let tools: Vec<(i64, &str)> = transcript
+            .tool_calls
+            .iter()
+            .map(|t| (t.seq, t.name.as_str()))
+            .collect();
+        assert_eq!(tools, [(0, "check_calendar"), (1, "schedule_appointment")]);
+        let page = store.list_appointments(10, None).await.unwrap();
+        let parties: Vec<(&str, Option<&str>)> = page
+            .appointments
+            .iter()
+            .map(|a| (a.name.as_str(), a.caller_number.as_deref()))
+            .collect();
+        assert_eq!(
+            parties,
+            [
+                ("Bia", Some("+5511333330000")),
+                ("Ana", Some("+5511999990000"))
+            ]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_resumed_call_goes_on_numbering_its_records() {
+        let db = TempDb::new();
+        let store = store::open(&db.url()).await.unwrap();
+        let recorder = Recorder::start(store.clone());
+        recorder.call_started(&call("CA1", "inbound"));
+        recorder.tool_call("CA1", &tool("a"));
+        recorder.appointment("CA1", &booking("Ana"));
+        recorder.call_ended("CA1", &ended());
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        // A new recorder (as after a restart) and the same call reconnecting.
+        let recorder = Recorder::start(store.clone());
+        recorder.call_started(&call("CA1", "inbound"));
+        recorder.tool_call("CA1", &tool("b"));
+        recorder.appointment("CA1", &booking("Ana de novo"));
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let transcript = store.transcript("CA1").await.unwrap().unwrap();
+        let tools: Vec<(i64, &str)> = transcript
+            .tool_calls
+            .iter()
+            .map(|t| (t.seq, t.name.as_str()))
+            .collect();
+        assert_eq!(tools, [(0, "a"), (1, "b")]);
+        let detail = store.get_call("CA1").await.unwrap().unwrap();
+        assert_eq!(detail.appointments, 2);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_records_instead_of_waiting() {
+        let db = TempDb::new();
+        let store = store::open(&db.url()).await.unwrap();
+        let recorder = Recorder::start_with(store.clone(), 4, Duration::from_millis(10));
+        // Another writer holds the database: our writes wait for it.
+        let blocker = sqlx::SqlitePool::connect(&db.url()).await.unwrap();
+        let mut lock = blocker.acquire().await.unwrap();
+        sqlx::raw_sql("BEGIN EXCLUSIVE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        for seq in 0..50 {
+            recorder.turn("CA1", &turn(seq, "palavra"));
+        }
+        let dropped = recorder.counts().dropped;
+        assert!(dropped >= 40, "only {dropped} dropped with a queue of 4");
+        sqlx::raw_sql("COMMIT").execute(&mut *lock).await.unwrap();
+        drop(lock);
+        blocker.close().await;
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let stored = store.transcript("CA1").await.unwrap().unwrap().turns.len() as u64;
+        assert_eq!(stored + dropped, 50, "every record is stored or counted");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn failed_writes_are_retried_then_given_up() {
+        let db = TempDb::new();
+        let store = store::open(&db.url()).await.unwrap();
+        let recorder = Recorder::start_with(store.clone(), 16, Duration::from_millis(1));
+        raw(&db.url(), "DROP TABLE turns").await;
+        recorder.turn("CA1", &turn(0, "Oi"));
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let counts = recorder.counts();
+        assert_eq!(counts.failed, 1);
+        assert_eq!(counts.retried, u64::from(RETRIES));
+        assert_eq!(counts.pending, 0);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_for_a_while_gets_through() {
+        let db = TempDb::new();
+        let store = store::open(&db.url()).await.unwrap();
+        let recorder = Recorder::start_with(store.clone(), 16, Duration::from_millis(20));
+        raw(
+            &db.url(),
+            "ALTER TABLE tool_calls RENAME TO tool_calls_away",
+        )
+        .await;
+        recorder.tool_call("CA1", &tool("check_calendar"));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        raw(
+            &db.url(),
+            "ALTER TABLE tool_calls_away RENAME TO tool_calls",
+        )
+        .await;
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let counts = recorder.counts();
+        assert!(counts.retried >= 1, "{counts:?}");
+        assert_eq!(counts.failed, 0);
+        let transcript = store.transcript("CA1").await.unwrap().unwrap();
+        assert_eq!(transcript.tool_calls.len(), 1);
+        store.close().await;
+    }
+}

@@ -1,0 +1,333 @@
+//! Durable call records: the [`Store`] trait, the rows it keeps, and [`open`], which
+//! picks the backend from `DATABASE_URL` (SQLite file by default, PostgreSQL for
+//! `postgres://…`) and applies the schema migrations in `migrations/`.
+//!
+//! The store knows nothing about calls in progress or transports: the agent's
+//! records reach it through `crate::recorder`, which queues them off the call's path.
+//! Times are milliseconds since the Unix epoch (UTC).
+
+mod migrations;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+/// Milliseconds since the Unix epoch (UTC).
+pub type Millis = i64;
+
+/// `time` as [`Millis`] (0 before 1970).
+pub fn millis(time: SystemTime) -> Millis {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// The current time as [`Millis`].
+pub fn now_millis() -> Millis {
+    millis(SystemTime::now())
+}
+
+/// Why the store could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot apply the schema migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("unsupported DATABASE_URL (expected sqlite: or postgres://)")]
+    UnsupportedUrl,
+}
+
+/// A call as it connects (the agent's `call_started`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewCall {
+    pub call_sid: String,
+    pub session_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub direction: Option<String>,
+    /// `relay` or `stream`.
+    pub mode: Option<String>,
+    /// The TwiML `<Parameter>`s as a JSON object.
+    pub parameters: Option<String>,
+    pub started_at: Millis,
+}
+
+/// How a call ended (the agent's `call_ended`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallEnd {
+    pub status: String,
+    pub ended_at: Millis,
+    pub handoff_data: Option<String>,
+    pub turns: i64,
+    pub interrupts: i64,
+    pub errors: i64,
+}
+
+/// What a Twilio status callback says about a call (it may not be stored yet, e.g.
+/// an outbound call that is still ringing).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusUpdate {
+    pub call_sid: String,
+    /// Twilio's `CallStatus`: `queued`, `ringing`, `in-progress`, `completed`, …
+    pub status: String,
+    /// Twilio's `CallDuration`, in seconds.
+    pub duration_secs: Option<i64>,
+    /// Twilio's `AnsweredBy` (answering-machine detection).
+    pub answered_by: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub direction: Option<String>,
+    pub at: Millis,
+}
+
+/// A call recording made by Twilio.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Recording {
+    pub sid: Option<String>,
+    pub url: Option<String>,
+    pub duration_secs: Option<i64>,
+    /// Where a copy was saved on this server, if one was.
+    pub path: Option<String>,
+}
+
+impl Recording {
+    fn is_empty(&self) -> bool {
+        self.sid.is_none() && self.url.is_none() && self.path.is_none()
+    }
+}
+
+/// A stored call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Call {
+    pub call_sid: String,
+    pub session_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub direction: Option<String>,
+    pub mode: Option<String>,
+    pub status: String,
+    /// The TwiML `<Parameter>`s as a JSON object (text).
+    pub parameters: Option<String>,
+    pub started_at: Millis,
+    pub ended_at: Option<Millis>,
+    /// Measured by voxrelay, from connect to end.
+    pub duration_ms: Option<i64>,
+    /// Reported by Twilio.
+    pub twilio_duration_secs: Option<i64>,
+    pub answered_by: Option<String>,
+    pub handoff_data: Option<String>,
+    /// Replies started, as counted by the agent (set when the call ends).
+    pub turns: i64,
+    pub interrupts: i64,
+    pub errors: i64,
+    pub recording: Option<Recording>,
+    pub updated_at: Millis,
+}
+
+/// A call with the number of records kept for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CallDetail {
+    #[serde(flatten)]
+    pub call: Call,
+    pub transcript_turns: i64,
+    pub tool_calls: i64,
+    pub appointments: i64,
+}
+
+/// One transcript turn.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Turn {
+    /// Position in the call, from 0.
+    pub seq: i64,
+    /// `caller` or `agent`.
+    pub role: String,
+    /// Everything the agent produced (or the caller said).
+    pub text: String,
+    /// The caller talked over this agent turn.
+    pub interrupted: bool,
+    /// What the caller heard of an interrupted turn.
+    pub heard: Option<String>,
+    pub started_at: Millis,
+    pub ended_at: Millis,
+    pub time_to_first_token_ms: Option<i64>,
+}
+
+/// A tool the agent ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ToolCall {
+    /// Position among the call's tool calls, from 0.
+    pub seq: i64,
+    pub name: String,
+    /// JSON text, as the model produced it.
+    pub arguments: String,
+    pub result: String,
+    pub ok: bool,
+    pub started_at: Millis,
+    pub duration_ms: i64,
+}
+
+/// A booked appointment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Appointment {
+    /// Assigned by the database (ignored when adding).
+    pub id: i64,
+    pub call_sid: String,
+    /// Position among the call's appointments, from 0.
+    pub seq: i64,
+    pub caller_number: Option<String>,
+    pub name: String,
+    pub email: Option<String>,
+    pub preferred_day: String,
+    pub preferred_time: Option<String>,
+    pub phone: Option<String>,
+    pub notes: Option<String>,
+    pub created_at: Millis,
+}
+
+/// A call's transcript and tool calls, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Transcript {
+    pub turns: Vec<Turn>,
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// Where a page of calls starts: strictly older than this call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallCursor {
+    pub started_at: Millis,
+    pub call_sid: String,
+}
+
+impl CallCursor {
+    /// The cursor as it travels in `?before=`: `<started_at>.<call_sid>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.started_at, self.call_sid)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (ms, sid) = text.split_once('.')?;
+        Some(Self {
+            started_at: ms.parse().ok()?,
+            call_sid: sid.to_string(),
+        })
+    }
+}
+
+/// Calls, newest first, and where the next page starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallPage {
+    pub calls: Vec<Call>,
+    pub next: Option<CallCursor>,
+}
+
+/// Appointments, newest first, and the id the next page starts below.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppointmentPage {
+    pub appointments: Vec<Appointment>,
+    pub next_before: Option<i64>,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Durable storage for call records. Writes are idempotent (a retried write after
+/// an unknown outcome stores nothing twice), so callers may retry freely.
+pub trait Store: Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Where the data lives, password redacted (for the start-up log).
+    fn describe(&self) -> String;
+    /// A round trip to the database.
+    fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Records a call that connected (creating it, or completing a record a status
+    /// callback made first).
+    fn call_started<'a>(&'a self, call: &'a NewCall) -> BoxFuture<'a, StoreResult<()>>;
+    /// Adds (or replaces) a transcript turn.
+    fn add_turn<'a>(&'a self, call_sid: &'a str, turn: &'a Turn) -> BoxFuture<'a, StoreResult<()>>;
+    /// Marks an agent turn as interrupted after the caller heard `heard`.
+    fn mark_interrupted<'a>(
+        &'a self,
+        call_sid: &'a str,
+        seq: i64,
+        heard: &'a str,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+    fn add_tool_call<'a>(
+        &'a self,
+        call_sid: &'a str,
+        tool_call: &'a ToolCall,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+    fn add_appointment<'a>(
+        &'a self,
+        appointment: &'a Appointment,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+    /// Closes a call's record.
+    fn call_ended<'a>(
+        &'a self,
+        call_sid: &'a str,
+        end: &'a CallEnd,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+    /// Applies a Twilio status callback, creating the call when it is not stored yet.
+    fn upsert_status<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, StoreResult<()>>;
+    /// Sets a call's recording SID, URL and duration (creating the call if needed).
+    /// `path` is ignored here: see [`Store::set_recording_path`].
+    fn set_recording<'a>(
+        &'a self,
+        call_sid: &'a str,
+        recording: &'a Recording,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+    /// Sets where a local copy of the call's recording was saved.
+    fn set_recording_path<'a>(
+        &'a self,
+        call_sid: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// The next free sequence numbers of the call's tool calls and appointments
+    /// (0 and 0 for a call with none), so a resumed call continues the numbering.
+    fn next_seqs<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, StoreResult<(i64, i64)>>;
+
+    /// Calls newest first: at most `limit`, older than `before`.
+    fn list_calls<'a>(
+        &'a self,
+        limit: u32,
+        before: Option<&'a CallCursor>,
+    ) -> BoxFuture<'a, StoreResult<CallPage>>;
+    fn get_call<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, StoreResult<Option<CallDetail>>>;
+    /// The call's transcript, or `None` when the call is unknown.
+    fn transcript<'a>(
+        &'a self,
+        call_sid: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<Transcript>>>;
+    /// Appointments newest first: at most `limit`, with ids below `before`.
+    fn list_appointments(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> BoxFuture<'_, StoreResult<AppointmentPage>>;
+
+    /// Closes the connections (after the last write).
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Opens the store `url` names, creating a SQLite file (and its directory) when
+/// missing, and applies the migrations.
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}

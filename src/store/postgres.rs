@@ -1,0 +1,47 @@
+//! The PostgreSQL backend (`DATABASE_URL=postgres://…`, e.g. Railway's Postgres), for
+//! deploys without a lasting disk or with several replicas. The migrator takes an
+//! advisory lock, so replicas starting together apply each migration once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Pool, Postgres};
+
+use super::sql::impl_store;
+use super::{StoreResult, migrations};
+
+/// Call records in a PostgreSQL database.
+pub struct PgStore {
+    pool: Pool<Postgres>,
+    location: String,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies the migrations.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("voxrelay");
+        let location = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        migrations::migrator(migrations::POSTGRES)
+            .await?
+            .run(&pool)
+            .await?;
+        Ok(Self { pool, location })
+    }
+
+    fn describe(&self) -> String {
+        format!("postgres ({})", self.location)
+    }
+}
+
+impl_store!(PgStore, Postgres, "postgres");

@@ -1,0 +1,615 @@
+//! The SQL both backends run, and [`impl_store!`], which implements [`super::Store`]
+//! for a backend's pool. SQLite and PostgreSQL read the same statements: `$n`
+//! placeholders, `ON CONFLICT … DO UPDATE`, `RETURNING`-free writes and row-value
+//! comparisons work on both, and every number is a 64-bit integer.
+//!
+//! Every write is idempotent (upserts keyed by call SID and sequence number), so the
+//! recorder may retry one whose outcome it does not know.
+
+/// Statuses after which a call is over (Twilio's, plus `handoff` from the agent).
+macro_rules! terminal_statuses {
+    () => {
+        "('completed', 'busy', 'failed', 'no-answer', 'canceled', 'handoff')"
+    };
+}
+
+macro_rules! call_columns {
+    () => {
+        "call_sid, session_id, from_number, to_number, direction, mode, status, parameters, \
+         started_at, ended_at, duration_ms, twilio_duration_secs, answered_by, handoff_data, \
+         turns, interrupts, errors, recording_sid, recording_url, recording_duration_secs, \
+         recording_path, updated_at"
+    };
+}
+
+/// A session connected: the call is live again even if an earlier session of it
+/// ended (Twilio reconnects a dropped socket to the same call).
+pub const CALL_STARTED: &str = "INSERT INTO calls (call_sid, session_id, from_number, to_number, direction, mode, status, \
+     parameters, started_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'in-progress', $7, $8, $8) \
+     ON CONFLICT (call_sid) DO UPDATE SET \
+     session_id = COALESCE(excluded.session_id, calls.session_id), \
+     from_number = COALESCE(excluded.from_number, calls.from_number), \
+     to_number = COALESCE(excluded.to_number, calls.to_number), \
+     direction = COALESCE(excluded.direction, calls.direction), \
+     mode = COALESCE(excluded.mode, calls.mode), \
+     parameters = COALESCE(excluded.parameters, calls.parameters), \
+     status = 'in-progress', ended_at = NULL, duration_ms = NULL, \
+     updated_at = excluded.updated_at";
+
+/// Makes sure a call row exists before a record refers to it (in case the call's
+/// own start record was lost).
+pub const ENSURE_CALL: &str = "INSERT INTO calls (call_sid, status, started_at, updated_at) \
+     VALUES ($1, 'in-progress', $2, $2) ON CONFLICT (call_sid) DO NOTHING";
+
+pub const ADD_TURN: &str = "INSERT INTO turns (call_sid, seq, role, text, started_at, ended_at, \
+     time_to_first_token_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (call_sid, seq) DO UPDATE SET role = excluded.role, text = excluded.text, \
+     started_at = excluded.started_at, ended_at = excluded.ended_at, \
+     time_to_first_token_ms = excluded.time_to_first_token_ms";
+
+pub const MARK_INTERRUPTED: &str =
+    "UPDATE turns SET interrupted = TRUE, heard = $3 WHERE call_sid = $1 AND seq = $2";
+
+pub const ADD_TOOL_CALL: &str = "INSERT INTO tool_calls (call_sid, seq, name, arguments, result, \
+     ok, started_at, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (call_sid, seq) DO NOTHING";
+
+pub const ADD_APPOINTMENT: &str = "INSERT INTO appointments (call_sid, seq, caller_number, name, \
+     email, preferred_day, preferred_time, phone, notes, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     ON CONFLICT (call_sid, seq) DO NOTHING";
+
+pub const CALL_ENDED: &str = "INSERT INTO calls (call_sid, status, started_at, ended_at, \
+     duration_ms, handoff_data, turns, interrupts, errors, updated_at) \
+     VALUES ($1, $2, $3, $3, 0, $4, $5, $6, $7, $3) \
+     ON CONFLICT (call_sid) DO UPDATE SET status = excluded.status, \
+     ended_at = excluded.ended_at, duration_ms = excluded.ended_at - calls.started_at, \
+     handoff_data = excluded.handoff_data, turns = excluded.turns, \
+     interrupts = excluded.interrupts, errors = excluded.errors, \
+     updated_at = excluded.updated_at";
+
+pub const UPSERT_STATUS: &str = concat!(
+    "INSERT INTO calls (call_sid, from_number, to_number, direction, status, \
+     twilio_duration_secs, answered_by, started_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+     ON CONFLICT (call_sid) DO UPDATE SET \
+     from_number = COALESCE(calls.from_number, excluded.from_number), \
+     to_number = COALESCE(calls.to_number, excluded.to_number), \
+     direction = COALESCE(calls.direction, excluded.direction), \
+     status = CASE \
+       WHEN calls.status IN ",
+    terminal_statuses!(),
+    " AND excluded.status NOT IN ",
+    terminal_statuses!(),
+    " THEN calls.status \
+       WHEN calls.status = 'handoff' AND excluded.status = 'completed' THEN calls.status \
+       ELSE excluded.status END, \
+     twilio_duration_secs = COALESCE(excluded.twilio_duration_secs, calls.twilio_duration_secs), \
+     answered_by = COALESCE(excluded.answered_by, calls.answered_by), \
+     updated_at = excluded.updated_at"
+);
+
+pub const SET_RECORDING: &str = "INSERT INTO calls (call_sid, status, started_at, updated_at, \
+     recording_sid, recording_url, recording_duration_secs) \
+     VALUES ($1, 'unknown', $5, $5, $2, $3, $4) \
+     ON CONFLICT (call_sid) DO UPDATE SET \
+     recording_sid = COALESCE(excluded.recording_sid, calls.recording_sid), \
+     recording_url = COALESCE(excluded.recording_url, calls.recording_url), \
+     recording_duration_secs = COALESCE(excluded.recording_duration_secs, \
+       calls.recording_duration_secs), \
+     updated_at = excluded.updated_at";
+
+pub const SET_RECORDING_PATH: &str = "INSERT INTO calls (call_sid, status, started_at, \
+     updated_at, recording_path) VALUES ($1, 'unknown', $3, $3, $2) \
+     ON CONFLICT (call_sid) DO UPDATE SET recording_path = excluded.recording_path, \
+     updated_at = excluded.updated_at";
+
+pub const LIST_CALLS: &str = concat!(
+    "SELECT ",
+    call_columns!(),
+    " FROM calls ORDER BY started_at DESC, call_sid DESC LIMIT $1"
+);
+
+pub const LIST_CALLS_BEFORE: &str = concat!(
+    "SELECT ",
+    call_columns!(),
+    " FROM calls WHERE (started_at, call_sid) < ($2, $3) \
+     ORDER BY started_at DESC, call_sid DESC LIMIT $1"
+);
+
+pub const GET_CALL: &str = concat!(
+    "SELECT ",
+    call_columns!(),
+    ", (SELECT COUNT(*) FROM turns t WHERE t.call_sid = calls.call_sid) AS n_turns, \
+     (SELECT COUNT(*) FROM tool_calls x WHERE x.call_sid = calls.call_sid) AS n_tool_calls, \
+     (SELECT COUNT(*) FROM appointments a WHERE a.call_sid = calls.call_sid) AS n_appointments \
+     FROM calls WHERE call_sid = $1"
+);
+
+pub const NEXT_SEQS: &str = "SELECT \
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM tool_calls WHERE call_sid = $1) AS next_tool_call, \
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM appointments WHERE call_sid = $1) AS next_appointment";
+
+pub const CALL_EXISTS: &str = "SELECT call_sid FROM calls WHERE call_sid = $1";
+
+pub const TURNS: &str = "SELECT seq, role, text, interrupted, heard, started_at, ended_at, \
+     time_to_first_token_ms FROM turns WHERE call_sid = $1 ORDER BY seq";
+
+pub const TOOL_CALLS: &str = "SELECT seq, name, arguments, result, ok, started_at, duration_ms \
+     FROM tool_calls WHERE call_sid = $1 ORDER BY seq";
+
+macro_rules! appointment_columns {
+    () => {
+        "id, call_sid, seq, caller_number, name, email, preferred_day, preferred_time, phone, \
+         notes, created_at"
+    };
+}
+
+pub const LIST_APPOINTMENTS: &str = concat!(
+    "SELECT ",
+    appointment_columns!(),
+    " FROM appointments ORDER BY id DESC LIMIT $1"
+);
+
+pub const LIST_APPOINTMENTS_BEFORE: &str = concat!(
+    "SELECT ",
+    appointment_columns!(),
+    " FROM appointments WHERE id < $2 ORDER BY id DESC LIMIT $1"
+);
+
+/// Implements [`super::Store`] for `$store`, a struct with a `pool: sqlx::Pool<$db>`
+/// and a `describe()` method. Both backends expand the same code over the same SQL.
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:literal) => {
+        impl $store {
+            fn call_from_row(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> Result<$crate::store::Call, sqlx::Error> {
+                use sqlx::Row as _;
+                let recording = $crate::store::Recording {
+                    sid: row.try_get("recording_sid")?,
+                    url: row.try_get("recording_url")?,
+                    duration_secs: row.try_get("recording_duration_secs")?,
+                    path: row.try_get("recording_path")?,
+                };
+                Ok($crate::store::Call {
+                    call_sid: row.try_get("call_sid")?,
+                    session_id: row.try_get("session_id")?,
+                    from: row.try_get("from_number")?,
+                    to: row.try_get("to_number")?,
+                    direction: row.try_get("direction")?,
+                    mode: row.try_get("mode")?,
+                    status: row.try_get("status")?,
+                    parameters: row.try_get("parameters")?,
+                    started_at: row.try_get("started_at")?,
+                    ended_at: row.try_get("ended_at")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                    twilio_duration_secs: row.try_get("twilio_duration_secs")?,
+                    answered_by: row.try_get("answered_by")?,
+                    handoff_data: row.try_get("handoff_data")?,
+                    turns: row.try_get("turns")?,
+                    interrupts: row.try_get("interrupts")?,
+                    errors: row.try_get("errors")?,
+                    recording: (!recording.is_empty()).then_some(recording),
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            fn appointment_from_row(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> Result<$crate::store::Appointment, sqlx::Error> {
+                use sqlx::Row as _;
+                Ok($crate::store::Appointment {
+                    id: row.try_get("id")?,
+                    call_sid: row.try_get("call_sid")?,
+                    seq: row.try_get("seq")?,
+                    caller_number: row.try_get("caller_number")?,
+                    name: row.try_get("name")?,
+                    email: row.try_get("email")?,
+                    preferred_day: row.try_get("preferred_day")?,
+                    preferred_time: row.try_get("preferred_time")?,
+                    phone: row.try_get("phone")?,
+                    notes: row.try_get("notes")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+
+            async fn ensure_call(&self, call_sid: &str, at: i64) -> Result<(), sqlx::Error> {
+                sqlx::query($crate::store::sql::ENSURE_CALL)
+                    .bind(call_sid)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            fn describe(&self) -> String {
+                <$store>::describe(self)
+            }
+
+            fn ping(&self) -> futures::future::BoxFuture<'_, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    sqlx::query("SELECT 1").execute(&self.pool).await?;
+                    Ok(())
+                })
+            }
+
+            fn call_started<'a>(
+                &'a self,
+                call: &'a $crate::store::NewCall,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    sqlx::query($crate::store::sql::CALL_STARTED)
+                        .bind(&call.call_sid)
+                        .bind(&call.session_id)
+                        .bind(&call.from)
+                        .bind(&call.to)
+                        .bind(&call.direction)
+                        .bind(&call.mode)
+                        .bind(&call.parameters)
+                        .bind(call.started_at)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn add_turn<'a>(
+                &'a self,
+                call_sid: &'a str,
+                turn: &'a $crate::store::Turn,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    self.ensure_call(call_sid, turn.started_at).await?;
+                    sqlx::query($crate::store::sql::ADD_TURN)
+                        .bind(call_sid)
+                        .bind(turn.seq)
+                        .bind(&turn.role)
+                        .bind(&turn.text)
+                        .bind(turn.started_at)
+                        .bind(turn.ended_at)
+                        .bind(turn.time_to_first_token_ms)
+                        .execute(&self.pool)
+                        .await?;
+                    if turn.interrupted {
+                        $crate::store::Store::mark_interrupted(
+                            self,
+                            call_sid,
+                            turn.seq,
+                            turn.heard.as_deref().unwrap_or(""),
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            }
+
+            fn mark_interrupted<'a>(
+                &'a self,
+                call_sid: &'a str,
+                seq: i64,
+                heard: &'a str,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    sqlx::query($crate::store::sql::MARK_INTERRUPTED)
+                        .bind(call_sid)
+                        .bind(seq)
+                        .bind(heard)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn add_tool_call<'a>(
+                &'a self,
+                call_sid: &'a str,
+                tool_call: &'a $crate::store::ToolCall,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    self.ensure_call(call_sid, tool_call.started_at).await?;
+                    sqlx::query($crate::store::sql::ADD_TOOL_CALL)
+                        .bind(call_sid)
+                        .bind(tool_call.seq)
+                        .bind(&tool_call.name)
+                        .bind(&tool_call.arguments)
+                        .bind(&tool_call.result)
+                        .bind(tool_call.ok)
+                        .bind(tool_call.started_at)
+                        .bind(tool_call.duration_ms)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn add_appointment<'a>(
+                &'a self,
+                a: &'a $crate::store::Appointment,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    self.ensure_call(&a.call_sid, a.created_at).await?;
+                    sqlx::query($crate::store::sql::ADD_APPOINTMENT)
+                        .bind(&a.call_sid)
+                        .bind(a.seq)
+                        .bind(&a.caller_number)
+                        .bind(&a.name)
+                        .bind(&a.email)
+                        .bind(&a.preferred_day)
+                        .bind(&a.preferred_time)
+                        .bind(&a.phone)
+                        .bind(&a.notes)
+                        .bind(a.created_at)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn call_ended<'a>(
+                &'a self,
+                call_sid: &'a str,
+                end: &'a $crate::store::CallEnd,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    sqlx::query($crate::store::sql::CALL_ENDED)
+                        .bind(call_sid)
+                        .bind(&end.status)
+                        .bind(end.ended_at)
+                        .bind(&end.handoff_data)
+                        .bind(end.turns)
+                        .bind(end.interrupts)
+                        .bind(end.errors)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn upsert_status<'a>(
+                &'a self,
+                u: &'a $crate::store::StatusUpdate,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    sqlx::query($crate::store::sql::UPSERT_STATUS)
+                        .bind(&u.call_sid)
+                        .bind(&u.from)
+                        .bind(&u.to)
+                        .bind(&u.direction)
+                        .bind(&u.status)
+                        .bind(u.duration_secs)
+                        .bind(&u.answered_by)
+                        .bind(u.at)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn set_recording<'a>(
+                &'a self,
+                call_sid: &'a str,
+                r: &'a $crate::store::Recording,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    sqlx::query($crate::store::sql::SET_RECORDING)
+                        .bind(call_sid)
+                        .bind(&r.sid)
+                        .bind(&r.url)
+                        .bind(r.duration_secs)
+                        .bind($crate::store::now_millis())
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn set_recording_path<'a>(
+                &'a self,
+                call_sid: &'a str,
+                path: &'a str,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    sqlx::query($crate::store::sql::SET_RECORDING_PATH)
+                        .bind(call_sid)
+                        .bind(path)
+                        .bind($crate::store::now_millis())
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn next_seqs<'a>(
+                &'a self,
+                call_sid: &'a str,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<(i64, i64)>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query($crate::store::sql::NEXT_SEQS)
+                        .bind(call_sid)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok((
+                        row.try_get("next_tool_call")?,
+                        row.try_get("next_appointment")?,
+                    ))
+                })
+            }
+
+            fn list_calls<'a>(
+                &'a self,
+                limit: u32,
+                before: Option<&'a $crate::store::CallCursor>,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<$crate::store::CallPage>>
+            {
+                Box::pin(async move {
+                    // One more than asked tells whether another page follows.
+                    let fetch = i64::from(limit) + 1;
+                    let rows = match before {
+                        None => {
+                            sqlx::query($crate::store::sql::LIST_CALLS)
+                                .bind(fetch)
+                                .fetch_all(&self.pool)
+                                .await?
+                        }
+                        Some(cursor) => {
+                            sqlx::query($crate::store::sql::LIST_CALLS_BEFORE)
+                                .bind(fetch)
+                                .bind(cursor.started_at)
+                                .bind(&cursor.call_sid)
+                                .fetch_all(&self.pool)
+                                .await?
+                        }
+                    };
+                    let mut calls = rows
+                        .iter()
+                        .map(Self::call_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let more = calls.len() > limit as usize;
+                    calls.truncate(limit as usize);
+                    let next =
+                        more.then(|| calls.last())
+                            .flatten()
+                            .map(|c| $crate::store::CallCursor {
+                                started_at: c.started_at,
+                                call_sid: c.call_sid.clone(),
+                            });
+                    Ok($crate::store::CallPage { calls, next })
+                })
+            }
+
+            fn get_call<'a>(
+                &'a self,
+                call_sid: &'a str,
+            ) -> futures::future::BoxFuture<
+                'a,
+                $crate::store::StoreResult<Option<$crate::store::CallDetail>>,
+            > {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query($crate::store::sql::GET_CALL)
+                        .bind(call_sid)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    let Some(row) = row else {
+                        return Ok(None);
+                    };
+                    Ok(Some($crate::store::CallDetail {
+                        call: Self::call_from_row(&row)?,
+                        transcript_turns: row.try_get("n_turns")?,
+                        tool_calls: row.try_get("n_tool_calls")?,
+                        appointments: row.try_get("n_appointments")?,
+                    }))
+                })
+            }
+
+            fn transcript<'a>(
+                &'a self,
+                call_sid: &'a str,
+            ) -> futures::future::BoxFuture<
+                'a,
+                $crate::store::StoreResult<Option<$crate::store::Transcript>>,
+            > {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let exists = sqlx::query($crate::store::sql::CALL_EXISTS)
+                        .bind(call_sid)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    if exists.is_none() {
+                        return Ok(None);
+                    }
+                    let turns = sqlx::query($crate::store::sql::TURNS)
+                        .bind(call_sid)
+                        .fetch_all(&self.pool)
+                        .await?
+                        .iter()
+                        .map(|row| {
+                            Ok::<_, sqlx::Error>($crate::store::Turn {
+                                seq: row.try_get("seq")?,
+                                role: row.try_get("role")?,
+                                text: row.try_get("text")?,
+                                interrupted: row.try_get("interrupted")?,
+                                heard: row.try_get("heard")?,
+                                started_at: row.try_get("started_at")?,
+                                ended_at: row.try_get("ended_at")?,
+                                time_to_first_token_ms: row.try_get("time_to_first_token_ms")?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let tool_calls = sqlx::query($crate::store::sql::TOOL_CALLS)
+                        .bind(call_sid)
+                        .fetch_all(&self.pool)
+                        .await?
+                        .iter()
+                        .map(|row| {
+                            Ok::<_, sqlx::Error>($crate::store::ToolCall {
+                                seq: row.try_get("seq")?,
+                                name: row.try_get("name")?,
+                                arguments: row.try_get("arguments")?,
+                                result: row.try_get("result")?,
+                                ok: row.try_get("ok")?,
+                                started_at: row.try_get("started_at")?,
+                                duration_ms: row.try_get("duration_ms")?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(Some($crate::store::Transcript { turns, tool_calls }))
+                })
+            }
+
+            fn list_appointments(
+                &self,
+                limit: u32,
+                before: Option<i64>,
+            ) -> futures::future::BoxFuture<
+                '_,
+                $crate::store::StoreResult<$crate::store::AppointmentPage>,
+            > {
+                Box::pin(async move {
+                    let fetch = i64::from(limit) + 1;
+                    let rows = match before {
+                        None => {
+                            sqlx::query($crate::store::sql::LIST_APPOINTMENTS)
+                                .bind(fetch)
+                                .fetch_all(&self.pool)
+                                .await?
+                        }
+                        Some(id) => {
+                            sqlx::query($crate::store::sql::LIST_APPOINTMENTS_BEFORE)
+                                .bind(fetch)
+                                .bind(id)
+                                .fetch_all(&self.pool)
+                                .await?
+                        }
+                    };
+                    let mut appointments = rows
+                        .iter()
+                        .map(Self::appointment_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let more = appointments.len() > limit as usize;
+                    appointments.truncate(limit as usize);
+                    let next_before = more.then(|| appointments.last().map(|a| a.id)).flatten();
+                    Ok($crate::store::AppointmentPage {
+                        appointments,
+                        next_before,
+                    })
+                })
+            }
+
+            fn close(&self) -> futures::future::BoxFuture<'_, ()> {
+                Box::pin(async move { self.pool.close().await })
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

@@ -1,0 +1,291 @@
+//! `X-Twilio-Signature` on every Twilio-facing route: signatures computed here,
+//! independently of the server's code, for our own public URLs (https webhooks, wss
+//! handshakes, behind a proxy with `PUBLIC_URL` or forwarded headers); 403 for
+//! missing or wrong signatures on each route, before any WebSocket upgrade.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::common::{RelayClient, TestApp, spawn_app};
+
+pub const TOKEN: &str = "twilio-test-auth-token";
+pub const PUBLIC: &str = "https://voz.example.com";
+
+/// Twilio's algorithm, written out here: HMAC-SHA1 over the URL and the form
+/// parameters sorted by name, each name followed by its value; base64.
+pub fn sign(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut data = url.to_string();
+    for (k, v) in sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = Hmac::<Sha1>::new_from_slice(token.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The server with validation on (auth token set) behind `PUBLIC_URL`.
+async fn protected_app(extra: &[(&str, &str)]) -> TestApp {
+    let mut vars = vec![("TWILIO_AUTH_TOKEN", TOKEN), ("PUBLIC_URL", PUBLIC)];
+    vars.extend_from_slice(extra);
+    spawn_app(&vars).await
+}
+
+/// Opens `/websocket` (plus `query`) with the given signature header; the HTTP
+/// status on refusal.
+pub async fn ws_connect(
+    app: &TestApp,
+    path_and_query: &str,
+    signature: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<RelayClient, u16> {
+    let mut request = app.ws_url(path_and_query).into_client_request().unwrap();
+    if let Some(sig) = signature {
+        request
+            .headers_mut()
+            .insert("x-twilio-signature", sig.parse().unwrap());
+    }
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(RelayClient { ws }),
+        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("unexpected handshake error: {e}"),
+    }
+}
+
+fn form_body(params: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(params).unwrap()
+}
+
+async fn post_form(
+    app: &TestApp,
+    path: &str,
+    params: &[(&str, &str)],
+    signature: Option<&str>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(app.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(params));
+    if let Some(sig) = signature {
+        request = request.header("x-twilio-signature", sig);
+    }
+    request.send().await.unwrap()
+}
+
+const CALL: &[(&str, &str)] = &[
+    ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+    ("CallSid", "CA0123456789abcdef0123456789abcdef"),
+    ("CallStatus", "ringing"),
+    ("From", "+5511999990000"),
+    ("To", "+5511333330000"),
+    ("Direction", "inbound"),
+];
+
+const FORM_ROUTES: &[&str] = &[
+    "/twiml",
+    "/incoming-call",
+    "/twiml/action",
+    "/twilio/status",
+    "/twilio/recording",
+];
+
+#[tokio::test]
+async fn every_webhook_accepts_twilios_signature_and_refuses_others() {
+    let app = protected_app(&[]).await;
+    for path in FORM_ROUTES {
+        let url = format!("{PUBLIC}{path}");
+        let good = sign(TOKEN, &url, CALL);
+        let res = post_form(&app, path, CALL, Some(&good)).await;
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+
+        let res = post_form(&app, path, CALL, None).await;
+        assert_eq!(res.status(), 403, "{path} without a signature");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "invalid Twilio signature");
+
+        let wrong_token = sign("another-token", &url, CALL);
+        let res = post_form(&app, path, CALL, Some(&wrong_token)).await;
+        assert_eq!(res.status(), 403, "{path} signed with another token");
+
+        // A forged parameter breaks the signature.
+        let mut forged = CALL.to_vec();
+        forged[3] = ("From", "+5511000000000");
+        let res = post_form(&app, path, &forged, Some(&good)).await;
+        assert_eq!(res.status(), 403, "{path} with a changed parameter");
+
+        // The loopback URL the server sees is not what Twilio signed: PUBLIC_URL is.
+        let loopback = sign(TOKEN, &app.url(path), CALL);
+        let res = post_form(&app, path, CALL, Some(&loopback)).await;
+        assert_eq!(res.status(), 403, "{path} signed for the internal URL");
+    }
+}
+
+#[tokio::test]
+async fn get_twiml_signs_the_url_with_its_query() {
+    let app = protected_app(&[]).await;
+    let path = "/twiml?CallSid=CA1&From=%2B5511999990000";
+    let client = reqwest::Client::new();
+    let good = sign(TOKEN, &format!("{PUBLIC}{path}"), &[]);
+    let res = client
+        .get(app.url(path))
+        .header("x-twilio-signature", &good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = client.get(app.url(path)).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    // Without the query, the signature is for another URL.
+    let res = client
+        .get(app.url("/twiml"))
+        .header("x-twilio-signature", &good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn the_default_port_is_accepted_either_way() {
+    let app = protected_app(&[]).await;
+    let with_port = sign(TOKEN, "https://voz.example.com:443/incoming-call", CALL);
+    let res = post_form(&app, "/incoming-call", CALL, Some(&with_port)).await;
+    assert_eq!(res.status(), 200);
+    let other_port = sign(TOKEN, "https://voz.example.com:8443/incoming-call", CALL);
+    let res = post_form(&app, "/incoming-call", CALL, Some(&other_port)).await;
+    assert_eq!(res.status(), 403);
+
+    // PUBLIC_URL with the port written out: Twilio may have signed it without.
+    let app = protected_app(&[("PUBLIC_URL", "https://voz.example.com:443")]).await;
+    let without = sign(TOKEN, "https://voz.example.com/incoming-call", CALL);
+    let res = post_form(&app, "/incoming-call", CALL, Some(&without)).await;
+    assert_eq!(res.status(), 200);
+    let ws = sign(TOKEN, "wss://voz.example.com/websocket", &[]);
+    assert!(ws_connect(&app, "/websocket", Some(&ws), &[]).await.is_ok());
+}
+
+#[tokio::test]
+async fn websocket_handshake_is_checked_before_the_upgrade() {
+    let app = protected_app(&[]).await;
+    assert_eq!(
+        ws_connect(&app, "/websocket", None, &[]).await.err(),
+        Some(403)
+    );
+    let https = sign(TOKEN, "https://voz.example.com/websocket", &[]);
+    assert_eq!(
+        ws_connect(&app, "/websocket", Some(&https), &[])
+            .await
+            .err(),
+        Some(403),
+        "Twilio signs wss://, so an https:// signature is not Twilio's"
+    );
+    let other = sign("another-token", "wss://voz.example.com/websocket", &[]);
+    assert_eq!(
+        ws_connect(&app, "/websocket", Some(&other), &[])
+            .await
+            .err(),
+        Some(403)
+    );
+    assert_eq!(
+        app.state.metrics.total_calls(),
+        0,
+        "no refused handshake became a call"
+    );
+
+    let good = sign(TOKEN, "wss://voz.example.com/websocket", &[]);
+    let mut call = ws_connect(&app, "/websocket", Some(&good), &[])
+        .await
+        .expect("a signed handshake is upgraded");
+    call.setup("CA_signed").await;
+    call.prompt("Oi").await;
+    assert!(!call.reply().await.text.is_empty());
+}
+
+#[tokio::test]
+async fn websocket_query_may_be_signed_in_the_url_or_as_parameters() {
+    let app = protected_app(&[]).await;
+    let path = "/websocket?lead=42&campaign=nov";
+    let in_url = sign(TOKEN, &format!("wss://voz.example.com{path}"), &[]);
+    assert!(ws_connect(&app, path, Some(&in_url), &[]).await.is_ok());
+    let as_params = sign(
+        TOKEN,
+        "wss://voz.example.com/websocket",
+        &[("lead", "42"), ("campaign", "nov")],
+    );
+    assert!(ws_connect(&app, path, Some(&as_params), &[]).await.is_ok());
+    let tampered = "/websocket?lead=43&campaign=nov";
+    assert_eq!(
+        ws_connect(&app, tampered, Some(&in_url), &[]).await.err(),
+        Some(403)
+    );
+    assert_eq!(
+        ws_connect(&app, tampered, Some(&as_params), &[])
+            .await
+            .err(),
+        Some(403)
+    );
+}
+
+#[tokio::test]
+async fn behind_a_proxy_without_public_url_the_forwarded_headers_count() {
+    let app = spawn_app(&[("TWILIO_AUTH_TOKEN", TOKEN)]).await;
+    let proxy = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "voz.up.railway.app"),
+    ];
+    let sig = sign(TOKEN, "https://voz.up.railway.app/incoming-call", CALL);
+    let res = reqwest::Client::new()
+        .post(app.url("/incoming-call"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", &sig)
+        .header(proxy[0].0, proxy[0].1)
+        .header(proxy[1].0, proxy[1].1)
+        .body(form_body(CALL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ws = sign(TOKEN, "wss://voz.up.railway.app/websocket", &[]);
+    assert!(
+        ws_connect(&app, "/websocket", Some(&ws), &proxy)
+            .await
+            .is_ok()
+    );
+    // Some proxies report the WebSocket scheme itself.
+    let wss_proxy = [("x-forwarded-proto", "wss"), proxy[1]];
+    assert!(
+        ws_connect(&app, "/websocket", Some(&ws), &wss_proxy)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn validation_can_be_turned_off_and_is_off_without_a_token() {
+    for vars in [
+        vec![
+            ("TWILIO_AUTH_TOKEN", TOKEN),
+            ("TWILIO_VALIDATE_SIGNATURES", "false"),
+        ],
+        vec![],
+    ] {
+        let app = spawn_app(&vars).await;
+        for path in FORM_ROUTES {
+            let res = post_form(&app, path, CALL, None).await;
+            assert!(res.status().is_success(), "{path}: {}", res.status());
+        }
+        assert!(ws_connect(&app, "/websocket", None, &[]).await.is_ok());
+    }
+}
