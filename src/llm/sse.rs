@@ -226,14 +226,20 @@ impl Stream for SseStream {
                     return Poll::Ready(Some(SseItem::Error(e.to_string())));
                 }
                 Poll::Ready(None) => {
-                    // The body ended: a last event without its blank line still counts.
+                    // The body ended: a last line or event without its terminator
+                    // still counts.
                     self.body = None;
-                    self.done = true;
-                    if let Some(data) = self.data.take()
+                    if !self.buffer.is_empty() && !self.done {
+                        self.buffer.push(b'\n');
+                        self.parse();
+                    }
+                    if !self.done
+                        && let Some(data) = self.data.take()
                         && data != "[DONE]"
                     {
-                        return Poll::Ready(Some(SseItem::Data(data)));
+                        self.ready.push_back(SseItem::Data(data));
                     }
+                    self.done = true;
                 }
             }
         }

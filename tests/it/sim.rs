@@ -178,10 +178,14 @@ async fn the_simulator_signs_its_handshake_for_servers_that_check_it() {
     };
     // Unsigned: refused before the upgrade.
     let refused = sim::run(&options, tokio::io::empty(), Vec::new()).await;
-    let error = refused.expect_err("an unsigned handshake is refused").to_string();
+    let error = refused
+        .expect_err("an unsigned handshake is refused")
+        .to_string();
     assert!(error.contains("403"), "{error}");
     // Signed like Twilio: the call goes through.
     options.auth_token = Some(token.to_string());
-    let report = sim::run(&options, tokio::io::empty(), Vec::new()).await.unwrap();
+    let report = sim::run(&options, tokio::io::empty(), Vec::new())
+        .await
+        .unwrap();
     assert_eq!(report.turns[0].reply, reply_to("Oi"));
 }
