@@ -39,12 +39,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 voxrelay \
     && useradd --system --uid 10001 --gid voxrelay --home-dir /app --shell /usr/sbin/nologin voxrelay \
-    && mkdir -p /app/logs \
+    && mkdir -p /app/logs /app/data \
     && chown -R voxrelay:voxrelay /app
 COPY --from=builder /src/target/release/voxrelay /usr/local/bin/voxrelay
 WORKDIR /app
 USER voxrelay:voxrelay
-# PORT is honoured at run time (Railway sets it); LOG_DIR must be writable.
+# PORT is honoured at run time (Railway sets it). LOG_DIR and the default SQLite
+# database (DATABASE_URL=sqlite://data/voxrelay.db, i.e. /app/data) must be writable.
 ENV HOST=0.0.0.0 \
     PORT=8080 \
     LOG_DIR=/app/logs \
