@@ -131,10 +131,21 @@ struct CallResult {
     frames_out: u64,
 }
 
-async fn one_call(deps: MediaDeps, n: usize, seconds: u64, ready: Arc<tokio::sync::Barrier>) -> CallResult {
+async fn one_call(
+    deps: MediaDeps,
+    n: usize,
+    seconds: u64,
+    ready: Arc<tokio::sync::Barrier>,
+) -> CallResult {
     let (mut in_tx, in_rx) = mpsc::channel::<Frame>(64);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(64);
-    let session = tokio::spawn(session::run(Duplex { rx: in_rx, tx: out_tx }, deps));
+    let session = tokio::spawn(session::run(
+        Duplex {
+            rx: in_rx,
+            tx: out_tx,
+        },
+        deps,
+    ));
     let start = Inbound::Start(StartEvent {
         sequence_number: Some(1),
         stream_sid: format!("MZ{n}"),
@@ -196,7 +207,9 @@ async fn one_call(deps: MediaDeps, n: usize, seconds: u64, ready: Arc<tokio::syn
             .iter()
             .enumerate()
             .skip(lead)
-            .map(|(i, t)| t.saturating_duration_since(t0 + Duration::from_millis(20 * (i - lead) as u64)))
+            .map(|(i, t)| {
+                t.saturating_duration_since(t0 + Duration::from_millis(20 * (i - lead) as u64))
+            })
             .collect(),
         None => Vec::new(),
     };
@@ -227,14 +240,21 @@ fn playback_cost() -> (Duration, Duration) {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let calls = *args.first().unwrap_or(&200) as usize;
     let seconds = *args.get(1).unwrap_or(&20);
     let reply = *args.get(2).unwrap_or(&(seconds + 5));
 
     let (p50, p99) = playback_cost();
     println!("## Outbound bookkeeping per frame (Playback pop + media JSON), 100 000 frames\n");
-    println!("p50 {:.2} µs, p99 {:.2} µs\n", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
+    println!(
+        "p50 {:.2} µs, p99 {:.2} µs\n",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
