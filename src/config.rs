@@ -283,6 +283,8 @@ pub fn is_e164(number: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub port: u16,
+    /// Address to listen on (`0.0.0.0` by default; `127.0.0.1` keeps it local).
+    pub host: std::net::IpAddr,
     /// Public base URL (`https://voz.example.com`), no trailing slash. `None`: derive
     /// it per request from the proxy headers.
     pub public_url: Option<String>,
@@ -416,6 +418,7 @@ impl Config {
         // The file fills in what the environment leaves unset.
         file.merge_into(&mut env);
         let port = env.parse("PORT", 8080u16);
+        let host = env.parse("HOST", std::net::IpAddr::from([0, 0, 0, 0]));
         let public_url = env
             .get("PUBLIC_URL")
             .map(|u| u.trim_end_matches('/').to_string())
@@ -599,6 +602,7 @@ impl Config {
         }
         let config = Config {
             port,
+            host,
             public_url,
             llm,
             system_prompt: env
@@ -1291,6 +1295,7 @@ mod tests {
     fn defaults_are_offline_and_portuguese() {
         let c = Config::from_vars(HashMap::new()).unwrap();
         assert_eq!(c.port, 8080);
+        assert_eq!(c.host.to_string(), "0.0.0.0");
         assert_eq!(c.llm.provider, LlmProviderKind::Scripted);
         assert_eq!(c.relay.language, "pt-BR");
         assert_eq!(c.log_dir, "logs");

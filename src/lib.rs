@@ -18,13 +18,18 @@
 //!   STT), transport-independent, for the Media Streams mode.
 //! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
 //! - [`twiml`]: TwiML documents with every value escaped.
+//! - [`text`]: accent folding shared by the agent core.
 //! - [`audio`]: μ-law, resampling, 20 ms framing and pacing, WAV files; pure code.
 //! - [`twilio`]: Twilio's REST API client and the `X-Twilio-Signature` algorithm.
-//! - [`metrics`]: process-wide counters.
+//! - [`metrics`]: process-wide counters and latency histograms (`GET /metrics`).
+//! - [`bench`]: `voxrelay bench`, the loopback load benchmark (fake LLM, the server
+//!   as a child process, simulated calls).
+//! - [`sim`]: `voxrelay call`, a terminal softphone playing Twilio's side of a call.
 //! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
 
 pub mod agent;
 pub mod audio;
+pub mod bench;
 pub mod config;
 pub mod http;
 pub mod llm;
@@ -34,9 +39,11 @@ pub mod recorder;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod sim;
 pub mod speech;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod tools;
 pub mod transport;
 pub mod twilio;

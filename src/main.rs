@@ -1,10 +1,15 @@
 //! The `voxrelay` binary: reads the configuration, sets up logging, binds
-//! `0.0.0.0:$PORT` and serves until SIGTERM or Ctrl-C.
+//! `$HOST:$PORT` (`0.0.0.0:8080` by default) and serves until SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use voxrelay::{AppState, Config};
+
+// Many small, short-lived allocations per token (JSON values, frames, buffers):
+// mimalloc spends far less time on them than glibc's malloc (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -13,6 +18,13 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         None | Some("serve") => serve().await,
+        Some("call") => {
+            // Exit at once: a blocking read of stdin may still be pending, and
+            // waiting for it would keep the process alive until Enter is pressed.
+            let code = call(&args[1..]).await;
+            std::process::exit(code)
+        }
+        Some("bench") => bench(&args[1..]).await,
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -32,7 +44,9 @@ const USAGE: &str = "\
 voxrelay: AI agents on Twilio phone calls
 
 USAGE:
-    voxrelay [serve]     serve HTTP and WebSocket calls on 0.0.0.0:$PORT
+    voxrelay [serve]     serve HTTP and WebSocket calls on $HOST:$PORT (0.0.0.0:8080)
+    voxrelay call        talk to an agent from the terminal (see `voxrelay call --help`)
+    voxrelay bench       load benchmark on loopback (see `voxrelay bench --help`)
     voxrelay --version
 
 Configuration comes from the environment and a .env file; see .env.example.";
@@ -58,8 +72,17 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let addr = SocketAddr::new(config.host, config.port);
+    match voxrelay::server::raise_open_files_limit(config.max_calls) {
+        Ok(limit) if limit < (config.max_calls as u64) * 2 => tracing::warn!(
+            limit,
+            max_calls = config.max_calls,
+            "the open-file limit is low for MAX_CALLS; raise `ulimit -n`"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+    let listener = match voxrelay::server::bind(addr) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot bind");
@@ -102,4 +125,56 @@ async fn serve() -> ExitCode {
     );
     voxrelay::run(listener, state, voxrelay::shutdown::signal()).await;
     ExitCode::SUCCESS
+}
+
+async fn call(args: &[String]) -> i32 {
+    let options = match voxrelay::sim::CallOptions::from_args(args) {
+        Ok(o) => o,
+        Err(voxrelay::sim::ArgsError::Help) => {
+            println!("{}", voxrelay::sim::USAGE);
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", voxrelay::sim::USAGE);
+            return 2;
+        }
+    };
+    let mut options = options;
+    if options.auth_token.is_none() {
+        // The same .env as the server's, so a local call signs like Twilio would.
+        let _ = dotenvy::dotenv();
+        options.auth_token = std::env::var("TWILIO_AUTH_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty());
+    }
+    let input = tokio::io::BufReader::new(tokio::io::stdin());
+    match voxrelay::sim::run(&options, input, tokio::io::stdout()).await {
+        Ok(report) if report.ok() => 0,
+        Ok(_) => 1,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+async fn bench(args: &[String]) -> ExitCode {
+    let options = match voxrelay::bench::BenchOptions::from_args(args) {
+        Ok(o) => o,
+        Err(voxrelay::bench::BenchArgsError::Help) => {
+            println!("{}", voxrelay::bench::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", voxrelay::bench::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match voxrelay::bench::run(&options).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -10,7 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -140,6 +142,28 @@ impl AppState {
     pub fn is_draining(&self) -> bool {
         self.draining.is_cancelled()
     }
+}
+
+/// Binds a listener for [`run`]. Accepted sockets inherit `TCP_NODELAY` from it,
+/// so a small WebSocket frame (one token) is sent at once instead of waiting for
+/// the peer's ACK of the previous one (Nagle's algorithm).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Raises this process's open-file limit towards what `calls` live calls need
+/// (each holds a socket to Twilio and one to the LLM). Returns the limit in force.
+pub fn raise_open_files_limit(calls: usize) -> std::io::Result<u64> {
+    let wanted = (calls as u64).saturating_mul(2).saturating_add(256);
+    rlimit::increase_nofile_limit(wanted)
 }
 
 /// Serves until `shutdown` completes, then drains live calls (at most the

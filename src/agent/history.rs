@@ -134,14 +134,7 @@ fn fold_with_map(text: &str) -> (String, Vec<usize>) {
     let mut ends = Vec::new();
     for (i, c) in text.char_indices() {
         let end = i + c.len_utf8();
-        let folded = match c.to_lowercase().next().unwrap_or(c) {
-            'á' | 'à' | 'â' | 'ã' | 'ä' => 'a',
-            'é' | 'è' | 'ê' | 'ë' => 'e',
-            'í' | 'ì' | 'î' | 'ï' => 'i',
-            'ó' | 'ò' | 'ô' | 'õ' | 'ö' => 'o',
-            'ú' | 'ù' | 'û' | 'ü' => 'u',
-            'ç' => 'c',
-            'ñ' => 'n',
+        let folded = match crate::text::fold_char(c) {
             c if c.is_alphanumeric() => c,
             _ => ' ',
         };

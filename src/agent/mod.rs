@@ -37,6 +37,7 @@ pub use resume::{RecentCalls, Snapshot};
 
 use crate::config::Config;
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream, ToolCall};
+use crate::metrics::Metrics;
 use crate::tools::{ToolContext, ToolEffect, ToolRegistry, ToolRun};
 
 /// The `<Parameter>` carrying a per-call greeting (set by the outbound-call API):
@@ -184,6 +185,13 @@ pub struct Agent {
     language: Option<String>,
     /// Whether this call resumed an earlier conversation.
     resumed: bool,
+    /// Process-wide metrics (turns, interrupts, LLM errors, latencies), if wired.
+    metrics: Option<Arc<Metrics>>,
+    /// When the caller's input that started the current reply arrived; taken when
+    /// the reply's first token is handed to the transport (time to first token).
+    ttft_from: Option<Instant>,
+    /// Outputs still queued from an earlier reply, ahead of the current one's.
+    ttft_skip: usize,
 }
 
 impl Agent {
@@ -208,7 +216,16 @@ impl Agent {
             ended: None,
             language: None,
             resumed: false,
+            metrics: None,
+            ttft_from: None,
+            ttft_skip: 0,
         }
+    }
+
+    /// Records turns, interrupts, LLM errors and latencies into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Reports turns, tool calls and the call's end to `observer` (the store).
@@ -234,7 +251,7 @@ impl Agent {
     /// `handoff_data` defaults to what the agent sent when it ended the call.
     pub fn finish(&mut self, status: &str, handoff_data: Option<String>) {
         self.stop_reply();
-        self.pending.clear();
+        self.clear_pending();
         let Some(call) = &self.call else {
             return;
         };
@@ -369,6 +386,11 @@ impl Agent {
             }
             AgentInput::Interrupt { heard } => {
                 self.stats.interrupts += 1;
+                if let Some(m) = &self.metrics {
+                    m.interrupt();
+                }
+                self.ttft_from = None;
+                self.ttft_skip = 0;
                 self.stop_reply();
                 // Nothing more of the interrupted reply may reach the caller; call
                 // actions the model already took (an end, digits, a language) stand.
@@ -382,7 +404,7 @@ impl Agent {
             }
             AgentInput::Hangup => {
                 self.stop_reply();
-                self.pending.clear();
+                self.clear_pending();
             }
         }
     }
@@ -440,6 +462,7 @@ impl Agent {
     pub async fn next_output(&mut self) -> AgentOutput {
         loop {
             if let Some(out) = self.pending.pop_front() {
+                self.note_output(&out);
                 return out;
             }
             let digits_deadline = self.digits_deadline;
@@ -457,6 +480,27 @@ impl Agent {
                 },
                 () = digits_due => self.flush_digits(),
             }
+        }
+    }
+
+    /// Drops every queued output.
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.ttft_skip = 0;
+        self.ttft_from = None;
+    }
+
+    /// Records the time to first token when the current reply's first token leaves.
+    fn note_output(&mut self, out: &AgentOutput) {
+        if self.ttft_skip > 0 {
+            self.ttft_skip -= 1;
+            return;
+        }
+        if matches!(out, AgentOutput::Token(_))
+            && let Some(from) = self.ttft_from.take()
+            && let Some(m) = &self.metrics
+        {
+            m.time_to_first_token.observe(from.elapsed());
         }
     }
 
@@ -496,6 +540,7 @@ impl Agent {
     /// Adds the caller's words and starts streaming a reply, replacing any reply
     /// still in flight (whose spoken part is kept, and whose talk cycle is closed).
     fn start_reply(&mut self, user: ChatMessage) {
+        let prompt_in = Instant::now();
         if self.stop_reply() {
             self.pending.push_back(AgentOutput::TurnEnd);
         }
@@ -503,6 +548,11 @@ impl Agent {
         self.history.push(user);
         let now = Instant::now();
         self.stats.turns += 1;
+        if let Some(m) = &self.metrics {
+            m.turn();
+        }
+        self.ttft_from = Some(prompt_in);
+        self.ttft_skip = self.pending.len();
         self.turn = Some(Turn {
             phase: Phase::Streaming(self.llm.stream(self.request())),
             deadline: now + self.settings.llm_timeout,
@@ -586,6 +636,9 @@ impl Agent {
                     let latency = now - turn.started;
                     turn.llm_first_token = Some(latency);
                     self.last_llm_first_token = Some(latency);
+                    if let Some(m) = &self.metrics {
+                        m.llm_first_token.observe(latency);
+                    }
                 }
                 turn.deadline = now + self.settings.llm_timeout;
                 turn.text.push_str(&text);
@@ -854,6 +907,9 @@ impl Agent {
     fn fail_reply(&mut self, error: LlmError) {
         self.stats.llm_errors += 1;
         self.stats.last_error = Some(error.kind());
+        if let Some(m) = &self.metrics {
+            m.llm_error(error.kind());
+        }
         tracing::warn!(error = %error, kind = error.kind(), "LLM reply failed; speaking the fallback");
         self.speak_apology();
     }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod callbacks;
 pub mod health;
+pub mod metrics;
 pub mod outbound;
 pub mod twilio_auth;
 pub mod twiml;
@@ -31,6 +32,8 @@ pub const MAX_BODY_BYTES: u64 = 64 * 1024;
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     health::routes(state.clone())
         .or(twiml::routes(state.clone()))
+        .unify()
+        .or(metrics::routes(state.clone()))
         .unify()
         .or(ws::routes(state.clone()))
         .unify()

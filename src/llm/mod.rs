@@ -10,6 +10,7 @@
 
 pub mod openai;
 pub mod scripted;
+pub mod sse;
 
 use std::sync::Arc;
 

@@ -1,22 +1,25 @@
 //! OpenAI Chat Completions streaming, for OpenAI itself, Azure OpenAI, and any
 //! OpenAI-compatible server (Groq, Ollama, vLLM, OpenRouter, DeepSeek, ...).
 //!
-//! Requests go through `async-openai`'s bring-your-own-types API: the body is plain
-//! JSON and each SSE chunk comes back as a `serde_json::Value` that we read leniently,
+//! async-openai's configuration types give the URL, headers and query (OpenAI or
+//! Azure); the request itself is sent by [`super::sse`] (retries, connection reuse).
+//! The body is plain JSON and each SSE chunk is read as a `serde_json::Value`, leniently,
 //! because compatible servers add, drop or misspell fields that the crate's strict
 //! types reject (`external-apis.md` §3.3, §4.6): chunks without `delta`, tool calls
 //! without `index`, `finish_reason: ""`, errors inside a 200 stream, keep-alive
 //! comments. A chunk that is not JSON at all is skipped with a warning.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_openai::Client;
 use async_openai::config::{AzureConfig, Config, OpenAIConfig};
-use async_openai::error::OpenAIError;
-use futures::{StreamExt, stream};
+use futures::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
 
+use super::sse::{self, Endpoint, OpenError, SseItem, SseStream};
 use super::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream, Role};
 use crate::config::{LlmConfig, LlmProviderKind};
 
@@ -24,7 +27,8 @@ const OPENAI_API_BASE: &str = "https://api.openai.com/v1";
 
 /// Streams from an OpenAI-style `/chat/completions` endpoint.
 pub struct OpenAiProvider {
-    client: Arc<Client<Box<dyn Config>>>,
+    /// URL, headers and query built once from async-openai's OpenAI or Azure config.
+    endpoint: Arc<Endpoint>,
     name: &'static str,
     model: String,
     temperature: Option<f32>,
@@ -77,8 +81,18 @@ impl OpenAiProvider {
                 (Box::new(cfg), "openai", official)
             }
         };
+        let endpoint = Endpoint {
+            http,
+            url: api_config.url("/chat/completions"),
+            headers: api_config.headers(),
+            query: api_config
+                .query()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
         Ok(Self {
-            client: Arc::new(Client::with_config(api_config).with_http_client(http)),
+            endpoint: Arc::new(endpoint),
             name,
             model: config.model.clone(),
             temperature: config.temperature,
@@ -131,13 +145,15 @@ impl LlmProvider for OpenAiProvider {
 
     fn stream(&self, request: LlmRequest) -> LlmStream {
         let body = self.body(&request);
-        let client = self.client.clone();
+        let endpoint = self.endpoint.clone();
         let open = async move {
-            match client.chat().create_stream_byot::<Value, Value>(body).await {
-                Ok(chunks) => chunks
-                    .flat_map(|item| stream::iter(chunk_events(item)))
-                    .boxed(),
-                Err(e) => stream::iter([Err(request_error(e))]).boxed(),
+            match sse::open(&endpoint, &body).await {
+                Ok(events) => Events {
+                    sse: events,
+                    queue: VecDeque::new(),
+                }
+                .boxed(),
+                Err(e) => stream::iter([Err(open_error(e))]).boxed(),
             }
         };
         stream::once(open).flatten().boxed()
@@ -163,27 +179,70 @@ fn message_json(m: &ChatMessage) -> Value {
 }
 
 /// An error opening the stream.
-fn request_error(e: OpenAIError) -> LlmError {
+fn open_error(e: OpenError) -> LlmError {
     match e {
-        OpenAIError::ApiError(api) => LlmError::Http {
-            status: api.status_code.as_u16(),
-            message: truncate(&api.api_error.message, 300),
-        },
-        OpenAIError::Reqwest(e) => LlmError::Connect(e.to_string()),
-        other => LlmError::Stream(other.to_string()),
+        OpenError::Status { status, body } => {
+            // OpenAI and most compatible servers: {"error": {"message": ...}}.
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    let error = v.get("error")?;
+                    error
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .or_else(|| error.as_str().map(str::to_string))
+                })
+                .unwrap_or(body);
+            LlmError::Http {
+                status,
+                message: truncate(&message, 300),
+            }
+        }
+        OpenError::Connect(message) => LlmError::Connect(message),
     }
 }
 
-/// Turns one streamed item into events, leniently.
-fn chunk_events(item: Result<Value, OpenAIError>) -> Vec<Result<LlmEvent, LlmError>> {
-    let chunk = match item {
-        Ok(chunk) => chunk,
-        Err(OpenAIError::JSONDeserialize(e, content)) => {
-            tracing::warn!(error = %e, chunk = %truncate(&content, 200), "skipping an LLM chunk that is not JSON");
-            return Vec::new();
+/// The events of a streamed reply: each SSE `data` parsed leniently as JSON.
+struct Events {
+    sse: SseStream,
+    queue: VecDeque<Result<LlmEvent, LlmError>>,
+}
+
+impl Stream for Events {
+    type Item = Result<LlmEvent, LlmError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            match std::task::ready!(self.sse.poll_next_unpin(cx)) {
+                None => return Poll::Ready(None),
+                Some(SseItem::Error(e)) => return Poll::Ready(Some(Err(LlmError::Stream(e)))),
+                Some(SseItem::Data(data)) => match serde_json::from_str::<Value>(&data) {
+                    Ok(chunk) => {
+                        let events = chunk_events(chunk);
+                        if events
+                            .iter()
+                            .any(|e| matches!(e, Ok(LlmEvent::Finished { .. })))
+                        {
+                            // The reply is complete: let its connection be reused.
+                            self.sse.finished();
+                        }
+                        self.queue.extend(events);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, chunk = %truncate(&data, 200), "skipping an LLM chunk that is not JSON");
+                    }
+                },
+            }
         }
-        Err(e) => return vec![Err(LlmError::Stream(e.to_string()))],
-    };
+    }
+}
+
+/// Turns one streamed chunk into events, leniently.
+fn chunk_events(chunk: Value) -> Vec<Result<LlmEvent, LlmError>> {
     let mut events = Vec::new();
     if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
         let message = error
@@ -268,7 +327,7 @@ mod tests {
     use super::*;
 
     fn events(chunk: Value) -> Vec<LlmEvent> {
-        chunk_events(Ok(chunk))
+        chunk_events(chunk)
             .into_iter()
             .map(|e| e.unwrap())
             .collect()
@@ -310,7 +369,7 @@ mod tests {
 
     #[test]
     fn error_inside_a_stream_is_an_error() {
-        let out = chunk_events(Ok(json!({"error":{"message":"overloaded"}})));
+        let out = chunk_events(json!({"error":{"message":"overloaded"}}));
         assert!(matches!(&out[0], Err(LlmError::Upstream(m)) if m == "overloaded"));
     }
 

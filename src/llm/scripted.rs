@@ -69,7 +69,7 @@ enum Question {
 }
 
 fn question_in(text: &str) -> Option<Question> {
-    let said = fold(text);
+    let said = crate::text::fold(text);
     if said.contains("qual e o seu nome") {
         Some(Question::Name)
     } else if said.contains("para qual dia") {
@@ -271,14 +271,14 @@ fn booking_name(messages: &[ChatMessage]) -> Option<String> {
 }
 
 fn wants_booking(text: &str) -> bool {
-    let said = fold(text);
+    let said = crate::text::fold(text);
     ["agend", "marcar", "consulta", "reuniao", "visita"]
         .iter()
         .any(|w| said.contains(w))
 }
 
 fn is_goodbye(text: &str) -> bool {
-    let said = fold(text);
+    let said = crate::text::fold(text);
     [
         "tchau",
         "ate logo",
@@ -336,7 +336,7 @@ fn clean_name(answer: &str) -> String {
 
 /// The reply to one caller utterance.
 pub fn reply_to(user: &str) -> String {
-    let said = fold(user);
+    let said = crate::text::fold(user);
     let has = |words: &[&str]| words.iter().any(|w| said.contains(w));
     if let Some(digits) = user.strip_prefix("DTMF: ") {
         format!("Você digitou {}. Obrigado, anotei.", spell_digits(digits))
@@ -355,22 +355,6 @@ pub fn reply_to(user: &str) -> String {
             user.trim().trim_end_matches(['.', '!', '?'])
         )
     }
-}
-
-/// Lower case without accents, for keyword matching.
-fn fold(text: &str) -> String {
-    text.to_lowercase()
-        .chars()
-        .map(|c| match c {
-            'á' | 'à' | 'â' | 'ã' => 'a',
-            'é' | 'ê' => 'e',
-            'í' => 'i',
-            'ó' | 'ô' | 'õ' => 'o',
-            'ú' | 'ü' => 'u',
-            'ç' => 'c',
-            other => other,
-        })
-        .collect()
 }
 
 fn spell_digits(digits: &str) -> String {

@@ -44,7 +44,7 @@ use crate::agent::{AgentSettings, CallInfo, CallObserver, CallSummary, Handoff};
 use crate::audio::frame::Pace;
 use crate::config::Config;
 use crate::llm::LlmProvider;
-use crate::metrics::Metrics;
+use crate::metrics::{CallMode, Metrics};
 use crate::tools::ToolRegistry;
 use crate::transport::{Frame, excerpt};
 
@@ -122,7 +122,7 @@ where
     E: Display,
     <S as Sink<Outbound>>::Error: Display,
 {
-    let _active = deps.metrics.call_started();
+    let _active = deps.metrics.call_started(CallMode::Stream);
     let started = Instant::now();
     let mut call = Call {
         info: None,
@@ -321,11 +321,6 @@ where
             },
         );
     }
-    deps.metrics.record_call_end(
-        pipeline_stats.turns,
-        pipeline_stats.interrupts,
-        pipeline_stats.errors,
-    );
     tracing::info!(
         duration_ms = started.elapsed().as_millis() as u64,
         pipeline = pipeline_name.unwrap_or(""),
@@ -385,7 +380,7 @@ impl Call {
             from,
             to,
             direction,
-            mode: "stream".into(),
+            mode: CallMode::Stream.as_str().into(),
             parameters,
             ..CallInfo::default()
         };

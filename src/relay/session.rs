@@ -9,7 +9,7 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
@@ -18,7 +18,7 @@ use crate::agent::{
     Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallObserver, CallStats, RecentCalls,
 };
 use crate::llm::LlmProvider;
-use crate::metrics::Metrics;
+use crate::metrics::{CallMode, Metrics};
 use crate::tools::ToolRegistry;
 use crate::transport::{Frame, excerpt};
 
@@ -49,12 +49,13 @@ where
     E: Display,
     <S as Sink<Outbound>>::Error: Display,
 {
-    let _active = deps.metrics.call_started();
+    let _active = deps.metrics.call_started(CallMode::Relay);
     let started = Instant::now();
     let mut agent = Agent::new(deps.llm.clone(), deps.settings.clone())
         .with_observer(deps.observer.clone())
         .with_tools(deps.tools.clone())
-        .with_recent_calls(deps.recent.clone());
+        .with_recent_calls(deps.recent.clone())
+        .with_metrics(deps.metrics.clone());
     let mut frames_rejected: u32 = 0;
     // Set once we sent `end`: Twilio closes the socket, or we do after a grace time.
     let mut ending: Option<tokio::time::Instant> = None;
@@ -89,27 +90,21 @@ where
                 },
             },
             output = agent.next_output() => {
-                let message = match output {
-                    AgentOutput::Token(token) => Outbound::token(token),
-                    AgentOutput::TurnEnd => Outbound::end_of_turn(),
-                    AgentOutput::End(handoff) => {
-                        tracing::info!(reason_code = %handoff.reason_code, "ending the session");
-                        ending = Some(tokio::time::Instant::now() + END_GRACE);
-                        Outbound::End { handoff_data: Some(handoff.to_json()) }
-                    }
-                    AgentOutput::SendDigits(digits) => {
-                        tracing::info!(digits = digits.len(), "sending digits");
-                        Outbound::SendDigits { digits }
-                    }
-                    AgentOutput::SwitchLanguage(code) => {
-                        tracing::info!(language = %code, "switching language");
-                        Outbound::Language {
-                            tts_language: Some(code.clone()),
-                            transcription_language: Some(code),
-                        }
-                    }
-                };
-                if let Err(e) = socket.send(message).await {
+                // Whatever else the agent has ready right now (a burst of tokens
+                // from one read of the LLM stream) goes out in the same write.
+                let mut sent = socket.feed(outbound(output, &mut ending)).await;
+                let mut batched = 1;
+                while sent.is_ok() && batched < MAX_BATCH {
+                    let Some(output) = agent.next_output().now_or_never() else {
+                        break;
+                    };
+                    sent = socket.feed(outbound(output, &mut ending)).await;
+                    batched += 1;
+                }
+                if sent.is_ok() {
+                    sent = socket.flush().await;
+                }
+                if let Err(e) = sent {
                     tracing::info!(error = %e, "could not write to Twilio; ending this call");
                     break "socket closed while sending";
                 }
@@ -133,8 +128,6 @@ where
     };
     agent.finish(status, None);
     let stats = agent.stats().clone();
-    deps.metrics
-        .record_call_end(stats.turns, stats.interrupts, stats.llm_errors);
     tracing::info!(
         duration = %humantime::format_duration(std::time::Duration::from_secs(started.elapsed().as_secs())),
         duration_ms = started.elapsed().as_millis() as u64,
@@ -146,6 +139,35 @@ where
         "call ended"
     );
     stats
+}
+
+/// Most messages written to Twilio in one batch before the socket is read again.
+const MAX_BATCH: usize = 16;
+
+/// The Twilio message for one agent output (`ending` is set when it is `end`).
+fn outbound(output: AgentOutput, ending: &mut Option<tokio::time::Instant>) -> Outbound {
+    match output {
+        AgentOutput::Token(token) => Outbound::token(token),
+        AgentOutput::TurnEnd => Outbound::end_of_turn(),
+        AgentOutput::End(handoff) => {
+            tracing::info!(reason_code = %handoff.reason_code, "ending the session");
+            *ending = Some(tokio::time::Instant::now() + END_GRACE);
+            Outbound::End {
+                handoff_data: Some(handoff.to_json()),
+            }
+        }
+        AgentOutput::SendDigits(digits) => {
+            tracing::info!(digits = digits.len(), "sending digits");
+            Outbound::SendDigits { digits }
+        }
+        AgentOutput::SwitchLanguage(code) => {
+            tracing::info!(language = %code, "switching language");
+            Outbound::Language {
+                tts_language: Some(code.clone()),
+                transcription_language: Some(code),
+            }
+        }
+    }
 }
 
 /// Translates one Twilio message into agent input (or a log line).
@@ -173,7 +195,7 @@ fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
                 from: setup.from,
                 to: setup.to,
                 direction: setup.direction,
-                mode: "relay".into(),
+                mode: CallMode::Relay.as_str().into(),
                 parameters: setup.custom_parameters,
             }));
         }

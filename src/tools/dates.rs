@@ -123,13 +123,7 @@ fn days_in_month(year: i32, month: u32) -> u32 {
 fn fold(text: &str) -> String {
     let mut out = String::new();
     for c in text.to_lowercase().chars() {
-        let c = match c {
-            'á' | 'à' | 'â' | 'ã' | 'ä' => 'a',
-            'é' | 'è' | 'ê' | 'ë' => 'e',
-            'í' | 'ì' | 'î' | 'ï' => 'i',
-            'ó' | 'ò' | 'ô' | 'õ' | 'ö' => 'o',
-            'ú' | 'ù' | 'û' | 'ü' => 'u',
-            'ç' => 'c',
+        let c = match crate::text::fold_char(c) {
             c if c.is_alphanumeric() || matches!(c, '/' | '-' | ':') => c,
             _ => ' ',
         };

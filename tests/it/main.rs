@@ -3,6 +3,7 @@
 
 mod api;
 mod audio_sox;
+mod bench;
 mod callbacks;
 mod cascade;
 mod common;
@@ -14,8 +15,11 @@ mod fake_twilio;
 mod handoff;
 mod http;
 mod media;
+mod metrics;
 mod outbound;
 mod relay;
+mod shutdown;
+mod sim;
 mod speech_elevenlabs;
 mod speech_realtime;
 mod store;

@@ -93,6 +93,8 @@ pub struct ElevenLabsPipeline {
     apology: Option<JoinHandle<Option<Vec<u8>>>>,
     finished: bool,
     stats: PipelineStats,
+    /// Process-wide counters (turns, interrupts, upstream errors).
+    metrics: Arc<crate::metrics::Metrics>,
     dropped_audio: u64,
 }
 
@@ -145,6 +147,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         apology: None,
         finished: false,
         stats: PipelineStats::default(),
+        metrics: ctx.metrics.clone(),
         dropped_audio: 0,
     }))
 }
@@ -195,6 +198,7 @@ impl ElevenLabsPipeline {
         tracing::warn!(error = %error, "the ElevenLabs agent is gone mid-call");
         self.dead = true;
         self.stats.errors += 1;
+        self.metrics.llm_error("upstream");
         self.sends.clear();
         self.apology = Some(tokio::spawn(apology_audio(
             self.config.clone(),
@@ -238,6 +242,7 @@ impl ElevenLabsPipeline {
                 if self.speaking.is_some() {
                     tracing::debug!("barge-in: the agent was interrupted");
                     self.stats.interrupts += 1;
+                    self.metrics.interrupt();
                     self.out.push_back(PipelineOutput::Clear);
                 }
                 self.new_turn = true;
@@ -286,6 +291,7 @@ impl ElevenLabsPipeline {
         let turn = self.next_turn;
         self.next_turn += 1;
         self.stats.turns += 1;
+        self.metrics.turn();
         self.speaking = Some(Speaking {
             turn,
             text: String::new(),

@@ -103,6 +103,8 @@ pub struct RealtimePipeline {
     /// End or Failed was returned: nothing more to say.
     finished: bool,
     stats: PipelineStats,
+    /// Process-wide counters (turns, interrupts, upstream errors).
+    metrics: Arc<crate::metrics::Metrics>,
     dropped_audio: u64,
 }
 
@@ -158,6 +160,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         apology: None,
         finished: false,
         stats: PipelineStats::default(),
+        metrics: ctx.metrics.clone(),
         dropped_audio: 0,
     };
     let response = (!greeting.is_empty()).then(|| ResponseParams {
@@ -226,6 +229,7 @@ impl RealtimePipeline {
         tracing::warn!(error = %error, "OpenAI Realtime is gone mid-call");
         self.dead = true;
         self.stats.errors += 1;
+        self.metrics.llm_error("upstream");
         self.sends.clear();
         let config = self.config.clone();
         let text = self.settings.fallback_message.clone();
@@ -247,6 +251,7 @@ impl RealtimePipeline {
         let turn = self.next_turn;
         self.next_turn += 1;
         self.stats.turns += 1;
+        self.metrics.turn();
         self.items.push_back(AgentItem {
             item_id: item_id.to_string(),
             turn,
@@ -332,6 +337,7 @@ impl RealtimePipeline {
                 if self.audio.item_id().is_some() {
                     tracing::debug!("barge-in: the caller speaks over the agent");
                     self.stats.interrupts += 1;
+                    self.metrics.interrupt();
                     self.out.push_back(PipelineOutput::Clear);
                 }
             }

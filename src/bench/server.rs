@@ -1,0 +1,198 @@
+//! The server under test: the real `voxrelay serve` binary in a child process on
+//! loopback, so its memory and CPU can be read apart from the load generator's.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// The bearer token the benchmark gives the server (for `/metrics`).
+pub const TOKEN: &str = "voxrelay-bench-token-not-secret";
+
+/// Memory and CPU of a process, from `/proc`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Resident set size, bytes.
+    pub rss: u64,
+    /// Peak resident set size, bytes.
+    pub peak_rss: u64,
+    /// User plus system CPU time.
+    pub cpu: Duration,
+}
+
+pub struct ServerProcess {
+    child: Child,
+    pub port: u16,
+    pid: u32,
+    _dir: TempDir,
+}
+
+/// A scratch folder removed on drop.
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot start {exe:?}: {source}")]
+    Spawn {
+        exe: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the server did not answer /health within 20 s")]
+    NotHealthy,
+    #[error("no free loopback port: {0}")]
+    Port(std::io::Error),
+}
+
+impl ServerProcess {
+    /// Starts `exe serve` on `127.0.0.1` with the LLM at `llm_base_url`.
+    pub async fn start(
+        exe: &Path,
+        llm_base_url: &str,
+        max_calls: usize,
+    ) -> Result<Self, ServerError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(ServerError::Port)?
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("voxrelay-bench-{}-{port}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let mut command = Command::new(exe);
+        command
+            .arg("serve")
+            // A clean environment in an empty folder: no .env, no real keys.
+            .env_clear()
+            .current_dir(&dir)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("LLM_PROVIDER", "openai")
+            .env("OPENAI_BASE_URL", llm_base_url)
+            .env("OPENAI_API_KEY", "bench")
+            .env("OPENAI_MODEL", "bench")
+            .env("MAX_CALLS", max_calls.to_string())
+            .env("LOG_DIR", dir.join("logs"))
+            .env("API_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let child = command.spawn().map_err(|source| ServerError::Spawn {
+            exe: exe.to_path_buf(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or_default();
+        let server = Self {
+            child,
+            port,
+            pid,
+            _dir: TempDir(dir),
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let health = client
+                .get(format!("http://127.0.0.1:{port}/health"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(ServerError::NotHealthy);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/websocket", self.port)
+    }
+
+    /// Current memory and CPU (zeros where `/proc` is unavailable).
+    pub fn usage(&self) -> Usage {
+        process_usage(self.pid)
+    }
+
+    /// `GET /metrics`, for the server's own view of the run.
+    pub async fn metrics(&self) -> Option<String> {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
+    /// SIGTERM, then waits for the drain; kills the process if it hangs.
+    pub async fn stop(mut self) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        match tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                None
+            }
+        }
+    }
+}
+
+/// Reads `/proc/<pid>/status` (VmRSS, VmHWM) and `/proc/<pid>/stat` (CPU time).
+pub fn process_usage(pid: u32) -> Usage {
+    let mut usage = Usage::default();
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        for line in status.lines() {
+            let kib = |l: &str| -> u64 {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+                    * 1024
+            };
+            if line.starts_with("VmRSS:") {
+                usage.rss = kib(line);
+            } else if line.starts_with("VmHWM:") {
+                usage.peak_rss = kib(line);
+            }
+        }
+    }
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // Fields after the command name (which may hold spaces, so split after ')').
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 here,
+            // in clock ticks of 1/100 s (USER_HZ).
+            let ticks: u64 = [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+                .sum();
+            usage.cpu = Duration::from_millis(ticks * 10);
+        }
+    }
+    usage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_usage() {
+        let usage = process_usage(std::process::id());
+        assert!(usage.rss > 0);
+        assert!(usage.peak_rss >= usage.rss);
+    }
+}

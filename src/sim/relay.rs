@@ -1,0 +1,470 @@
+//! The simulator's ConversationRelay mode: connects to `/websocket` as Twilio does,
+//! sends a `setup`, turns the caller's lines into `prompt`, `dtmf` and `interrupt`
+//! messages, and prints the agent's `text` tokens as they stream, with the time to
+//! the first token of every reply.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::{CallError, CallOptions, CallReport, Command, TurnReport, USAGE, random_sid};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long to watch for stray tokens after an interrupt in script mode.
+const AFTER_INTERRUPT: Duration = Duration::from_millis(300);
+/// How long a closing handshake may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// What a server message meant for the call.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    Token,
+    TurnEnd,
+    /// `end`: the call is over.
+    Ended,
+    /// The server closed the socket.
+    Closed,
+    Other,
+}
+
+/// The reply being received.
+struct Current {
+    turn: usize,
+    sent_at: Instant,
+    /// Text received so far: what an interrupt says was heard.
+    heard: String,
+}
+
+/// One call from the simulator's side.
+struct Phone<W> {
+    ws: Ws,
+    out: W,
+    report: CallReport,
+    current: Option<Current>,
+    lang: String,
+    /// Whether the cursor is in the middle of an `agent:` line.
+    mid_line: bool,
+}
+
+/// Runs `lines` as a script: each caller line waits for the agent's reply.
+pub async fn run_script<W>(
+    options: &CallOptions,
+    lines: &[String],
+    output: W,
+) -> Result<CallReport, CallError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut phone = Phone::dial(options, output).await?;
+    let commands: Vec<Command> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(n, line)| match Command::parse(line) {
+            Ok(Command::Nothing) => None,
+            Ok(c) => Some(Ok(c)),
+            Err(e) => Some(Err(format!("script line {}: {e}", n + 1))),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| CallError::Script {
+            path: options.script.clone().unwrap_or_default(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+    let mut i = 0;
+    while i < commands.len() && !phone.is_over() {
+        let command = commands[i].clone();
+        i += 1;
+        match command {
+            Command::Say(text) => {
+                let barge_in = commands.get(i) == Some(&Command::Interrupt);
+                if barge_in {
+                    i += 1;
+                }
+                phone.line(&format!("caller: {text}\n")).await?;
+                phone.say(&text).await?;
+                phone.await_reply(options.reply_timeout, barge_in).await?;
+            }
+            Command::Dtmf(keys) => {
+                phone.line(&format!("caller presses {keys}\n")).await?;
+                phone.press(&keys).await?;
+                phone.await_reply(options.reply_timeout, false).await?;
+            }
+            Command::Interrupt => {
+                phone.line("caller talks over the agent\n").await?;
+                phone.interrupt().await?;
+            }
+            Command::Wait(pause) => phone.listen_for(pause).await?,
+            Command::Help => phone.line(&format!("{USAGE}\n")).await?,
+            Command::Quit => break,
+            Command::Nothing => {}
+        }
+    }
+    phone.hang_up().await
+}
+
+/// Reads the caller's lines from `input` as they are typed and prints the agent's
+/// tokens as they arrive. End of input hangs up once the reply in flight is done.
+pub async fn run_interactive<R, W>(
+    options: &CallOptions,
+    input: R,
+    output: W,
+) -> Result<CallReport, CallError>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut phone = Phone::dial(options, output).await?;
+    phone
+        .line("Type what the caller says; /dtmf 123#, /interrupt, /quit (see /help).\n")
+        .await?;
+    let mut lines = input.lines();
+    let mut input_open = true;
+    while !phone.is_over() {
+        if !input_open {
+            // Let the reply in flight finish, then hang up.
+            if phone.current.is_some() {
+                phone.await_reply(options.reply_timeout, false).await?;
+            }
+            break;
+        }
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => match Command::parse(&line) {
+                    Ok(Command::Say(text)) => phone.say(&text).await?,
+                    Ok(Command::Dtmf(keys)) => phone.press(&keys).await?,
+                    Ok(Command::Interrupt) => phone.interrupt().await?,
+                    Ok(Command::Wait(pause)) => phone.listen_for(pause).await?,
+                    Ok(Command::Help) => phone.line(&format!("{USAGE}\n")).await?,
+                    Ok(Command::Quit) => break,
+                    Ok(Command::Nothing) => {}
+                    Err(e) => phone.line(&format!("{e}\n")).await?,
+                },
+                Ok(None) | Err(_) => input_open = false,
+            },
+            message = phone.ws.next() => {
+                phone.on_frame(message).await?;
+            }
+        }
+    }
+    phone.hang_up().await
+}
+
+impl<W: AsyncWrite + Unpin> Phone<W> {
+    async fn dial(options: &CallOptions, mut out: W) -> Result<Self, CallError> {
+        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let connect_error = |reason: String| CallError::Connect {
+            url: options.url.clone(),
+            reason,
+        };
+        let mut request = options
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| connect_error(e.to_string()))?;
+        if let Some(token) = &options.auth_token {
+            // Twilio signs the WebSocket URL itself, with no parameters.
+            let signature = crate::twilio::signature::sign(token, &options.url, &[]);
+            let value = signature
+                .parse()
+                .map_err(|_| connect_error("bad signature header".into()))?;
+            request.headers_mut().insert("x-twilio-signature", value);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+            .await
+            .map_err(|e| CallError::Connect {
+                url: options.url.clone(),
+                reason: e.to_string(),
+            })?;
+        let call_sid = random_sid("CA");
+        let setup = json!({
+            "type": "setup",
+            "sessionId": random_sid("VX"),
+            "accountSid": random_sid("AC"),
+            "parentCallSid": "",
+            "callSid": call_sid,
+            "from": options.from,
+            "to": options.to,
+            "forwardedFrom": null,
+            "callType": "PSTN",
+            "callerName": "",
+            "direction": "inbound",
+            "callStatus": "RINGING",
+            "applicationSid": null,
+            "customParameters": options.params,
+        });
+        out.write_all(
+            format!(
+                "Calling {} from {} to {} (CallSid {call_sid})\n",
+                options.url, options.from, options.to
+            )
+            .as_bytes(),
+        )
+        .await?;
+        out.flush().await?;
+        let mut phone = Self {
+            ws,
+            out,
+            report: CallReport {
+                call_sid,
+                ..CallReport::default()
+            },
+            current: None,
+            lang: options.lang.clone(),
+            mid_line: false,
+        };
+        phone.send(setup).await?;
+        Ok(phone)
+    }
+
+    fn is_over(&self) -> bool {
+        self.report.ended_by_agent.is_some() || self.report.closed_by_server
+    }
+
+    async fn send(&mut self, message: Value) -> Result<(), CallError> {
+        self.ws
+            .send(Message::text(message.to_string()))
+            .await
+            .map_err(|e| CallError::Socket(e.to_string()))
+    }
+
+    /// Prints a line of its own (after ending an `agent:` line in progress).
+    async fn line(&mut self, text: &str) -> Result<(), CallError> {
+        if self.mid_line {
+            self.out.write_all(b"\n").await?;
+            self.mid_line = false;
+        }
+        self.out.write_all(text.as_bytes()).await?;
+        self.out.flush().await?;
+        Ok(())
+    }
+
+    fn begin_turn(&mut self, said: String) {
+        self.report.turns.push(TurnReport {
+            said,
+            ..TurnReport::default()
+        });
+        self.current = Some(Current {
+            turn: self.report.turns.len() - 1,
+            sent_at: Instant::now(),
+            heard: String::new(),
+        });
+    }
+
+    async fn say(&mut self, text: &str) -> Result<(), CallError> {
+        self.begin_turn(text.to_string());
+        let prompt =
+            json!({"type": "prompt", "voicePrompt": text, "lang": self.lang, "last": true});
+        self.send(prompt).await
+    }
+
+    async fn press(&mut self, keys: &str) -> Result<(), CallError> {
+        for key in keys.chars() {
+            self.send(json!({"type": "dtmf", "digit": key.to_string()}))
+                .await?;
+        }
+        // The agent answers once the digits are complete; time it from the last key.
+        self.begin_turn(format!("DTMF: {keys}"));
+        Ok(())
+    }
+
+    /// Talks over the reply in flight, saying what of it was heard.
+    async fn interrupt(&mut self) -> Result<(), CallError> {
+        let (heard, played) = match self.current.take() {
+            Some(current) => {
+                let turn = &mut self.report.turns[current.turn];
+                turn.interrupted = true;
+                (current.heard, current.sent_at.elapsed())
+            }
+            None => (String::new(), Duration::ZERO),
+        };
+        self.send(json!({
+            "type": "interrupt",
+            "utteranceUntilInterrupt": heard,
+            "durationUntilInterruptMs": played.as_millis() as u64,
+        }))
+        .await?;
+        self.line("  [interrupted]\n").await
+    }
+
+    /// Waits for the current reply to end (or, with `barge_in`, interrupts it as
+    /// soon as its first token arrives).
+    async fn await_reply(&mut self, timeout: Duration, barge_in: bool) -> Result<(), CallError> {
+        let deadline = Instant::now() + timeout;
+        while self.current.is_some() && !self.is_over() {
+            let Ok(frame) = tokio::time::timeout_at(deadline, self.ws.next()).await else {
+                if let Some(current) = self.current.take() {
+                    self.report.turns[current.turn].timed_out = true;
+                }
+                return self
+                    .line(&format!("  [no reply within {timeout:?}]\n"))
+                    .await;
+            };
+            let heard = self.on_frame(frame).await?;
+            if barge_in && heard == Heard::Token {
+                self.interrupt().await?;
+                self.listen_for(AFTER_INTERRUPT).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints whatever arrives during `pause`.
+    async fn listen_for(&mut self, pause: Duration) -> Result<(), CallError> {
+        let until = Instant::now() + pause;
+        while !self.is_over() {
+            match tokio::time::timeout_at(until, self.ws.next()).await {
+                Ok(frame) => {
+                    self.on_frame(frame).await?;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Result<Heard, CallError> {
+        match frame {
+            None | Some(Ok(Message::Close(_))) | Some(Err(_)) => {
+                self.report.closed_by_server = true;
+                self.line("[the server closed the call]\n").await?;
+                Ok(Heard::Closed)
+            }
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Value>(&text) {
+                Ok(message) => self.on_message(&message).await,
+                Err(_) => {
+                    self.line(&format!("[not JSON: {text}]\n")).await?;
+                    Ok(Heard::Other)
+                }
+            },
+            Some(Ok(_)) => Ok(Heard::Other),
+        }
+    }
+
+    async fn on_message(&mut self, message: &Value) -> Result<Heard, CallError> {
+        let kind = message["type"].as_str().unwrap_or_default();
+        match kind {
+            "text" => {
+                let token = message["token"].as_str().unwrap_or_default();
+                let last = message["last"].as_bool().unwrap_or(false);
+                if !token.is_empty() {
+                    self.on_token(token).await?;
+                }
+                if last {
+                    self.on_turn_end().await?;
+                    return Ok(Heard::TurnEnd);
+                }
+                Ok(if token.is_empty() {
+                    Heard::Other
+                } else {
+                    Heard::Token
+                })
+            }
+            "end" => {
+                let data = message["handoffData"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                self.line(&format!("[the agent ended the call: {data}]\n"))
+                    .await?;
+                self.report.ended_by_agent = Some(data);
+                Ok(Heard::Ended)
+            }
+            "play" => {
+                let source = message["source"].as_str().unwrap_or_default().to_string();
+                self.line(&format!("[plays {source}]\n")).await?;
+                Ok(Heard::Other)
+            }
+            "sendDigits" => {
+                let digits = message["digits"].as_str().unwrap_or_default().to_string();
+                self.line(&format!("[sends digits {digits}]\n")).await?;
+                Ok(Heard::Other)
+            }
+            _ => {
+                self.line(&format!("[{message}]\n")).await?;
+                Ok(Heard::Other)
+            }
+        }
+    }
+
+    async fn on_token(&mut self, token: &str) -> Result<(), CallError> {
+        let Some(current) = self.current.as_mut() else {
+            // A reply nobody asked for right now (e.g. after an interrupt).
+            self.line(&format!("agent (unprompted): {token}\n")).await?;
+            return Ok(());
+        };
+        let turn = &mut self.report.turns[current.turn];
+        let first = turn.time_to_first_token.is_none();
+        if first {
+            turn.time_to_first_token = Some(current.sent_at.elapsed());
+        }
+        turn.reply.push_str(token);
+        current.heard.push_str(token);
+        if first {
+            self.line("agent: ").await?;
+        }
+        self.out.write_all(token.as_bytes()).await?;
+        self.out.flush().await?;
+        self.mid_line = true;
+        Ok(())
+    }
+
+    async fn on_turn_end(&mut self) -> Result<(), CallError> {
+        let Some(current) = self.current.take() else {
+            return Ok(());
+        };
+        let turn = &mut self.report.turns[current.turn];
+        let total = current.sent_at.elapsed();
+        turn.duration = Some(total);
+        let ttft = turn
+            .time_to_first_token
+            .map(|t| format!("{:.1} ms", t.as_secs_f64() * 1000.0))
+            .unwrap_or_else(|| "-".into());
+        self.line(&format!(
+            "  [first token {ttft}, reply {:.0} ms]\n",
+            total.as_secs_f64() * 1000.0
+        ))
+        .await
+    }
+
+    /// Closes the socket as Twilio does when the caller hangs up, and prints a summary.
+    async fn hang_up(mut self) -> Result<CallReport, CallError> {
+        if !self.is_over() {
+            let _ = self.ws.close(None).await;
+            // Wait briefly for the server's close frame.
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                while let Some(Ok(_)) = self.ws.next().await {}
+            })
+            .await;
+        }
+        let answered: Vec<Duration> = self
+            .report
+            .turns
+            .iter()
+            .filter_map(|t| t.time_to_first_token)
+            .collect();
+        let summary = if answered.is_empty() {
+            format!("Call ended: {} turns.\n", self.report.turns.len())
+        } else {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            let mean = answered.iter().map(|d| ms(*d)).sum::<f64>() / answered.len() as f64;
+            let max = answered.iter().map(|d| ms(*d)).fold(0.0, f64::max);
+            format!(
+                "Call ended: {} turns, first token mean {mean:.1} ms, max {max:.1} ms.\n",
+                self.report.turns.len()
+            )
+        };
+        self.line(&summary).await?;
+        Ok(self.report)
+    }
+}
