@@ -69,6 +69,8 @@ enum Op {
     ToolCall(String, ToolCall),
     Appointment(Appointment),
     CallEnded(String, CallEnd),
+    /// A local recording of the call (Media Streams, `RECORD_CALLS`).
+    RecordingPath(String, String),
     /// Answered once everything queued before it has been handled.
     Flush(oneshot::Sender<()>),
 }
@@ -144,6 +146,7 @@ impl Op {
             Op::ToolCall(..) => "tool call",
             Op::Appointment(_) => "appointment",
             Op::CallEnded(..) => "call end",
+            Op::RecordingPath(..) => "recording path",
             Op::Flush(_) => "flush",
         }
     }
@@ -235,6 +238,10 @@ impl CallObserver for Recorder {
                 errors: i64::from(summary.llm_errors),
             },
         ));
+    }
+
+    fn recording(&self, call_sid: &str, path: &str) {
+        self.queue(Op::RecordingPath(call_sid.to_string(), path.to_string()));
     }
 }
 
@@ -360,7 +367,10 @@ async fn number(
 fn op_call_sid(op: &Op) -> &str {
     match op {
         Op::CallStarted(call) => &call.call_sid,
-        Op::Turn(sid, _) | Op::ToolCall(sid, _) | Op::CallEnded(sid, _) => sid,
+        Op::Turn(sid, _)
+        | Op::ToolCall(sid, _)
+        | Op::CallEnded(sid, _)
+        | Op::RecordingPath(sid, _) => sid,
         Op::Interrupted { call_sid, .. } => call_sid,
         Op::Appointment(a) => &a.call_sid,
         Op::Flush(_) => "",
@@ -379,6 +389,7 @@ async fn apply(store: &dyn Store, op: &Op) -> Result<(), StoreError> {
         Op::ToolCall(sid, tool_call) => store.add_tool_call(sid, tool_call).await,
         Op::Appointment(a) => store.add_appointment(a).await,
         Op::CallEnded(sid, end) => store.call_ended(sid, end).await,
+        Op::RecordingPath(sid, path) => store.set_recording_path(sid, path).await,
         Op::Flush(_) => Ok(()),
     }
 }

@@ -59,6 +59,8 @@ pub struct AppState {
     pub tools: Arc<ToolRegistry>,
     /// Conversations of recently dropped calls, resumed when Twilio reconnects.
     pub recent_calls: Arc<RecentCalls>,
+    /// How the agent ended recent Media Streams calls (for `/twiml/stream/next`).
+    pub media_endings: Arc<crate::media::Endings>,
     /// Every live call.
     pub calls: TaskTracker,
     /// Cancelled when a drain starts: no new calls.
@@ -95,6 +97,7 @@ impl AppState {
             agent_settings: Arc::new(AgentSettings::from_config(&config)),
             tools: Arc::new(ToolRegistry::from_config(&config)),
             recent_calls: Arc::new(RecentCalls::new(RECENT_CALLS, RECENT_CALLS_TTL)),
+            media_endings: Arc::new(crate::media::Endings::default()),
             config: Arc::new(config),
             llm,
             metrics: Arc::new(Metrics::default()),
@@ -119,6 +122,20 @@ impl AppState {
             observer: self.observer.clone(),
             tools: self.tools.clone(),
             recent: self.recent_calls.clone(),
+        }
+    }
+
+    /// What a Media Streams session needs.
+    pub fn media_deps(&self) -> crate::media::session::MediaDeps {
+        crate::media::session::MediaDeps {
+            config: self.config.clone(),
+            llm: self.llm.clone(),
+            settings: self.agent_settings.clone(),
+            metrics: self.metrics.clone(),
+            stop: self.stop.clone(),
+            observer: self.observer.clone(),
+            tools: self.tools.clone(),
+            endings: self.media_endings.clone(),
         }
     }
 

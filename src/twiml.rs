@@ -173,6 +173,27 @@ pub fn reconnect_relay(relay: &RelayConfig, ws_url: &str, action_url: &str) -> S
     connect_relay(&relay, ws_url, action_url, &[])
 }
 
+/// `<Connect><Stream url=…>` with `<Parameter>`s (Twilio refuses query strings on
+/// `<Stream>`), followed by `<Redirect>` to `next_url`: a bidirectional stream
+/// blocks until our server closes the socket, then Twilio runs the next verb, which
+/// asks us how the call goes on (hang up or transfer).
+pub fn connect_stream(ws_url: &str, next_url: &str, parameters: &[(String, String)]) -> String {
+    let mut stream = Element::new("Stream").attr("url", ws_url);
+    for (name, value) in parameters {
+        stream = stream.child(
+            Element::new("Parameter")
+                .attr("name", name.clone())
+                .attr("value", value.clone()),
+        );
+    }
+    response(vec![
+        Element::new("Connect").child(stream),
+        Element::new("Redirect")
+            .attr("method", "POST")
+            .text(next_url),
+    ])
+}
+
 /// `<Hangup/>`.
 pub fn hangup() -> String {
     response(vec![Element::new("Hangup")])
@@ -230,6 +251,19 @@ mod tests {
         assert!(xml.contains(r#"<Parameter name="lead" value="Ana &quot;A&quot;"/>"#));
         assert!(xml.ends_with("</ConversationRelay></Connect></Response>"));
         assert!(xml.contains(r#"<Language code="pt-BR" ttsProvider="ElevenLabs" transcriptionProvider="Deepgram"/>"#), "{xml}");
+    }
+
+    #[test]
+    fn connect_stream_has_parameters_and_a_redirect() {
+        let xml = connect_stream(
+            "wss://h/media-stream",
+            "https://h/twiml/stream/next",
+            &[
+                ("pipeline".into(), "cascade".into()),
+                ("lead".into(), "A & B".into()),
+            ],
+        );
+        assert!(xml.ends_with(r#"<Response><Connect><Stream url="wss://h/media-stream"><Parameter name="pipeline" value="cascade"/><Parameter name="lead" value="A &amp; B"/></Stream></Connect><Redirect method="POST">https://h/twiml/stream/next</Redirect></Response>"#), "{xml}");
     }
 
     #[test]

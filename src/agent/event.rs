@@ -173,6 +173,9 @@ pub trait CallObserver: Send + Sync {
     /// An appointment was booked on this call (caller number from `call_started`).
     fn appointment(&self, _call_sid: &str, _appointment: &AppointmentRecord) {}
     fn call_ended(&self, _call_sid: &str, _summary: &CallSummary) {}
+    /// A local recording of the call was written to `path` (Media Streams mode with
+    /// `RECORD_CALLS=true`); reported before `call_ended`.
+    fn recording(&self, _call_sid: &str, _path: &str) {}
 }
 
 /// An observer that keeps nothing.

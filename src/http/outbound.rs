@@ -1,5 +1,6 @@
 //! The call-control API (bearer `API_TOKEN`): `POST /api/calls` places an outbound
-//! call whose TwiML (sent inline) connects it to our `/websocket`; `POST
+//! call whose TwiML (sent inline) connects it to our `/websocket` (or, with
+//! `mode: "stream"`, to `/media-stream`); `POST
 //! /api/calls/{sid}/end` hangs up; `GET /api/numbers` lists the account's numbers.
 //! Compatibility routes for users migrating from other bridges: `POST /make-call`,
 //! `POST /api/call`, `POST /api/end-call`.
@@ -266,6 +267,8 @@ pub struct CallRequest {
     pub parameters: Vec<(String, String)>,
     pub record: bool,
     pub machine_detection: bool,
+    /// Media Streams (`mode: "stream"`) instead of ConversationRelay.
+    pub stream: bool,
 }
 
 /// Reads and validates a call request in the given route's body shape.
@@ -292,23 +295,16 @@ fn parse_call_request(body: &[u8], style: Style) -> Result<CallRequest, ApiError
                 "record",
                 "machine_detection",
             ])?;
-            match body.string("mode")?.as_deref() {
-                None | Some("relay") => {}
-                Some("stream") => {
-                    // Media Streams (issue 6) is not built yet; accept "stream" once
-                    // `/media-stream` exists.
-                    return Err(ApiError::field(
-                        "mode",
-                        "\"stream\" (Media Streams) is not available in this version; use \"relay\" or leave mode out",
-                    ));
-                }
+            let stream = match body.string("mode")?.as_deref() {
+                None | Some("relay") => false,
+                Some("stream") => true,
                 Some(other) => {
                     return Err(ApiError::field(
                         "mode",
                         format!("must be \"relay\" or \"stream\", got {other:?}"),
                     ));
                 }
-            }
+            };
             let greeting = body.string("greeting")?;
             if let Some(g) = &greeting
                 && g.chars().count() > MAX_GREETING_CHARS
@@ -325,6 +321,7 @@ fn parse_call_request(body: &[u8], style: Style) -> Result<CallRequest, ApiError
                 parameters: parameters(body.0.get("parameters"))?,
                 record: body.bool("record")?,
                 machine_detection: body.bool("machine_detection")?,
+                stream,
             })
         }
     }
@@ -397,14 +394,37 @@ fn twilio(state: &AppState) -> Result<&TwilioClient, Box<ApiError>> {
         .ok_or_else(|| Box::new(TwilioError::NotConfigured.into()))
 }
 
-/// The TwiML an outbound call runs: `<Connect><ConversationRelay>` to our `/websocket`.
-pub fn outbound_twiml(state: &AppState, base: &PublicBase, request: &CallRequest) -> String {
+/// The TwiML an outbound call runs: `<Connect><ConversationRelay>` to our
+/// `/websocket`, or for Media Streams `<Connect><Stream>` to `/media-stream` with the
+/// call's numbers as parameters (Media Streams' `start` does not carry them).
+pub fn outbound_twiml(
+    state: &AppState,
+    base: &PublicBase,
+    request: &CallRequest,
+    from: &str,
+) -> String {
     let mut relay = state.config.relay.clone();
     let mut parameters = request.parameters.clone();
     if let Some(greeting) = &request.greeting {
         relay.welcome_greeting = greeting.clone();
-        // Tells the agent what Twilio said first (see `agent::GREETING_PARAMETER`).
+        // Tells the agent what Twilio said first (see `agent::GREETING_PARAMETER`);
+        // a media pipeline speaks it itself.
         parameters.push((GREETING_PARAMETER.to_string(), greeting.clone()));
+    }
+    if request.stream {
+        for (name, value) in [
+            ("from", from),
+            ("to", request.to.as_str()),
+            ("direction", "outbound-api"),
+        ] {
+            parameters.retain(|(n, _)| n != name);
+            parameters.push((name.to_string(), value.to_string()));
+        }
+        return twiml::connect_stream(
+            &format!("{}/media-stream", base.ws),
+            &format!("{}/twiml/stream/next", base.http),
+            &parameters,
+        );
     }
     twiml::connect_relay(
         &relay,
@@ -451,7 +471,7 @@ async fn create_call(
                 )
             })?,
     };
-    let twiml = outbound_twiml(state, base, &request);
+    let twiml = outbound_twiml(state, base, &request, &from);
     if twiml.len() > MAX_INLINE_TWIML {
         return Err(Box::new(ApiError::field(
             "parameters",
@@ -583,7 +603,6 @@ mod tests {
             (r#"{"to":"11999990000"}"#, "to"),
             (r#"{"to":5511999990000}"#, "to"),
             (r#"{"to":"+5511999990000","from":"abc"}"#, "from"),
-            (r#"{"to":"+5511999990000","mode":"stream"}"#, "mode"),
             (r#"{"to":"+5511999990000","mode":"video"}"#, "mode"),
             (r#"{"to":"+5511999990000","record":"yes"}"#, "record"),
             (r#"{"to":"+5511999990000","parameters":[1]}"#, "parameters"),
@@ -628,14 +647,12 @@ mod tests {
     }
 
     #[test]
-    fn stream_mode_is_refused_with_a_clear_message() {
-        let error = parse_call_request(br#"{"to":"+5511999990000","mode":"stream"}"#, Style::Api)
-            .unwrap_err();
-        let message = error.body["error"].as_str().unwrap();
-        assert!(
-            message.starts_with("mode:") && message.contains("Media Streams"),
-            "{message}"
-        );
+    fn stream_mode_is_accepted() {
+        let request =
+            parse_call_request(br#"{"to":"+5511999990000","mode":"stream"}"#, Style::Api).unwrap();
+        assert!(request.stream);
+        let request = parse_call_request(br#"{"to":"+5511999990000"}"#, Style::Api).unwrap();
+        assert!(!request.stream);
     }
 
     #[test]

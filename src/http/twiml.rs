@@ -2,7 +2,10 @@
 //! with `<Connect><ConversationRelay>`; `POST /twiml/action` answers the end of the
 //! ConversationRelay session: a transfer (`<Dial>` or `<Enqueue>`) when the agent
 //! handed off, a fresh `<Connect>` when the socket dropped mid-call (64105), else
-//! `<Hangup/>`. Every route checks `X-Twilio-Signature` first.
+//! `<Hangup/>`. `GET|POST /twiml/stream` answers with `<Connect><Stream>` (Media
+//! Streams) followed by a `<Redirect>` to `POST /twiml/stream/next`, which transfers
+//! the caller when the agent handed off and hangs up otherwise. Every route checks
+//! `X-Twilio-Signature` first.
 
 use bytes::Bytes;
 use warp::filters::BoxedFilter;
@@ -47,7 +50,40 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
                 session_ended(&state, &base, &form)
             },
         );
+    let stream_get = warp::path!("twiml" / "stream")
+        .and(warp::get())
+        .and(twilio_auth::webhook(state.clone()))
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(with_state(state.clone()))
+        .and(public_base(state.clone()))
+        .map(
+            |_form: Vec<(String, String)>,
+             query: Vec<(String, String)>,
+             state: AppState,
+             base: PublicBase| { answer_stream(&state, &base, &query) },
+        );
+    let stream_post = warp::path!("twiml" / "stream")
+        .and(warp::post())
+        .and(twilio_auth::webhook(state.clone()))
+        .and(with_state(state.clone()))
+        .and(public_base(state.clone()))
+        .map(
+            |form: Vec<(String, String)>, state: AppState, base: PublicBase| {
+                answer_stream(&state, &base, &form)
+            },
+        );
+    let stream_next = warp::path!("twiml" / "stream" / "next")
+        .and(warp::post())
+        .and(twilio_auth::webhook(state.clone()))
+        .and(with_state(state.clone()))
+        .map(|form: Vec<(String, String)>, state: AppState| stream_ended(&state, &form));
     action
+        .or(stream_next)
+        .unify()
+        .or(stream_get)
+        .unify()
+        .or(stream_post)
+        .unify()
         .or(answer_get)
         .unify()
         .or(answer_post)
@@ -93,6 +129,74 @@ fn answer(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Res
         &format!("{}/twiml/action", base.http),
         &[],
     ))
+}
+
+/// The TwiML that connects a call to our `/media-stream`. The caller's number and
+/// direction travel as `<Parameter>`s (`from`, `to`, `direction`), and so does a
+/// `pipeline` field of the webhook (or query string) when given.
+fn answer_stream(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Response {
+    tracing::info!(
+        call_sid = field(form, "CallSid").unwrap_or(""),
+        from = field(form, "From").unwrap_or(""),
+        "answering a call with Media Streams"
+    );
+    let mut parameters = Vec::new();
+    for (param, name) in [("From", "from"), ("To", "to"), ("Direction", "direction")] {
+        if let Some(value) = field(form, param).filter(|v| !v.is_empty()) {
+            parameters.push((name.to_string(), value.to_string()));
+        }
+    }
+    if let Some(pipeline) = field(form, "pipeline").filter(|v| !v.is_empty()) {
+        parameters.push(("pipeline".to_string(), pipeline.to_string()));
+    }
+    stream_twiml(state, base, &parameters)
+}
+
+/// `<Connect><Stream>` to this server with `parameters`, then the follow-up.
+pub fn stream_twiml(
+    _state: &AppState,
+    base: &PublicBase,
+    parameters: &[(String, String)],
+) -> Response {
+    xml(twiml::connect_stream(
+        &format!("{}/media-stream", base.ws),
+        &format!("{}/twiml/stream/next", base.http),
+        parameters,
+    ))
+}
+
+/// The media stream is over (our server closed it): transfer the caller when the
+/// agent handed off, else hang up.
+fn stream_ended(state: &AppState, form: &[(String, String)]) -> Response {
+    let call_sid = field(form, "CallSid").unwrap_or("");
+    let ending = state.media_endings.take(call_sid);
+    tracing::info!(
+        call_sid,
+        call_status = field(form, "CallStatus").unwrap_or(""),
+        transfer = ending.as_ref().is_some_and(|h| h.is_live_agent()),
+        "media stream ended"
+    );
+    match ending {
+        Some(handoff) if handoff.is_live_agent() => handoff_twiml(state, &handoff.to_json()),
+        _ => xml(twiml::hangup()),
+    }
+}
+
+/// `<Enqueue>` or `<Dial>` to a person, as configured; `<Hangup/>` when neither is.
+fn handoff_twiml(state: &AppState, handoff_data: &str) -> Response {
+    let handoff = &state.config.handoff;
+    if let Some(workflow) = &handoff.taskrouter_workflow_sid {
+        tracing::info!("handing the caller to TaskRouter");
+        return xml(twiml::enqueue(workflow, handoff_data));
+    }
+    if let Some(number) = &handoff.number {
+        tracing::info!("handing the caller to the handoff number");
+        return xml(twiml::dial(number));
+    }
+    tracing::warn!(
+        "a transfer was asked for but no HANDOFF_NUMBER or TASKROUTER_WORKFLOW_SID is set; hanging up"
+    );
+    xml(twiml::hangup())
 }
 
 /// Twilio reports how the ConversationRelay session ended.

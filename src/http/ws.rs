@@ -1,6 +1,7 @@
-//! WebSocket upgrades: `/websocket` (ConversationRelay). Converts the upgraded
-//! connection into a `Stream<Frame> + Sink<Outbound>` and hands it to the
-//! transport's session, tracked so a drain can wait for it.
+//! WebSocket upgrades: `/websocket` (ConversationRelay) and `/media-stream` (Media
+//! Streams). Converts the upgraded connection into a `Stream<Frame> + Sink<Outbound>`
+//! of the transport's protocol and hands it to the transport's session, tracked so
+//! a drain can wait for it.
 //!
 //! The handshake is done here rather than with `warp::ws()`, because warp cannot
 //! set tungstenite's read buffer: its default (128 KiB per socket, zero-filled on
@@ -24,6 +25,7 @@ use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::reply::Response;
 
 use super::{json_error, twilio_auth, with_state};
+use crate::media::protocol::Outbound as MediaOutbound;
 use crate::relay::protocol::Outbound;
 use crate::server::AppState;
 use crate::transport::Frame;
@@ -35,13 +37,19 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    warp::path!("websocket")
+    let relay = warp::path!("websocket")
+        .and(warp::get())
+        .and(twilio_auth::websocket(state.clone()))
+        .and(upgrade())
+        .and(with_state(state.clone()))
+        .map(|upgrade: Upgrade, state: AppState| upgrade_relay(upgrade, state));
+    let media = warp::path!("media-stream")
         .and(warp::get())
         .and(twilio_auth::websocket(state.clone()))
         .and(upgrade())
         .and(with_state(state))
-        .map(|upgrade: Upgrade, state: AppState| upgrade_relay(upgrade, state))
-        .boxed()
+        .map(|upgrade: Upgrade, state: AppState| upgrade_media(upgrade, state));
+    relay.or(media).unify().boxed()
 }
 
 /// A request to upgrade to a WebSocket (or why it is not one).
@@ -156,6 +164,35 @@ fn upgrade_relay(upgrade: Upgrade, state: AppState) -> Response {
             drop(live);
         }
     })
+}
+
+fn upgrade_media(upgrade: Upgrade, state: AppState) -> Response {
+    if let Some(refusal) = refuse_new_call(&state) {
+        return refusal;
+    }
+    let live = state.calls.token();
+    let config = socket_config(state.config.max_ws_message_bytes);
+    upgrade.accept(config, move |socket| {
+        let session = crate::media::session::run(media_socket(socket), state.media_deps());
+        let span = crate::telemetry::call_span("stream");
+        async move {
+            session.instrument(span).await;
+            drop(live);
+        }
+    })
+}
+
+/// The socket as a stream of [`Frame`]s and a sink of Media Streams messages.
+fn media_socket(
+    socket: Socket,
+) -> impl futures::Stream<Item = Result<Frame, tungstenite::Error>>
++ futures::Sink<MediaOutbound, Error = tungstenite::Error>
++ Unpin {
+    socket
+        .with(|out: MediaOutbound| {
+            future::ready(Ok::<_, tungstenite::Error>(Message::text(out.to_json())))
+        })
+        .filter_map(|message| future::ready(to_frame(message)))
 }
 
 /// 503 while draining or when the server is full.

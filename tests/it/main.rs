@@ -13,6 +13,7 @@ mod fake_speech;
 mod fake_twilio;
 mod handoff;
 mod http;
+mod media;
 mod metrics;
 mod outbound;
 mod relay;

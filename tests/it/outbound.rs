@@ -147,6 +147,52 @@ async fn an_outbound_call_sends_twilio_the_documented_form() {
 }
 
 #[tokio::test]
+async fn a_stream_call_connects_to_the_media_stream_with_its_parameters() {
+    let fake = FakeTwilio::start().await;
+    let app = app_with(&fake, &[]).await;
+    let (status, answer) = post(
+        &app,
+        "/api/calls",
+        json!({"to": "+5511999990000", "mode": "stream", "greeting": "Oi Ana!",
+               "parameters": {"lead": "Ana", "pipeline": "elevenlabs-agent"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let twiml = fake.requests()[0].field("Twiml").unwrap().to_string();
+    let doc = roxmltree::Document::parse(&twiml).expect("well-formed TwiML");
+    let connect = doc.root_element().first_element_child().unwrap();
+    assert_eq!(connect.tag_name().name(), "Connect");
+    let stream = connect.first_element_child().unwrap();
+    assert_eq!(stream.tag_name().name(), "Stream");
+    assert_eq!(
+        stream.attribute("url"),
+        Some("wss://voz.example.com/media-stream")
+    );
+    let params: Pairs = stream
+        .children()
+        .filter(|c| c.tag_name().name() == "Parameter")
+        .map(|p| {
+            (
+                p.attribute("name").unwrap().to_string(),
+                p.attribute("value").unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(get(&params, "lead"), Some("Ana"));
+    assert_eq!(get(&params, "pipeline"), Some("elevenlabs-agent"));
+    assert_eq!(get(&params, "voxrelay_greeting"), Some("Oi Ana!"));
+    assert_eq!(get(&params, "from"), Some("+5511222220000"));
+    assert_eq!(get(&params, "to"), Some("+5511999990000"));
+    assert_eq!(get(&params, "direction"), Some("outbound-api"));
+    let redirect = connect.next_sibling_element().unwrap();
+    assert_eq!(redirect.tag_name().name(), "Redirect");
+    assert_eq!(
+        redirect.text(),
+        Some("https://voz.example.com/twiml/stream/next")
+    );
+}
+
+#[tokio::test]
 async fn a_minimal_call_records_nothing_and_skips_detection() {
     let fake = FakeTwilio::start().await;
     let app = app_with(&fake, &[]).await;
@@ -446,7 +492,7 @@ async fn invalid_bodies_are_refused_naming_the_field() {
         (json!({}), "to"),
         (json!({"to": "011 99999-0000"}), "to"),
         (json!({"to": "+5511999990000", "from": "5511"}), "from"),
-        (json!({"to": "+5511999990000", "mode": "stream"}), "mode"),
+        (json!({"to": "+5511999990000", "mode": "video"}), "mode"),
         (json!({"to": "+5511999990000", "record": "yes"}), "record"),
         (
             json!({"to": "+5511999990000", "parameters": "lead=Ana"}),
@@ -466,16 +512,6 @@ async fn invalid_bodies_are_refused_naming_the_field() {
             "{answer}"
         );
     }
-    let (_, answer) = post(
-        &app,
-        "/api/calls",
-        json!({"to": "+5511999990000", "mode": "stream"}),
-    )
-    .await;
-    assert!(
-        answer["error"].as_str().unwrap().contains("Media Streams"),
-        "{answer}"
-    );
 
     let client = reqwest::Client::new();
     let res = client

@@ -1,0 +1,323 @@
+//! Media Streams load benchmark: N concurrent calls through the real
+//! `media::session::run` with the `openai-realtime` pipeline, on a 2-worker tokio
+//! runtime, against a fake Realtime server on loopback (real WebSockets) that
+//! answers each call's greeting with a long reply (more audio than the call lasts,
+//! sent faster than real time, as Realtime does). The Twilio side of each call is an
+//! in-memory channel pair: 50 caller frames a second in, agent frames out.
+//!
+//! Run with `cargo bench --bench media_session` (optionally `-- 200 20 25`: calls,
+//! call seconds, seconds of agent audio sent at the greeting). It prints:
+//! - how late each outbound frame was against its real-time schedule (after the
+//!   80 ms lead), over every frame of every call;
+//! - CPU time per 20 ms frame handled (caller frames in plus agent frames out; the
+//!   fake upstream's CPU is included, so this is an upper bound);
+//! - resident memory per call (process RSS with every call live, minus before; the
+//!   fake upstream's buffers are included, an upper bound again);
+//! - the per-frame cost of the session's outbound bookkeeping (`Playback`) alone.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures::channel::mpsc;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use voxrelay::agent::{AgentSettings, NoObserver};
+use voxrelay::media::playback::Playback;
+use voxrelay::media::protocol::{Inbound, Media, MediaEvent, Outbound, Start, StartEvent};
+use voxrelay::media::session::{self, MediaDeps};
+use voxrelay::metrics::Metrics;
+use voxrelay::tools::ToolRegistry;
+use voxrelay::transport::Frame;
+
+/// The Twilio side of a session as channels.
+struct Duplex {
+    rx: mpsc::Receiver<Frame>,
+    tx: mpsc::Sender<Outbound>,
+}
+
+impl Stream for Duplex {
+    type Item = Result<Frame, std::convert::Infallible>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.rx).poll_next(cx).map(|f| f.map(Ok))
+    }
+}
+
+impl Sink<Outbound> for Duplex {
+    type Error = mpsc::SendError;
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.tx).poll_ready(cx)
+    }
+    fn start_send(mut self: Pin<&mut Self>, item: Outbound) -> Result<(), Self::Error> {
+        Pin::new(&mut self.tx).start_send(item)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.tx).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.tx).poll_close(cx)
+    }
+}
+
+/// A Realtime stand-in: after the greeting request, `seconds` of audio in 200 ms
+/// deltas, then it reads (and ignores) until the client closes.
+async fn fake_realtime(listener: tokio::net::TcpListener, seconds: u64) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            // session.update, then response.create.
+            let mut seen = 0;
+            while seen < 2 {
+                match ws.next().await {
+                    Some(Ok(Message::Text(_))) => seen += 1,
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+            let chunk = base64::engine::general_purpose::STANDARD.encode([0x55u8; 1600]);
+            let delta = serde_json::json!({"type": "response.output_audio.delta",
+                "response_id": "r1", "item_id": "i1", "delta": chunk})
+            .to_string();
+            for _ in 0..seconds * 5 {
+                if ws.send(Message::text(delta.clone())).await.is_err() {
+                    return;
+                }
+            }
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_close() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User plus system CPU time of the process.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct CallResult {
+    /// Lateness of each outbound frame after the lead.
+    late: Vec<Duration>,
+    frames_out: u64,
+}
+
+async fn one_call(
+    deps: MediaDeps,
+    n: usize,
+    seconds: u64,
+    ready: Arc<tokio::sync::Barrier>,
+) -> CallResult {
+    let (mut in_tx, in_rx) = mpsc::channel::<Frame>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(64);
+    let session = tokio::spawn(session::run(
+        Duplex {
+            rx: in_rx,
+            tx: out_tx,
+        },
+        deps,
+    ));
+    let start = Inbound::Start(StartEvent {
+        sequence_number: Some(1),
+        stream_sid: format!("MZ{n}"),
+        start: Start {
+            call_sid: format!("CA{n}"),
+            stream_sid: format!("MZ{n}"),
+            ..Start::default()
+        },
+    });
+    let _ = in_tx.send(Frame::Text(start.to_json())).await;
+    let caller = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut media = MediaEvent {
+            sequence_number: None,
+            stream_sid: format!("MZ{n}"),
+            media: Media::from_mulaw(&[0xFFu8; 160]),
+        };
+        for chunk in 0..seconds * 50 {
+            tick.tick().await;
+            media.media.chunk = Some(chunk + 1);
+            let text = Inbound::Media(media.clone()).to_json();
+            if in_tx.send(Frame::Text(text)).await.is_err() {
+                break;
+            }
+        }
+        let _ = in_tx
+            .send(Frame::Text(r#"{"event":"stop","stop":{}}"#.into()))
+            .await;
+    });
+    let mut times = Vec::with_capacity(seconds as usize * 50);
+    let mut marked_ready = false;
+    while let Some(message) = out_rx.next().await {
+        if let Outbound::Media { .. } = message {
+            times.push(Instant::now());
+            if !marked_ready && times.len() == 5 {
+                // Signalled from another task: this loop must not stop reading.
+                marked_ready = true;
+                let ready = ready.clone();
+                tokio::spawn(async move { ready.wait().await });
+            }
+        }
+    }
+    if !marked_ready {
+        ready.wait().await;
+    }
+    let _ = caller.await;
+    let _ = session.await;
+    if std::env::var_os("BENCH_GAPS").is_some() {
+        for (i, pair) in times.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            if gap > Duration::from_millis(30) {
+                eprintln!("call {n}: gap of {gap:?} before frame {}", i + 1);
+            }
+        }
+    }
+    let lead = (session::LEAD.as_millis() / 20) as usize;
+    let late = match times.first() {
+        Some(&t0) => times
+            .iter()
+            .enumerate()
+            .skip(lead)
+            .map(|(i, t)| {
+                t.saturating_duration_since(t0 + Duration::from_millis(20 * (i - lead) as u64))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    CallResult {
+        frames_out: times.len() as u64,
+        late,
+    }
+}
+
+fn playback_cost() -> (Duration, Duration) {
+    let mut p = Playback::new(Duration::from_secs(60), session::LEAD);
+    let chunk = [0x55u8; 1600];
+    let mut samples = Vec::with_capacity(100_000);
+    let base = Instant::now();
+    for i in 0..100_000u64 {
+        if i % 10 == 0 {
+            p.push(1, &chunk);
+        }
+        let now = base + Duration::from_millis(20 * i);
+        let t = Instant::now();
+        let frame = p.pop_frame(now);
+        let json = frame.map(|f| Outbound::media("MZ1", &f.frame).to_json());
+        std::hint::black_box(json);
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let calls = *args.first().unwrap_or(&200) as usize;
+    let seconds = *args.get(1).unwrap_or(&20);
+    let reply = *args.get(2).unwrap_or(&(seconds + 5));
+
+    let (p50, p99) = playback_cost();
+    println!("## Outbound bookkeeping per frame (Playback pop + media JSON), 100 000 frames\n");
+    println!(
+        "p50 {:.2} µs, p99 {:.2} µs\n",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(fake_realtime(listener, reply));
+        let mut vars = std::collections::HashMap::new();
+        vars.insert("OPENAI_API_KEY".to_string(), "sk-bench".to_string());
+        vars.insert("OPENAI_REALTIME_URL".to_string(), format!("ws://{addr}/v1/realtime"));
+        vars.insert("LOG_DIR".to_string(), std::env::temp_dir().join("voxrelay-bench").display().to_string());
+        let config = voxrelay::Config::from_vars(vars).expect("config");
+        let deps = MediaDeps {
+            llm: voxrelay::llm::from_config(&config.llm).expect("llm"),
+            settings: Arc::new(AgentSettings::from_config(&config)),
+            tools: Arc::new(ToolRegistry::from_config(&config)),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+            stop: CancellationToken::new(),
+            observer: Arc::new(NoObserver),
+            endings: Arc::default(),
+        };
+        let rss_before = rss_kib();
+        let cpu_before = cpu_time();
+        let ready = Arc::new(tokio::sync::Barrier::new(calls + 1));
+        let mut handles = Vec::new();
+        for n in 0..calls {
+            handles.push(tokio::spawn(one_call(deps.clone(), n, seconds, ready.clone())));
+            // Calls arrive over a second, not all in the same instant.
+            tokio::time::sleep(Duration::from_millis(1000 / calls.max(1) as u64)).await;
+        }
+        ready.wait().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_live = rss_kib();
+        let mut late = Vec::new();
+        let mut frames_out = 0;
+        for h in handles {
+            let r = h.await.expect("call task");
+            frames_out += r.frames_out;
+            late.extend(r.late);
+        }
+        let cpu = cpu_time().saturating_sub(cpu_before);
+        late.sort();
+        let frames_in = calls as u64 * seconds * 50;
+        let over_5ms = late.iter().filter(|l| **l > Duration::from_millis(5)).count();
+        println!("## {calls} concurrent media calls, {seconds} s each, {reply} s of agent audio each, 2 worker threads\n");
+        println!("| measure | value |\n|---|---:|");
+        println!("| agent frames out (paced) | {frames_out} |");
+        println!("| caller frames in | {frames_in} |");
+        println!("| outbound lateness p50 | {:.2} ms |", percentile(&late, 0.5).as_secs_f64() * 1e3);
+        println!("| outbound lateness p99 | {:.2} ms |", percentile(&late, 0.99).as_secs_f64() * 1e3);
+        println!("| outbound lateness max | {:.2} ms |", late.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
+        println!("| frames later than 5 ms | {over_5ms} |");
+        println!(
+            "| CPU per frame (in + out, incl. fake upstream) | {:.1} µs |",
+            cpu.as_secs_f64() * 1e6 / (frames_in + frames_out).max(1) as f64
+        );
+        println!(
+            "| memory per live call (RSS, incl. fake upstream) | {} KiB |",
+            rss_live.saturating_sub(rss_before) / calls.max(1) as u64
+        );
+    });
+}

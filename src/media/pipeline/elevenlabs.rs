@@ -1,0 +1,520 @@
+//! The `elevenlabs-agent` pipeline: a bridge to an ElevenLabs Conversational AI agent
+//! (`ELEVENLABS_AGENT_ID`) over its WebSocket, μ-law 8 kHz both ways (the agent must
+//! be set to `ulaw_8000` input and output; a call to an agent that is not ends with
+//! a clear log line instead of noise).
+//!
+//! - The call's SID, the caller's number and the `<Parameter>`s go to the agent as
+//!   dynamic variables (`call_sid`, `caller_number`, and each parameter by name).
+//! - Pings are answered by the client; `interruption` becomes Twilio `clear`.
+//! - The caller's and the agent's transcripts go to the observer; an agent turn cut
+//!   by an interruption is recorded with the part heard (ElevenLabs' own correction
+//!   when it sends one, else an estimate from the audio played).
+//! - Client tool calls whose name matches a tool of the registry run through it
+//!   (results back as `client_tool_result`); others get an error result. `end_call`
+//!   and `transfer_to_human` end the call once the agent stops talking.
+//! - Keypad digits go to the agent as a contextual update.
+//! - Upstream failure: an apology through ElevenLabs TTS when configured, then
+//!   hang-up.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{
+    CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
+    PipelineStats, RELAY_ONLY_TOOLS, apology_audio, heard_part,
+};
+use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
+use crate::audio::frame::{MULAW_RATE, duration_of};
+use crate::config::Config;
+use crate::llm::ToolCall;
+use crate::speech::SpeechError;
+use crate::speech::elevenlabs_agent::{
+    AgentEvent, AgentOptions, ConversationInit, ElevenLabsAgent, formats_fit_twilio,
+};
+use crate::tools::{ToolContext, ToolRegistry, ToolRun};
+
+const MAX_SENDS: usize = 64;
+const MAX_RUNNING_TOOLS: usize = 8;
+const MAX_DIGITS: usize = 32;
+/// After a tool ended the call: end once the agent has been silent this long...
+const END_AFTER_SILENCE: Duration = Duration::from_millis(1500);
+/// ...or at the latest this long after the tool.
+const END_MAX_WAIT: Duration = Duration::from_secs(15);
+/// The agent's turn is over after this long without audio.
+const TURN_QUIET: Duration = Duration::from_millis(400);
+
+enum Outgoing {
+    ToolResult {
+        id: String,
+        result: String,
+        is_error: bool,
+    },
+    Context(String),
+}
+
+/// The agent's current spoken turn.
+struct Speaking {
+    turn: u64,
+    text: String,
+    seq: Option<u32>,
+    bytes: u64,
+    /// `TurnDone` was sent (the agent went quiet).
+    done: bool,
+}
+
+pub struct ElevenLabsPipeline {
+    agent: ElevenLabsAgent,
+    log: CallLog,
+    tools: Arc<ToolRegistry>,
+    tool_ctx: ToolContext,
+    settings: Arc<AgentSettings>,
+    config: Arc<Config>,
+    sends: VecDeque<Outgoing>,
+    out: VecDeque<PipelineOutput>,
+    speaking: Option<Speaking>,
+    /// The next audio starts a new turn (a new response began).
+    new_turn: bool,
+    next_turn: u64,
+    last_agent_seq: Option<u32>,
+    running: FuturesUnordered<BoxFuture<'static, ToolRun>>,
+    digits: String,
+    digits_due: Option<Instant>,
+    ending: Option<(Handoff, Instant)>,
+    last_audio_at: Instant,
+    dead: bool,
+    apology: Option<JoinHandle<Option<Vec<u8>>>>,
+    finished: bool,
+    stats: PipelineStats,
+    /// Process-wide counters (turns, interrupts, upstream errors).
+    metrics: Arc<crate::metrics::Metrics>,
+    dropped_audio: u64,
+}
+
+pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, PipelineError> {
+    let options = AgentOptions::from_config(&ctx.config)?;
+    let mut variables: BTreeMap<String, String> = ctx
+        .call
+        .parameters
+        .iter()
+        .filter(|(k, _)| !k.starts_with("voxrelay_") && k.as_str() != "pipeline")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    variables.insert("call_sid".into(), ctx.call.call_sid.clone());
+    variables.insert("caller_number".into(), ctx.call.from.clone());
+    // A per-call greeting (outbound API) as the agent's first message; ElevenLabs
+    // applies it only when the agent allows overriding `first_message`.
+    let conversation_config_override = ctx
+        .call
+        .parameters
+        .get(GREETING_PARAMETER)
+        .map(|greeting| serde_json::json!({"agent": {"first_message": greeting}}));
+    let init = ConversationInit {
+        dynamic_variables: variables,
+        conversation_config_override,
+    };
+    let agent = ElevenLabsAgent::connect(&options, &init).await?;
+    Ok(Box::new(ElevenLabsPipeline {
+        agent,
+        log: CallLog::new(ctx.call.clone(), ctx.observer.clone()),
+        tools: ctx.tools.clone(),
+        tool_ctx: ToolContext {
+            call_sid: ctx.call.call_sid.clone(),
+            from: ctx.call.from.clone(),
+            now: SystemTime::now(),
+        },
+        settings: ctx.settings.clone(),
+        config: ctx.config.clone(),
+        sends: VecDeque::new(),
+        out: VecDeque::new(),
+        speaking: None,
+        new_turn: true,
+        next_turn: 1,
+        last_agent_seq: None,
+        running: FuturesUnordered::new(),
+        digits: String::new(),
+        digits_due: None,
+        ending: None,
+        last_audio_at: Instant::now(),
+        dead: false,
+        apology: None,
+        finished: false,
+        stats: PipelineStats::default(),
+        metrics: ctx.metrics.clone(),
+        dropped_audio: 0,
+    }))
+}
+
+impl ElevenLabsPipeline {
+    fn queue(&mut self, message: Outgoing) {
+        if self.sends.len() >= MAX_SENDS {
+            tracing::warn!("ElevenLabs control queue full; dropping a message");
+            return;
+        }
+        self.sends.push_back(message);
+    }
+
+    /// Cancel-safe: a message leaves the queue once handed to the socket.
+    async fn flush(&mut self) {
+        while !self.dead {
+            let Some(message) = self.sends.front() else {
+                return;
+            };
+            let sent = match message {
+                Outgoing::ToolResult {
+                    id,
+                    result,
+                    is_error,
+                } => self.agent.send_tool_result(id, result, *is_error).await,
+                Outgoing::Context(text) => self.agent.send_contextual_update(text).await,
+            };
+            match sent {
+                Ok(()) => {
+                    self.sends.pop_front();
+                }
+                Err(e) if e.is_fatal() => {
+                    self.upstream_failed(e);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping a message to the ElevenLabs agent");
+                    self.sends.pop_front();
+                }
+            }
+        }
+    }
+
+    fn upstream_failed(&mut self, error: SpeechError) {
+        if self.dead {
+            return;
+        }
+        tracing::warn!(error = %error, "the ElevenLabs agent is gone mid-call");
+        self.dead = true;
+        self.stats.errors += 1;
+        self.metrics.llm_error("upstream");
+        self.sends.clear();
+        self.apology = Some(tokio::spawn(apology_audio(
+            self.config.clone(),
+            self.settings.fallback_message.clone(),
+        )));
+    }
+
+    fn on_event(&mut self, event: AgentEvent) {
+        match event {
+            AgentEvent::Metadata { .. } => {
+                if !formats_fit_twilio(&event) {
+                    // Logged by the client in detail.
+                    self.out.push_back(PipelineOutput::Failed(
+                        "the ElevenLabs agent does not use ulaw_8000".into(),
+                    ));
+                }
+            }
+            AgentEvent::Audio { audio, .. } => {
+                let bytes = match base64::engine::general_purpose::STANDARD.decode(audio.as_bytes())
+                {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping agent audio that is not base64");
+                        return;
+                    }
+                };
+                self.last_audio_at = Instant::now();
+                if self.new_turn || self.speaking.as_ref().is_none_or(|s| s.done) {
+                    self.start_turn();
+                }
+                let Some(speaking) = self.speaking.as_mut() else {
+                    return;
+                };
+                speaking.bytes += bytes.len() as u64;
+                self.out.push_back(PipelineOutput::Audio {
+                    turn: speaking.turn,
+                    mulaw: bytes,
+                });
+            }
+            AgentEvent::Interruption { .. } => {
+                if self.speaking.is_some() {
+                    tracing::debug!("barge-in: the agent was interrupted");
+                    self.stats.interrupts += 1;
+                    self.metrics.interrupt();
+                    self.out.push_back(PipelineOutput::Clear);
+                }
+                self.new_turn = true;
+            }
+            AgentEvent::AgentResponse { text } => {
+                self.new_turn = true;
+                let seq = self
+                    .log
+                    .turn(Speaker::Agent, &text, SystemTime::now(), None);
+                self.last_agent_seq = Some(seq);
+                // The audio following belongs to this response.
+                self.start_turn();
+                if let Some(speaking) = self.speaking.as_mut() {
+                    speaking.text = text;
+                    speaking.seq = Some(seq);
+                }
+                self.new_turn = false;
+            }
+            AgentEvent::AgentResponseCorrection { corrected, .. } => {
+                if let Some(seq) = self.last_agent_seq {
+                    self.log.interrupted(seq, &corrected);
+                }
+            }
+            AgentEvent::UserTranscript { text } => {
+                let text = text.trim();
+                if !text.is_empty() {
+                    self.log
+                        .turn(Speaker::Caller, text, SystemTime::now(), None);
+                }
+            }
+            AgentEvent::ClientToolCall {
+                tool_call_id,
+                tool_name,
+                parameters,
+            } => self.start_tool(tool_call_id, tool_name, parameters),
+            AgentEvent::Unknown { .. } => {}
+        }
+    }
+
+    /// Closes the current turn (its last partial frame can go) and opens the next.
+    fn start_turn(&mut self) {
+        if let Some(old) = self.speaking.take().filter(|s| !s.done) {
+            self.out
+                .push_back(PipelineOutput::TurnDone { turn: old.turn });
+        }
+        let turn = self.next_turn;
+        self.next_turn += 1;
+        self.stats.turns += 1;
+        self.metrics.turn();
+        self.speaking = Some(Speaking {
+            turn,
+            text: String::new(),
+            seq: None,
+            bytes: 0,
+            done: false,
+        });
+        self.new_turn = false;
+    }
+
+    fn start_tool(&mut self, id: String, name: String, parameters: serde_json::Value) {
+        tracing::info!(tool = %name, "the ElevenLabs agent calls a client tool");
+        self.stats.tool_calls += 1;
+        let known =
+            self.tools.names().contains(&name) && !RELAY_ONLY_TOOLS.contains(&name.as_str());
+        if !known || self.running.len() >= MAX_RUNNING_TOOLS {
+            let error = if known {
+                "too many tools running".to_string()
+            } else {
+                format!("unknown tool {name:?}")
+            };
+            tracing::warn!(tool = %name, error = %error, "refusing a client tool call");
+            self.queue(Outgoing::ToolResult {
+                id,
+                result: serde_json::json!({ "error": error }).to_string(),
+                is_error: true,
+            });
+            return;
+        }
+        let arguments = match parameters {
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let ctx = ToolContext {
+            now: SystemTime::now(),
+            ..self.tool_ctx.clone()
+        };
+        self.running.push(self.tools.run(
+            ToolCall {
+                id,
+                name,
+                arguments,
+            },
+            &ctx,
+        ));
+    }
+
+    fn on_tool_done(&mut self, run: ToolRun) {
+        let handoff = self.log.tool_run(&run);
+        self.queue(Outgoing::ToolResult {
+            id: run.call.id.clone(),
+            result: run.content(),
+            is_error: run.result.is_err(),
+        });
+        if let Some(handoff) = handoff
+            && self.ending.is_none()
+        {
+            self.ending = Some((handoff, Instant::now() + END_MAX_WAIT));
+            // Count silence from now: the agent usually says goodbye next.
+            self.last_audio_at = Instant::now();
+        }
+    }
+
+    fn on_cleared(&mut self, turn: Option<u64>, played: Duration) {
+        let Some(speaking) = self.speaking.take() else {
+            return;
+        };
+        let played = if turn == Some(speaking.turn) {
+            played
+        } else {
+            Duration::ZERO
+        };
+        let generated = duration_of(speaking.bytes as usize, MULAW_RATE);
+        if let Some(seq) = speaking.seq {
+            self.log
+                .interrupted(seq, &heard_part(&speaking.text, played, generated));
+        }
+    }
+
+    fn flush_digits(&mut self) {
+        self.digits_due = None;
+        if self.digits.is_empty() {
+            return;
+        }
+        let digits = std::mem::take(&mut self.digits);
+        tracing::info!(digits = digits.len(), "keypad digits to the agent");
+        self.queue(Outgoing::Context(format!(
+            "The caller pressed these keys on the keypad: {digits}"
+        )));
+    }
+
+    async fn next(&mut self) -> PipelineOutput {
+        loop {
+            if let Some(output) = self.out.pop_front() {
+                if matches!(output, PipelineOutput::End(_) | PipelineOutput::Failed(_)) {
+                    self.finished = true;
+                }
+                return output;
+            }
+            if self.finished {
+                return std::future::pending().await;
+            }
+            self.flush().await;
+            if self.dead {
+                let audio = match self.apology.as_mut() {
+                    Some(handle) => handle.await.ok().flatten(),
+                    None => None,
+                };
+                self.apology = None;
+                if let Some(mulaw) = audio {
+                    let turn = self.next_turn;
+                    self.next_turn += 1;
+                    self.out.push_back(PipelineOutput::Audio { turn, mulaw });
+                    self.out.push_back(PipelineOutput::TurnDone { turn });
+                }
+                self.out.push_back(PipelineOutput::Failed(
+                    "the ElevenLabs agent is gone".into(),
+                ));
+                continue;
+            }
+            let digits_due = self.digits_due;
+            let quiet_due = self
+                .speaking
+                .as_ref()
+                .filter(|s| !s.done && s.bytes > 0)
+                .map(|_| self.last_audio_at + TURN_QUIET);
+            let end_due = self
+                .ending
+                .as_ref()
+                .map(|(_, max)| (self.last_audio_at + END_AFTER_SILENCE).min(*max));
+            tokio::select! {
+                event = self.agent.next_event() => match event {
+                    Ok(event) => self.on_event(event),
+                    Err(e) => self.upstream_failed(e),
+                },
+                Some(run) = self.running.next(), if !self.running.is_empty() => self.on_tool_done(run),
+                () = sleep_until_opt(digits_due) => self.flush_digits(),
+                () = sleep_until_opt(quiet_due) => {
+                    // The agent went quiet: let the turn's last partial frame go.
+                    if let Some(speaking) = self.speaking.as_mut() {
+                        speaking.done = true;
+                        let turn = speaking.turn;
+                        self.out.push_back(PipelineOutput::TurnDone { turn });
+                    }
+                }
+                () = sleep_until_opt(end_due) => {
+                    let now = Instant::now();
+                    let ready = self.ending.as_ref().is_some_and(|(_, max)| {
+                        now >= *max || now >= self.last_audio_at + END_AFTER_SILENCE
+                    });
+                    if ready && let Some((handoff, _)) = self.ending.take() {
+                        if let Some(speaking) = self.speaking.take().filter(|s| !s.done) {
+                            self.out.push_back(PipelineOutput::TurnDone { turn: speaking.turn });
+                        }
+                        self.out.push_back(PipelineOutput::End(handoff));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Pipeline for ElevenLabsPipeline {
+    fn name(&self) -> &'static str {
+        "elevenlabs-agent"
+    }
+
+    fn caller_audio(&mut self, audio: CallerAudio<'_>) {
+        if self.dead || self.finished {
+            return;
+        }
+        match self.agent.send_audio(audio.payload_b64) {
+            Ok(()) => {}
+            Err(SpeechError::QueueFull { .. }) => {
+                self.dropped_audio += 1;
+                if self.dropped_audio == 1 || self.dropped_audio % 250 == 0 {
+                    tracing::warn!(
+                        dropped = self.dropped_audio,
+                        "the ElevenLabs agent lags; dropping caller audio"
+                    );
+                }
+            }
+            Err(e) => self.upstream_failed(e),
+        }
+    }
+
+    fn handle(&mut self, event: CallEvent) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match event {
+                CallEvent::Dtmf(digit) => {
+                    self.digits.push(digit);
+                    if digit == '#' || self.digits.len() >= MAX_DIGITS {
+                        self.flush_digits();
+                    } else {
+                        self.digits_due = Some(Instant::now() + self.settings.dtmf_timeout);
+                    }
+                }
+                CallEvent::Cleared { turn, played } => self.on_cleared(turn, played),
+                CallEvent::PlayedOut { .. } | CallEvent::Played { .. } => {}
+            }
+            self.flush().await;
+        })
+    }
+
+    fn next_output(&mut self) -> BoxFuture<'_, PipelineOutput> {
+        Box::pin(self.next())
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, PipelineStats> {
+        Box::pin(async move {
+            let this = *self;
+            if let Some(handle) = this.apology {
+                handle.abort();
+            }
+            this.agent.close().await;
+            this.stats
+        })
+    }
+}

@@ -1,0 +1,658 @@
+//! The `openai-realtime` pipeline: speech to speech through the OpenAI Realtime API
+//! (GA protocol), μ-law in and out (`audio/pcmu`), so audio passes through without
+//! transcoding.
+//!
+//! - The session is configured from the agent: instructions are the system prompt
+//!   plus the call's `<Parameter>`s, the voice and language come from the
+//!   configuration, and the tools are the same [`ToolRegistry`] ConversationRelay
+//!   calls use (minus the ConversationRelay-only ones, [`super::RELAY_ONLY_TOOLS`]).
+//!   The caller is transcribed by the session's input transcription.
+//! - The greeting is a `response.create` asking for the configured welcome greeting.
+//! - Function calls run through the registry; results go back as
+//!   `function_call_output` items followed by one `response.create`. `end_call` and
+//!   `transfer_to_human` end the call once the goodbye has played (the model's own
+//!   words, or the configured goodbye/handoff message when it said nothing).
+//! - Barge-in: on `input_audio_buffer.speech_started` while agent audio is playing,
+//!   the session sends Twilio `clear` and tells us how much was heard; we send
+//!   `conversation.item.truncate` with that, clamped to the audio the model
+//!   generated, drop late deltas of the truncated item, and record the agent turn as
+//!   interrupted with the words heard (estimated by time).
+//! - Keypad digits are gathered (until `#` or `DTMF_TIMEOUT_MS`) and sent as a user
+//!   message.
+//! - The upstream closing or breaking mid-call ends the call: an apology through
+//!   ElevenLabs TTS when it is configured (Realtime itself is gone), then hang-up.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{
+    CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
+    PipelineStats, RELAY_ONLY_TOOLS, apology_audio, heard_part,
+};
+use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
+use crate::config::Config;
+use crate::llm::ToolCall;
+use crate::speech::SpeechError;
+use crate::speech::realtime::{
+    AssistantAudio, ClientEvent, ConversationSettings, FunctionCall, FunctionTool, Item,
+    RealtimeClient, RealtimeOptions, ResponseParams, ServerEvent,
+};
+use crate::tools::{ToolContext, ToolRegistry, ToolRun};
+
+/// Control events waiting to go upstream, at most.
+const MAX_SENDS: usize = 64;
+/// Tools running at once, at most.
+const MAX_RUNNING_TOOLS: usize = 8;
+/// Agent items remembered (for transcripts and truncation).
+const MAX_ITEMS: usize = 8;
+/// Truncated items whose late deltas are dropped.
+const MAX_TRUNCATED: usize = 16;
+/// Most keypad digits gathered into one message.
+const MAX_DIGITS: usize = 32;
+/// How long an ending call waits for the goodbye response.
+const GOODBYE_WAIT: Duration = Duration::from_secs(15);
+
+/// An assistant item being spoken.
+struct AgentItem {
+    item_id: String,
+    turn: u64,
+    text: String,
+    started_at: SystemTime,
+    time_to_first_audio: Option<Duration>,
+    /// Sequence number once recorded.
+    seq: Option<u32>,
+    audio_done: bool,
+    interrupted: bool,
+}
+
+pub struct RealtimePipeline {
+    client: RealtimeClient,
+    log: CallLog,
+    tools: Arc<ToolRegistry>,
+    tool_ctx: ToolContext,
+    settings: Arc<AgentSettings>,
+    config: Arc<Config>,
+    sends: VecDeque<ClientEvent>,
+    out: VecDeque<PipelineOutput>,
+    audio: AssistantAudio,
+    items: VecDeque<AgentItem>,
+    next_turn: u64,
+    truncated: VecDeque<String>,
+    running: FuturesUnordered<BoxFuture<'static, ToolRun>>,
+    /// Whether the response in progress produced audio.
+    spoke: bool,
+    digits: String,
+    digits_due: Option<Instant>,
+    /// The call ends after the goodbye response (or at the deadline).
+    ending: Option<(Handoff, Instant)>,
+    /// The id of the goodbye response, once created (the first response created
+    /// after we asked for it).
+    goodbye_response: Option<String>,
+    speech_stopped_at: Option<Instant>,
+    /// The upstream is gone.
+    dead: bool,
+    apology: Option<JoinHandle<Option<Vec<u8>>>>,
+    /// End or Failed was returned: nothing more to say.
+    finished: bool,
+    stats: PipelineStats,
+    /// Process-wide counters (turns, interrupts, upstream errors).
+    metrics: Arc<crate::metrics::Metrics>,
+    dropped_audio: u64,
+}
+
+/// Connects to Realtime and asks for the greeting.
+pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, PipelineError> {
+    let options = RealtimeOptions::from_config(&ctx.config)?;
+    let tool_ctx = ToolContext {
+        call_sid: ctx.call.call_sid.clone(),
+        from: ctx.call.from.clone(),
+        now: SystemTime::now(),
+    };
+    let tools: Vec<FunctionTool> = ctx
+        .tools
+        .specs(&tool_ctx)
+        .into_iter()
+        .filter(|spec| !RELAY_ONLY_TOOLS.contains(&spec.name.as_str()))
+        .map(|spec| FunctionTool {
+            name: spec.name,
+            description: spec.description,
+            parameters: spec.parameters,
+        })
+        .collect();
+    let mut parameters = ctx.call.parameters.clone();
+    // A per-call greeting (outbound API) replaces the configured one.
+    let greeting = parameters
+        .remove(GREETING_PARAMETER)
+        .unwrap_or_else(|| ctx.settings.welcome_greeting.clone());
+    parameters.retain(|name, _| !name.starts_with("voxrelay_") && name != "pipeline");
+    let instructions = instructions(&ctx.settings.system_prompt, &parameters);
+    let settings = ConversationSettings::from_config(&ctx.config, instructions.clone(), tools);
+    let client = RealtimeClient::connect_conversation(&options, &settings).await?;
+    let mut pipeline = RealtimePipeline {
+        client,
+        log: CallLog::new(ctx.call.clone(), ctx.observer.clone()),
+        tools: ctx.tools.clone(),
+        tool_ctx,
+        settings: ctx.settings.clone(),
+        config: ctx.config.clone(),
+        sends: VecDeque::new(),
+        out: VecDeque::new(),
+        audio: AssistantAudio::default(),
+        items: VecDeque::new(),
+        next_turn: 1,
+        truncated: VecDeque::new(),
+        running: FuturesUnordered::new(),
+        spoke: false,
+        digits: String::new(),
+        digits_due: None,
+        ending: None,
+        goodbye_response: None,
+        speech_stopped_at: None,
+        dead: false,
+        apology: None,
+        finished: false,
+        stats: PipelineStats::default(),
+        metrics: ctx.metrics.clone(),
+        dropped_audio: 0,
+    };
+    let response = (!greeting.is_empty()).then(|| ResponseParams {
+        instructions: Some(format!(
+            "{instructions}\n\nStart the call now by saying exactly this greeting, in its own language, and nothing else: \"{greeting}\""
+        )),
+    });
+    pipeline.queue(ClientEvent::CreateResponse { response });
+    Ok(Box::new(pipeline))
+}
+
+/// The system prompt with the call's parameters, as the agent builds it.
+fn instructions(
+    system_prompt: &str,
+    parameters: &std::collections::HashMap<String, String>,
+) -> String {
+    if parameters.is_empty() {
+        return system_prompt.to_string();
+    }
+    let mut params: Vec<_> = parameters.iter().collect();
+    params.sort();
+    let listed = params
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!("{system_prompt}\n\nDados desta ligação: {listed}")
+}
+
+impl RealtimePipeline {
+    fn queue(&mut self, event: ClientEvent) {
+        if self.sends.len() >= MAX_SENDS {
+            tracing::warn!("Realtime control queue full; dropping an event");
+            return;
+        }
+        self.sends.push_back(event);
+    }
+
+    /// Sends queued control events. Cancel-safe: an event leaves the queue only once
+    /// it was handed to the socket.
+    async fn flush(&mut self) {
+        while !self.dead {
+            let Some(event) = self.sends.front() else {
+                return;
+            };
+            match self.client.send(event).await {
+                Ok(()) => {
+                    self.sends.pop_front();
+                }
+                Err(e) if e.is_fatal() => {
+                    self.upstream_failed(e);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping a Realtime event");
+                    self.sends.pop_front();
+                }
+            }
+        }
+    }
+
+    fn upstream_failed(&mut self, error: SpeechError) {
+        if self.dead {
+            return;
+        }
+        tracing::warn!(error = %error, "OpenAI Realtime is gone mid-call");
+        self.dead = true;
+        self.stats.errors += 1;
+        self.metrics.llm_error("upstream");
+        self.sends.clear();
+        let config = self.config.clone();
+        let text = self.settings.fallback_message.clone();
+        self.apology = Some(tokio::spawn(apology_audio(config, text)));
+    }
+
+    fn item_mut(&mut self, item_id: &str) -> Option<&mut AgentItem> {
+        self.items.iter_mut().find(|i| i.item_id == item_id)
+    }
+
+    /// The item, created on its first delta (audio or transcript).
+    fn item_or_new(&mut self, item_id: &str) -> &mut AgentItem {
+        if let Some(at) = self.items.iter().position(|i| i.item_id == item_id) {
+            return &mut self.items[at];
+        }
+        if self.items.len() >= MAX_ITEMS {
+            self.items.pop_front();
+        }
+        let turn = self.next_turn;
+        self.next_turn += 1;
+        self.stats.turns += 1;
+        self.metrics.turn();
+        self.items.push_back(AgentItem {
+            item_id: item_id.to_string(),
+            turn,
+            text: String::new(),
+            started_at: SystemTime::now(),
+            time_to_first_audio: self.speech_stopped_at.take().map(|t| t.elapsed()),
+            seq: None,
+            audio_done: false,
+            interrupted: false,
+        });
+        self.items.back_mut().expect("just pushed")
+    }
+
+    fn is_truncated(&self, item_id: &str) -> bool {
+        self.truncated.iter().any(|t| t == item_id)
+    }
+
+    fn on_event(&mut self, event: ServerEvent) {
+        match event {
+            ServerEvent::AudioDelta { item_id, delta, .. } => {
+                if self.is_truncated(&item_id) {
+                    return;
+                }
+                let bytes = match base64::engine::general_purpose::STANDARD.decode(delta.as_bytes())
+                {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping an audio delta that is not base64");
+                        return;
+                    }
+                };
+                self.audio.on_delta(&item_id, &delta);
+                self.spoke = true;
+                let turn = self.item_or_new(&item_id).turn;
+                self.out
+                    .push_back(PipelineOutput::Audio { turn, mulaw: bytes });
+            }
+            ServerEvent::AudioDone { item_id } => {
+                if self.is_truncated(&item_id) {
+                    return;
+                }
+                if let Some(item) = self.item_mut(&item_id) {
+                    item.audio_done = true;
+                    let turn = item.turn;
+                    self.out.push_back(PipelineOutput::TurnDone { turn });
+                }
+            }
+            ServerEvent::TranscriptDelta { item_id, delta } => {
+                if !self.is_truncated(&item_id) {
+                    self.item_or_new(&item_id).text.push_str(&delta);
+                }
+            }
+            ServerEvent::TranscriptDone {
+                item_id,
+                transcript,
+            } => {
+                let Some(item) = self.item_mut(&item_id) else {
+                    return;
+                };
+                if item.interrupted || item.seq.is_some() {
+                    return;
+                }
+                item.text = transcript;
+                let (text, started_at, ttfa) =
+                    (item.text.clone(), item.started_at, item.time_to_first_audio);
+                let seq = self.log.turn(Speaker::Agent, &text, started_at, ttfa);
+                if let Some(item) = self.item_mut(&item_id) {
+                    item.seq = Some(seq);
+                }
+            }
+            ServerEvent::InputTranscriptCompleted { transcript, .. } => {
+                let text = transcript.trim();
+                if !text.is_empty() {
+                    tracing::debug!(chars = text.len(), "caller spoke");
+                    self.log
+                        .turn(Speaker::Caller, text, SystemTime::now(), None);
+                }
+            }
+            ServerEvent::InputTranscriptFailed { message, .. } => {
+                tracing::warn!(error = %message, "the caller's speech could not be transcribed");
+            }
+            ServerEvent::SpeechStarted { .. } => {
+                if self.audio.item_id().is_some() {
+                    tracing::debug!("barge-in: the caller speaks over the agent");
+                    self.stats.interrupts += 1;
+                    self.metrics.interrupt();
+                    self.out.push_back(PipelineOutput::Clear);
+                }
+            }
+            ServerEvent::SpeechStopped { .. } => {
+                self.speech_stopped_at = Some(Instant::now());
+            }
+            ServerEvent::ResponseCreated { response_id } => {
+                self.spoke = false;
+                if self.ending.is_some() && self.goodbye_response.is_none() {
+                    self.goodbye_response = Some(response_id);
+                }
+            }
+            ServerEvent::FunctionCallDone(call) => self.start_tool(call),
+            ServerEvent::ResponseDone {
+                response_id,
+                status,
+                reason,
+                function_calls,
+            } => {
+                for call in function_calls {
+                    self.start_tool(call);
+                }
+                if status == "failed" {
+                    self.stats.errors += 1;
+                    tracing::warn!(
+                        reason = reason.as_deref().unwrap_or(""),
+                        "a Realtime response failed"
+                    );
+                }
+                // The goodbye was said: the call can end once it has played.
+                if self.goodbye_response.as_deref() == Some(response_id.as_str())
+                    && let Some((handoff, _)) = self.ending.take()
+                {
+                    self.end(handoff);
+                }
+            }
+            ServerEvent::Error { .. } => {
+                // Logged by the client; most errors leave the session usable.
+                self.stats.errors += 1;
+            }
+            ServerEvent::SessionCreated { .. }
+            | ServerEvent::SessionUpdated { .. }
+            | ServerEvent::InputTranscriptDelta { .. }
+            | ServerEvent::ItemTruncated { .. }
+            | ServerEvent::Unknown { .. } => {}
+        }
+    }
+
+    fn start_tool(&mut self, call: FunctionCall) {
+        tracing::info!(tool = %call.name, "the model calls a tool");
+        self.stats.tool_calls += 1;
+        if self.running.len() >= MAX_RUNNING_TOOLS {
+            tracing::warn!(tool = %call.name, "too many tools running; refusing this call");
+            self.queue(ClientEvent::CreateItem {
+                item: Item::FunctionCallOutput {
+                    call_id: call.call_id,
+                    output: serde_json::json!({"error": "too many tools running"}).to_string(),
+                },
+            });
+            return;
+        }
+        let ctx = ToolContext {
+            now: SystemTime::now(),
+            ..self.tool_ctx.clone()
+        };
+        self.running.push(self.tools.run(
+            ToolCall {
+                id: call.call_id,
+                name: call.name,
+                arguments: call.arguments,
+            },
+            &ctx,
+        ));
+    }
+
+    fn on_tool_done(&mut self, run: ToolRun) {
+        let handoff = self.log.tool_run(&run);
+        self.queue(ClientEvent::CreateItem {
+            item: Item::FunctionCallOutput {
+                call_id: run.call.id.clone(),
+                output: run.content(),
+            },
+        });
+        if let Some(handoff) = handoff {
+            if self.ending.is_some() {
+                tracing::warn!("the model ended the call twice; keeping the first");
+            } else if self.spoke {
+                // The model already said goodbye in this response.
+                self.end(handoff);
+                return;
+            } else {
+                let words = if handoff.is_live_agent() {
+                    &self.settings.handoff_message
+                } else {
+                    &self.settings.goodbye_message
+                };
+                let instructions = format!(
+                    "Say exactly this to the caller, in its own language, and nothing else: \"{words}\""
+                );
+                self.queue(ClientEvent::CreateResponse {
+                    response: Some(ResponseParams {
+                        instructions: Some(instructions),
+                    }),
+                });
+                self.ending = Some((handoff, Instant::now() + GOODBYE_WAIT));
+                return;
+            }
+        }
+        if self.running.is_empty() && self.ending.is_none() {
+            self.queue(ClientEvent::CreateResponse { response: None });
+        }
+    }
+
+    fn end(&mut self, handoff: Handoff) {
+        self.out.push_back(PipelineOutput::End(handoff));
+        self.ending = None;
+    }
+
+    fn on_cleared(&mut self, turn: Option<u64>, played: Duration) {
+        let generated_ms = self.audio.generated_ms();
+        let Some(item_id) = self.audio.item_id().map(str::to_string) else {
+            return;
+        };
+        let item_turn = self.item_mut(&item_id).map(|i| i.turn);
+        // What was played belongs to this item only if the session was playing it.
+        let played = if turn.is_some() && turn == item_turn {
+            played
+        } else {
+            Duration::ZERO
+        };
+        let Some(truncate) = self.audio.truncate(played.as_millis() as u64) else {
+            return;
+        };
+        if self.truncated.len() >= MAX_TRUNCATED {
+            self.truncated.pop_front();
+        }
+        self.truncated.push_back(item_id.clone());
+        if let ClientEvent::TruncateItem { audio_end_ms, .. } = &truncate {
+            tracing::debug!(
+                audio_end_ms,
+                generated_ms,
+                "truncating the interrupted item"
+            );
+        }
+        self.queue(truncate);
+        let Some(item) = self.item_mut(&item_id) else {
+            return;
+        };
+        item.interrupted = true;
+        let heard = heard_part(
+            &item.text,
+            played,
+            Duration::from_millis(generated_ms.max(1)),
+        );
+        let (text, started_at, ttfa, seq) = (
+            item.text.clone(),
+            item.started_at,
+            item.time_to_first_audio,
+            item.seq,
+        );
+        let seq = match seq {
+            Some(seq) => seq,
+            None => self.log.turn(Speaker::Agent, &text, started_at, ttfa),
+        };
+        self.log.interrupted(seq, &heard);
+    }
+
+    fn flush_digits(&mut self) {
+        self.digits_due = None;
+        if self.digits.is_empty() {
+            return;
+        }
+        let digits = std::mem::take(&mut self.digits);
+        tracing::info!(digits = digits.len(), "keypad digits to the model");
+        self.queue(ClientEvent::CreateItem {
+            item: Item::user_text(format!("[keypad] {digits}")),
+        });
+        self.queue(ClientEvent::CreateResponse { response: None });
+    }
+
+    async fn next(&mut self) -> PipelineOutput {
+        loop {
+            if let Some(output) = self.out.pop_front() {
+                if matches!(output, PipelineOutput::End(_) | PipelineOutput::Failed(_)) {
+                    self.finished = true;
+                }
+                return output;
+            }
+            if self.finished {
+                return std::future::pending().await;
+            }
+            self.flush().await;
+            if self.dead {
+                let audio = match self.apology.as_mut() {
+                    Some(handle) => handle.await.ok().flatten(),
+                    None => None,
+                };
+                self.apology = None;
+                if let Some(mulaw) = audio {
+                    let turn = self.next_turn;
+                    self.next_turn += 1;
+                    self.out.push_back(PipelineOutput::Audio { turn, mulaw });
+                    self.out.push_back(PipelineOutput::TurnDone { turn });
+                }
+                self.out
+                    .push_back(PipelineOutput::Failed("OpenAI Realtime is gone".into()));
+                continue;
+            }
+            let digits_due = self.digits_due;
+            let ending_due = self.ending.as_ref().map(|(_, at)| *at);
+            tokio::select! {
+                event = self.client.next_event() => match event {
+                    Ok(event) => self.on_event(event),
+                    Err(e) => self.upstream_failed(e),
+                },
+                Some(run) = self.running.next(), if !self.running.is_empty() => self.on_tool_done(run),
+                () = sleep_until_opt(digits_due) => self.flush_digits(),
+                () = sleep_until_opt(ending_due) => {
+                    if let Some((handoff, _)) = self.ending.take() {
+                        tracing::info!("no goodbye from the model in time; ending the call");
+                        self.end(handoff);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Pipeline for RealtimePipeline {
+    fn name(&self) -> &'static str {
+        "openai-realtime"
+    }
+
+    fn caller_audio(&mut self, audio: CallerAudio<'_>) {
+        if self.dead || self.finished {
+            return;
+        }
+        match self.client.append_audio(audio.payload_b64) {
+            Ok(()) => {}
+            Err(SpeechError::QueueFull { .. }) => {
+                self.dropped_audio += 1;
+                if self.dropped_audio == 1 || self.dropped_audio % 250 == 0 {
+                    tracing::warn!(
+                        dropped = self.dropped_audio,
+                        "Realtime lags; dropping caller audio"
+                    );
+                }
+            }
+            Err(e) => self.upstream_failed(e),
+        }
+    }
+
+    fn handle(&mut self, event: CallEvent) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match event {
+                CallEvent::Dtmf(digit) => {
+                    self.digits.push(digit);
+                    if digit == '#' || self.digits.len() >= MAX_DIGITS {
+                        self.flush_digits();
+                    } else {
+                        self.digits_due = Some(Instant::now() + self.settings.dtmf_timeout);
+                    }
+                }
+                CallEvent::Cleared { turn, played } => self.on_cleared(turn, played),
+                CallEvent::PlayedOut { turn } => {
+                    let current = self
+                        .audio
+                        .item_id()
+                        .and_then(|id| self.items.iter().find(|i| i.item_id == id));
+                    if current.is_some_and(|i| i.turn == turn && i.audio_done) {
+                        self.audio.reset();
+                    }
+                }
+                CallEvent::Played { .. } => {}
+            }
+            self.flush().await;
+        })
+    }
+
+    fn next_output(&mut self) -> BoxFuture<'_, PipelineOutput> {
+        Box::pin(self.next())
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, PipelineStats> {
+        Box::pin(async move {
+            let this = *self;
+            if let Some(handle) = this.apology {
+                handle.abort();
+            }
+            this.client.close().await;
+            this.stats
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instructions_list_the_parameters_sorted() {
+        let mut params = std::collections::HashMap::new();
+        assert_eq!(instructions("Seja breve.", &params), "Seja breve.");
+        params.insert("lead".to_string(), "Ana".to_string());
+        params.insert("empresa".to_string(), "ACME".to_string());
+        assert_eq!(
+            instructions("Seja breve.", &params),
+            "Seja breve.\n\nDados desta ligação: empresa: ACME; lead: Ana"
+        );
+    }
+}

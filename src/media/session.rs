@@ -1,0 +1,530 @@
+//! One Media Streams call: a single task, one `select!` loop over Twilio's frames,
+//! the pipeline's outputs, the outbound frame clock and the server's stop signal.
+//!
+//! The session translates and paces; the speech work happens in a
+//! [`Pipeline`]. It waits for `start` (call SID, stream SID, `<Parameter>`s),
+//! reports the call to the observer, connects the pipeline chosen by
+//! [`pipeline::choose`], then:
+//!
+//! - caller `media` is decoded (bad base64 is logged and skipped), recorded when
+//!   recording is on, and handed to the pipeline unchanged;
+//! - agent audio is cut into 160-byte frames, one per `media` message, paced in real
+//!   time with a small lead ([`Playback`]), with `mark`s to learn what was heard;
+//! - a barge-in ([`PipelineOutput::Clear`]) sends `clear` and answers the pipeline
+//!   with how much of the interrupted turn was heard;
+//! - `dtmf` and echoed `mark`s go to the pipeline;
+//! - `stop`, a close or a socket error end the call; the pipeline is always closed
+//!   (which closes its upstream sockets) and the Twilio socket too.
+//!
+//! A pipeline asking to end the call, or failing, gets its queued audio played
+//! first (bounded wait), then the socket is closed; `/twiml/stream`'s TwiML continues
+//! after `</Connect>` with `<Hangup/>` (or the transfer, see `http::twiml`).
+//!
+//! Generic over `Stream<Frame> + Sink<Outbound>`, so tests can drive it without warp.
+
+use std::fmt::Display;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Span;
+
+use super::pipeline::{
+    self, CallEvent, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
+    PipelineStats,
+};
+use super::playback::Playback;
+use super::protocol::{Inbound, Outbound, StartEvent, parse_inbound};
+use super::recording::Recording;
+use crate::agent::{AgentSettings, CallInfo, CallObserver, CallSummary, Handoff};
+use crate::audio::frame::Pace;
+use crate::config::Config;
+use crate::llm::LlmProvider;
+use crate::metrics::{CallMode, Metrics};
+use crate::tools::ToolRegistry;
+use crate::transport::{Frame, excerpt};
+
+/// What a media session needs from the server.
+#[derive(Clone)]
+pub struct MediaDeps {
+    pub config: Arc<Config>,
+    pub llm: Arc<dyn LlmProvider>,
+    pub settings: Arc<AgentSettings>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server's drain time is up: end the call now.
+    pub stop: CancellationToken,
+    pub observer: Arc<dyn CallObserver>,
+    pub tools: Arc<ToolRegistry>,
+    /// Receives the way the call ended (transfer or hang-up), for the REST follow-up
+    /// (`/twiml/stream/next`).
+    pub endings: Arc<super::Endings>,
+}
+
+/// Time allowed between the socket opening and Twilio's `start`.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Agent audio kept ahead of real time at Twilio (the most a `clear` discards).
+pub const LEAD: Duration = Duration::from_millis(80);
+/// Unsent agent audio held at most; the pipeline is not polled while it is full.
+const MAX_QUEUED_AUDIO: Duration = Duration::from_secs(60);
+/// After the last frame of an ending call, how long we wait past its estimated
+/// play-out before closing (marks usually settle it sooner).
+const END_GRACE: Duration = Duration::from_millis(300);
+/// The longest an ending call waits for its queued audio to play.
+const END_MAX_WAIT: Duration = Duration::from_secs(30);
+/// Bad frames logged individually before the log is thinned out.
+const LOG_FIRST_BAD: u32 = 5;
+
+/// How a call ended, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaCallStats {
+    pub call_sid: Option<String>,
+    pub pipeline: Option<&'static str>,
+    pub reason: &'static str,
+    /// `completed`, `handoff` or `failed`.
+    pub status: &'static str,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub rejected_frames: u32,
+    pub pipeline_stats: PipelineStats,
+    pub recording: Option<String>,
+}
+
+type Connecting = BoxFuture<'static, Result<Box<dyn Pipeline>, PipelineError>>;
+
+/// Why the loop is winding down after the pipeline asked to.
+enum Ending {
+    Handoff(Handoff),
+    Failed,
+}
+
+/// Per-call state outside the pipeline.
+struct Call {
+    info: Option<CallInfo>,
+    stream_sid: String,
+    playback: Playback,
+    recording: Option<Recording>,
+    decoded: Vec<u8>,
+    frames_in: u64,
+    frames_out: u64,
+    rejected: u32,
+    media_while_connecting: u64,
+}
+
+/// Runs a call until Twilio stops the stream, the pipeline ends it or the server
+/// stops. Expects to run inside the call's span (field `call_sid`).
+pub async fn run<S, E>(mut socket: S, deps: MediaDeps) -> MediaCallStats
+where
+    S: Stream<Item = Result<Frame, E>> + Sink<Outbound> + Unpin,
+    E: Display,
+    <S as Sink<Outbound>>::Error: Display,
+{
+    let _active = deps.metrics.call_started(CallMode::Stream);
+    let started = Instant::now();
+    let mut call = Call {
+        info: None,
+        stream_sid: String::new(),
+        playback: Playback::new(MAX_QUEUED_AUDIO, LEAD),
+        recording: None,
+        decoded: Vec::with_capacity(320),
+        frames_in: 0,
+        frames_out: 0,
+        rejected: 0,
+        media_while_connecting: 0,
+    };
+    let mut connecting: Option<Connecting> = None;
+    let mut pipeline: Option<Box<dyn Pipeline>> = None;
+    let mut pipeline_name: Option<&'static str> = None;
+    let mut ending: Option<(Ending, Instant)> = None;
+    let start_deadline = started + START_TIMEOUT;
+
+    let reason: &'static str = loop {
+        let now = Instant::now();
+        // The next outbound frame, if one is queued.
+        let frame_due = match call.playback.due(now.into_std()) {
+            None => None,
+            Some(Pace::Now) => Some(now),
+            Some(Pace::At(at)) => Some(Instant::from_std(at)),
+        };
+        // An ending call closes once its audio has played (or at its deadline).
+        let close_at = ending.as_ref().map(|(_, deadline)| {
+            if call.playback.has_frames() {
+                *deadline
+            } else if call.playback.marks_settled() {
+                now
+            } else {
+                (now + call.playback.ahead(now.into_std()) + END_GRACE).min(*deadline)
+            }
+        });
+        let poll_pipeline = ending.is_none() && call.playback.has_room();
+        tokio::select! {
+            biased;
+            () = deps.stop.cancelled() => break "server shut down",
+            frame = socket.next() => match frame {
+                None | Some(Ok(Frame::Close)) => break "caller hung up",
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "WebSocket error; ending this call");
+                    break "socket error";
+                }
+                Some(Ok(Frame::Binary(len))) => {
+                    call.reject(format_args!("ignoring a binary frame of {len} bytes: Twilio sends JSON text"));
+                }
+                Some(Ok(Frame::Text(text))) => match parse_inbound(&text) {
+                    Ok(Inbound::Stop(stop)) => {
+                        tracing::info!(call_sid = %stop.stop.call_sid, "Twilio stopped the stream");
+                        break "caller hung up";
+                    }
+                    Ok(Inbound::Start(start)) => {
+                        if call.info.is_some() {
+                            tracing::warn!("ignoring a second start message");
+                        } else {
+                            let ctx = call.start(start, &deps);
+                            match pipeline::choose(&deps.config, &ctx.call) {
+                                Ok(kind) => {
+                                    tracing::info!(pipeline = kind.as_str(), "connecting the pipeline");
+                                    connecting = Some(Box::pin(pipeline::connect(kind, ctx)));
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot serve this media call; hanging up");
+                                    break "no pipeline";
+                                }
+                            }
+                        }
+                    }
+                    Ok(message) => {
+                        if let Some(event) = call.on_message(message, &text, pipeline.as_deref_mut(), now) {
+                            if let Some(p) = pipeline.as_mut() {
+                                p.handle(event).await;
+                            }
+                        }
+                    }
+                    Err(e) => call.reject(format_args!("ignoring a malformed frame ({e}): {}", excerpt(&text, 200))),
+                },
+            },
+            () = sleep_until_opt(frame_due) => {
+                if let Err(e) = call.send_frame(&mut socket).await {
+                    tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                    break "socket closed while sending";
+                }
+            }
+            result = poll_opt(&mut connecting) => {
+                connecting = None;
+                match result {
+                    Ok(p) => {
+                        tracing::info!(pipeline = p.name(), elapsed_ms = started.elapsed().as_millis() as u64, "pipeline connected");
+                        pipeline_name = Some(p.name());
+                        pipeline = Some(p);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the pipeline could not start; hanging up");
+                        break "pipeline failed to start";
+                    }
+                }
+            }
+            output = next_output(&mut pipeline), if poll_pipeline => match output {
+                PipelineOutput::Audio { turn, mulaw } => {
+                    let taken = call.playback.push(turn, &mulaw);
+                    if taken < mulaw.len() {
+                        tracing::warn!(dropped = mulaw.len() - taken, "outbound audio queue full; dropping agent audio");
+                    }
+                }
+                PipelineOutput::TurnDone { turn } => {
+                    if let Some(mark) = call.playback.turn_done(turn) {
+                        let message = Outbound::mark(call.stream_sid.clone(), mark);
+                        if let Err(e) = socket.send(message).await {
+                            tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                            break "socket closed while sending";
+                        }
+                    }
+                }
+                PipelineOutput::Clear => {
+                    let (turn, played) = call.playback.clear(Instant::now().into_std());
+                    if let Some(recording) = call.recording.as_mut() {
+                        recording.clear_agent();
+                    }
+                    tracing::debug!(turn, played_ms = played.as_millis() as u64, "barge-in: clearing Twilio's audio");
+                    if let Err(e) = socket.send(Outbound::clear(call.stream_sid.clone())).await {
+                        tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                        break "socket closed while sending";
+                    }
+                    if let Some(p) = pipeline.as_mut() {
+                        p.handle(CallEvent::Cleared { turn, played }).await;
+                    }
+                }
+                PipelineOutput::End(handoff) => {
+                    tracing::info!(reason_code = %handoff.reason_code, "the agent ends the call");
+                    ending = Some((Ending::Handoff(handoff), Instant::now() + END_MAX_WAIT));
+                }
+                PipelineOutput::Failed(message) => {
+                    tracing::warn!(error = %message, "the pipeline failed; hanging up");
+                    ending = Some((Ending::Failed, Instant::now() + END_MAX_WAIT));
+                }
+            },
+            () = sleep_until_opt(close_at) => {
+                break match &ending {
+                    Some((Ending::Failed, _)) => "pipeline failed",
+                    _ => "ended by the agent",
+                };
+            }
+            () = tokio::time::sleep_until(start_deadline), if call.info.is_none() => {
+                tracing::warn!("no start message from Twilio in time; closing");
+                break "no start message";
+            }
+        }
+    };
+
+    // Wind down: the upstream always closes, then Twilio's socket.
+    drop(connecting);
+    let pipeline_stats = match pipeline {
+        Some(p) => p.close().await,
+        None => PipelineStats::default(),
+    };
+    let handoff = match &ending {
+        Some((Ending::Handoff(handoff), _)) => Some(handoff.clone()),
+        _ => None,
+    };
+    let call_sid = call.info.as_ref().map(|info| info.call_sid.clone());
+    // Before the socket closes: Twilio asks `/twiml/stream/next` right after.
+    if let (Some(sid), Some(handoff)) = (&call_sid, &handoff) {
+        deps.endings.record(sid, handoff.clone());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), socket.close()).await;
+
+    let status: &'static str = match (&ending, reason) {
+        (Some((Ending::Failed, _)), _) => "failed",
+        (_, "socket error" | "pipeline failed to start" | "no pipeline") => "failed",
+        (Some((Ending::Handoff(h), _)), _) if h.is_live_agent() => "handoff",
+        _ => "completed",
+    };
+    let recording = call.recording.take().and_then(|r| match r.finish() {
+        Ok(path) => Some(path.display().to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not finish the call recording");
+            None
+        }
+    });
+    if let Some(sid) = &call_sid {
+        if let Some(path) = &recording {
+            deps.observer.recording(sid, path);
+        }
+        deps.observer.call_ended(
+            sid,
+            &CallSummary {
+                status: status.to_string(),
+                handoff_data: handoff.as_ref().map(Handoff::to_json),
+                turns: pipeline_stats.turns,
+                interrupts: pipeline_stats.interrupts,
+                llm_errors: pipeline_stats.errors,
+            },
+        );
+    }
+    tracing::info!(
+        duration_ms = started.elapsed().as_millis() as u64,
+        pipeline = pipeline_name.unwrap_or(""),
+        frames_in = call.frames_in,
+        frames_out = call.frames_out,
+        rejected_frames = call.rejected,
+        dropped_while_connecting = call.media_while_connecting,
+        turns = pipeline_stats.turns,
+        interrupts = pipeline_stats.interrupts,
+        errors = pipeline_stats.errors,
+        status,
+        reason,
+        "media call ended"
+    );
+    MediaCallStats {
+        call_sid,
+        pipeline: pipeline_name,
+        reason,
+        status,
+        frames_in: call.frames_in,
+        frames_out: call.frames_out,
+        rejected_frames: call.rejected,
+        pipeline_stats,
+        recording,
+    }
+}
+
+impl Call {
+    /// Logs a rejected frame (the first few, then every 100th).
+    fn reject(&mut self, what: std::fmt::Arguments<'_>) {
+        self.rejected += 1;
+        if self.rejected <= LOG_FIRST_BAD || self.rejected % 100 == 0 {
+            tracing::warn!(rejected = self.rejected, "{what}");
+        }
+    }
+
+    /// Twilio's `start`: the call is known; builds the pipeline's context.
+    fn start(&mut self, start: StartEvent, deps: &MediaDeps) -> PipelineContext {
+        let start_body = start.start;
+        let stream_sid = if start_body.stream_sid.is_empty() {
+            start.stream_sid
+        } else {
+            start_body.stream_sid
+        };
+        let span = Span::current();
+        span.record("call_sid", start_body.call_sid.as_str());
+        if !start_body.media_format.is_mulaw_8k_mono() {
+            tracing::warn!(format = ?start_body.media_format, "unexpected media format; treating it as 8 kHz μ-law");
+        }
+        let mut parameters = start_body.custom_parameters;
+        // `/twiml/stream` passes the webhook's caller fields as parameters.
+        let from = parameters.remove("from").unwrap_or_default();
+        let to = parameters.remove("to").unwrap_or_default();
+        let direction = parameters.remove("direction").filter(|d| !d.is_empty());
+        let info = CallInfo {
+            call_sid: start_body.call_sid,
+            from,
+            to,
+            direction,
+            mode: CallMode::Stream.as_str().into(),
+            parameters,
+            ..CallInfo::default()
+        };
+        tracing::info!(
+            stream_sid = %stream_sid,
+            from = %info.from,
+            to = %info.to,
+            parameters = info.parameters.len(),
+            "media stream started"
+        );
+        deps.observer.call_started(&info);
+        if deps.config.media.record_calls {
+            match Recording::create(Path::new(&deps.config.media.recordings_dir), &info.call_sid) {
+                Ok(r) => {
+                    tracing::info!(path = %r.path().display(), "recording the call");
+                    self.recording = Some(r);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot record this call"),
+            }
+        }
+        self.stream_sid = stream_sid.clone();
+        self.info = Some(info.clone());
+        PipelineContext {
+            call: info,
+            stream_sid,
+            config: deps.config.clone(),
+            settings: deps.settings.clone(),
+            llm: deps.llm.clone(),
+            tools: deps.tools.clone(),
+            observer: deps.observer.clone(),
+            metrics: deps.metrics.clone(),
+        }
+    }
+
+    /// Handles everything except `start` and `stop`; returns what the pipeline
+    /// should hear about.
+    fn on_message(
+        &mut self,
+        message: Inbound,
+        raw: &str,
+        pipeline: Option<&mut (dyn Pipeline + '_)>,
+        now: Instant,
+    ) -> Option<CallEvent> {
+        match message {
+            Inbound::Media(media) => {
+                if !media.media.is_inbound() {
+                    return None;
+                }
+                self.decoded.clear();
+                if let Err(e) = media.media.decode_payload_into(&mut self.decoded) {
+                    self.reject(format_args!("ignoring a media frame: {e}"));
+                    return None;
+                }
+                self.frames_in += 1;
+                if let Some(recording) = self.recording.as_mut()
+                    && let Err(e) = recording.caller(&self.decoded)
+                {
+                    tracing::warn!(error = %e, "call recording failed; no longer recording");
+                    self.recording = None;
+                }
+                match pipeline {
+                    Some(p) => p.caller_audio(CallerAudio {
+                        payload_b64: &media.media.payload,
+                        mulaw: &self.decoded,
+                        timestamp_ms: media.media.timestamp,
+                    }),
+                    None => self.media_while_connecting += 1,
+                }
+                None
+            }
+            Inbound::Dtmf(dtmf) => {
+                let mut chars = dtmf.dtmf.digit.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(digit), None) if pipeline.is_some() => Some(CallEvent::Dtmf(digit)),
+                    (Some(_), None) => {
+                        tracing::info!("a keypress before the pipeline is ready; ignored");
+                        None
+                    }
+                    _ => {
+                        self.reject(format_args!(
+                            "ignoring a dtmf message without exactly one digit: {:?}",
+                            excerpt(&dtmf.dtmf.digit, 20)
+                        ));
+                        None
+                    }
+                }
+            }
+            Inbound::Mark(mark) => self.playback.on_mark(&mark.mark.name, now.into_std()),
+            Inbound::Connected(c) => {
+                tracing::debug!(protocol = %c.protocol, version = %c.version, "media stream connected");
+                None
+            }
+            Inbound::Unknown => {
+                tracing::info!(
+                    frame = excerpt(raw, 200),
+                    "ignoring a message type this version does not know"
+                );
+                None
+            }
+            Inbound::Start(_) | Inbound::Stop(_) => None,
+        }
+    }
+
+    /// Sends the next frame (and its mark).
+    async fn send_frame<S>(&mut self, socket: &mut S) -> Result<(), <S as Sink<Outbound>>::Error>
+    where
+        S: Sink<Outbound> + Unpin,
+    {
+        let Some(out) = self.playback.pop_frame(Instant::now().into_std()) else {
+            return Ok(());
+        };
+        if let Some(recording) = self.recording.as_mut() {
+            recording.agent(&out.frame);
+        }
+        self.frames_out += 1;
+        socket
+            .feed(Outbound::media(self.stream_sid.clone(), &out.frame))
+            .await?;
+        if let Some(mark) = out.mark {
+            socket
+                .feed(Outbound::mark(self.stream_sid.clone(), mark))
+                .await?;
+        }
+        socket.flush().await
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_opt(connecting: &mut Option<Connecting>) -> Result<Box<dyn Pipeline>, PipelineError> {
+    match connecting.as_mut() {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_output(pipeline: &mut Option<Box<dyn Pipeline>>) -> PipelineOutput {
+    match pipeline.as_mut() {
+        Some(p) => p.next_output().await,
+        None => std::future::pending().await,
+    }
+}
