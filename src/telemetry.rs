@@ -3,6 +3,8 @@
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{DefaultFields, FormatFields, Writer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -25,11 +27,29 @@ pub fn init(log_dir: &str) -> Result<WorkerGuard, std::io::Error> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
+                .fmt_fields(FileFields::default())
                 .with_writer(file_writer),
         )
         .try_init()
         .map_err(std::io::Error::other)?;
     Ok(guard)
+}
+
+/// The file layer's field formatter. Span fields are formatted once per formatter
+/// *type* and cached on the span, so two layers sharing `DefaultFields` would
+/// write fields recorded later (`call_sid`) twice, and stdout's colour codes into
+/// the file. A type of its own keeps the file's copy separate and plain.
+#[derive(Default)]
+struct FileFields(DefaultFields);
+
+impl<'writer> FormatFields<'writer> for FileFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        writer: Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        self.0.format_fields(writer, fields)
+    }
 }
 
 /// The span every task of one call runs in; `call_sid` and `session_id` are
