@@ -544,6 +544,7 @@ async fn barge_in_clears_twilio_drops_the_llm_and_keeps_what_was_heard() {
     assert_eq!(stt.until_closed().await.1, Ending::CloseFrame(1000));
     assert_eq!(tts.until_closed().await.1, Ending::CloseFrame(1000));
     assert_eq!(s.observed.wait_ended().await.interrupts, 1);
+    assert_eq!(s.app.state.metrics.interrupts(), 1);
 }
 
 #[tokio::test]
@@ -644,6 +645,7 @@ async fn a_transcriber_failure_mid_call_apologises_and_hangs_up() {
     assert_eq!(twilio.audio[320..800], apology[..], "the apology played");
     assert_eq!(tts.until_closed().await.1, Ending::CloseFrame(1000));
     assert_eq!(s.observed.wait_ended().await.status, "failed");
+    assert_eq!(s.app.state.metrics.llm_errors("upstream"), 1);
 }
 
 #[tokio::test]

@@ -52,6 +52,7 @@ use super::{
 };
 use crate::agent::{Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, GREETING_PARAMETER};
 use crate::audio::dtmf;
+use crate::metrics::Metrics;
 use crate::speech::SpeechError;
 use crate::speech::elevenlabs_tts::{ElevenLabsTts, TtsEvent, TtsOptions, TurnId};
 
@@ -115,11 +116,13 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
     );
     let agent = Agent::new(ctx.llm.clone(), ctx.settings.clone())
         .with_observer(Arc::new(TurnsOnly(ctx.observer.clone())))
-        .with_tools(ctx.tools.clone());
+        .with_tools(ctx.tools.clone())
+        .with_metrics(ctx.metrics.clone());
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
     let (out_tx, out_rx) = mpsc::channel(OUTBOX);
     let task = Task {
         agent,
+        metrics: ctx.metrics.clone(),
         settings: ctx.settings.clone(),
         stt,
         tts: Some(tts),
@@ -262,6 +265,7 @@ struct Ending {
 /// Everything one cascade call owns.
 struct Task {
     agent: Agent,
+    metrics: Arc<Metrics>,
     settings: Arc<AgentSettings>,
     stt: Option<Stt>,
     tts: Option<ElevenLabsTts>,
@@ -425,6 +429,7 @@ impl Task {
         match heard {
             Err(e) => {
                 self.errors += 1;
+                self.metrics.llm_error("upstream");
                 tracing::warn!(error = %e, "the transcriber failed; apologising and ending the call");
                 if let Some(stt) = self.stt.take() {
                     stt.close().await;
@@ -657,6 +662,7 @@ impl Task {
     fn tts_failed(&mut self, error: SpeechError) -> BoxFuture<'_, ()> {
         async move {
             self.errors += 1;
+            self.metrics.llm_error("upstream");
             tracing::warn!(error = %error, "the TTS failed; ending the call");
             self.tts = None;
             self.agent_turn = None;
