@@ -3,7 +3,9 @@
 //!
 //! - this file: command-line options, the caller's line commands (`/dtmf`,
 //!   `/interrupt`, `/wait`, `/quit`), and the report of a call;
-//! - [`relay`]: the ConversationRelay mode (JSON text over `/websocket`).
+//! - [`relay`]: the ConversationRelay mode (JSON text over `/websocket`);
+//! - [`media`]: the Media Streams mode (`--media`: a WAV file streamed to
+//!   `/media-stream` in real time, the agent's audio saved to another).
 //!
 //! A mode is a module with a `run(options, input, output)` that returns a
 //! [`CallReport`]; a Media Streams mode (`--media`, audio in and out) belongs beside
@@ -13,6 +15,7 @@
 //! stream) or a script (`--script file`: one caller turn per line, each waiting for
 //! the agent's reply before the next), which is what demos and tests use.
 
+pub mod media;
 pub mod relay;
 
 use std::collections::BTreeMap;
@@ -39,6 +42,14 @@ pub struct CallOptions {
     /// Signs the handshake with `X-Twilio-Signature`, as Twilio does, for servers
     /// that check it (`TWILIO_AUTH_TOKEN` set there).
     pub auth_token: Option<String>,
+    /// Media Streams mode: stream a WAV file to `/media-stream` instead.
+    pub media: bool,
+    /// The caller's audio (any PCM16 or μ-law WAV; resampled to 8 kHz).
+    pub wav_in: Option<PathBuf>,
+    /// Where the agent's audio is saved (8 kHz μ-law WAV).
+    pub wav_out: Option<PathBuf>,
+    /// How long to keep listening after the caller's audio ends.
+    pub tail: Duration,
 }
 
 impl Default for CallOptions {
@@ -52,6 +63,10 @@ impl Default for CallOptions {
             script: None,
             reply_timeout: Duration::from_secs(15),
             auth_token: None,
+            media: false,
+            wav_in: None,
+            wav_out: None,
+            tail: Duration::from_secs(5),
         }
     }
 }
@@ -72,6 +87,11 @@ OPTIONS:
     --timeout SECS     longest wait for a reply in script mode [default: 15]
     --auth-token TOKEN sign the handshake like Twilio (servers with TWILIO_AUTH_TOKEN
                        check it) [default: $TWILIO_AUTH_TOKEN, also from .env]
+    --media            Media Streams mode: stream --wav to /media-stream in real time
+                       [default URL: ws://127.0.0.1:8080/media-stream]
+    --wav FILE         the caller's audio (PCM16 or mu-law WAV, any sample rate)
+    --out FILE         save the agent's audio here (8 kHz mu-law WAV)
+    --tail SECS        keep listening after the caller's audio ends [default: 5]
 
 Type what the caller says and press Enter. Commands:
     /dtmf 123#         press keys
@@ -91,6 +111,8 @@ pub enum ArgsError {
     BadParam(String),
     #[error("--timeout wants seconds, got {0:?}")]
     BadTimeout(String),
+    #[error("--media needs --wav FILE")]
+    MissingWav,
     #[error("unknown option {0:?}")]
     Unknown(String),
     #[error("help requested")]
@@ -115,6 +137,18 @@ impl CallOptions {
                 "--lang" => options.lang = value()?,
                 "--script" => options.script = Some(PathBuf::from(value()?)),
                 "--auth-token" => options.auth_token = Some(value()?),
+                "--media" => options.media = true,
+                "--wav" => options.wav_in = Some(PathBuf::from(value()?)),
+                "--out" => options.wav_out = Some(PathBuf::from(value()?)),
+                "--tail" => {
+                    let secs = value()?;
+                    let parsed: f64 = secs
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                        .ok_or_else(|| ArgsError::BadTimeout(secs.clone()))?;
+                    options.tail = Duration::from_secs_f64(parsed);
+                }
                 "--param" => {
                     let pair = value()?;
                     let (k, v) = pair
@@ -134,6 +168,14 @@ impl CallOptions {
                 }
                 "-h" | "--help" => return Err(ArgsError::Help),
                 other => return Err(ArgsError::Unknown(other.to_string())),
+            }
+        }
+        if options.media {
+            if options.wav_in.is_none() {
+                return Err(ArgsError::MissingWav);
+            }
+            if options.url == Self::default().url {
+                options.url = "ws://127.0.0.1:8080/media-stream".into();
             }
         }
         Ok(options)
@@ -225,6 +267,8 @@ pub struct CallReport {
     pub ended_by_agent: Option<String>,
     /// The server closed the connection.
     pub closed_by_server: bool,
+    /// Media mode: bytes (8 kHz μ-law) of agent audio received.
+    pub agent_audio_bytes: usize,
 }
 
 impl CallReport {
@@ -248,6 +292,8 @@ pub enum CallError {
     Socket(String),
     #[error("cannot write to the terminal: {0}")]
     Output(#[from] std::io::Error),
+    #[error("audio file: {0}")]
+    Audio(String),
 }
 
 /// Places a call: runs `--script` if given, else reads the caller's lines from
@@ -257,6 +303,9 @@ where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    if options.media {
+        return media::run(options, output).await;
+    }
     match &options.script {
         Some(path) => {
             let text =

@@ -20,6 +20,7 @@ mod outbound;
 mod relay;
 mod shutdown;
 mod sim;
+mod sim_media;
 mod speech_elevenlabs;
 mod speech_realtime;
 mod store;
