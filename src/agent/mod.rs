@@ -16,6 +16,7 @@
 //! (a filler is spoken if they take long), their results are added to the history,
 //! and the model is asked again — at most `max_tool_rounds` times per reply.
 
+pub mod dtmf;
 pub mod event;
 pub mod history;
 pub mod resume;
@@ -167,8 +168,7 @@ pub struct Agent {
     history: History,
     turn: Option<Turn>,
     pending: VecDeque<AgentOutput>,
-    digits: String,
-    digits_deadline: Option<Instant>,
+    digits: dtmf::DigitBuffer,
     call: Option<CallInfo>,
     stats: CallStats,
     /// Time to the LLM's first token of the most recent reply.
@@ -196,6 +196,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(llm: Arc<dyn LlmProvider>, settings: Arc<AgentSettings>) -> Self {
+        let dtmf_timeout = settings.dtmf_timeout;
         let history = History::new(settings.system_prompt.clone());
         Self {
             llm,
@@ -204,8 +205,7 @@ impl Agent {
             history,
             turn: None,
             pending: VecDeque::new(),
-            digits: String::new(),
-            digits_deadline: None,
+            digits: dtmf::DigitBuffer::new(dtmf_timeout),
             call: None,
             stats: CallStats::default(),
             last_llm_first_token: None,
@@ -377,11 +377,8 @@ impl Agent {
                 if self.ended.is_some() {
                     return;
                 }
-                self.digits.push(d);
-                if d == '#' || self.digits.len() >= 32 {
-                    self.flush_digits();
-                } else {
-                    self.digits_deadline = Some(Instant::now() + self.settings.dtmf_timeout);
+                if let Some(entry) = self.digits.push(d) {
+                    self.digits_entered(entry);
                 }
             }
             AgentInput::Interrupt { heard } => {
@@ -465,20 +462,18 @@ impl Agent {
                 self.note_output(&out);
                 return out;
             }
-            let digits_deadline = self.digits_deadline;
-            let digits_due = async move {
-                match digits_deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let digits_due = dtmf::sleep_until_opt(self.digits.due());
             tokio::select! {
                 step = next_step(&mut self.turn, self.settings.llm_timeout) => match step {
                     Step::Llm(event) => self.on_event(event),
                     Step::ToolsDone(runs) => self.on_tools_done(runs),
                     Step::Filler => self.speak_filler(),
                 },
-                () = digits_due => self.flush_digits(),
+                () = digits_due => {
+                    if let Some(entry) = self.digits.take() {
+                        self.digits_entered(entry);
+                    }
+                }
             }
         }
     }
@@ -504,12 +499,8 @@ impl Agent {
         }
     }
 
-    fn flush_digits(&mut self) {
-        self.digits_deadline = None;
-        if self.digits.is_empty() {
-            return;
-        }
-        let digits = std::mem::take(&mut self.digits);
+    /// A complete keypad entry becomes one user turn.
+    fn digits_entered(&mut self, digits: String) {
         self.start_reply(ChatMessage::user(format!("DTMF: {digits}")));
     }
 
@@ -873,8 +864,8 @@ impl Agent {
             }
         }
         self.complete_reply();
-        self.digits.clear();
-        self.digits_deadline = None;
+        // Keys pressed during the goodbye are not an entry any more.
+        self.digits.take();
         self.pending.push_back(AgentOutput::End(handoff.clone()));
         self.ended = Some(handoff);
     }

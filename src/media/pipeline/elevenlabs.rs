@@ -31,6 +31,7 @@ use super::{
     CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
     PipelineStats, RELAY_ONLY_TOOLS, apology_audio, heard_part,
 };
+use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
 use crate::audio::frame::{MULAW_RATE, duration_of};
 use crate::config::Config;
@@ -43,7 +44,6 @@ use crate::tools::{ToolContext, ToolRegistry, ToolRun};
 
 const MAX_SENDS: usize = 64;
 const MAX_RUNNING_TOOLS: usize = 8;
-const MAX_DIGITS: usize = 32;
 /// After a tool ended the call: end once the agent has been silent this long...
 const END_AFTER_SILENCE: Duration = Duration::from_millis(1500);
 /// ...or at the latest this long after the tool.
@@ -85,8 +85,7 @@ pub struct ElevenLabsPipeline {
     next_turn: u64,
     last_agent_seq: Option<u32>,
     running: FuturesUnordered<BoxFuture<'static, ToolRun>>,
-    digits: String,
-    digits_due: Option<Instant>,
+    digits: DigitBuffer,
     ending: Option<(Handoff, Instant)>,
     last_audio_at: Instant,
     dead: bool,
@@ -139,8 +138,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         next_turn: 1,
         last_agent_seq: None,
         running: FuturesUnordered::new(),
-        digits: String::new(),
-        digits_due: None,
+        digits: DigitBuffer::new(ctx.settings.dtmf_timeout),
         ending: None,
         last_audio_at: Instant::now(),
         dead: false,
@@ -371,12 +369,8 @@ impl ElevenLabsPipeline {
         }
     }
 
-    fn flush_digits(&mut self) {
-        self.digits_due = None;
-        if self.digits.is_empty() {
-            return;
-        }
-        let digits = std::mem::take(&mut self.digits);
+    /// Hands a complete keypad entry to the upstream.
+    fn digits_entered(&mut self, digits: String) {
         tracing::info!(digits = digits.len(), "keypad digits to the agent");
         self.queue(Outgoing::Context(format!(
             "The caller pressed these keys on the keypad: {digits}"
@@ -412,7 +406,7 @@ impl ElevenLabsPipeline {
                 ));
                 continue;
             }
-            let digits_due = self.digits_due;
+            let digits_due = self.digits.due();
             let quiet_due = self
                 .speaking
                 .as_ref()
@@ -428,7 +422,11 @@ impl ElevenLabsPipeline {
                     Err(e) => self.upstream_failed(e),
                 },
                 Some(run) = self.running.next(), if !self.running.is_empty() => self.on_tool_done(run),
-                () = sleep_until_opt(digits_due) => self.flush_digits(),
+                () = sleep_until_opt(digits_due) => {
+                    if let Some(entry) = self.digits.take() {
+                        self.digits_entered(entry);
+                    }
+                }
                 () = sleep_until_opt(quiet_due) => {
                     // The agent went quiet: let the turn's last partial frame go.
                     if let Some(speaking) = self.speaking.as_mut() {
@@ -451,13 +449,6 @@ impl ElevenLabsPipeline {
                 }
             }
         }
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -489,11 +480,8 @@ impl Pipeline for ElevenLabsPipeline {
         Box::pin(async move {
             match event {
                 CallEvent::Dtmf(digit) => {
-                    self.digits.push(digit);
-                    if digit == '#' || self.digits.len() >= MAX_DIGITS {
-                        self.flush_digits();
-                    } else {
-                        self.digits_due = Some(Instant::now() + self.settings.dtmf_timeout);
+                    if let Some(entry) = self.digits.push(digit) {
+                        self.digits_entered(entry);
                     }
                 }
                 CallEvent::Cleared { turn, played } => self.on_cleared(turn, played),

@@ -37,6 +37,7 @@ use super::{
     CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
     PipelineStats, RELAY_ONLY_TOOLS, apology_audio, heard_part,
 };
+use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
 use crate::config::Config;
 use crate::llm::ToolCall;
@@ -55,8 +56,6 @@ const MAX_RUNNING_TOOLS: usize = 8;
 const MAX_ITEMS: usize = 8;
 /// Truncated items whose late deltas are dropped.
 const MAX_TRUNCATED: usize = 16;
-/// Most keypad digits gathered into one message.
-const MAX_DIGITS: usize = 32;
 /// How long an ending call waits for the goodbye response.
 const GOODBYE_WAIT: Duration = Duration::from_secs(15);
 
@@ -89,8 +88,7 @@ pub struct RealtimePipeline {
     running: FuturesUnordered<BoxFuture<'static, ToolRun>>,
     /// Whether the response in progress produced audio.
     spoke: bool,
-    digits: String,
-    digits_due: Option<Instant>,
+    digits: DigitBuffer,
     /// The call ends after the goodbye response (or at the deadline).
     ending: Option<(Handoff, Instant)>,
     /// The id of the goodbye response, once created (the first response created
@@ -151,8 +149,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         truncated: VecDeque::new(),
         running: FuturesUnordered::new(),
         spoke: false,
-        digits: String::new(),
-        digits_due: None,
+        digits: DigitBuffer::new(ctx.settings.dtmf_timeout),
         ending: None,
         goodbye_response: None,
         speech_stopped_at: None,
@@ -505,12 +502,8 @@ impl RealtimePipeline {
         self.log.interrupted(seq, &heard);
     }
 
-    fn flush_digits(&mut self) {
-        self.digits_due = None;
-        if self.digits.is_empty() {
-            return;
-        }
-        let digits = std::mem::take(&mut self.digits);
+    /// Hands a complete keypad entry to the upstream.
+    fn digits_entered(&mut self, digits: String) {
         tracing::info!(digits = digits.len(), "keypad digits to the model");
         self.queue(ClientEvent::CreateItem {
             item: Item::user_text(format!("[keypad] {digits}")),
@@ -546,7 +539,7 @@ impl RealtimePipeline {
                     .push_back(PipelineOutput::Failed("OpenAI Realtime is gone".into()));
                 continue;
             }
-            let digits_due = self.digits_due;
+            let digits_due = self.digits.due();
             let ending_due = self.ending.as_ref().map(|(_, at)| *at);
             tokio::select! {
                 event = self.client.next_event() => match event {
@@ -554,7 +547,11 @@ impl RealtimePipeline {
                     Err(e) => self.upstream_failed(e),
                 },
                 Some(run) = self.running.next(), if !self.running.is_empty() => self.on_tool_done(run),
-                () = sleep_until_opt(digits_due) => self.flush_digits(),
+                () = sleep_until_opt(digits_due) => {
+                    if let Some(entry) = self.digits.take() {
+                        self.digits_entered(entry);
+                    }
+                }
                 () = sleep_until_opt(ending_due) => {
                     if let Some((handoff, _)) = self.ending.take() {
                         tracing::info!("no goodbye from the model in time; ending the call");
@@ -563,13 +560,6 @@ impl RealtimePipeline {
                 }
             }
         }
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -601,11 +591,8 @@ impl Pipeline for RealtimePipeline {
         Box::pin(async move {
             match event {
                 CallEvent::Dtmf(digit) => {
-                    self.digits.push(digit);
-                    if digit == '#' || self.digits.len() >= MAX_DIGITS {
-                        self.flush_digits();
-                    } else {
-                        self.digits_due = Some(Instant::now() + self.settings.dtmf_timeout);
+                    if let Some(entry) = self.digits.push(digit) {
+                        self.digits_entered(entry);
                     }
                 }
                 CallEvent::Cleared { turn, played } => self.on_cleared(turn, played),
