@@ -16,6 +16,13 @@ pub mod protocol;
 pub mod recording;
 pub mod session;
 
+/// Whether the `count`-th occurrence of a repeated problem on a call gets a log
+/// line: the first `first` of them, then every `every`-th, so a misbehaving peer
+/// cannot flood the logs at 50 frames a second.
+pub(crate) fn log_due(count: u64, first: u64, every: u64) -> bool {
+    count <= first || count % every == 0
+}
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

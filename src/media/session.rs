@@ -352,7 +352,7 @@ impl Call {
     /// Logs a rejected frame (the first few, then every 100th).
     fn reject(&mut self, what: std::fmt::Arguments<'_>) {
         self.rejected += 1;
-        if self.rejected <= LOG_FIRST_BAD || self.rejected % 100 == 0 {
+        if super::log_due(self.rejected.into(), LOG_FIRST_BAD.into(), 100) {
             tracing::warn!(rejected = self.rejected, "{what}");
         }
     }

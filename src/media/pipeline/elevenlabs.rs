@@ -465,7 +465,7 @@ impl Pipeline for ElevenLabsPipeline {
             Ok(()) => {}
             Err(SpeechError::QueueFull { .. }) => {
                 self.dropped_audio += 1;
-                if self.dropped_audio == 1 || self.dropped_audio % 250 == 0 {
+                if crate::media::log_due(self.dropped_audio, 1, 250) {
                     tracing::warn!(
                         dropped = self.dropped_audio,
                         "the ElevenLabs agent lags; dropping caller audio"

@@ -576,7 +576,7 @@ impl Pipeline for RealtimePipeline {
             Ok(()) => {}
             Err(SpeechError::QueueFull { .. }) => {
                 self.dropped_audio += 1;
-                if self.dropped_audio == 1 || self.dropped_audio % 250 == 0 {
+                if crate::media::log_due(self.dropped_audio, 1, 250) {
                     tracing::warn!(
                         dropped = self.dropped_audio,
                         "Realtime lags; dropping caller audio"
