@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
@@ -146,7 +147,7 @@ pub struct HttpToolConfig {
     pub name: String,
     pub description: String,
     /// JSON schema of the arguments.
-    pub parameters: serde_json::Value,
+    pub parameters: Arc<serde_json::Value>,
     pub url: String,
     /// `POST` (default), `PUT`, `PATCH`, `GET` or `DELETE` (the last two send the
     /// arguments as query parameters).
@@ -1183,7 +1184,7 @@ fn read_http_tool(
     Some(HttpToolConfig {
         name: name.to_string(),
         description: tool.description.trim().to_string(),
-        parameters,
+        parameters: Arc::new(parameters),
         url: tool.url.clone(),
         method,
         headers,

@@ -520,12 +520,13 @@ impl Agent {
         }
     }
 
-    /// A request for the conversation so far, with the tools on offer.
-    fn request(&self) -> LlmRequest {
-        LlmRequest {
-            messages: self.history.messages().to_vec(),
-            tools: self.tools.specs(&self.tool_context()),
-        }
+    /// Asks the model to continue the conversation so far, with the tools on offer.
+    fn request_reply(&self) -> LlmStream {
+        let tools = self.tools.specs(&self.tool_context());
+        self.llm.stream(LlmRequest {
+            messages: self.history.messages(),
+            tools: &tools,
+        })
     }
 
     /// Adds the caller's words and starts streaming a reply, replacing any reply
@@ -545,7 +546,7 @@ impl Agent {
         self.ttft_from = Some(prompt_in);
         self.ttft_skip = self.pending.len();
         self.turn = Some(Turn {
-            phase: Phase::Streaming(self.llm.stream(self.request())),
+            phase: Phase::Streaming(self.request_reply()),
             deadline: now + self.settings.llm_timeout,
             started: now,
             round_started: now,
@@ -778,8 +779,7 @@ impl Agent {
         match ending {
             Some(handoff) => self.end_call(handoff, round.model_spoke),
             None => {
-                let request = self.request();
-                let stream = self.llm.stream(request);
+                let stream = self.request_reply();
                 let Some(turn) = self.turn.as_mut() else {
                     return;
                 };
@@ -1041,7 +1041,7 @@ mod tests {
         fn model(&self) -> &str {
             "silent"
         }
-        fn stream(&self, _: LlmRequest) -> LlmStream {
+        fn stream(&self, _: LlmRequest<'_>) -> LlmStream {
             stream::pending().boxed()
         }
     }
@@ -1138,7 +1138,7 @@ mod tests {
         fn model(&self) -> &str {
             "hangs"
         }
-        fn stream(&self, _: LlmRequest) -> LlmStream {
+        fn stream(&self, _: LlmRequest<'_>) -> LlmStream {
             stream::iter([
                 Ok(LlmEvent::ToolCallDelta {
                     index: 0,

@@ -80,15 +80,16 @@ impl ChatMessage {
 pub struct ToolSpec {
     pub name: String,
     pub description: String,
-    /// JSON schema of the arguments.
-    pub parameters: serde_json::Value,
+    /// JSON schema of the arguments, built once and shared by every request.
+    pub parameters: Arc<serde_json::Value>,
 }
 
-/// What the agent asks the model.
-#[derive(Debug, Clone, Default)]
-pub struct LlmRequest {
-    pub messages: Vec<ChatMessage>,
-    pub tools: Vec<ToolSpec>,
+/// What the agent asks the model, borrowed from the agent for the moment a
+/// provider takes to serialise it (nothing is copied per turn).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LlmRequest<'a> {
+    pub messages: &'a [ChatMessage],
+    pub tools: &'a [ToolSpec],
 }
 
 /// One piece of a streamed reply.
@@ -147,8 +148,9 @@ pub trait LlmProvider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The model (or Azure deployment) in use.
     fn model(&self) -> &str;
-    /// Starts a reply. Lazy: the request goes out on the first poll.
-    fn stream(&self, request: LlmRequest) -> LlmStream;
+    /// Starts a reply. Lazy: the request goes out on the first poll; what the
+    /// stream needs of `request` is taken before this returns.
+    fn stream(&self, request: LlmRequest<'_>) -> LlmStream;
 }
 
 /// Builds the provider chosen by the configuration.

@@ -9,6 +9,7 @@
 //! without `index`, `finish_reason: ""`, errors inside a 200 stream, keep-alive
 //! comments. A chunk that is not JSON at all is skipped with a warning.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,11 +17,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_openai::config::{AzureConfig, Config, OpenAIConfig};
+use bytes::Bytes;
 use futures::{Stream, StreamExt, stream};
-use serde_json::{Value, json};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
 
 use super::sse::{self, Endpoint, OpenError, SseItem, SseStream};
-use super::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream, Role};
+use super::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream, Role, ToolSpec};
 use crate::config::{LlmConfig, LlmProviderKind};
 
 const OPENAI_API_BASE: &str = "https://api.openai.com/v1";
@@ -101,37 +105,145 @@ impl OpenAiProvider {
         })
     }
 
-    /// The JSON body of a streaming request.
-    fn body(&self, request: &LlmRequest) -> Value {
-        let mut body = json!({
-            "model": self.model,
-            "stream": true,
-            "messages": request.messages.iter().map(message_json).collect::<Vec<_>>(),
-        });
-        if !request.tools.is_empty() {
-            body["tools"] = request
-                .tools
-                .iter()
-                .map(|t| {
-                    json!({"type": "function", "function": {
-                        "name": t.name, "description": t.description, "parameters": t.parameters}})
-                })
-                .collect();
-            body["tool_choice"] = json!("auto");
-        }
-        if let Some(t) = self.temperature {
-            body["temperature"] = json!(t);
-        }
-        if let Some(m) = self.max_tokens {
-            let key = if self.official_openai {
-                "max_completion_tokens"
-            } else {
-                "max_tokens"
-            };
-            body[key] = json!(m);
-        }
-        body
+    /// The JSON body of a streaming request, serialised straight from the
+    /// agent's history and tool specs (no intermediate JSON tree).
+    fn body(&self, request: &LlmRequest<'_>) -> Result<Vec<u8>, serde_json::Error> {
+        let tools = !request.tools.is_empty();
+        let (max_tokens, max_completion_tokens) = match self.max_tokens {
+            Some(m) if self.official_openai => (None, Some(m)),
+            other => (other, None),
+        };
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(
+            &mut out,
+            &Body {
+                model: &self.model,
+                stream: true,
+                messages: Messages(request.messages),
+                tools: tools.then_some(Tools(request.tools)),
+                tool_choice: tools.then_some("auto"),
+                temperature: self.temperature,
+                max_tokens,
+                max_completion_tokens,
+            },
+        )?;
+        Ok(out)
     }
+}
+
+/// A `/chat/completions` request body.
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    stream: bool,
+    messages: Messages<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Tools<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    /// Most compatible servers only know `max_tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    /// OpenAI itself wants `max_completion_tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+}
+
+struct Messages<'a>(&'a [ChatMessage]);
+
+impl Serialize for Messages<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(MessageJson))
+    }
+}
+
+/// One message as Chat Completions wants it.
+struct MessageJson<'a>(&'a ChatMessage);
+
+impl Serialize for MessageJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let m = self.0;
+        match m.role {
+            Role::Assistant if !m.tool_calls.is_empty() => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("role", &m.role)?;
+                let content = (!m.content.is_empty()).then_some(m.content.as_str());
+                map.serialize_entry("content", &content)?;
+                let calls: Vec<ToolCallJson<'_>> = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| ToolCallJson {
+                        id: &c.id,
+                        kind: "function",
+                        function: CalledFunction {
+                            name: &c.name,
+                            arguments: &c.arguments,
+                        },
+                    })
+                    .collect();
+                map.serialize_entry("tool_calls", &calls)?;
+                map.end()
+            }
+            Role::Tool => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("role", &m.role)?;
+                map.serialize_entry("tool_call_id", m.tool_call_id.as_deref().unwrap_or(""))?;
+                map.serialize_entry("content", &m.content)?;
+                map.end()
+            }
+            _ => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("role", &m.role)?;
+                map.serialize_entry("content", &m.content)?;
+                map.end()
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ToolCallJson<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: CalledFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct CalledFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+struct Tools<'a>(&'a [ToolSpec]);
+
+impl Serialize for Tools<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|t| ToolJson {
+            kind: "function",
+            function: FunctionJson {
+                name: &t.name,
+                description: &t.description,
+                parameters: &t.parameters,
+            },
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct ToolJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionJson<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionJson<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a Value,
 }
 
 impl LlmProvider for OpenAiProvider {
@@ -143,11 +255,14 @@ impl LlmProvider for OpenAiProvider {
         &self.model
     }
 
-    fn stream(&self, request: LlmRequest) -> LlmStream {
-        let body = self.body(&request);
+    fn stream(&self, request: LlmRequest<'_>) -> LlmStream {
+        let body = match self.body(&request) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => return stream::iter([Err(LlmError::Connect(e.to_string()))]).boxed(),
+        };
         let endpoint = self.endpoint.clone();
         let open = async move {
-            match sse::open(&endpoint, &body).await {
+            match sse::open(&endpoint, body).await {
                 Ok(events) => Events {
                     sse: events,
                     queue: VecDeque::new(),
@@ -157,24 +272,6 @@ impl LlmProvider for OpenAiProvider {
             }
         };
         stream::once(open).flatten().boxed()
-    }
-}
-
-fn message_json(m: &ChatMessage) -> Value {
-    match m.role {
-        Role::Assistant if !m.tool_calls.is_empty() => json!({
-            "role": "assistant",
-            "content": if m.content.is_empty() { Value::Null } else { json!(m.content) },
-            "tool_calls": m.tool_calls.iter().map(|c| json!({
-                "id": c.id, "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments}})).collect::<Vec<_>>(),
-        }),
-        Role::Tool => json!({
-            "role": "tool",
-            "tool_call_id": m.tool_call_id.clone().unwrap_or_default(),
-            "content": m.content,
-        }),
-        role => json!({"role": role, "content": m.content}),
     }
 }
 
@@ -220,9 +317,8 @@ impl Stream for Events {
             match std::task::ready!(self.sse.poll_next_unpin(cx)) {
                 None => return Poll::Ready(None),
                 Some(SseItem::Error(e)) => return Poll::Ready(Some(Err(LlmError::Stream(e)))),
-                Some(SseItem::Data(data)) => match serde_json::from_str::<Value>(&data) {
-                    Ok(chunk) => {
-                        let events = chunk_events(chunk);
+                Some(SseItem::Data(data)) => match read_chunk(&data) {
+                    Ok(events) => {
                         if events
                             .iter()
                             .any(|e| matches!(e, Ok(LlmEvent::Finished { .. })))
@@ -241,16 +337,89 @@ impl Stream for Events {
     }
 }
 
+/// One streamed chunk, read as typed fields (no JSON tree) when it has the usual
+/// shape; anything else (a field of an unexpected type) is read again leniently
+/// as a `Value`. Errs only when the data is not JSON at all.
+fn read_chunk(data: &str) -> Result<Vec<Result<LlmEvent, LlmError>>, serde_json::Error> {
+    match serde_json::from_str::<Chunk<'_>>(data) {
+        Ok(chunk) => Ok(typed_chunk_events(chunk)),
+        Err(_) => serde_json::from_str::<Value>(data).map(chunk_events),
+    }
+}
+
+/// The fields of a chunk we use; unknown fields are skipped without being stored.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<Choice<'a>>>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    /// Rare and quirky across servers: read leniently.
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+}
+
+fn typed_chunk_events(chunk: Chunk<'_>) -> Vec<Result<LlmEvent, LlmError>> {
+    if let Some(error) = chunk.error.filter(|e| !e.is_null()) {
+        return vec![Err(upstream_error(&error))];
+    }
+    // A voice reply uses the first choice only.
+    let Some(choice) = chunk
+        .choices
+        .into_iter()
+        .flatten()
+        .find(|c| c.index.unwrap_or(0) == 0)
+    else {
+        return Vec::new();
+    };
+    let mut events = Vec::with_capacity(1);
+    if let Some(delta) = choice.delta {
+        if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+            events.push(Ok(LlmEvent::Text(text.into_owned())));
+        }
+        if let Some(calls) = delta.tool_calls {
+            tool_call_events(&calls, &mut events);
+        }
+    }
+    if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
+        events.push(Ok(LlmEvent::Finished {
+            reason: Some(reason.into_owned()),
+        }));
+    }
+    events
+}
+
+/// An `error` inside a 200 stream: `{"message": ...}` or anything else.
+fn upstream_error(error: &Value) -> LlmError {
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| error.to_string());
+    LlmError::Upstream(truncate(&message, 300))
+}
+
 /// Turns one streamed chunk into events, leniently.
 fn chunk_events(chunk: Value) -> Vec<Result<LlmEvent, LlmError>> {
     let mut events = Vec::new();
     if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
-        let message = error
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| error.to_string());
-        return vec![Err(LlmError::Upstream(truncate(&message, 300)))];
+        return vec![Err(upstream_error(error))];
     }
     let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
         return events;
@@ -269,34 +438,7 @@ fn chunk_events(chunk: Value) -> Vec<Result<LlmEvent, LlmError>> {
             events.push(Ok(LlmEvent::Text(text.to_string())));
         }
         if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
-            for (position, call) in calls.iter().enumerate() {
-                let function = call.get("function");
-                let field = |v: Option<&Value>, key: &str| {
-                    v.and_then(|v| v.get(key))
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                };
-                events.push(Ok(LlmEvent::ToolCallDelta {
-                    // Ollama has sent tool calls without an index.
-                    index: call
-                        .get("index")
-                        .and_then(Value::as_u64)
-                        .map(|i| i as usize)
-                        .unwrap_or(position),
-                    id: field(Some(call), "id"),
-                    name: field(function, "name"),
-                    arguments: function
-                        .and_then(|f| f.get("arguments"))
-                        .map(|a| match a {
-                            Value::String(s) => s.clone(),
-                            Value::Null => String::new(),
-                            // Some servers send the arguments as an object.
-                            other => other.to_string(),
-                        })
-                        .unwrap_or_default(),
-                }));
-            }
+            tool_call_events(calls, &mut events);
         }
     }
     if let Some(reason) = choice
@@ -309,6 +451,38 @@ fn chunk_events(chunk: Value) -> Vec<Result<LlmEvent, LlmError>> {
         }));
     }
     events
+}
+
+/// The fragments of the tool calls in one delta.
+fn tool_call_events(calls: &[Value], events: &mut Vec<Result<LlmEvent, LlmError>>) {
+    for (position, call) in calls.iter().enumerate() {
+        let function = call.get("function");
+        let field = |v: Option<&Value>, key: &str| {
+            v.and_then(|v| v.get(key))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        events.push(Ok(LlmEvent::ToolCallDelta {
+            // Ollama has sent tool calls without an index.
+            index: call
+                .get("index")
+                .and_then(Value::as_u64)
+                .map(|i| i as usize)
+                .unwrap_or(position),
+            id: field(Some(call), "id"),
+            name: field(function, "name"),
+            arguments: function
+                .and_then(|f| f.get("arguments"))
+                .map(|a| match a {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    // Some servers send the arguments as an object.
+                    other => other.to_string(),
+                })
+                .unwrap_or_default(),
+        }));
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -325,12 +499,89 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
+    /// The events of a chunk, checking that the typed and lenient readings agree.
     fn events(chunk: Value) -> Vec<LlmEvent> {
-        chunk_events(chunk)
+        let lenient: Vec<LlmEvent> = chunk_events(chunk.clone())
             .into_iter()
             .map(|e| e.unwrap())
-            .collect()
+            .collect();
+        let typed: Vec<LlmEvent> = read_chunk(&chunk.to_string())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.unwrap())
+            .collect();
+        assert_eq!(typed, lenient, "readings differ for {chunk}");
+        typed
+    }
+
+    fn message_json(m: &ChatMessage) -> Value {
+        serde_json::to_value(MessageJson(m)).unwrap()
+    }
+
+    #[test]
+    fn odd_field_types_fall_back_to_the_lenient_reading() {
+        // An index sent as a string does not fit the typed chunk.
+        let out = read_chunk(r#"{"choices":[{"index":"0","delta":{"content":"oi"}}]}"#).unwrap();
+        assert_eq!(out.len(), 1);
+        assert!(matches!(&out[0], Ok(LlmEvent::Text(t)) if t == "oi"));
+        // Escaped text is read whole.
+        let out = read_chunk(r#"{"choices":[{"delta":{"content":"a\"b\u00e9"}}]}"#).unwrap();
+        assert!(matches!(&out[0], Ok(LlmEvent::Text(t)) if t == "a\"bé"));
+        assert!(read_chunk("not json").is_err());
+    }
+
+    #[test]
+    fn the_body_has_the_history_tools_and_limits() {
+        let vars = [
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "k"),
+            ("LLM_MAX_TOKENS", "200"),
+            ("LLM_TEMPERATURE", "0.7"),
+        ];
+        let config = crate::config::Config::from_vars(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap()
+        .llm;
+        assert_eq!(
+            (config.max_tokens, config.temperature),
+            (Some(200), Some(0.7))
+        );
+        let provider = OpenAiProvider::new(&config).unwrap();
+        let tools = [ToolSpec {
+            name: "end_call".into(),
+            description: "d".into(),
+            parameters: Arc::new(json!({"type": "object"})),
+        }];
+        let messages = [ChatMessage::system("s"), ChatMessage::user("oi")];
+        let body = provider
+            .body(&LlmRequest {
+                messages: &messages,
+                tools: &tools,
+            })
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "model": config.model, "stream": true,
+                "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "oi"}],
+                "tools": [{"type": "function", "function": {"name": "end_call", "description": "d", "parameters": {"type": "object"}}}],
+                "tool_choice": "auto", "temperature": 0.7, "max_completion_tokens": 200
+            })
+        );
+        let body = provider
+            .body(&LlmRequest {
+                messages: &messages,
+                tools: &[],
+            })
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
     }
 
     #[test]
@@ -371,6 +622,10 @@ mod tests {
     fn error_inside_a_stream_is_an_error() {
         let out = chunk_events(json!({"error":{"message":"overloaded"}}));
         assert!(matches!(&out[0], Err(LlmError::Upstream(m)) if m == "overloaded"));
+        let out = read_chunk(r#"{"error":{"message":"overloaded"}}"#).unwrap();
+        assert!(matches!(&out[0], Err(LlmError::Upstream(m)) if m == "overloaded"));
+        let out = read_chunk(r#"{"error":"busy"}"#).unwrap();
+        assert!(matches!(&out[0], Err(LlmError::Upstream(m)) if m == "\"busy\""));
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl LlmProvider for ScriptedProvider {
         "scripted"
     }
 
-    fn stream(&self, request: LlmRequest) -> LlmStream {
+    fn stream(&self, request: LlmRequest<'_>) -> LlmStream {
         let events = plan(&request);
         let delay = self.delay;
         let events = stream::iter(events).then(move |event| async move {
@@ -82,9 +82,9 @@ fn question_in(text: &str) -> Option<Question> {
 }
 
 /// Everything the scripted model streams in answer to `request`.
-pub fn plan(request: &LlmRequest) -> Vec<LlmEvent> {
+pub fn plan(request: &LlmRequest<'_>) -> Vec<LlmEvent> {
     let offered = |name: &str| request.tools.iter().any(|t| t.name == name);
-    let messages = &request.messages;
+    let messages = request.messages;
     let call_id = format!("call_scripted_{}", messages.len());
     let text = |t: String| split_words(&t).into_iter().map(LlmEvent::Text).collect();
     if messages.last().is_some_and(|m| m.role == Role::Tool) {
@@ -417,7 +417,7 @@ mod tests {
         crate::llm::ToolSpec {
             name: name.into(),
             description: String::new(),
-            parameters: json!({}),
+            parameters: std::sync::Arc::new(json!({})),
         }
     }
 
@@ -455,8 +455,8 @@ mod tests {
         let turn = |messages: &mut Vec<ChatMessage>, user: &str| {
             messages.push(ChatMessage::user(user));
             let events = plan(&LlmRequest {
-                messages: messages.clone(),
-                tools: tools.clone(),
+                messages,
+                tools: &tools,
             });
             let text = said(&events);
             if !text.is_empty() {
@@ -489,8 +489,8 @@ mod tests {
         let provider = ScriptedProvider::new(Duration::ZERO);
         let events: Vec<_> = provider
             .stream(LlmRequest {
-                messages: vec![ChatMessage::user("oi")],
-                tools: vec![],
+                messages: &[ChatMessage::user("oi")],
+                tools: &[],
             })
             .collect()
             .await;

@@ -49,15 +49,17 @@ pub struct Endpoint {
 
 /// Posts `body` and returns the event stream of a success, retrying what is worth
 /// retrying (with exponential backoff from 100 ms, or the server's `retry-after`).
-pub async fn open(endpoint: &Endpoint, body: &serde_json::Value) -> Result<SseStream, OpenError> {
-    let body = serde_json::to_vec(body).map_err(|e| OpenError::Connect(e.to_string()))?;
+pub async fn open(endpoint: &Endpoint, body: Bytes) -> Result<SseStream, OpenError> {
     let mut attempt = 0u32;
     loop {
-        let sent = endpoint
+        let mut request = endpoint
             .http
             .post(&endpoint.url)
-            .headers(endpoint.headers.clone())
-            .query(&endpoint.query)
+            .headers(endpoint.headers.clone());
+        if !endpoint.query.is_empty() {
+            request = request.query(&endpoint.query);
+        }
+        let sent = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone())
             .send()

@@ -59,6 +59,8 @@ where
     let mut frames_rejected: u32 = 0;
     // Set once we sent `end`: Twilio closes the socket, or we do after a grace time.
     let mut ending: Option<tokio::time::Instant> = None;
+    // Whether a talk cycle is open (tokens sent, `last: true` not yet).
+    let mut speaking = false;
     let end_reason: &str = loop {
         let end_due = async move {
             match ending {
@@ -90,16 +92,13 @@ where
                 },
             },
             output = agent.next_output() => {
-                // Whatever else the agent has ready right now (a burst of tokens
-                // from one read of the LLM stream) goes out in the same write.
-                let mut sent = socket.feed(outbound(output, &mut ending)).await;
-                let mut batched = 1;
-                while sent.is_ok() && batched < MAX_BATCH {
-                    let Some(output) = agent.next_output().now_or_never() else {
+                let batch = gather(output, &mut agent, speaking).await;
+                let mut sent = Ok(());
+                for message in coalesce(batch, &mut ending, &mut speaking) {
+                    sent = socket.feed(message).await;
+                    if sent.is_err() {
                         break;
-                    };
-                    sent = socket.feed(outbound(output, &mut ending)).await;
-                    batched += 1;
+                    }
                 }
                 if sent.is_ok() {
                     sent = socket.flush().await;
@@ -141,8 +140,73 @@ where
     stats
 }
 
-/// Most messages written to Twilio in one batch before the socket is read again.
+/// Most agent outputs written to Twilio in one batch before the socket is read again.
 const MAX_BATCH: usize = 16;
+
+/// The agent's outputs to write together, starting with `first`.
+///
+/// The first token of a reply goes out at once (with whatever else is already
+/// ready): it is what the caller waits for. Later tokens are gathered a little: an
+/// LLM often sends several at once, but hyper hands the body over one chunk per
+/// wake-up of its connection task, so the session yields to let those chunks
+/// arrive and writes them in one go (one syscall and one TCP segment instead of
+/// one per token). It stops at the first yield that brings nothing new, so a
+/// token never waits for the next one.
+async fn gather(first: AgentOutput, agent: &mut Agent, speaking: bool) -> Vec<AgentOutput> {
+    let mut wait = speaking && matches!(first, AgentOutput::Token(_));
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        if let Some(output) = agent.next_output().now_or_never() {
+            batch.push(output);
+            continue;
+        }
+        if !wait {
+            break;
+        }
+        // One scheduler pass: lets the HTTP connection task deliver what it has read.
+        tokio::task::yield_now().await;
+        match agent.next_output().now_or_never() {
+            Some(output) => batch.push(output),
+            None => wait = false,
+        }
+    }
+    batch
+}
+
+/// The Twilio messages for a batch of outputs: consecutive tokens become one
+/// `text` message (Twilio speaks the same words; the heard-text bookkeeping is
+/// unaffected). `speaking` tracks whether a talk cycle is open.
+fn coalesce(
+    batch: Vec<AgentOutput>,
+    ending: &mut Option<tokio::time::Instant>,
+    speaking: &mut bool,
+) -> Vec<Outbound> {
+    let mut messages: Vec<Outbound> = Vec::with_capacity(batch.len());
+    for output in batch {
+        match output {
+            AgentOutput::Token(token) => {
+                *speaking = true;
+                if let Some(Outbound::Text {
+                    token: open,
+                    last: false,
+                    ..
+                }) = messages.last_mut()
+                {
+                    open.push_str(&token);
+                } else {
+                    messages.push(Outbound::token(token));
+                }
+            }
+            other => {
+                if matches!(other, AgentOutput::TurnEnd | AgentOutput::End(_)) {
+                    *speaking = false;
+                }
+                messages.push(outbound(other, ending));
+            }
+        }
+    }
+    messages
+}
 
 /// The Twilio message for one agent output (`ending` is set when it is `end`).
 fn outbound(output: AgentOutput, ending: &mut Option<tokio::time::Instant>) -> Outbound {

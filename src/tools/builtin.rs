@@ -5,7 +5,7 @@
 //! Each validates its arguments and returns a [`ToolEffect`]; the agent carries it
 //! out. Validation problems go back to the model as errors so it can ask again.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -27,15 +27,15 @@ pub fn enabled(config: &Config) -> Vec<Arc<dyn Tool>> {
             "end_call" => Arc::new(EndCall { timeout }),
             "transfer_to_human" => Arc::new(TransferToHuman { timeout }),
             "send_dtmf" => Arc::new(SendDtmf { timeout }),
-            "switch_language" => Arc::new(SwitchLanguage {
-                codes: config
+            "switch_language" => Arc::new(SwitchLanguage::new(
+                config
                     .relay
                     .languages
                     .iter()
                     .map(|l| l.code.clone())
                     .collect(),
                 timeout,
-            }),
+            )),
             "schedule_appointment" => Arc::new(ScheduleAppointment {
                 utc_offset_minutes: tools.utc_offset_minutes,
                 timeout,
@@ -50,19 +50,28 @@ pub fn enabled(config: &Config) -> Vec<Arc<dyn Tool>> {
     out
 }
 
-fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
+fn spec(name: &str, description: &str, parameters: &Arc<Value>) -> ToolSpec {
     ToolSpec {
         name: name.to_string(),
         description: description.to_string(),
-        parameters,
+        parameters: parameters.clone(),
     }
 }
+
+/// A parameter schema built once, on first use, and shared by every request.
+type Schema = LazyLock<Arc<Value>>;
 
 fn done(
     output: Result<ToolOutput, ToolError>,
 ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
     futures::future::ready(output).boxed()
 }
+
+static END_CALL_SCHEMA: Schema = LazyLock::new(|| {
+    Arc::new(json!({"type": "object", "properties": {
+        "reason": {"type": "string", "description": "Why the call ends, in a few words."}
+    }}))
+});
 
 /// Says goodbye and hangs up.
 pub struct EndCall {
@@ -77,9 +86,7 @@ impl Tool for EndCall {
         spec(
             "end_call",
             "End the phone call. Use it when the caller says goodbye or the conversation is over. Say a short goodbye in the same reply.",
-            json!({"type": "object", "properties": {
-                "reason": {"type": "string", "description": "Why the call ends, in a few words."}
-            }}),
+            &END_CALL_SCHEMA,
         )
     }
     fn timeout(&self) -> Duration {
@@ -98,6 +105,13 @@ impl Tool for EndCall {
     }
 }
 
+static TRANSFER_SCHEMA: Schema = LazyLock::new(|| {
+    Arc::new(json!({"type": "object", "properties": {
+        "reason": {"type": "string", "description": "Why the caller needs a person."},
+        "summary": {"type": "string", "description": "A short summary of the conversation for the attendant."}
+    }}))
+});
+
 /// Hands the caller to a person (ConversationRelay `end` with `live-agent-handoff`).
 pub struct TransferToHuman {
     timeout: Duration,
@@ -111,10 +125,7 @@ impl Tool for TransferToHuman {
         spec(
             "transfer_to_human",
             "Transfer the caller to a human attendant. Use it when the caller asks for a person or you cannot help. Tell the caller you are transferring them.",
-            json!({"type": "object", "properties": {
-                "reason": {"type": "string", "description": "Why the caller needs a person."},
-                "summary": {"type": "string", "description": "A short summary of the conversation for the attendant."}
-            }}),
+            &TRANSFER_SCHEMA,
         )
     }
     fn timeout(&self) -> Duration {
@@ -138,6 +149,12 @@ impl Tool for TransferToHuman {
 /// The longest digit string one call may send.
 const MAX_DIGITS: usize = 64;
 
+static SEND_DTMF_SCHEMA: Schema = LazyLock::new(|| {
+    Arc::new(json!({"type": "object", "properties": {
+        "digits": {"type": "string", "description": "Keys to press, e.g. \"1\" or \"123#\"; only 0-9 * # w.", "pattern": "^[0-9*#w]+$"}
+    }, "required": ["digits"]}))
+});
+
 /// Presses keys towards the far end (an IVR menu on an outbound call).
 pub struct SendDtmf {
     timeout: Duration,
@@ -151,9 +168,7 @@ impl Tool for SendDtmf {
         spec(
             "send_dtmf",
             "Press keypad keys on the call, e.g. to navigate a phone menu. Digits 0-9, * and #; w waits half a second.",
-            json!({"type": "object", "properties": {
-                "digits": {"type": "string", "description": "Keys to press, e.g. \"1\" or \"123#\"; only 0-9 * # w.", "pattern": "^[0-9*#w]+$"}
-            }, "required": ["digits"]}),
+            &SEND_DTMF_SCHEMA,
         )
     }
     fn timeout(&self) -> Duration {
@@ -193,7 +208,21 @@ impl Tool for SendDtmf {
 /// Moves speech and transcription to another configured language.
 pub struct SwitchLanguage {
     codes: Vec<String>,
+    schema: Arc<Value>,
     timeout: Duration,
+}
+
+impl SwitchLanguage {
+    pub fn new(codes: Vec<String>, timeout: Duration) -> Self {
+        let schema = Arc::new(json!({"type": "object", "properties": {
+            "language": {"type": "string", "enum": codes, "description": "The language code."}
+        }, "required": ["language"]}));
+        Self {
+            codes,
+            schema,
+            timeout,
+        }
+    }
 }
 
 impl Tool for SwitchLanguage {
@@ -204,9 +233,7 @@ impl Tool for SwitchLanguage {
         spec(
             "switch_language",
             "Switch the language you speak and listen in, when the caller prefers another language. Then continue in that language.",
-            json!({"type": "object", "properties": {
-                "language": {"type": "string", "enum": self.codes, "description": "The language code."}
-            }, "required": ["language"]}),
+            &self.schema,
         )
     }
     fn timeout(&self) -> Duration {
@@ -233,6 +260,17 @@ impl Tool for SwitchLanguage {
 }
 
 /// Books an appointment for the caller.
+static APPOINTMENT_SCHEMA: Schema = LazyLock::new(|| {
+    Arc::new(json!({"type": "object", "properties": {
+        "name": {"type": "string", "description": "The caller's name."},
+        "email": {"type": "string"},
+        "preferred_day": {"type": "string", "description": "The day as the caller said it (amanhã, segunda-feira, 24/11) or YYYY-MM-DD."},
+        "preferred_time": {"type": "string", "description": "The time, e.g. 15:00."},
+        "phone": {"type": "string", "description": "A phone number, if different from the one calling."},
+        "notes": {"type": "string"}
+    }, "required": ["name", "preferred_day"]}))
+});
+
 pub struct ScheduleAppointment {
     utc_offset_minutes: i32,
     timeout: Duration,
@@ -250,14 +288,7 @@ impl Tool for ScheduleAppointment {
                 "Book an appointment for the caller once you know their name and the day (and preferably the time). Today is {}, {today}. Confirm the booking out loud afterwards.",
                 today.weekday_pt()
             ),
-            json!({"type": "object", "properties": {
-                "name": {"type": "string", "description": "The caller's name."},
-                "email": {"type": "string"},
-                "preferred_day": {"type": "string", "description": "The day as the caller said it (amanhã, segunda-feira, 24/11) or YYYY-MM-DD."},
-                "preferred_time": {"type": "string", "description": "The time, e.g. 15:00."},
-                "phone": {"type": "string", "description": "A phone number, if different from the one calling."},
-                "notes": {"type": "string"}
-            }, "required": ["name", "preferred_day"]}),
+            &APPOINTMENT_SCHEMA,
         )
     }
     fn timeout(&self) -> Duration {

@@ -122,7 +122,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         .map(|spec| FunctionTool {
             name: spec.name,
             description: spec.description,
-            parameters: spec.parameters,
+            parameters: (*spec.parameters).clone(),
         })
         .collect();
     let mut parameters = ctx.call.parameters.clone();
