@@ -19,6 +19,7 @@ use voxrelay::config::{DEFAULT_FALLBACK_MESSAGE, DEFAULT_GOODBYE_MESSAGE};
 use crate::common::{TestApp, Ws, spawn_with_state, test_config};
 use crate::fake_llm::{FakeLlm, Reply};
 use crate::fake_speech::{Ending, FakeConn, FakeWsServer};
+use crate::fake_twilio::{self, FakeTwilio};
 
 const WAIT: Duration = Duration::from_secs(10);
 const GREETING: &str = "Olá! Como posso ajudar?";
@@ -787,6 +788,174 @@ async fn openai_transcription_drives_turns_and_barge_in() {
     drop(twilio);
     assert_eq!(stt.until_closed().await.1, Ending::CloseFrame(1000));
     assert_eq!(tts.until_closed().await.1, Ending::CloseFrame(1000));
+}
+
+// ---------------------------------------------------------------------------------
+// The agent's endings through Twilio's REST API
+
+const REST_CALL_SID: &str = "CA00000000000000000000000000c0ffee";
+
+/// REST credentials (account SID and auth token) pointing at `twilio`.
+fn twilio_vars(twilio: &FakeTwilio) -> Vec<(&'static str, String)> {
+    vec![
+        ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID.to_string()),
+        ("TWILIO_AUTH_TOKEN", fake_twilio::AUTH_TOKEN.to_string()),
+        ("TWILIO_VALIDATE_SIGNATURES", "false".to_string()),
+        ("TWILIO_API_BASE", twilio.base_url()),
+    ]
+}
+
+fn as_strs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The caller says goodbye, the model calls `tool`, the TTS speaks `words` (what
+/// the agent says before ending) and Twilio plays them; returns when the server
+/// closed the stream.
+async fn caller_ends_with(
+    s: &mut Setup,
+    twilio: &mut MediaClient,
+    words: &str,
+) -> (FakeConn, FakeConn) {
+    let (mut stt, mut tts) = upstreams(&mut s.eleven).await;
+    greet(&mut tts, twilio).await;
+    stt.send_json(json!({"message_type": "committed_transcript", "text": "Era isso, obrigado"}))
+        .await;
+    assert_eq!(tts_turn_text(&mut tts, "ctx-2").await.trim(), words);
+    tts_speak(&mut tts, "ctx-2", &tone(480, 0x31)).await;
+    twilio.closed().await;
+    assert_eq!(
+        twilio.audio[320..800],
+        tone(480, 0x31)[..],
+        "the last words played"
+    );
+    (stt, tts)
+}
+
+#[tokio::test]
+async fn end_call_hangs_up_through_the_twilio_rest_api() {
+    let twilio_api = FakeTwilio::start().await;
+    twilio_api.add_call(REST_CALL_SID);
+    let vars = twilio_vars(&twilio_api);
+    let mut s = setup(&as_strs(&vars)).await;
+    s.llm.push(Reply::tool(
+        "call_1",
+        "end_call",
+        json!({"reason": "despedida"}),
+    ));
+    let mut twilio = MediaClient::start(&s.app, REST_CALL_SID).await;
+    let (mut stt, mut tts) = caller_ends_with(&mut s, &mut twilio, DEFAULT_GOODBYE_MESSAGE).await;
+
+    let requests = twilio_api.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].path,
+        format!(
+            "/2010-04-01/Accounts/{}/Calls/{REST_CALL_SID}.json",
+            fake_twilio::ACCOUNT_SID
+        )
+    );
+    assert_eq!(
+        requests[0].auth,
+        Some((
+            fake_twilio::ACCOUNT_SID.to_string(),
+            fake_twilio::AUTH_TOKEN.to_string()
+        ))
+    );
+    assert_eq!(
+        requests[0].form,
+        vec![("Status".to_string(), "completed".to_string())]
+    );
+    assert_eq!(s.observed.wait_ended().await.status, "completed");
+    assert_eq!(stt.until_closed().await.1, Ending::CloseFrame(1000));
+    assert_eq!(tts.until_closed().await.1, Ending::CloseFrame(1000));
+}
+
+#[tokio::test]
+async fn a_transfer_enqueues_through_the_twilio_rest_api() {
+    let twilio_api = FakeTwilio::start().await;
+    twilio_api.add_call(REST_CALL_SID);
+    let mut vars = twilio_vars(&twilio_api);
+    vars.push(("AGENT_TOOLS", "transfer_to_human".to_string()));
+    vars.push((
+        "TASKROUTER_WORKFLOW_SID",
+        "WW0123456789abcdef0123456789abcdef".to_string(),
+    ));
+    let mut s = setup(&as_strs(&vars)).await;
+    s.llm.push(Reply::tool(
+        "call_1",
+        "transfer_to_human",
+        json!({"reason": "quer um atendente", "summary": "2ª via do boleto"}),
+    ));
+    let mut twilio = MediaClient::start(&s.app, REST_CALL_SID).await;
+    caller_ends_with(
+        &mut s,
+        &mut twilio,
+        voxrelay::config::DEFAULT_HANDOFF_MESSAGE,
+    )
+    .await;
+
+    let requests = twilio_api.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].field("Status"), None);
+    let twiml = requests[0].field("Twiml").expect("the handoff TwiML");
+    // The agent's handoff document is the task, as /twiml/stream/next would send it.
+    assert!(
+        twiml.contains(r#"<Enqueue workflowSid="WW0123456789abcdef0123456789abcdef"><Task>{"#),
+        "{twiml}"
+    );
+    for field in [
+        "&quot;reasonCode&quot;:&quot;live-agent-handoff&quot;",
+        "&quot;summary&quot;:&quot;2ª via do boleto&quot;",
+        &format!("&quot;callSid&quot;:&quot;{REST_CALL_SID}&quot;"),
+    ] {
+        assert!(twiml.contains(field), "{field} in {twiml}");
+    }
+    assert_eq!(s.observed.wait_ended().await.status, "handoff");
+}
+
+#[tokio::test]
+async fn with_twilio_down_a_transfer_still_happens_through_the_redirect() {
+    // A port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut s = setup(&[
+        ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", fake_twilio::AUTH_TOKEN),
+        ("TWILIO_VALIDATE_SIGNATURES", "false"),
+        ("TWILIO_API_BASE", down.as_str()),
+        ("AGENT_TOOLS", "transfer_to_human"),
+        ("HANDOFF_NUMBER", "sip:fila@pbx.example.com"),
+    ])
+    .await;
+    s.llm.push(Reply::tool(
+        "call_1",
+        "transfer_to_human",
+        json!({"reason": "pediu"}),
+    ));
+    let mut twilio = MediaClient::start(&s.app, REST_CALL_SID).await;
+    caller_ends_with(
+        &mut s,
+        &mut twilio,
+        voxrelay::config::DEFAULT_HANDOFF_MESSAGE,
+    )
+    .await;
+    assert_eq!(s.observed.wait_ended().await.status, "handoff");
+    // The stream closed; Twilio runs the <Redirect>, and the transfer is answered.
+    let twiml = reqwest::Client::new()
+        .post(s.app.url("/twiml/stream/next"))
+        .form(&[("CallSid", REST_CALL_SID), ("CallStatus", "in-progress")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        twiml.contains("<Dial><Sip>sip:fila@pbx.example.com</Sip></Dial>"),
+        "{twiml}"
+    );
 }
 
 /// Not a check: measures the cascade's own overhead on loopback (fake upstreams
