@@ -279,6 +279,7 @@ fn main() {
             stop: CancellationToken::new(),
             observer: Arc::new(NoObserver),
             endings: Arc::default(),
+            twilio: None,
         };
         let rss_before = rss_kib();
         let cpu_before = cpu_time();

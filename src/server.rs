@@ -136,6 +136,7 @@ impl AppState {
             observer: self.observer.clone(),
             tools: self.tools.clone(),
             endings: self.media_endings.clone(),
+            twilio: self.twilio.clone(),
         }
     }
 

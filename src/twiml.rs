@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::config::RelayConfig;
+use crate::config::{HandoffConfig, RelayConfig};
 
 /// One XML element.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -219,6 +219,16 @@ pub fn enqueue(workflow_sid: &str, task: &str) -> String {
     ])
 }
 
+/// The TwiML that hands the caller to a person as configured: `<Enqueue>` into the
+/// TaskRouter workflow (with `handoff_data`, the agent's JSON, as the task), else
+/// `<Dial>` to the handoff number; `None` when neither is set.
+pub fn handoff(config: &HandoffConfig, handoff_data: &str) -> Option<String> {
+    if let Some(workflow) = &config.taskrouter_workflow_sid {
+        return Some(enqueue(workflow, handoff_data));
+    }
+    config.number.as_deref().map(dial)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +288,15 @@ mod tests {
                 r#"<Enqueue workflowSid="WW123"><Task>{&quot;reasonCode&quot;:&quot;live-agent-handoff&quot;}</Task></Enqueue></Response>"#
             )
         );
+    }
+
+    #[test]
+    fn handoff_prefers_taskrouter_then_the_number() {
+        let mut config = HandoffConfig::default();
+        assert_eq!(handoff(&config, "{}"), None);
+        config.number = Some("+5511988887777".into());
+        assert_eq!(handoff(&config, "{}"), Some(dial("+5511988887777")));
+        config.taskrouter_workflow_sid = Some("WW1".into());
+        assert_eq!(handoff(&config, "{}"), Some(enqueue("WW1", "{}")));
     }
 }

@@ -184,19 +184,21 @@ fn stream_ended(state: &AppState, form: &[(String, String)]) -> Response {
 
 /// `<Enqueue>` or `<Dial>` to a person, as configured; `<Hangup/>` when neither is.
 fn handoff_twiml(state: &AppState, handoff_data: &str) -> Response {
-    let handoff = &state.config.handoff;
-    if let Some(workflow) = &handoff.taskrouter_workflow_sid {
-        tracing::info!("handing the caller to TaskRouter");
-        return xml(twiml::enqueue(workflow, handoff_data));
+    match twiml::handoff(&state.config.handoff, handoff_data) {
+        Some(document) => {
+            tracing::info!(
+                taskrouter = state.config.handoff.taskrouter_workflow_sid.is_some(),
+                "handing the caller to a person"
+            );
+            xml(document)
+        }
+        None => {
+            tracing::warn!(
+                "a transfer was asked for but no HANDOFF_NUMBER or TASKROUTER_WORKFLOW_SID is set; hanging up"
+            );
+            xml(twiml::hangup())
+        }
     }
-    if let Some(number) = &handoff.number {
-        tracing::info!("handing the caller to the handoff number");
-        return xml(twiml::dial(number));
-    }
-    tracing::warn!(
-        "a transfer was asked for but no HANDOFF_NUMBER or TASKROUTER_WORKFLOW_SID is set; hanging up"
-    );
-    xml(twiml::hangup())
 }
 
 /// Twilio reports how the ConversationRelay session ended.
@@ -222,19 +224,7 @@ fn session_ended(state: &AppState, base: &PublicBase, form: &[(String, String)])
                 .map(str::to_string)
         });
     if reason_code.as_deref() == Some(crate::agent::REASON_LIVE_AGENT) && call_live {
-        let handoff = &state.config.handoff;
-        if let Some(workflow) = &handoff.taskrouter_workflow_sid {
-            tracing::info!("handing the caller to TaskRouter");
-            return xml(twiml::enqueue(workflow, handoff_data));
-        }
-        if let Some(number) = &handoff.number {
-            tracing::info!("handing the caller to the handoff number");
-            return xml(twiml::dial(number));
-        }
-        tracing::warn!(
-            "a transfer was asked for but no HANDOFF_NUMBER or TASKROUTER_WORKFLOW_SID is set; hanging up"
-        );
-        return xml(twiml::hangup());
+        return handoff_twiml(state, handoff_data);
     }
     if field(form, "ErrorCode") == Some("64105") && call_live {
         tracing::info!("the WebSocket dropped mid-call; reconnecting the call");

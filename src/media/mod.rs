@@ -6,10 +6,12 @@
 //! - [`pipeline`]: the seam to the speech pipelines (OpenAI Realtime, ElevenLabs
 //!   agent, cascade) and the pipelines themselves.
 //! - [`recording`]: optional stereo WAV per call.
+//! - [`control`]: the agent's hang-up or transfer through Twilio's REST API.
 //!
 //! [`Endings`] remembers how the agent ended each call (hang up or transfer) for the
 //! TwiML that runs after `</Connect>` (`/twiml/stream/next`).
 
+pub mod control;
 pub mod pipeline;
 pub mod playback;
 pub mod protocol;

@@ -18,7 +18,10 @@
 //!
 //! A pipeline asking to end the call, or failing, gets its queued audio played
 //! first (bounded wait), then the socket is closed; `/twiml/stream`'s TwiML continues
-//! after `</Connect>` with `<Hangup/>` (or the transfer, see `http::twiml`).
+//! after `</Connect>` with `<Hangup/>` (or the transfer, see `http::twiml`). When the
+//! agent ended the call and Twilio REST credentials are configured, the call is
+//! first hung up or transferred through the REST API ([`super::control`]), with the
+//! `<Redirect>` as the fallback.
 //!
 //! Generic over `Stream<Frame> + Sink<Outbound>`, so tests can drive it without warp.
 
@@ -33,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
+use super::control::{self, EndedVia};
 use super::pipeline::{
     self, CallEvent, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
     PipelineStats,
@@ -47,6 +51,7 @@ use crate::llm::LlmProvider;
 use crate::metrics::{CallMode, Metrics};
 use crate::tools::ToolRegistry;
 use crate::transport::{Frame, excerpt};
+use crate::twilio::client::TwilioClient;
 
 /// What a media session needs from the server.
 #[derive(Clone)]
@@ -59,9 +64,12 @@ pub struct MediaDeps {
     pub stop: CancellationToken,
     pub observer: Arc<dyn CallObserver>,
     pub tools: Arc<ToolRegistry>,
-    /// Receives the way the call ended (transfer or hang-up), for the REST follow-up
+    /// Receives the way the call ended (transfer or hang-up), for the TwiML follow-up
     /// (`/twiml/stream/next`).
     pub endings: Arc<super::Endings>,
+    /// Twilio's REST API, when credentials are configured: the agent's endings are
+    /// carried out through it ([`super::control`]).
+    pub twilio: Option<Arc<TwilioClient>>,
 }
 
 /// Time allowed between the socket opening and Twilio's `start`.
@@ -77,6 +85,8 @@ const END_GRACE: Duration = Duration::from_millis(300);
 const END_MAX_WAIT: Duration = Duration::from_secs(30);
 /// Bad frames logged individually before the log is thinned out.
 const LOG_FIRST_BAD: u32 = 5;
+/// The loop's reason when the agent's ending has played.
+const ENDED_BY_AGENT: &str = "ended by the agent";
 
 /// How a call ended, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +101,9 @@ pub struct MediaCallStats {
     pub rejected_frames: u32,
     pub pipeline_stats: PipelineStats,
     pub recording: Option<String>,
+    /// How the agent's ending reached Twilio (`None` when the agent did not end
+    /// the call, or the caller hung up first).
+    pub ended_via: Option<EndedVia>,
 }
 
 type Connecting = BoxFuture<'static, Result<Box<dyn Pipeline>, PipelineError>>;
@@ -266,7 +279,7 @@ where
             () = sleep_until_opt(close_at) => {
                 break match &ending {
                     Some((Ending::Failed, _)) => "pipeline failed",
-                    _ => "ended by the agent",
+                    _ => ENDED_BY_AGENT,
                 };
             }
             () = tokio::time::sleep_until(start_deadline), if call.info.is_none() => {
@@ -278,19 +291,36 @@ where
 
     // Wind down: the upstream always closes, then Twilio's socket.
     drop(connecting);
-    let pipeline_stats = match pipeline {
-        Some(p) => p.close().await,
-        None => PipelineStats::default(),
-    };
     let handoff = match &ending {
         Some((Ending::Handoff(handoff), _)) => Some(handoff.clone()),
         _ => None,
     };
     let call_sid = call.info.as_ref().map(|info| info.call_sid.clone());
-    // Before the socket closes: Twilio asks `/twiml/stream/next` right after.
+    // Before the socket closes: Twilio asks `/twiml/stream/next` right after (the
+    // fallback when the REST update below does not happen).
     if let (Some(sid), Some(handoff)) = (&call_sid, &handoff) {
         deps.endings.record(sid, handoff.clone());
     }
+    let close_pipeline = async {
+        match pipeline {
+            Some(p) => p.close().await,
+            None => PipelineStats::default(),
+        }
+    };
+    // The agent's goodbye has played: hang up or transfer through the REST API.
+    let end_through_twilio = async {
+        let (Some(sid), Some(handoff)) = (&call_sid, &handoff) else {
+            return None;
+        };
+        if reason != ENDED_BY_AGENT {
+            return None;
+        }
+        Some(match &deps.twilio {
+            Some(twilio) => control::end_call(twilio, &deps.config.handoff, sid, handoff).await,
+            None => EndedVia::Redirect,
+        })
+    };
+    let (pipeline_stats, ended_via) = tokio::join!(close_pipeline, end_through_twilio);
     let _ = tokio::time::timeout(Duration::from_secs(2), socket.close()).await;
 
     let status: &'static str = match (&ending, reason) {
@@ -333,6 +363,7 @@ where
         errors = pipeline_stats.errors,
         status,
         reason,
+        ended_via = ended_via.map(EndedVia::as_str).unwrap_or(""),
         "media call ended"
     );
     MediaCallStats {
@@ -345,6 +376,7 @@ where
         rejected_frames: call.rejected,
         pipeline_stats,
         recording,
+        ended_via,
     }
 }
 

@@ -113,6 +113,22 @@ impl TtsOptions {
         })
     }
 
+    /// The same settings in another voice (a ConversationRelay-style voice value is
+    /// cut to its id) and language (`en-US`; the ISO 639-1 part is used).
+    pub fn with_voice_and_language(&self, voice: &str, language: &str) -> Self {
+        Self {
+            voice_id: voice_id(voice),
+            language_code: Some(super::language_code(language)),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a socket opened with `self` also serves `other` (voice, model and
+    /// language are fixed per socket, in its URL).
+    pub fn same_socket(&self, other: &TtsOptions) -> bool {
+        self.url() == other.url()
+    }
+
     fn url(&self) -> String {
         let inactivity = self.inactivity_timeout_secs.to_string();
         let mut pairs = vec![
@@ -546,11 +562,19 @@ mod tests {
             options.url(),
             "wss://api.elevenlabs.io/v1/text-to-speech/v1/multi-stream-input?model_id=eleven_flash_v2_5&output_format=ulaw_8000&inactivity_timeout=180&sync_alignment=true&language_code=pt"
         );
+        // Another language or voice needs a socket of its own, except for models
+        // that take no language code (they follow the text).
+        let english = options.with_voice_and_language("en_voice-flash_v2_5-1.0", "en-US");
+        assert!(english.url().contains("/text-to-speech/en_voice/"));
+        assert!(english.url().ends_with("&language_code=en"));
+        assert!(!options.same_socket(&english));
+        assert!(options.same_socket(&options.with_voice_and_language("v1", "pt-PT")));
         let multilingual = TtsOptions {
             model_id: "eleven_multilingual_v2".into(),
             ..options
         };
         assert!(!multilingual.url().contains("language_code"));
+        assert!(multilingual.same_socket(&multilingual.with_voice_and_language("v1", "en-US")));
     }
 
     #[test]

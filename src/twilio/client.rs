@@ -1,5 +1,5 @@
-//! Twilio's REST API (v2010) for voice: create a call, end a call, list the
-//! account's phone numbers.
+//! Twilio's REST API (v2010) for voice: create a call, end a call, redirect a live
+//! call to new TwiML, list the account's phone numbers.
 //!
 //! Each request is first built as a plain [`ApiRequest`] (method, path, form fields)
 //! by a pure function, so a test can check every request we send against Twilio's
@@ -117,6 +117,18 @@ pub fn end_call_request(account_sid: &str, call_sid: &str) -> ApiRequest {
         path: account_path(account_sid, &format!("Calls/{call_sid}.json")),
         query: Vec::new(),
         form: vec![("Status".into(), "completed".into())],
+    }
+}
+
+/// `POST /2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json` with `Twiml=…`: the live
+/// call leaves the TwiML it is running (a `<Connect><Stream>`, say) and runs `twiml`
+/// instead (at most [`MAX_INLINE_TWIML`] characters).
+pub fn update_call_twiml_request(account_sid: &str, call_sid: &str, twiml: &str) -> ApiRequest {
+    ApiRequest {
+        method: Method::Post,
+        path: account_path(account_sid, &format!("Calls/{call_sid}.json")),
+        query: Vec::new(),
+        form: vec![("Twiml".into(), twiml.to_string())],
     }
 }
 
@@ -255,6 +267,20 @@ impl TwilioClient {
             .await
     }
 
+    /// Makes a live call run `twiml` instead of its current TwiML.
+    pub async fn update_call_twiml(
+        &self,
+        call_sid: &str,
+        twiml: &str,
+    ) -> Result<Call, TwilioError> {
+        self.send(&update_call_twiml_request(
+            &self.account_sid,
+            call_sid,
+            twiml,
+        ))
+        .await
+    }
+
     /// The account's phone numbers.
     pub async fn list_numbers(&self) -> Result<Vec<PhoneNumber>, TwilioError> {
         let page: NumberPage = self.send(&list_numbers_request(&self.account_sid)).await?;
@@ -366,5 +392,16 @@ mod tests {
         let request = end_call_request("AC1", "CA2");
         assert_eq!(request.path, "/2010-04-01/Accounts/AC1/Calls/CA2.json");
         assert_eq!(request.form, vec![("Status".into(), "completed".into())]);
+    }
+
+    #[test]
+    fn update_call_twiml_sends_only_the_twiml() {
+        let request = update_call_twiml_request("AC1", "CA2", "<Response><Hangup/></Response>");
+        assert_eq!(request.method, Method::Post);
+        assert_eq!(request.path, "/2010-04-01/Accounts/AC1/Calls/CA2.json");
+        assert_eq!(
+            request.form,
+            vec![("Twiml".into(), "<Response><Hangup/></Response>".into())]
+        );
     }
 }

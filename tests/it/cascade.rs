@@ -19,6 +19,8 @@ use voxrelay::config::{DEFAULT_FALLBACK_MESSAGE, DEFAULT_GOODBYE_MESSAGE};
 use crate::common::{TestApp, Ws, spawn_with_state, test_config};
 use crate::fake_llm::{FakeLlm, Reply};
 use crate::fake_speech::{Ending, FakeConn, FakeWsServer};
+use crate::fake_twilio::{self, FakeTwilio};
+use crate::tools::agent_file;
 
 const WAIT: Duration = Duration::from_secs(10);
 const GREETING: &str = "Olá! Como posso ajudar?";
@@ -787,6 +789,364 @@ async fn openai_transcription_drives_turns_and_barge_in() {
     drop(twilio);
     assert_eq!(stt.until_closed().await.1, Ending::CloseFrame(1000));
     assert_eq!(tts.until_closed().await.1, Ending::CloseFrame(1000));
+}
+
+// ---------------------------------------------------------------------------------
+// The agent's endings through Twilio's REST API
+
+const REST_CALL_SID: &str = "CA00000000000000000000000000c0ffee";
+
+/// REST credentials (account SID and auth token) pointing at `twilio`.
+fn twilio_vars(twilio: &FakeTwilio) -> Vec<(&'static str, String)> {
+    vec![
+        ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID.to_string()),
+        ("TWILIO_AUTH_TOKEN", fake_twilio::AUTH_TOKEN.to_string()),
+        ("TWILIO_VALIDATE_SIGNATURES", "false".to_string()),
+        ("TWILIO_API_BASE", twilio.base_url()),
+    ]
+}
+
+fn as_strs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The caller says goodbye, the model calls `tool`, the TTS speaks `words` (what
+/// the agent says before ending) and Twilio plays them; returns when the server
+/// closed the stream.
+async fn caller_ends_with(
+    s: &mut Setup,
+    twilio: &mut MediaClient,
+    words: &str,
+) -> (FakeConn, FakeConn) {
+    let (mut stt, mut tts) = upstreams(&mut s.eleven).await;
+    greet(&mut tts, twilio).await;
+    stt.send_json(json!({"message_type": "committed_transcript", "text": "Era isso, obrigado"}))
+        .await;
+    assert_eq!(tts_turn_text(&mut tts, "ctx-2").await.trim(), words);
+    tts_speak(&mut tts, "ctx-2", &tone(480, 0x31)).await;
+    twilio.closed().await;
+    assert_eq!(
+        twilio.audio[320..800],
+        tone(480, 0x31)[..],
+        "the last words played"
+    );
+    (stt, tts)
+}
+
+#[tokio::test]
+async fn end_call_hangs_up_through_the_twilio_rest_api() {
+    let twilio_api = FakeTwilio::start().await;
+    twilio_api.add_call(REST_CALL_SID);
+    let vars = twilio_vars(&twilio_api);
+    let mut s = setup(&as_strs(&vars)).await;
+    s.llm.push(Reply::tool(
+        "call_1",
+        "end_call",
+        json!({"reason": "despedida"}),
+    ));
+    let mut twilio = MediaClient::start(&s.app, REST_CALL_SID).await;
+    let (mut stt, mut tts) = caller_ends_with(&mut s, &mut twilio, DEFAULT_GOODBYE_MESSAGE).await;
+
+    let requests = twilio_api.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].path,
+        format!(
+            "/2010-04-01/Accounts/{}/Calls/{REST_CALL_SID}.json",
+            fake_twilio::ACCOUNT_SID
+        )
+    );
+    assert_eq!(
+        requests[0].auth,
+        Some((
+            fake_twilio::ACCOUNT_SID.to_string(),
+            fake_twilio::AUTH_TOKEN.to_string()
+        ))
+    );
+    assert_eq!(
+        requests[0].form,
+        vec![("Status".to_string(), "completed".to_string())]
+    );
+    assert_eq!(s.observed.wait_ended().await.status, "completed");
+    assert_eq!(stt.until_closed().await.1, Ending::CloseFrame(1000));
+    assert_eq!(tts.until_closed().await.1, Ending::CloseFrame(1000));
+}
+
+#[tokio::test]
+async fn a_transfer_enqueues_through_the_twilio_rest_api() {
+    let twilio_api = FakeTwilio::start().await;
+    twilio_api.add_call(REST_CALL_SID);
+    let mut vars = twilio_vars(&twilio_api);
+    vars.push(("AGENT_TOOLS", "transfer_to_human".to_string()));
+    vars.push((
+        "TASKROUTER_WORKFLOW_SID",
+        "WW0123456789abcdef0123456789abcdef".to_string(),
+    ));
+    let mut s = setup(&as_strs(&vars)).await;
+    s.llm.push(Reply::tool(
+        "call_1",
+        "transfer_to_human",
+        json!({"reason": "quer um atendente", "summary": "2ª via do boleto"}),
+    ));
+    let mut twilio = MediaClient::start(&s.app, REST_CALL_SID).await;
+    caller_ends_with(
+        &mut s,
+        &mut twilio,
+        voxrelay::config::DEFAULT_HANDOFF_MESSAGE,
+    )
+    .await;
+
+    let requests = twilio_api.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].field("Status"), None);
+    let twiml = requests[0].field("Twiml").expect("the handoff TwiML");
+    // The agent's handoff document is the task, as /twiml/stream/next would send it.
+    assert!(
+        twiml.contains(r#"<Enqueue workflowSid="WW0123456789abcdef0123456789abcdef"><Task>{"#),
+        "{twiml}"
+    );
+    for field in [
+        "&quot;reasonCode&quot;:&quot;live-agent-handoff&quot;",
+        "&quot;summary&quot;:&quot;2ª via do boleto&quot;",
+        &format!("&quot;callSid&quot;:&quot;{REST_CALL_SID}&quot;"),
+    ] {
+        assert!(twiml.contains(field), "{field} in {twiml}");
+    }
+    assert_eq!(s.observed.wait_ended().await.status, "handoff");
+}
+
+#[tokio::test]
+async fn with_twilio_down_a_transfer_still_happens_through_the_redirect() {
+    // A port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut s = setup(&[
+        ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", fake_twilio::AUTH_TOKEN),
+        ("TWILIO_VALIDATE_SIGNATURES", "false"),
+        ("TWILIO_API_BASE", down.as_str()),
+        ("AGENT_TOOLS", "transfer_to_human"),
+        ("HANDOFF_NUMBER", "sip:fila@pbx.example.com"),
+    ])
+    .await;
+    s.llm.push(Reply::tool(
+        "call_1",
+        "transfer_to_human",
+        json!({"reason": "pediu"}),
+    ));
+    let mut twilio = MediaClient::start(&s.app, REST_CALL_SID).await;
+    caller_ends_with(
+        &mut s,
+        &mut twilio,
+        voxrelay::config::DEFAULT_HANDOFF_MESSAGE,
+    )
+    .await;
+    assert_eq!(s.observed.wait_ended().await.status, "handoff");
+    // The stream closed; Twilio runs the <Redirect>, and the transfer is answered.
+    let twiml = reqwest::Client::new()
+        .post(s.app.url("/twiml/stream/next"))
+        .form(&[("CallSid", REST_CALL_SID), ("CallStatus", "in-progress")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        twiml.contains("<Dial><Sip>sip:fila@pbx.example.com</Sip></Dial>"),
+        "{twiml}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Language switches
+
+/// An agent file with two languages: Portuguese in the call's voice, English in
+/// its own.
+fn bilingual_agent() -> String {
+    agent_file(
+        "cascade-bilingual",
+        r#"
+[[languages]]
+code = "pt-BR"
+
+[[languages]]
+code = "en-US"
+tts_provider = "ElevenLabs"
+voice = "voz_en-flash_v2_5-1.0_0.8_0.8"
+"#,
+    )
+}
+
+#[tokio::test]
+async fn a_language_switch_moves_the_voice_and_the_scribe_transcriber() {
+    let agent = bilingual_agent();
+    let mut s = setup(&[
+        ("AGENT_CONFIG", agent.as_str()),
+        ("AGENT_TOOLS", "switch_language"),
+    ])
+    .await;
+    s.llm.push(Reply::tool(
+        "call_1",
+        "switch_language",
+        json!({"language": "en-US"}),
+    ));
+    s.llm.push(Reply::tokens(&["Sure! ", "How can I help?"]));
+    let mut twilio = MediaClient::start(&s.app, "CA_cascade_language").await;
+    let (mut stt, mut tts) = upstreams(&mut s.eleven).await;
+    assert!(stt.uri.contains("language_code=pt"), "{}", stt.uri);
+    assert!(tts.uri.contains("language_code=pt"), "{}", tts.uri);
+    greet(&mut tts, &mut twilio).await;
+    stt.send_json(json!({"message_type": "committed_transcript", "text": "Can we speak English?"}))
+        .await;
+
+    // The switch opens a TTS socket in the English voice and a Scribe socket in
+    // English (they connect concurrently).
+    let a = s.eleven.next_conn().await;
+    let b = s.eleven.next_conn().await;
+    let (mut new_stt, mut new_tts) = if a.uri.contains("speech-to-text") {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert!(
+        new_tts
+            .uri
+            .starts_with("/v1/text-to-speech/voz_en/multi-stream-input?"),
+        "{}",
+        new_tts.uri
+    );
+    assert!(new_tts.uri.contains("language_code=en"), "{}", new_tts.uri);
+    assert!(
+        new_stt.uri.starts_with("/v1/speech-to-text/realtime?"),
+        "{}",
+        new_stt.uri
+    );
+    assert!(new_stt.uri.contains("language_code=en"), "{}", new_stt.uri);
+    assert!(
+        new_stt.uri.contains("audio_format=ulaw_8000"),
+        "{}",
+        new_stt.uri
+    );
+    assert_eq!(new_tts.header("xi-api-key"), Some("xi-test-key"));
+
+    // The reply after the switch is spoken by the new voice, and reaches Twilio.
+    assert_eq!(new_tts.recv_json().await, context_init("ctx-1"));
+    assert_eq!(
+        tts_turn_text(&mut new_tts, "ctx-1").await,
+        "Sure! How can I help? "
+    );
+    let reply = tone(320, 0x44);
+    tts_speak(&mut new_tts, "ctx-1", &reply).await;
+    let heard = twilio.audio(320 + 320).await;
+    assert_eq!(heard[320..640], reply[..]);
+    let requests = s.llm.wait_requests(2).await;
+    assert!(
+        requests[1]
+            .raw_messages()
+            .iter()
+            .any(|m| m["role"] == "tool" && m["content"].as_str().unwrap_or("").contains("en-US")),
+        "the switch's result goes back to the model"
+    );
+
+    // The old sockets close; the old voice said nothing more.
+    let (old_tts_sent, ending) = tts.until_closed().await;
+    assert_eq!(ending, Ending::CloseFrame(1000));
+    assert!(
+        old_tts_sent
+            .iter()
+            .all(|m| !m["text"].as_str().unwrap_or("").contains("Sure")),
+        "{old_tts_sent:?}"
+    );
+    assert_eq!(stt.until_closed().await.1, Ending::CloseFrame(1000));
+
+    // The caller's audio now goes to the English transcriber, whose transcripts
+    // drive the turns.
+    let payload = twilio.speak(&tone(160, 5)).await;
+    let got = new_stt.recv_json().await;
+    assert_eq!(got["message_type"], "input_audio_chunk");
+    assert_eq!(got["audio_base_64"], payload.as_str());
+    s.llm.push(Reply::tokens(&["Great."]));
+    new_stt
+        .send_json(json!({"message_type": "committed_transcript", "text": "I need a new invoice"}))
+        .await;
+    let requests = s.llm.wait_requests(3).await;
+    assert_eq!(
+        requests[2].messages().last().unwrap(),
+        &("user".to_string(), "I need a new invoice".to_string())
+    );
+    assert_eq!(tts_turn_text(&mut new_tts, "ctx-2").await, "Great. ");
+
+    twilio
+        .send(json!({"event": "stop", "streamSid": "MZ1", "stop": {"accountSid": "AC1", "callSid": "CA_cascade_language"}}))
+        .await;
+    assert_eq!(new_stt.until_closed().await.1, Ending::CloseFrame(1000));
+    assert_eq!(new_tts.until_closed().await.1, Ending::CloseFrame(1000));
+}
+
+#[tokio::test]
+async fn a_language_switch_updates_the_openai_transcriber_in_place() {
+    let mut openai = FakeWsServer::start().await;
+    let url = format!("{}/v1/realtime", openai.base());
+    // A multilingual model takes no language code and no voice is set for English:
+    // the TTS socket serves both languages.
+    let mut s = setup(&[
+        ("CASCADE_STT", "openai"),
+        ("OPENAI_REALTIME_URL", url.as_str()),
+        ("LANGUAGES", "en-US"),
+        ("AGENT_TOOLS", "switch_language"),
+        ("ELEVENLABS_TTS_MODEL", "eleven_multilingual_v2"),
+    ])
+    .await;
+    s.llm.push(Reply::tool(
+        "call_1",
+        "switch_language",
+        json!({"language": "en-US"}),
+    ));
+    s.llm.push(Reply::tokens(&["Sure."]));
+    let mut twilio = MediaClient::start(&s.app, "CA_cascade_language_openai").await;
+    let mut stt = openai.next_conn().await;
+    let update = stt.recv_json().await;
+    assert_eq!(
+        update["session"]["audio"]["input"]["transcription"]["language"],
+        "pt"
+    );
+    let mut tts = s.eleven.next_conn().await;
+    assert!(!tts.uri.contains("language_code"), "{}", tts.uri);
+    greet(&mut tts, &mut twilio).await;
+    stt.send_json(
+        json!({"type": "conversation.item.input_audio_transcription.completed",
+        "item_id": "item_1", "content_index": 0, "transcript": "English, please"}),
+    )
+    .await;
+
+    // The same transcription session is told the new language.
+    let update = stt.recv_json().await;
+    assert_eq!(update["type"], "session.update", "{update}");
+    assert_eq!(update["session"]["type"], "transcription");
+    assert_eq!(
+        update["session"]["audio"]["input"]["transcription"]["language"],
+        "en"
+    );
+    assert_eq!(
+        update["session"]["audio"]["input"]["format"]["type"],
+        "audio/pcmu"
+    );
+    // The reply goes on in the same TTS socket.
+    assert_eq!(tts_turn_text(&mut tts, "ctx-2").await, "Sure. ");
+    let payload = twilio.speak(&tone(160, 6)).await;
+    let appended = stt.recv_json().await;
+    assert_eq!(appended["audio"], payload.as_str());
+    drop(twilio);
+    assert_eq!(stt.until_closed().await.1, Ending::CloseFrame(1000));
+    assert_eq!(tts.until_closed().await.1, Ending::CloseFrame(1000));
+    // No other socket was opened.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), s.eleven.next_conn())
+            .await
+            .is_err()
+    );
 }
 
 /// Not a check: measures the cascade's own overhead on loopback (fake upstreams

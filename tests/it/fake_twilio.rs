@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ struct Shared {
     calls: Mutex<HashSet<String>>,
     next: AtomicUsize,
     hang: AtomicBool,
+    /// When not 0, every request gets this HTTP status and a Twilio error body.
+    fail_status: AtomicU16,
 }
 
 #[derive(Clone)]
@@ -126,6 +128,16 @@ impl FakeTwilio {
         self.shared.hang.store(true, Ordering::SeqCst);
     }
 
+    /// A live call Twilio knows about (an inbound call, say), so it can be updated.
+    pub fn add_call(&self, sid: &str) {
+        self.shared.calls.lock().unwrap().insert(sid.to_string());
+    }
+
+    /// From now on, requests fail with this HTTP status (Twilio error 20500).
+    pub fn fail_with(&self, status: u16) {
+        self.shared.fail_status.store(status, Ordering::SeqCst);
+    }
+
     async fn handle(
         &self,
         method: &str,
@@ -160,6 +172,14 @@ impl FakeTwilio {
         };
         if auth != Some((self.user.clone(), self.password.clone())) {
             return error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+        }
+        let fail_status = self.shared.fail_status.load(Ordering::SeqCst);
+        if fail_status != 0 {
+            return error(
+                StatusCode::from_u16(fail_status).unwrap(),
+                20500,
+                "An internal server error has occurred",
+            );
         }
         let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let prefix = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/");

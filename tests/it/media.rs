@@ -21,6 +21,7 @@ use voxrelay::media::protocol::{
 
 use crate::common::{TestApp, Ws, spawn_with_state, test_config};
 use crate::fake_speech::{Ending, FakeConn, FakeWsServer};
+use crate::fake_twilio::{self, FakeTwilio};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -306,8 +307,18 @@ async fn realtime_call(
     fake: &mut FakeWsServer,
     params: &[(&str, &str)],
 ) -> (TwilioMedia, FakeConn, Value) {
+    realtime_call_as(app, fake, "CA100", params).await
+}
+
+/// [`realtime_call`] for the call `call_sid`.
+async fn realtime_call_as(
+    app: &TestApp,
+    fake: &mut FakeWsServer,
+    call_sid: &str,
+    params: &[(&str, &str)],
+) -> (TwilioMedia, FakeConn, Value) {
     let mut twilio = TwilioMedia::connect(app).await;
-    twilio.start("CA100", params).await;
+    twilio.start(call_sid, params).await;
     let mut conn = fake.next_conn().await;
     let update = conn.recv_json().await;
     assert_eq!(update["type"], "session.update");
@@ -1063,4 +1074,262 @@ async fn elevenlabs_agent_bridge() {
     assert_eq!(summary.status, "completed");
     assert!(summary.handoff_data.unwrap().contains("end-call"));
     assert_eq!(seen.tools.lock().unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------
+// The agent's endings through Twilio's REST API
+
+/// A real-looking call SID (the REST path only takes those).
+const REST_CALL_SID: &str = "CA0123456789abcdef0123456789abcdef";
+
+/// Settings for Twilio REST credentials (account SID and auth token) at `twilio`;
+/// signature checks off, as the fake Twilio peers do not sign.
+fn twilio_vars(twilio: &FakeTwilio) -> Vec<(&'static str, String)> {
+    vec![
+        ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID.to_string()),
+        ("TWILIO_AUTH_TOKEN", fake_twilio::AUTH_TOKEN.to_string()),
+        ("TWILIO_VALIDATE_SIGNATURES", "false".to_string()),
+        ("TWILIO_API_BASE", twilio.base_url()),
+    ]
+}
+
+/// The model says goodbye (`bytes` of audio) and calls `tool` in the same response.
+async fn realtime_speaks_then_calls(
+    conn: &mut FakeConn,
+    tool: &str,
+    arguments: Value,
+    bytes: usize,
+) {
+    conn.send_json(json!({"type": "response.created", "response": {"id": "r1"}}))
+        .await;
+    conn.send_json(audio_delta("bye", &vec![0x55; bytes])).await;
+    conn.send_json(json!({"type": "response.output_audio.done", "item_id": "bye"}))
+        .await;
+    conn.send_json(
+        json!({"type": "response.function_call_arguments.done", "call_id": "call_1",
+        "name": tool, "arguments": arguments.to_string()}),
+    )
+    .await;
+    conn.send_json(json!({"type": "response.done", "response": {"id": "r1", "status": "completed", "output": []}}))
+        .await;
+}
+
+/// Counts the media frames of what Twilio received.
+fn media_frames(received: &[Outbound]) -> usize {
+    received
+        .iter()
+        .filter(|m| matches!(m, Outbound::Media { .. }))
+        .count()
+}
+
+/// What `/twiml/stream/next` answers for `call_sid`.
+async fn stream_next(app: &TestApp, call_sid: &str) -> String {
+    reqwest::Client::new()
+        .post(app.url("/twiml/stream/next"))
+        .form(&[("CallSid", call_sid), ("CallStatus", "in-progress")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn realtime_end_call_hangs_up_through_the_rest_api_after_the_goodbye() {
+    let twilio_api = FakeTwilio::start().await;
+    twilio_api.add_call(REST_CALL_SID);
+    let vars = twilio_vars(&twilio_api);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut fake = FakeWsServer::start().await;
+    let (app, seen) = realtime_app(&fake, &vars).await;
+    let (mut twilio, mut conn, _) = realtime_call_as(&app, &mut fake, REST_CALL_SID, &[]).await;
+
+    realtime_speaks_then_calls(&mut conn, "end_call", json!({"reason": "tchau"}), 800).await;
+    let (goodbye, _) = twilio.audio(800).await;
+    assert_eq!(goodbye, vec![0x55; 800]);
+    // The goodbye is out but not yet heard: Twilio is not asked yet.
+    assert!(twilio_api.requests().is_empty());
+    let rest = twilio.until_closed().await;
+    assert_eq!(media_frames(&rest), 0, "nothing after the goodbye");
+
+    let requests = twilio_api.requests();
+    assert_eq!(requests.len(), 1, "exactly one request: {requests:?}");
+    let update = &requests[0];
+    assert_eq!(update.method, "POST");
+    assert_eq!(
+        update.path,
+        format!(
+            "/2010-04-01/Accounts/{}/Calls/{REST_CALL_SID}.json",
+            fake_twilio::ACCOUNT_SID
+        )
+    );
+    assert_eq!(
+        update.auth,
+        Some((
+            fake_twilio::ACCOUNT_SID.to_string(),
+            fake_twilio::AUTH_TOKEN.to_string()
+        ))
+    );
+    assert_eq!(
+        update.form,
+        vec![("Status".to_string(), "completed".to_string())]
+    );
+    let summary = seen.wait_ended().await;
+    assert_eq!(summary.status, "completed");
+    assert_eq!(conn.until_closed().await.1, Ending::CloseFrame(1000));
+    // Were the stream's <Redirect> still to run, it would hang up too.
+    assert!(stream_next(&app, REST_CALL_SID).await.contains("<Hangup/>"));
+}
+
+#[tokio::test]
+async fn realtime_transfer_redirects_the_call_to_the_dial_through_the_rest_api() {
+    // An API key this time (no auth token: no signature checks either).
+    let twilio_api =
+        FakeTwilio::start_with("SK0123456789abcdef0123456789abcdef", "key-secret", &[]).await;
+    twilio_api.add_call(REST_CALL_SID);
+    let base = twilio_api.base_url();
+    let mut fake = FakeWsServer::start().await;
+    let (app, _seen) = realtime_app(
+        &fake,
+        &[
+            ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID),
+            ("TWILIO_API_KEY_SID", "SK0123456789abcdef0123456789abcdef"),
+            ("TWILIO_API_KEY_SECRET", "key-secret"),
+            ("TWILIO_API_BASE", base.as_str()),
+        ],
+    )
+    .await;
+    let (mut twilio, mut conn, _) = realtime_call_as(&app, &mut fake, REST_CALL_SID, &[]).await;
+
+    realtime_speaks_then_calls(
+        &mut conn,
+        "transfer_to_human",
+        json!({"reason": "quer falar com alguém", "summary": "segunda via & boleto"}),
+        480,
+    )
+    .await;
+    let received = twilio.until_closed().await;
+    assert_eq!(media_frames(&received), 3, "the handoff words play first");
+
+    let requests = twilio_api.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].auth,
+        Some((
+            "SK0123456789abcdef0123456789abcdef".to_string(),
+            "key-secret".to_string()
+        ))
+    );
+    assert!(
+        requests[0]
+            .path
+            .ends_with(&format!("/Calls/{REST_CALL_SID}.json"))
+    );
+    assert_eq!(requests[0].field("Status"), None);
+    let twiml = requests[0].field("Twiml").expect("the handoff TwiML");
+    assert_eq!(
+        twiml,
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial><Number>+5511999990000</Number></Dial></Response>"#
+    );
+    // The same document /twiml/stream/next answers (the fallback).
+    assert_eq!(stream_next(&app, REST_CALL_SID).await, twiml);
+}
+
+#[tokio::test]
+async fn realtime_rest_failure_still_closes_the_stream_and_the_redirect_transfers() {
+    let twilio_api = FakeTwilio::start().await;
+    twilio_api.add_call(REST_CALL_SID);
+    twilio_api.fail_with(500);
+    let vars = twilio_vars(&twilio_api);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut fake = FakeWsServer::start().await;
+    let (app, seen) = realtime_app(&fake, &vars).await;
+    let (mut twilio, mut conn, _) = realtime_call_as(&app, &mut fake, REST_CALL_SID, &[]).await;
+
+    realtime_speaks_then_calls(
+        &mut conn,
+        "transfer_to_human",
+        json!({"reason": "pediu"}),
+        320,
+    )
+    .await;
+    let received = twilio.until_closed().await;
+    assert_eq!(media_frames(&received), 2);
+    assert_eq!(twilio_api.requests().len(), 1, "one attempt");
+    assert!(twilio_api.requests()[0].field("Twiml").is_some());
+    assert_eq!(seen.wait_ended().await.status, "handoff");
+    // Twilio goes on with the TwiML after </Connect>: the transfer still happens.
+    let twiml = stream_next(&app, REST_CALL_SID).await;
+    assert!(
+        twiml.contains("<Dial><Number>+5511999990000</Number></Dial>"),
+        "{twiml}"
+    );
+}
+
+#[tokio::test]
+async fn without_twilio_credentials_the_ending_goes_through_the_redirect() {
+    // Credentials for a fake that records requests, minus the auth: the account SID
+    // alone is not enough to call the REST API.
+    let twilio_api = FakeTwilio::start().await;
+    let base = twilio_api.base_url();
+    let mut fake = FakeWsServer::start().await;
+    let (app, _seen) = realtime_app(
+        &fake,
+        &[
+            ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID),
+            ("TWILIO_API_BASE", base.as_str()),
+        ],
+    )
+    .await;
+    let (mut twilio, mut conn, _) = realtime_call_as(&app, &mut fake, REST_CALL_SID, &[]).await;
+    realtime_speaks_then_calls(&mut conn, "end_call", json!({}), 160).await;
+    assert_eq!(media_frames(&twilio.until_closed().await), 1);
+    assert!(twilio_api.requests().is_empty());
+    assert!(stream_next(&app, REST_CALL_SID).await.contains("<Hangup/>"));
+}
+
+#[tokio::test]
+async fn elevenlabs_agent_end_call_hangs_up_through_the_rest_api() {
+    let twilio_api = FakeTwilio::start().await;
+    twilio_api.add_call(REST_CALL_SID);
+    let mut vars = twilio_vars(&twilio_api);
+    let mut fake = FakeWsServer::start().await;
+    vars.extend([
+        ("MEDIA_PIPELINE", "elevenlabs-agent".to_string()),
+        ("ELEVENLABS_AGENT_ID", "agent_1".to_string()),
+        ("ELEVENLABS_API_BASE", fake.base()),
+        ("AGENT_TOOLS", "end_call".to_string()),
+    ]);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (app, seen) = app_with(&vars).await;
+    let mut twilio = TwilioMedia::connect(&app).await;
+    twilio.start(REST_CALL_SID, &[]).await;
+    let mut conn = fake.next_conn().await;
+    assert_eq!(
+        conn.recv_json().await["type"],
+        "conversation_initiation_client_data"
+    );
+    conn.send_json(json!({"type": "conversation_initiation_metadata", "conversation_initiation_metadata_event": {
+        "conversation_id": "conv1", "agent_output_audio_format": "ulaw_8000", "user_input_audio_format": "ulaw_8000"}}))
+        .await;
+    conn.send_json(json!({"type": "audio", "audio_event": {"audio_base_64": b64(&[0x66; 480]), "event_id": 1}}))
+        .await;
+    conn.send_json(json!({"type": "client_tool_call", "client_tool_call": {"tool_name": "end_call", "tool_call_id": "t1", "parameters": {}}}))
+        .await;
+    let received = twilio.until_closed().await;
+    assert_eq!(media_frames(&received), 3, "the goodbye plays first");
+    let requests = twilio_api.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0]
+            .path
+            .ends_with(&format!("/Calls/{REST_CALL_SID}.json"))
+    );
+    assert_eq!(
+        requests[0].form,
+        vec![("Status".to_string(), "completed".to_string())]
+    );
+    assert_eq!(seen.wait_ended().await.status, "completed");
+    assert_eq!(conn.until_closed().await.1, Ending::CloseFrame(1000));
 }

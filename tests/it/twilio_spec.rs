@@ -6,6 +6,7 @@
 use serde_json::Value;
 use voxrelay::twilio::client::{
     ApiRequest, Method, NewCall, create_call_request, end_call_request, list_numbers_request,
+    update_call_twiml_request,
 };
 
 fn spec() -> Value {
@@ -221,6 +222,26 @@ fn end_call_matches_the_spec() {
     );
     let fields = response_properties(&spec, &operation, "200");
     assert!(fields.contains(&"status".to_string()));
+}
+
+#[test]
+fn update_call_with_twiml_matches_the_spec() {
+    let spec = spec();
+    let request = update_call_twiml_request(
+        "AC0123456789abcdef0123456789abcdef",
+        "CA0123456789abcdef0123456789abcdef",
+        "<Response><Dial><Number>+5511999990000</Number></Dial></Response>",
+    );
+    let operation = check(&spec, &request);
+    assert_eq!(operation["operationId"], "UpdateCall");
+    let schema = resolve(
+        &spec,
+        &operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"],
+    );
+    assert_eq!(schema["properties"]["Twiml"]["format"], "twiml");
+    // The ending's other form is UpdateCall too.
+    let end = check(&spec, &end_call_request("AC1", "CA1"));
+    assert_eq!(end["operationId"], "UpdateCall");
 }
 
 #[test]

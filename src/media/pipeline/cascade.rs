@@ -20,6 +20,17 @@
 //! [`AgentInput::Interrupt`] with the words played so far ([`heard`] explains the
 //! estimate), which drops the LLM stream and cuts the history to what was heard.
 //!
+//! **Language switches.** When the agent switches language (`switch_language`), the
+//! words said so far are flushed in the old voice; the TTS moves to the voice the
+//! agent file gives that language (`[[languages]] voice`, else the call's
+//! `TTS_VOICE`) and its language code, and the transcriber is told the new language
+//! (OpenAI: `session.update` on the same socket; Scribe: a new socket). Voice, model
+//! and language are fixed per ElevenLabs socket, so the new one connects in the
+//! background while the old one finishes the audio it owes; the agent's next words
+//! wait for the swap (at most [`TTS_SWITCH_WAIT`]). A new Scribe socket is swapped
+//! in between the caller's utterances (at most [`STT_SWITCH_WAIT`] later). A socket
+//! that cannot be opened leaves the old voice or transcriber in place.
+//!
 //! **Failures.** The LLM's failures are the agent's (it speaks the fallback and the
 //! call goes on). When the transcriber fails, the fallback message is spoken through
 //! the TTS and the call ends. When the TTS fails, it is reconnected once to speak the
@@ -31,6 +42,7 @@ mod heard;
 mod stt;
 
 use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +64,7 @@ use super::{
 };
 use crate::agent::{Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, GREETING_PARAMETER};
 use crate::audio::dtmf;
+use crate::config::{Config, LanguageConfig};
 use crate::metrics::Metrics;
 use crate::speech::SpeechError;
 use crate::speech::elevenlabs_tts::{ElevenLabsTts, TtsEvent, TtsOptions, TurnId};
@@ -71,6 +84,12 @@ const END_WAIT: Duration = Duration::from_secs(15);
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Turn numbers of keypad tones (never confused with TTS turns).
 const TONE_TURNS: u64 = 1 << 62;
+/// After a language switch, the longest the agent's next words wait for the new
+/// voice's socket (and the old one's last audio) before going on in the old voice.
+pub const TTS_SWITCH_WAIT: Duration = Duration::from_secs(5);
+/// After a language switch, the longest a new transcriber socket waits for the
+/// caller to finish an utterance before it is swapped in anyway.
+pub const STT_SWITCH_WAIT: Duration = Duration::from_secs(15);
 
 /// Lenient base64 (ElevenLabs pads; accept either).
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -91,7 +110,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
     stt::check_config(&ctx.config).map_err(not_configured)?;
     let (tts, stt) = tokio::join!(
         ElevenLabsTts::connect(&tts_options),
-        Stt::connect(&ctx.config)
+        Stt::connect(&ctx.config, &ctx.config.relay.language)
     );
     let tts = match tts {
         Ok(tts) => tts,
@@ -126,7 +145,13 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         settings: ctx.settings.clone(),
         stt,
         tts: Some(tts),
+        base_tts: tts_options.clone(),
         tts_options,
+        config: ctx.config.clone(),
+        language: ctx.config.relay.language.clone(),
+        voice_switch: None,
+        stt_switch: None,
+        caller_talking: false,
         tts_generation: 0,
         tts_reconnected: false,
         spoken: Spoken::new(),
@@ -262,14 +287,96 @@ struct Ending {
     deadline: Instant,
 }
 
+/// A socket that is to replace one in use (a language switch): it connects in the
+/// background while the old one carries on, and is swapped in when the call allows,
+/// by `deadline` at the latest (or given up if it is not connected by then).
+struct Replacement<T> {
+    connecting: Option<JoinHandle<Result<T, SpeechError>>>,
+    ready: Option<T>,
+    deadline: Instant,
+}
+
+impl<T: Send + 'static> Replacement<T> {
+    fn connect(
+        work: impl Future<Output = Result<T, SpeechError>> + Send + 'static,
+        wait: Duration,
+    ) -> Self {
+        Self {
+            connecting: Some(tokio::spawn(work.in_current_span())),
+            ready: None,
+            deadline: Instant::now() + wait,
+        }
+    }
+
+    /// Records the end of the connection attempt; `false` when it failed.
+    fn connected(&mut self, result: Result<T, String>, what: &str) -> bool {
+        self.connecting = None;
+        match result {
+            Ok(socket) => {
+                self.ready = Some(socket);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} for the new language could not be connected; keeping the current one");
+                false
+            }
+        }
+    }
+}
+
+impl<T> Drop for Replacement<T> {
+    fn drop(&mut self) {
+        if let Some(connecting) = self.connecting.take() {
+            connecting.abort();
+        }
+    }
+}
+
+/// Resolves when the replacement's connection attempt ends; pending without one.
+/// Cancel-safe.
+async fn replacement_connected<T>(replacement: Option<&mut Replacement<T>>) -> Result<T, String> {
+    match replacement.and_then(|r| r.connecting.as_mut()) {
+        Some(connecting) => match connecting.await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the connecting task failed: {e}")),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The ElevenLabs voice the agent file gives `language`, unless that voice belongs
+/// to another TTS provider (ConversationRelay languages may use Google or Amazon).
+fn elevenlabs_voice(language: &LanguageConfig) -> Option<String> {
+    let elevenlabs = language
+        .tts_provider
+        .as_deref()
+        .is_none_or(|p| p.eq_ignore_ascii_case("elevenlabs"));
+    language
+        .voice
+        .clone()
+        .filter(|v| elevenlabs && !crate::speech::elevenlabs_tts::voice_id(v).is_empty())
+}
+
 /// Everything one cascade call owns.
 struct Task {
     agent: Agent,
     metrics: Arc<Metrics>,
     settings: Arc<AgentSettings>,
+    config: Arc<Config>,
     stt: Option<Stt>,
     tts: Option<ElevenLabsTts>,
+    /// The call's TTS settings at the start (voice `TTS_VOICE`, language `LANGUAGE`).
+    base_tts: TtsOptions,
+    /// The settings the current TTS socket was opened with.
     tts_options: TtsOptions,
+    /// The language the call speaks now.
+    language: String,
+    /// A TTS socket in the new language's voice, and its settings.
+    voice_switch: Option<(Replacement<ElevenLabsTts>, TtsOptions)>,
+    /// A transcriber socket in the new language (Scribe).
+    stt_switch: Option<Replacement<Stt>>,
+    /// The caller is in the middle of an utterance (words heard, none final yet).
+    caller_talking: bool,
     /// Connections made to the TTS before the current one (turn numbering).
     tts_generation: u64,
     tts_reconnected: bool,
@@ -327,12 +434,21 @@ impl Task {
         }
         let out = self.out.clone();
         loop {
+            self.check_switches();
             self.check_ending();
             let can_send = !self.outbox.is_empty();
             let clearing = self.clearing;
             let ending = self.ending.as_ref().map(|e| e.deadline);
+            let switch_due = [
+                self.voice_switch.as_ref().map(|(r, _)| r.deadline),
+                self.stt_switch.as_ref().map(|r| r.deadline),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let listening = !self.done && self.ending.is_none();
-            let agent_turns = listening && clearing.is_none();
+            // After a language switch, the next words wait for the new voice.
+            let agent_turns = listening && clearing.is_none() && self.voice_switch.is_none();
             tokio::select! {
                 biased;
                 message = inbox.recv() => match message {
@@ -364,6 +480,22 @@ impl Task {
                         self.hand_on_end(ending.output);
                     }
                 }
+                result = replacement_connected(self.voice_switch.as_mut().map(|(r, _)| r)) => {
+                    if let Some((replacement, _)) = self.voice_switch.as_mut()
+                        && !replacement.connected(result, "the voice")
+                    {
+                        self.voice_switch = None;
+                    }
+                }
+                result = replacement_connected(self.stt_switch.as_mut()) => {
+                    if let Some(replacement) = self.stt_switch.as_mut()
+                        && !replacement.connected(result, "the transcriber")
+                    {
+                        self.stt_switch = None;
+                    }
+                }
+                // Handled by `check_switches` at the top of the loop.
+                () = sleep_until(switch_due) => {}
             }
         }
         self.shutdown().await
@@ -431,22 +563,29 @@ impl Task {
                 self.errors += 1;
                 self.metrics.llm_error("upstream");
                 tracing::warn!(error = %e, "the transcriber failed; apologising and ending the call");
+                self.stt_switch = None;
                 if let Some(stt) = self.stt.take() {
                     stt.close().await;
                 }
                 self.fail("the transcriber failed").await;
             }
             Ok(Heard::SpeechStarted) => {
+                self.caller_talking = true;
                 if self.agent_speaking() {
                     self.barge_in("speech started").await;
                 }
             }
             Ok(Heard::Partial(text)) => {
-                if stt::has_words(&text) && self.agent_speaking() {
+                if !stt::has_words(&text) {
+                    return;
+                }
+                self.caller_talking = true;
+                if self.agent_speaking() {
                     self.barge_in("partial transcript").await;
                 }
             }
             Ok(Heard::Final(text)) => {
+                self.caller_talking = false;
                 let text = text.trim().to_string();
                 if text.is_empty() {
                     return;
@@ -600,10 +739,116 @@ impl Task {
                     self.outbox.push_back(PipelineOutput::TurnDone { turn });
                 }
             }
-            AgentOutput::SwitchLanguage(code) => {
-                tracing::info!(language = %code, "language switch noted; the cascade keeps its transcriber and voice settings");
+            AgentOutput::SwitchLanguage(code) => self.switch_language(code).await,
+        }
+    }
+
+    /// Moves the TTS and the transcriber to `code` (see the module docs).
+    async fn switch_language(&mut self, code: String) {
+        if code.eq_ignore_ascii_case(&self.language) {
+            tracing::debug!(language = %code, "already speaking this language");
+            return;
+        }
+        let configured = self
+            .config
+            .relay
+            .languages
+            .iter()
+            .find(|l| l.code.eq_ignore_ascii_case(&code));
+        let voice = configured
+            .and_then(elevenlabs_voice)
+            .unwrap_or_else(|| self.base_tts.voice_id.clone());
+        let options = self.base_tts.with_voice_and_language(&voice, &code);
+        tracing::info!(
+            language = %code,
+            from = %self.language,
+            voice = %options.voice_id,
+            "switching language"
+        );
+        self.language = code;
+        // A switch still under way is superseded.
+        self.voice_switch = None;
+        if !options.same_socket(&self.tts_options) {
+            // What was said so far stays in the old voice.
+            self.end_turn().await;
+            let connect = options.clone();
+            let replacement = Replacement::connect(
+                async move { ElevenLabsTts::connect(&connect).await },
+                TTS_SWITCH_WAIT,
+            );
+            self.voice_switch = Some((replacement, options));
+        }
+        self.stt_switch = None;
+        if let Some(stt) = self.stt.as_mut() {
+            match stt.set_language(&self.language).await {
+                Ok(true) => tracing::debug!("the transcriber listens in the new language"),
+                Ok(false) => {
+                    let config = self.config.clone();
+                    let language = self.language.clone();
+                    self.stt_switch = Some(Replacement::connect(
+                        async move { Stt::connect(&config, &language).await },
+                        STT_SWITCH_WAIT,
+                    ));
+                }
+                // A broken socket shows up on the read side.
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not tell the transcriber the new language")
+                }
             }
         }
+    }
+
+    /// Swaps in the sockets of a language switch once the call allows: the voice
+    /// when the old socket has generated everything it owes, the transcriber between
+    /// the caller's utterances; either at its deadline at the latest.
+    fn check_switches(&mut self) {
+        let now = Instant::now();
+        let voice_due = self.voice_switch.as_ref().is_some_and(|(r, _)| {
+            (r.ready.is_some() && (self.generating.is_empty() || self.tts.is_none()))
+                || now >= r.deadline
+        });
+        if voice_due && let Some((mut replacement, options)) = self.voice_switch.take() {
+            match replacement.ready.take() {
+                Some(tts) => self.swap_tts(tts, options),
+                None => tracing::warn!(
+                    "the new language's voice did not connect in time; keeping the current voice"
+                ),
+            }
+        }
+        let stt_due = self
+            .stt_switch
+            .as_ref()
+            .is_some_and(|r| (r.ready.is_some() && !self.caller_talking) || now >= r.deadline);
+        if stt_due && let Some(mut replacement) = self.stt_switch.take() {
+            match replacement.ready.take() {
+                Some(stt) => {
+                    tracing::info!(language = %self.language, "the transcriber now listens in the new language");
+                    self.caller_talking = false;
+                    if let Some(old) = self.stt.replace(stt) {
+                        tokio::spawn(old.close().in_current_span());
+                    }
+                }
+                None => tracing::warn!(
+                    "the new language's transcriber did not connect in time; keeping the current one"
+                ),
+            }
+        }
+    }
+
+    /// The new voice's socket takes over; the old one is closed.
+    fn swap_tts(&mut self, tts: ElevenLabsTts, options: TtsOptions) {
+        // Turns the old socket did not finish in time end here.
+        for turn in std::mem::take(&mut self.generating) {
+            self.spoken.generated(turn);
+            self.outbox.push_back(PipelineOutput::TurnDone { turn });
+        }
+        self.agent_turn = None;
+        if let Some(old) = self.tts.replace(tts) {
+            tokio::spawn(old.close().in_current_span());
+        }
+        self.tts_generation += 1;
+        self.tts_options = options;
+        tracing::info!(voice = %self.tts_options.voice_id, "speaking with the new language's voice");
     }
 
     /// Queues agent audio for the session (dropped past [`MAX_HELD_AUDIO`]).
@@ -665,6 +910,10 @@ impl Task {
             self.metrics.llm_error("upstream");
             tracing::warn!(error = %error, "the TTS failed; ending the call");
             self.tts = None;
+            // A language switch under way: the apology uses its settings.
+            if let Some((_, options)) = self.voice_switch.take() {
+                self.tts_options = options;
+            }
             self.agent_turn = None;
             self.generating.clear();
             if self.done {
@@ -730,6 +979,9 @@ impl Task {
     /// Closes both upstreams and reports the call's counters.
     async fn shutdown(mut self) -> PipelineStats {
         self.agent.handle(AgentInput::Hangup);
+        // Sockets of a language switch not yet swapped in close on drop.
+        self.voice_switch = None;
+        self.stt_switch = None;
         let stt = self.stt.take();
         let tts = self.tts.take();
         tokio::join!(

@@ -9,13 +9,18 @@
 //!   the caller's turn.
 //!
 //! Both take Twilio's base64 µ-law unchanged.
+//!
+//! **Language.** Both are told the call's language. A switch goes to OpenAI as a
+//! `session.update` on the same socket ([`Stt::set_language`]); Scribe takes its
+//! `language_code` only when the socket opens, so the cascade connects a new one in
+//! the new language and swaps it in between the caller's utterances.
 
 use crate::config::{CascadeStt, Config};
-use crate::speech::SpeechError;
 use crate::speech::elevenlabs_stt::{ElevenLabsStt, SttEvent, SttOptions};
 use crate::speech::realtime::{
-    RealtimeClient, RealtimeOptions, ServerEvent, TranscriptionSettings,
+    ClientEvent, RealtimeClient, RealtimeOptions, ServerEvent, Session, TranscriptionSettings,
 };
+use crate::speech::{SpeechError, language_code};
 
 /// What the transcriber noticed, for turn-taking.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,24 +46,50 @@ pub fn check_config(config: &Config) -> Result<(), SpeechError> {
 
 /// An open transcriber.
 pub enum Stt {
-    OpenAi(Box<RealtimeClient>),
+    /// With the session's settings (a language switch re-sends them).
+    OpenAi(Box<RealtimeClient>, TranscriptionSettings),
     ElevenLabs(ElevenLabsStt),
 }
 
 impl Stt {
-    /// Connects the transcriber the configuration names.
-    pub async fn connect(config: &Config) -> Result<Self, SpeechError> {
+    /// Connects the transcriber the configuration names, listening for `language`
+    /// (a code such as `pt-BR`; the services take its ISO 639-1 part).
+    pub async fn connect(config: &Config, language: &str) -> Result<Self, SpeechError> {
         match config.speech.cascade_stt {
             CascadeStt::OpenAi => {
                 let options = RealtimeOptions::from_config(config)?;
-                let settings = TranscriptionSettings::from_config(config);
+                let settings = TranscriptionSettings {
+                    language: Some(language_code(language)),
+                    ..TranscriptionSettings::from_config(config)
+                };
                 let client = RealtimeClient::connect_transcription(&options, &settings).await?;
-                Ok(Self::OpenAi(Box::new(client)))
+                Ok(Self::OpenAi(Box::new(client), settings))
             }
             CascadeStt::ElevenLabs => {
-                let options = SttOptions::from_config(config)?;
+                let options = SttOptions {
+                    language_code: Some(language_code(language)),
+                    ..SttOptions::from_config(config)?
+                };
                 Ok(Self::ElevenLabs(ElevenLabsStt::connect(&options).await?))
             }
+        }
+    }
+
+    /// Moves this socket to `language` when the service allows it mid-stream
+    /// (OpenAI: a `session.update` with the new transcription language); `Ok(false)`
+    /// when it does not (Scribe: connect a new socket).
+    pub async fn set_language(&mut self, language: &str) -> Result<bool, SpeechError> {
+        match self {
+            Self::OpenAi(client, settings) => {
+                settings.language = Some(language_code(language));
+                client
+                    .send(&ClientEvent::SessionUpdate {
+                        session: Box::new(Session::transcription(settings)),
+                    })
+                    .await?;
+                Ok(true)
+            }
+            Self::ElevenLabs(_) => Ok(false),
         }
     }
 
@@ -66,7 +97,7 @@ impl Stt {
     /// the frame ([`SpeechError::QueueFull`]).
     pub fn send_audio(&self, payload_b64: &str) -> Result<(), SpeechError> {
         match self {
-            Self::OpenAi(client) => client.append_audio(payload_b64),
+            Self::OpenAi(client, _) => client.append_audio(payload_b64),
             Self::ElevenLabs(client) => client.send_audio(payload_b64),
         }
     }
@@ -74,7 +105,7 @@ impl Stt {
     /// The next thing heard. Cancel-safe. An upstream close is an error.
     pub async fn next(&mut self) -> Result<Heard, SpeechError> {
         match self {
-            Self::OpenAi(client) => Ok(match client.next_event().await? {
+            Self::OpenAi(client, _) => Ok(match client.next_event().await? {
                 ServerEvent::SpeechStarted { .. } => Heard::SpeechStarted,
                 ServerEvent::InputTranscriptDelta { delta, .. } => Heard::Partial(delta),
                 ServerEvent::InputTranscriptCompleted { transcript, .. } => {
@@ -97,9 +128,7 @@ impl Stt {
     /// Closes the socket.
     pub async fn close(self) {
         match self {
-            // Dropping the Realtime client closes its socket (close frame from the
-            // writer); it has no separate close.
-            Self::OpenAi(client) => drop(client),
+            Self::OpenAi(client, _) => client.close().await,
             Self::ElevenLabs(client) => client.close().await,
         }
     }
