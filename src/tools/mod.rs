@@ -275,7 +275,7 @@ mod tests {
             ToolSpec {
                 name: "slow".into(),
                 description: "sleeps".into(),
-                parameters: json!({"type": "object"}),
+                parameters: json!({"type": "object"}).into(),
             }
         }
         fn timeout(&self) -> Duration {
