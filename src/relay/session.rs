@@ -311,3 +311,57 @@ fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens_of(messages: &[Outbound]) -> Vec<(String, bool)> {
+        messages
+            .iter()
+            .map(|m| match m {
+                Outbound::Text { token, last, .. } => (token.clone(), *last),
+                other => (format!("{other:?}"), false),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_tokens_share_a_message_and_the_turn_end_stays_apart() {
+        let mut ending = None;
+        let mut speaking = false;
+        let batch = vec![
+            AgentOutput::Token("Bom ".into()),
+            AgentOutput::Token("dia".into()),
+            AgentOutput::TurnEnd,
+            AgentOutput::Token("Oi".into()),
+        ];
+        let out = coalesce(batch, &mut ending, &mut speaking);
+        assert_eq!(
+            tokens_of(&out),
+            vec![
+                ("Bom dia".to_string(), false),
+                (String::new(), true),
+                ("Oi".to_string(), false)
+            ]
+        );
+        assert!(speaking, "a talk cycle is open after the last token");
+        assert!(ending.is_none());
+    }
+
+    #[test]
+    fn other_outputs_keep_their_place_between_tokens() {
+        let mut ending = None;
+        let mut speaking = true;
+        let batch = vec![
+            AgentOutput::Token("Um momento.".into()),
+            AgentOutput::SendDigits("12#".into()),
+            AgentOutput::Token("Pronto.".into()),
+            AgentOutput::TurnEnd,
+        ];
+        let out = coalesce(batch, &mut ending, &mut speaking);
+        assert_eq!(out.len(), 4);
+        assert!(matches!(&out[1], Outbound::SendDigits { digits } if digits == "12#"));
+        assert!(!speaking);
+    }
+}

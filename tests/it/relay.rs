@@ -37,7 +37,9 @@ fn roles_and_contents(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn scripted_default_streams_word_by_word_then_last() {
-    let app = spawn_app(&[]).await;
+    // Words 15 ms apart, as a real model streams them (with no delay at all, words
+    // that are ready together go out as one message).
+    let app = spawn_app(&[("SCRIPTED_TOKEN_DELAY_MS", "15")]).await;
     let mut call = app.relay().await;
     call.setup("CA_scripted").await;
     call.prompt("Oi, bom dia!").await;
@@ -63,8 +65,10 @@ async fn scripted_default_streams_word_by_word_then_last() {
 #[tokio::test]
 async fn tokens_stream_as_they_arrive_and_history_is_exact() {
     let (app, llm) = app_with_llm(&[]).await;
-    llm.push(Reply::tokens(&["Bom ", "dia", ", ", "Ana", "!"]));
-    llm.push(Reply::tokens(&["Claro", "."]));
+    // Tokens 30 ms apart each go out as they come.
+    llm.push(Reply::slow_tokens(&["Bom ", "dia", ", ", "Ana", "!"], 30));
+    // Tokens that arrive together may share a message; the words are the same.
+    llm.push(Reply::tokens(&["Claro", ",", " Ana", "."]));
     let mut call = app.relay().await;
     call.setup("CA_history").await;
     call.prompt("Olá, sou a Ana").await;
@@ -72,7 +76,9 @@ async fn tokens_stream_as_they_arrive_and_history_is_exact() {
     assert_eq!(reply.tokens, vec!["Bom ", "dia", ", ", "Ana", "!"]);
 
     call.prompt("Pode me ajudar?").await;
-    assert_eq!(call.reply().await.text, "Claro.");
+    let reply = call.reply().await;
+    assert_eq!(reply.text, "Claro, Ana.");
+    assert!(!reply.tokens.is_empty() && reply.tokens.len() <= 4);
 
     let requests = llm.wait_requests(2).await;
     let first = &requests[0];

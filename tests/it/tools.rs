@@ -698,7 +698,10 @@ async fn an_interrupt_cancels_a_running_tool_and_keeps_the_history_valid() {
     let mut call = call(&app, "CA_cancel").await;
     call.prompt("Consulte para mim").await;
     let first = call.recv().await;
-    assert_eq!(first["token"], "Só ");
+    assert!(
+        first["token"].as_str().unwrap().starts_with("Só "),
+        "the filler: {first}"
+    );
     call.interrupt("Só um instante").await;
     let mut after = Vec::new();
     while let Some(m) = call.recv_within(Duration::from_millis(300)).await {
