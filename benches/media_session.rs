@@ -1,8 +1,9 @@
 //! Media Streams load benchmark: N concurrent calls through the real
 //! `media::session::run` with the `openai-realtime` pipeline, on a 2-worker tokio
-//! runtime, against a fake Realtime server on loopback (real WebSockets) that
-//! answers each call's greeting with a long reply (more audio than the call lasts,
-//! sent faster than real time, as Realtime does). The Twilio side of each call is an
+//! runtime, against a fake Realtime server on loopback (real WebSockets, in a
+//! child process of its own so its CPU and memory are not counted) that answers
+//! each call's greeting with a long reply (sent faster than real time, as Realtime
+//! does). The Twilio side of each call is an
 //! in-memory channel pair: 50 caller frames a second in, agent frames out.
 //!
 //! Run with `cargo bench --bench media_session` (optionally `-- 200 20 25`: calls,
@@ -10,9 +11,8 @@
 //! - how late each outbound frame was against its real-time schedule (after the
 //!   80 ms lead), over every frame of every call;
 //! - CPU time per 20 ms frame handled (caller frames in plus agent frames out; the
-//!   fake upstream's CPU is included, so this is an upper bound);
-//! - resident memory per call (process RSS with every call live, minus before; the
-//!   fake upstream's buffers are included, an upper bound again);
+//!   simulated Twilio side runs in this process too, so this is an upper bound);
+//! - resident memory per call (process RSS with every call live, minus before);
 //! - the per-frame cost of the session's outbound bookkeeping (`Playback`) alone.
 
 use std::pin::Pin;
@@ -239,7 +239,54 @@ fn playback_cost() -> (Duration, Duration) {
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
+/// Set in the child process that plays the Realtime server: seconds of reply.
+const FAKE_UPSTREAM_ENV: &str = "VOXRELAY_BENCH_FAKE_REALTIME";
+
+/// The child process: serves the fake Realtime API until its stdin closes.
+fn run_fake_upstream(reply_seconds: u64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
+        tokio::spawn(fake_realtime(listener, reply_seconds));
+        // The parent closes our stdin (or dies): stop.
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while tokio::io::AsyncReadExt::read(&mut stdin, &mut buf)
+            .await
+            .is_ok_and(|n| n > 0)
+        {}
+    });
+}
+
+/// Starts the fake Realtime server in a child process; returns it and its address.
+fn spawn_fake_upstream(reply_seconds: u64) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .env(FAKE_UPSTREAM_ENV, reply_seconds.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the fake upstream");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("fake upstream address");
+    (child, line.trim().to_string())
+}
+
 fn main() {
+    if let Some(seconds) = std::env::var(FAKE_UPSTREAM_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        run_fake_upstream(seconds);
+        return;
+    }
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -261,10 +308,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let (mut upstream, addr) = spawn_fake_upstream(reply);
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(fake_realtime(listener, reply));
         let mut vars = std::collections::HashMap::new();
         vars.insert("OPENAI_API_KEY".to_string(), "sk-bench".to_string());
         vars.insert("OPENAI_REALTIME_URL".to_string(), format!("ws://{addr}/v1/realtime"));
@@ -313,12 +358,14 @@ fn main() {
         println!("| outbound lateness max | {:.2} ms |", late.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
         println!("| frames later than 5 ms | {over_5ms} |");
         println!(
-            "| CPU per frame (in + out, incl. fake upstream) | {:.1} µs |",
+            "| CPU per frame (in + out, incl. the simulated Twilio side) | {:.1} µs |",
             cpu.as_secs_f64() * 1e6 / (frames_in + frames_out).max(1) as f64
         );
         println!(
-            "| memory per live call (RSS, incl. fake upstream) | {} KiB |",
+            "| memory per live call (RSS) | {} KiB |",
             rss_live.saturating_sub(rss_before) / calls.max(1) as u64
         );
     });
+    drop(upstream.stdin.take());
+    let _ = upstream.wait();
 }

@@ -42,9 +42,16 @@ pub type Frame = [u8; FRAME_BYTES];
 ///
 /// Bounded: [`Framer::push`] accepts at most the capacity given at construction and
 /// reports how many bytes it took, so a runaway producer cannot grow memory.
+/// Audio is kept in the pieces it arrived in rather than copied into one growing
+/// ring, whose allocation would stay at the size of the longest reply: memory
+/// follows what is buffered and is given back as it plays.
 #[derive(Debug, Clone)]
 pub struct Framer {
-    pending: VecDeque<u8>,
+    chunks: VecDeque<Box<[u8]>>,
+    /// Bytes of the front chunk already taken.
+    offset: usize,
+    /// Bytes buffered.
+    len: usize,
     capacity: usize,
 }
 
@@ -52,30 +59,51 @@ impl Framer {
     /// A framer holding at most `max_buffered` of audio.
     pub fn new(max_buffered: Duration) -> Self {
         let frames = max_buffered.as_millis().div_ceil(FRAME.as_millis()).max(1) as usize;
-        let capacity = frames * FRAME_BYTES;
         Self {
-            pending: VecDeque::with_capacity(capacity.min(64 * FRAME_BYTES)),
-            capacity,
+            chunks: VecDeque::new(),
+            offset: 0,
+            len: 0,
+            capacity: frames * FRAME_BYTES,
         }
     }
 
     /// Appends audio; returns how many bytes fitted (all of them unless full).
     pub fn push(&mut self, mulaw_bytes: &[u8]) -> usize {
-        let room = self.capacity - self.pending.len();
-        let take = mulaw_bytes.len().min(room);
-        self.pending.extend(&mulaw_bytes[..take]);
+        let take = mulaw_bytes.len().min(self.capacity - self.len);
+        if take > 0 {
+            self.chunks.push_back(mulaw_bytes[..take].into());
+            self.len += take;
+        }
         take
+    }
+
+    /// Moves the oldest `out.len()` bytes (at most [`Framer::len`]) into `out`.
+    fn take_into(&mut self, out: &mut [u8]) {
+        let mut filled = 0;
+        while filled < out.len() {
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
+            let available = &front[self.offset..];
+            let n = available.len().min(out.len() - filled);
+            out[filled..filled + n].copy_from_slice(&available[..n]);
+            filled += n;
+            self.offset += n;
+            if self.offset == front.len() {
+                self.chunks.pop_front();
+                self.offset = 0;
+            }
+        }
+        self.len -= filled;
     }
 
     /// The next whole frame, if one is buffered.
     pub fn next_frame(&mut self) -> Option<Frame> {
-        if self.pending.len() < FRAME_BYTES {
+        if self.len < FRAME_BYTES {
             return None;
         }
         let mut frame = [0u8; FRAME_BYTES];
-        for (slot, byte) in frame.iter_mut().zip(self.pending.drain(..FRAME_BYTES)) {
-            *slot = byte;
-        }
+        self.take_into(&mut frame);
         Some(frame)
     }
 
@@ -85,36 +113,37 @@ impl Framer {
         if let Some(frame) = self.next_frame() {
             return Some(frame);
         }
-        if self.pending.is_empty() {
+        if self.len == 0 {
             return None;
         }
         let mut frame = [mulaw::SILENCE; FRAME_BYTES];
-        for (slot, byte) in frame.iter_mut().zip(self.pending.drain(..)) {
-            *slot = byte;
-        }
+        let left = self.len;
+        self.take_into(&mut frame[..left]);
         Some(frame)
     }
 
     /// Drops everything buffered (barge-in); returns how many bytes were dropped.
     pub fn clear(&mut self) -> usize {
-        let dropped = self.pending.len();
-        self.pending.clear();
+        let dropped = self.len;
+        self.chunks = VecDeque::new();
+        self.offset = 0;
+        self.len = 0;
         dropped
     }
 
     /// Bytes buffered.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.len
     }
 
     /// Whether nothing is buffered.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.len == 0
     }
 
     /// Audio buffered, as playing time.
     pub fn buffered(&self) -> Duration {
-        duration_of(self.pending.len(), MULAW_RATE)
+        duration_of(self.len, MULAW_RATE)
     }
 }
 

@@ -31,6 +31,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest message accepted from an upstream (audio chunks are far smaller).
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Bytes read from the socket at a time (a 200 ms Realtime audio delta is ~2.2 KB).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// Longest server error body kept in [`SpeechError::Rejected`].
 const MAX_ERROR_BODY: usize = 300;
 
@@ -53,6 +55,9 @@ pub(crate) async fn connect(
     timeout: Duration,
 ) -> Result<WsLink, SpeechError> {
     let config = WebSocketConfig::default()
+        // tungstenite's default read buffer is 128 KiB per socket, zero-filled as
+        // it is used; upstream messages are a few KiB.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let ws = match tokio::time::timeout(
