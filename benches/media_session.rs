@@ -33,10 +33,12 @@ use voxrelay::metrics::Metrics;
 use voxrelay::tools::ToolRegistry;
 use voxrelay::transport::Frame;
 
-/// The Twilio side of a session as channels.
+/// The Twilio side of a session as channels. Each message the session writes is
+/// stamped as it is written (where the real server would hand it to the socket),
+/// so the bench's own reading task's wake-up is not counted as lateness.
 struct Duplex {
     rx: mpsc::Receiver<Frame>,
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::Sender<(Instant, Outbound)>,
 }
 
 impl Stream for Duplex {
@@ -52,7 +54,7 @@ impl Sink<Outbound> for Duplex {
         Pin::new(&mut self.tx).poll_ready(cx)
     }
     fn start_send(mut self: Pin<&mut Self>, item: Outbound) -> Result<(), Self::Error> {
-        Pin::new(&mut self.tx).start_send(item)
+        Pin::new(&mut self.tx).start_send((Instant::now(), item))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Pin::new(&mut self.tx).poll_flush(cx)
@@ -138,7 +140,7 @@ async fn one_call(
     ready: Arc<tokio::sync::Barrier>,
 ) -> CallResult {
     let (mut in_tx, in_rx) = mpsc::channel::<Frame>(64);
-    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<(Instant, Outbound)>(64);
     let session = tokio::spawn(session::run(
         Duplex {
             rx: in_rx,
@@ -177,9 +179,9 @@ async fn one_call(
     });
     let mut times = Vec::with_capacity(seconds as usize * 50);
     let mut marked_ready = false;
-    while let Some(message) = out_rx.next().await {
+    while let Some((written, message)) = out_rx.next().await {
         if let Outbound::Media { .. } = message {
-            times.push(Instant::now());
+            times.push(written);
             if !marked_ready && times.len() == 5 {
                 // Signalled from another task: this loop must not stop reading.
                 marked_ready = true;
@@ -213,6 +215,13 @@ async fn one_call(
             .collect(),
         None => Vec::new(),
     };
+    if std::env::var_os("BENCH_GAPS").is_some() {
+        for (i, l) in late.iter().enumerate() {
+            if *l > Duration::from_millis(5) {
+                eprintln!("call {n}: frame {} late by {l:?}", i + lead);
+            }
+        }
+    }
     CallResult {
         frames_out: times.len() as u64,
         late,

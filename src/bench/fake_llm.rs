@@ -232,12 +232,39 @@ fn chunk(out: &mut Vec<u8>, data: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn token_chunk(out: &mut Vec<u8>, token: &str) {
-    let delta = serde_json::json!({
-        "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "bench",
-        "choices": [{"index": 0, "delta": {"content": token}, "finish_reason": null}]
-    });
-    chunk(out, &delta.to_string());
+/// A content chunk as OpenAI sends it (`token` needs no JSON escaping here).
+fn token_data(token: &str) -> String {
+    format!(
+        r#"{{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,"model":"bench","choices":[{{"index":0,"delta":{{"content":"{token}"}},"finish_reason":null}}]}}"#
+    )
+}
+
+const FINISH_DATA: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,"model":"bench","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+
+/// The chunks that never change, built once (the load generator shares the CPU
+/// with the server, so it does as little as it can).
+fn word_chunk() -> &'static [u8] {
+    static WORD: OnceLock<Vec<u8>> = OnceLock::new();
+    WORD.get_or_init(|| {
+        let mut out = Vec::new();
+        chunk(&mut out, &token_data("palavra "));
+        out
+    })
+}
+
+fn finish_chunks(send_done: bool) -> &'static [u8] {
+    static WITH_DONE: OnceLock<Vec<u8>> = OnceLock::new();
+    static WITHOUT: OnceLock<Vec<u8>> = OnceLock::new();
+    let cell = if send_done { &WITH_DONE } else { &WITHOUT };
+    cell.get_or_init(|| {
+        let mut out = Vec::new();
+        chunk(&mut out, FINISH_DATA);
+        if send_done {
+            chunk(&mut out, "[DONE]");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    })
 }
 
 async fn stream_reply<W: AsyncWriteExt + Unpin>(
@@ -262,26 +289,20 @@ async fn stream_reply<W: AsyncWriteExt + Unpin>(
         }
         if i == 0 {
             // Stamped as late as possible: right before it is written.
-            token_chunk(&mut out, &format!("t{} ", now_ns()));
+            chunk(&mut out, &token_data(&format!("t{} ", now_ns())));
         } else {
-            token_chunk(&mut out, "palavra ");
+            out.extend_from_slice(word_chunk());
         }
     }
-    let done = serde_json::json!({
-        "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "bench",
-        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
-    });
-    chunk(&mut out, &done.to_string());
-    if send_done {
-        chunk(&mut out, "[DONE]");
-    }
-    out.extend_from_slice(b"0\r\n\r\n");
+    out.extend_from_slice(finish_chunks(send_done));
     write.write_all(&out).await
 }
 
 /// The write time stamped on a first token, if `token` is one.
+/// (Tokens that arrive together may share one `text` message: only the leading
+/// stamp counts.)
 pub fn stamped_ns(token: &str) -> Option<u64> {
-    token.strip_prefix('t')?.trim_end().parse().ok()
+    token.strip_prefix('t')?.split(' ').next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -292,12 +313,30 @@ mod tests {
     fn first_tokens_carry_their_time() {
         assert_eq!(stamped_ns("t123456 "), Some(123_456));
         assert_eq!(stamped_ns("palavra "), None);
+        assert_eq!(stamped_ns("t42 palavra palavra "), Some(42));
     }
 
     #[test]
     fn the_newest_user_message_picks_the_schedule() {
         let body = br#"{"messages":[{"role":"user","content":"a [long]"},{"role":"assistant","content":"t1 "},{"role":"user","content":"b"}]}"#;
         assert_eq!(newest_user_message(body).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn prebuilt_chunks_are_the_json_a_client_expects() {
+        let word = String::from_utf8(word_chunk().to_vec()).unwrap();
+        let data = word
+            .split("data: ")
+            .nth(1)
+            .unwrap()
+            .split("\n\n")
+            .next()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["choices"][0]["delta"]["content"], "palavra ");
+        let end = String::from_utf8(finish_chunks(true).to_vec()).unwrap();
+        assert!(end.contains(r#""finish_reason":"stop""#) && end.contains("data: [DONE]"));
+        assert!(end.ends_with("0\r\n\r\n"));
     }
 
     #[test]

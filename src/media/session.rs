@@ -156,11 +156,23 @@ where
 
     let reason: &'static str = loop {
         let now = Instant::now();
-        // The next outbound frame, if one is queued.
+        // The next outbound frame, if one is queued. A frame that is due goes out
+        // without a timer: tokio's timer rounds every deadline up to the next
+        // millisecond tick, so even a zero sleep would cost up to 1 ms per frame
+        // (5 ms for the lead frames of a reply). For the same reason a frame due
+        // within TIMER_SLACK goes now, and later ones wake TIMER_SLACK early: the
+        // lead makes a frame 1 ms early harmless, while 1 ms late adds up.
         let frame_due = match call.playback.due(now.into_std()) {
             None => None,
-            Some(Pace::Now) => Some(now),
-            Some(Pace::At(at)) => Some(Instant::from_std(at)),
+            Some(Pace::Now) => Some(FrameDue::Now),
+            Some(Pace::At(at)) => {
+                let at = Instant::from_std(at);
+                if at <= now + TIMER_SLACK {
+                    Some(FrameDue::Now)
+                } else {
+                    Some(FrameDue::At(at - TIMER_SLACK))
+                }
+            }
         };
         // An ending call closes once its audio has played (or at its deadline).
         let close_at = ending.as_ref().map(|(_, deadline)| {
@@ -217,7 +229,7 @@ where
                     Err(e) => call.reject(format_args!("ignoring a malformed frame ({e}): {}", excerpt(&text, 200))),
                 },
             },
-            () = sleep_until_opt(frame_due) => {
+            () = frame_clock(frame_due) => {
                 if let Err(e) = call.send_frame(&mut socket).await {
                     tracing::info!(error = %e, "could not write to Twilio; ending this call");
                     break "socket closed while sending";
@@ -276,7 +288,7 @@ where
                     ending = Some((Ending::Failed, Instant::now() + END_MAX_WAIT));
                 }
             },
-            () = sleep_until_opt(close_at) => {
+            () = crate::agent::dtmf::sleep_until_opt(close_at) => {
                 break match &ending {
                     Some((Ending::Failed, _)) => "pipeline failed",
                     _ => ENDED_BY_AGENT,
@@ -540,9 +552,21 @@ impl Call {
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+/// When the next outbound frame should be sent.
+#[derive(Debug, Clone, Copy)]
+enum FrameDue {
+    Now,
+    At(Instant),
+}
+
+/// How early a paced frame may leave (the timer's resolution).
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
+/// Ready when the next frame is due; never when none is queued.
+async fn frame_clock(due: Option<FrameDue>) {
+    match due {
+        Some(FrameDue::Now) => {}
+        Some(FrameDue::At(at)) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
