@@ -34,11 +34,12 @@ use voxrelay::tools::ToolRegistry;
 use voxrelay::transport::Frame;
 
 /// The Twilio side of a session as channels. Each message the session writes is
-/// stamped as it is written (where the real server would hand it to the socket),
-/// so the bench's own reading task's wake-up is not counted as lateness.
+/// serialised to its JSON text as the server's WebSocket edge does, and stamped
+/// then (where the real server would hand it to the socket), so the bench's own
+/// reading task's wake-up is not counted as lateness.
 struct Duplex {
     rx: mpsc::Receiver<Frame>,
-    tx: mpsc::Sender<(Instant, Outbound)>,
+    tx: mpsc::Sender<(Instant, String)>,
 }
 
 impl Stream for Duplex {
@@ -54,7 +55,8 @@ impl Sink<Outbound> for Duplex {
         Pin::new(&mut self.tx).poll_ready(cx)
     }
     fn start_send(mut self: Pin<&mut Self>, item: Outbound) -> Result<(), Self::Error> {
-        Pin::new(&mut self.tx).start_send((Instant::now(), item))
+        let text = item.to_json();
+        Pin::new(&mut self.tx).start_send((Instant::now(), text))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Pin::new(&mut self.tx).poll_flush(cx)
@@ -140,7 +142,7 @@ async fn one_call(
     ready: Arc<tokio::sync::Barrier>,
 ) -> CallResult {
     let (mut in_tx, in_rx) = mpsc::channel::<Frame>(64);
-    let (out_tx, mut out_rx) = mpsc::channel::<(Instant, Outbound)>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<(Instant, String)>(64);
     let session = tokio::spawn(session::run(
         Duplex {
             rx: in_rx,
@@ -180,7 +182,7 @@ async fn one_call(
     let mut times = Vec::with_capacity(seconds as usize * 50);
     let mut marked_ready = false;
     while let Some((written, message)) = out_rx.next().await {
-        if let Outbound::Media { .. } = message {
+        if message.starts_with(r#"{"event":"media""#) {
             times.push(written);
             if !marked_ready && times.len() == 5 {
                 // Signalled from another task: this loop must not stop reading.

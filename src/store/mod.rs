@@ -240,6 +240,38 @@ pub struct AppointmentPage {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Calls whose row this store has written or checked: their later records skip
+/// the statement that makes sure the row exists (half the statements of a turn).
+/// Bounded; forgetting a call only costs that statement again.
+#[derive(Debug, Default)]
+pub struct KnownCalls(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl KnownCalls {
+    /// Most calls remembered (far more than live at once); then it starts over.
+    const MAX: usize = 20_000;
+
+    pub fn contains(&self, call_sid: &str) -> bool {
+        self.0.lock().is_ok_and(|known| known.contains(call_sid))
+    }
+
+    pub fn insert(&self, call_sid: &str) {
+        if let Ok(mut known) = self.0.lock()
+            && !known.contains(call_sid)
+        {
+            if known.len() >= Self::MAX {
+                known.clear();
+            }
+            known.insert(call_sid.to_string());
+        }
+    }
+
+    pub fn remove(&self, call_sid: &str) {
+        if let Ok(mut known) = self.0.lock() {
+            known.remove(call_sid);
+        }
+    }
+}
+
 /// Durable storage for call records. Writes are idempotent (a retried write after
 /// an unknown outcome stores nothing twice), so callers may retry freely.
 pub trait Store: Send + Sync {
@@ -329,5 +361,26 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
         Ok(Arc::new(postgres::PgStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KnownCalls;
+
+    #[test]
+    fn known_calls_remember_forget_and_stay_bounded() {
+        let known = KnownCalls::default();
+        assert!(!known.contains("CA1"));
+        known.insert("CA1");
+        known.insert("CA1");
+        assert!(known.contains("CA1"));
+        known.remove("CA1");
+        assert!(!known.contains("CA1"));
+        for i in 0..KnownCalls::MAX + 5 {
+            known.insert(&format!("CA{i}"));
+        }
+        assert!(known.0.lock().unwrap().len() <= KnownCalls::MAX);
+        assert!(known.contains(&format!("CA{}", KnownCalls::MAX + 4)));
     }
 }

@@ -15,6 +15,8 @@ use super::{StoreResult, migrations};
 pub struct PgStore {
     pool: Pool<Postgres>,
     location: String,
+    /// Calls whose row exists (records for them skip the existence check).
+    known: super::KnownCalls,
 }
 
 impl PgStore {
@@ -36,7 +38,11 @@ impl PgStore {
             .await?
             .run(&pool)
             .await?;
-        Ok(Self { pool, location })
+        Ok(Self {
+            pool,
+            location,
+            known: super::KnownCalls::default(),
+        })
     }
 
     fn describe(&self) -> String {

@@ -216,11 +216,15 @@ macro_rules! impl_store {
             }
 
             async fn ensure_call(&self, call_sid: &str, at: i64) -> Result<(), sqlx::Error> {
+                if self.known.contains(call_sid) {
+                    return Ok(());
+                }
                 sqlx::query($crate::store::sql::ENSURE_CALL)
                     .bind(call_sid)
                     .bind(at)
                     .execute(&self.pool)
                     .await?;
+                self.known.insert(call_sid);
                 Ok(())
             }
         }
@@ -257,6 +261,7 @@ macro_rules! impl_store {
                         .bind(call.started_at)
                         .execute(&self.pool)
                         .await?;
+                    self.known.insert(&call.call_sid);
                     Ok(())
                 })
             }
@@ -369,6 +374,7 @@ macro_rules! impl_store {
                         .bind(end.errors)
                         .execute(&self.pool)
                         .await?;
+                    self.known.remove(call_sid);
                     Ok(())
                 })
             }

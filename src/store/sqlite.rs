@@ -14,6 +14,8 @@ use super::{StoreError, StoreResult, migrations};
 pub struct SqliteStore {
     pool: Pool<Sqlite>,
     location: String,
+    /// Calls whose row exists (records for them skip the existence check).
+    known: super::KnownCalls,
 }
 
 impl SqliteStore {
@@ -53,7 +55,11 @@ impl SqliteStore {
             .await?
             .run(&pool)
             .await?;
-        Ok(Self { pool, location })
+        Ok(Self {
+            pool,
+            location,
+            known: super::KnownCalls::default(),
+        })
     }
 
     fn describe(&self) -> String {
