@@ -33,6 +33,10 @@ use voxrelay::metrics::Metrics;
 use voxrelay::tools::ToolRegistry;
 use voxrelay::transport::Frame;
 
+/// The allocator the `voxrelay` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Twilio side of a session as channels. Each message the session writes is
 /// serialised to its JSON text as the server's WebSocket edge does, and stamped
 /// then (where the real server would hand it to the socket), so the bench's own
@@ -71,7 +75,13 @@ impl Sink<Outbound> for Duplex {
 async fn fake_realtime(listener: tokio::net::TcpListener, seconds: u64) {
     while let Ok((stream, _)) = listener.accept().await {
         tokio::spawn(async move {
-            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            // A small read buffer, as the server's own sockets have: tungstenite's
+            // 128 KiB default is zero-filled as it is used.
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(8 * 1024);
+            let Ok(mut ws) =
+                tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
+            else {
                 return;
             };
             // session.update, then response.create.
@@ -314,9 +324,8 @@ fn main() {
         p99.as_secs_f64() * 1e6
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = voxrelay::server::runtime_builder()
         .worker_threads(2)
-        .enable_all()
         .build()
         .expect("runtime");
     let (mut upstream, addr) = spawn_fake_upstream(reply);

@@ -145,6 +145,19 @@ impl AppState {
     }
 }
 
+/// The multi-threaded runtime the server runs on (one worker per core), shared
+/// with the benchmarks so they measure the same scheduler.
+///
+/// Tokio's defaults are kept. Measured alternative: checking timers and I/O every
+/// 16 tasks instead of 61 (`event_interval`) cut the Media Streams frames sent more
+/// than 5 ms late by about 5x at 200 media calls, but cost ConversationRelay 10-20 %
+/// of its turns per second, so it is not the default (BENCHMARKS.md).
+pub fn runtime_builder() -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    builder
+}
+
 /// Binds a listener for [`run`]. Accepted sockets inherit `TCP_NODELAY` from it,
 /// so a small WebSocket frame (one token) is sent at once instead of waiting for
 /// the peer's ACK of the previous one (Nagle's algorithm).
