@@ -38,16 +38,19 @@ pub fn duration_of(samples: usize, rate_hz: u32) -> Duration {
 /// One 20 ms frame of μ-law audio.
 pub type Frame = [u8; FRAME_BYTES];
 
+/// Size of the blocks a [`Framer`] stores audio in (an allocator size class).
+const BLOCK_BYTES: usize = 4096;
+
 /// Cuts a byte stream of μ-law audio into 160-byte frames.
 ///
 /// Bounded: [`Framer::push`] accepts at most the capacity given at construction and
 /// reports how many bytes it took, so a runaway producer cannot grow memory.
-/// Audio is kept in the pieces it arrived in rather than copied into one growing
-/// ring, whose allocation would stay at the size of the longest reply: memory
-/// follows what is buffered and is given back as it plays.
+/// Audio is kept in fixed 4 KiB blocks rather than one growing ring, whose
+/// allocation would stay at the size of the longest reply: memory follows what is
+/// buffered (within one block) and is given back as it plays.
 #[derive(Debug, Clone)]
 pub struct Framer {
-    chunks: VecDeque<Box<[u8]>>,
+    chunks: VecDeque<Vec<u8>>,
     /// Bytes of the front chunk already taken.
     offset: usize,
     /// Bytes buffered.
@@ -70,10 +73,20 @@ impl Framer {
     /// Appends audio; returns how many bytes fitted (all of them unless full).
     pub fn push(&mut self, mulaw_bytes: &[u8]) -> usize {
         let take = mulaw_bytes.len().min(self.capacity - self.len);
-        if take > 0 {
-            self.chunks.push_back(mulaw_bytes[..take].into());
-            self.len += take;
+        let mut rest = &mulaw_bytes[..take];
+        if let Some(last) = self.chunks.back_mut() {
+            let n = (last.capacity() - last.len()).min(rest.len());
+            last.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
         }
+        while !rest.is_empty() {
+            let n = rest.len().min(BLOCK_BYTES);
+            let mut block = Vec::with_capacity(BLOCK_BYTES);
+            block.extend_from_slice(&rest[..n]);
+            self.chunks.push_back(block);
+            rest = &rest[n..];
+        }
+        self.len += take;
         take
     }
 
@@ -318,6 +331,22 @@ mod tests {
         assert!(f.flush_padded().is_none());
         let joined: Vec<u8> = frames.iter().flatten().copied().collect();
         assert_eq!(joined, audio[..480]);
+    }
+
+    #[test]
+    fn framer_packs_small_pieces_into_blocks_and_frees_them_as_it_plays() {
+        let mut f = Framer::new(Duration::from_secs(10));
+        let audio: Vec<u8> = (0..16_000u32).map(|i| (i % 251) as u8).collect();
+        for piece in audio.chunks(160) {
+            assert_eq!(f.push(piece), 160);
+        }
+        assert_eq!(f.chunks.len(), 16_000usize.div_ceil(BLOCK_BYTES));
+        let mut out = Vec::new();
+        while let Some(frame) = f.next_frame() {
+            out.extend_from_slice(&frame);
+        }
+        assert_eq!(out, audio);
+        assert!(f.chunks.is_empty() && f.is_empty());
     }
 
     #[test]
