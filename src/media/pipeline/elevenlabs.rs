@@ -461,18 +461,10 @@ impl Pipeline for ElevenLabsPipeline {
         if self.dead || self.finished {
             return;
         }
-        match self.agent.send_audio(audio.payload_b64) {
-            Ok(()) => {}
-            Err(SpeechError::QueueFull { .. }) => {
-                self.dropped_audio += 1;
-                if crate::media::log_due(self.dropped_audio, 1, 250) {
-                    tracing::warn!(
-                        dropped = self.dropped_audio,
-                        "the ElevenLabs agent lags; dropping caller audio"
-                    );
-                }
-            }
-            Err(e) => self.upstream_failed(e),
+        let sent = self.agent.send_audio(audio.payload_b64);
+        if let Err(e) = super::caller_audio_sent(sent, &mut self.dropped_audio, "ElevenLabs agent")
+        {
+            self.upstream_failed(e);
         }
     }
 

@@ -393,9 +393,54 @@ pub async fn apology_audio(config: Arc<Config>, text: String) -> Option<Vec<u8>>
     }
 }
 
+/// The outcome of handing one caller frame to a speech-to-speech upstream. A full
+/// send queue (the upstream lags) drops the frame: it is counted in `dropped`,
+/// logged thinly, and the call goes on. Any other error is returned for the
+/// pipeline to treat as an upstream failure.
+pub(crate) fn caller_audio_sent(
+    sent: Result<(), crate::speech::SpeechError>,
+    dropped: &mut u64,
+    upstream: &str,
+) -> Result<(), crate::speech::SpeechError> {
+    match sent {
+        Err(crate::speech::SpeechError::QueueFull { .. }) => {
+            *dropped += 1;
+            if crate::media::log_due(*dropped, 1, 250) {
+                tracing::warn!(
+                    dropped = *dropped,
+                    upstream,
+                    "the upstream lags; dropping caller audio"
+                );
+            }
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_upstream_queue_drops_the_frame_and_other_errors_fail() {
+        use crate::speech::{Service, SpeechError};
+        let mut dropped = 0;
+        let full = Err(SpeechError::QueueFull {
+            service: Service::OpenAiRealtime,
+        });
+        assert!(caller_audio_sent(full, &mut dropped, "Realtime").is_ok());
+        assert!(caller_audio_sent(Ok(()), &mut dropped, "Realtime").is_ok());
+        assert_eq!(dropped, 1);
+        let gone = Err(SpeechError::Gone {
+            service: Service::OpenAiRealtime,
+        });
+        assert!(matches!(
+            caller_audio_sent(gone, &mut dropped, "Realtime"),
+            Err(SpeechError::Gone { .. })
+        ));
+        assert_eq!(dropped, 1);
+    }
 
     #[test]
     fn heard_part_cuts_on_words() {

@@ -572,18 +572,9 @@ impl Pipeline for RealtimePipeline {
         if self.dead || self.finished {
             return;
         }
-        match self.client.append_audio(audio.payload_b64) {
-            Ok(()) => {}
-            Err(SpeechError::QueueFull { .. }) => {
-                self.dropped_audio += 1;
-                if crate::media::log_due(self.dropped_audio, 1, 250) {
-                    tracing::warn!(
-                        dropped = self.dropped_audio,
-                        "Realtime lags; dropping caller audio"
-                    );
-                }
-            }
-            Err(e) => self.upstream_failed(e),
+        let sent = self.client.append_audio(audio.payload_b64);
+        if let Err(e) = super::caller_audio_sent(sent, &mut self.dropped_audio, "Realtime") {
+            self.upstream_failed(e);
         }
     }
 
