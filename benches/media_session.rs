@@ -13,7 +13,13 @@
 //! - CPU time per 20 ms frame handled (caller frames in plus agent frames out; the
 //!   simulated Twilio side runs in this process too, so this is an upper bound);
 //! - resident memory per call (process RSS with every call live, minus before);
-//! - the per-frame cost of the session's outbound bookkeeping (`Playback`) alone.
+//! - the per-frame cost of the session's outbound bookkeeping (`Playback`) alone;
+//! - the vCPU time the hypervisor took during the run (steal), which stalls
+//!   everything on a vCPU at once: read late frames against it.
+//!
+//! `BENCH_GAPS=1` lists every frame more than 5 ms late on stderr, with when it was
+//! written (seconds from the bench's start, which is printed in Unix time), so a
+//! stall can be matched with a probe running beside the bench.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,6 +38,9 @@ use voxrelay::media::session::{self, MediaDeps};
 use voxrelay::metrics::Metrics;
 use voxrelay::tools::ToolRegistry;
 use voxrelay::transport::Frame;
+
+/// When the benchmark started, to place late frames in time (`BENCH_GAPS`).
+static BENCH_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// The allocator the `voxrelay` binary uses.
 #[global_allocator]
@@ -129,6 +138,19 @@ fn cpu_time() -> Duration {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time the hypervisor gave to other guests while this VM's vCPUs wanted to
+/// run ("steal" in `/proc/stat`, all vCPUs together; 0 on bare metal). A vCPU that
+/// is stolen stops every task on it, so late frames are read against this.
+fn host_steal() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(8)?.parse().ok())
+        .unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }
 
@@ -230,7 +252,8 @@ async fn one_call(
     if std::env::var_os("BENCH_GAPS").is_some() {
         for (i, l) in late.iter().enumerate() {
             if *l > Duration::from_millis(5) {
-                eprintln!("call {n}: frame {} late by {l:?}", i + lead);
+                let at = times[i + lead].duration_since(*BENCH_START.get_or_init(Instant::now));
+                eprintln!("call {n}: frame {} late by {l:?} at {at:?}", i + lead);
             }
         }
     }
@@ -312,6 +335,13 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
+    BENCH_START.get_or_init(Instant::now);
+    if std::env::var_os("BENCH_GAPS").is_some() {
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        eprintln!("bench started at {:.6} (Unix time)", epoch.as_secs_f64());
+    }
     let calls = *args.first().unwrap_or(&200) as usize;
     let seconds = *args.get(1).unwrap_or(&20);
     let reply = *args.get(2).unwrap_or(&(seconds + 5));
@@ -348,6 +378,7 @@ fn main() {
         };
         let rss_before = rss_kib();
         let cpu_before = cpu_time();
+        let steal_before = host_steal();
         let ready = Arc::new(tokio::sync::Barrier::new(calls + 1));
         let mut handles = Vec::new();
         for n in 0..calls {
@@ -366,6 +397,7 @@ fn main() {
             late.extend(r.late);
         }
         let cpu = cpu_time().saturating_sub(cpu_before);
+        let steal = host_steal().saturating_sub(steal_before);
         late.sort();
         let frames_in = calls as u64 * seconds * 50;
         let over_5ms = late.iter().filter(|l| **l > Duration::from_millis(5)).count();
@@ -385,6 +417,7 @@ fn main() {
             "| memory per live call (RSS) | {} KiB |",
             rss_live.saturating_sub(rss_before) / calls.max(1) as u64
         );
+        println!("| vCPU time taken by the host during the run (steal) | {} ms |", steal.as_millis());
     });
     drop(upstream.stdin.take());
     let _ = upstream.wait();
