@@ -15,7 +15,10 @@
 //! - resident memory per call (process RSS with every call live, minus before);
 //! - the per-frame cost of the session's outbound bookkeeping (`Playback`) alone;
 //! - the vCPU time the hypervisor took during the run (steal), which stalls
-//!   everything on a vCPU at once: read late frames against it.
+//!   everything on a vCPU at once: read late frames against it;
+//! - a probe thread's stalls: it sleeps 1 ms at a time at real-time priority (when
+//!   `chrt` may raise it), so nothing in this machine but the hypervisor delays it;
+//!   the episodes of late frames it shares with the probe are counted.
 //!
 //! `BENCH_GAPS=1` lists every frame more than 5 ms late on stderr, with when it was
 //! written (seconds from the bench's start, which is printed in Unix time), so a
@@ -164,7 +167,82 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 struct CallResult {
     /// Lateness of each outbound frame after the lead.
     late: Vec<Duration>,
+    /// When each frame more than 5 ms late was written, and how late it was.
+    late_at: Vec<(Instant, Duration)>,
     frames_out: u64,
+}
+
+/// A frame later than this counts against the target.
+const LATE: Duration = Duration::from_millis(5);
+/// A probe wake-up later than this is a stall of its vCPU.
+const PROBE_STALL: Duration = Duration::from_millis(3);
+
+/// What the stall probe saw: when it woke more than [`PROBE_STALL`] late, and by how
+/// much; whether it ran at real-time priority.
+struct ProbeResult {
+    stalls: Vec<(Instant, Duration)>,
+    realtime: bool,
+}
+
+/// A thread beside the benchmark that sleeps 1 ms at a time and records every
+/// wake-up more than [`PROBE_STALL`] late. It asks for real-time priority
+/// (`chrt -f 50`, which needs root): then nothing else in this machine can hold it
+/// back, so a stall it sees is the hypervisor taking its vCPU.
+fn start_probe(stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<ProbeResult> {
+    std::thread::spawn(move || {
+        let realtime = std::fs::read_link("/proc/thread-self")
+            .ok()
+            .and_then(|link| link.file_name()?.to_str().map(str::to_string))
+            .and_then(|tid| {
+                std::process::Command::new("chrt")
+                    .args(["-f", "-p", "50", &tid])
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .ok()
+            })
+            .is_some_and(|status| status.success());
+        let mut stalls = Vec::new();
+        let tick = Duration::from_millis(1);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let before = Instant::now();
+            std::thread::sleep(tick);
+            let woke = Instant::now();
+            let over = woke.duration_since(before).saturating_sub(tick);
+            if over > PROBE_STALL {
+                stalls.push((woke, over));
+            }
+        }
+        ProbeResult { stalls, realtime }
+    })
+}
+
+/// Groups late frames into episodes (frames within 50 ms of each other) and counts
+/// the episodes during which the probe was stalled too.
+fn episodes(mut late_at: Vec<(Instant, Duration)>, probe: &ProbeResult) -> (usize, usize) {
+    late_at.sort();
+    let mut episodes: Vec<(Instant, Instant, Duration)> = Vec::new();
+    for (at, late) in late_at {
+        match episodes.last_mut() {
+            Some((_, last, worst)) if at.duration_since(*last) < Duration::from_millis(50) => {
+                *last = at;
+                *worst = (*worst).max(late);
+            }
+            _ => episodes.push((at, at, late)),
+        }
+    }
+    let margin = Duration::from_millis(20);
+    let shared = episodes
+        .iter()
+        .filter(|(first, last, worst)| {
+            let from = first.checked_sub(*worst + margin).unwrap_or(*first);
+            let to = *last + margin;
+            probe
+                .stalls
+                .iter()
+                .any(|(woke, _)| *woke >= from && *woke <= to)
+        })
+        .count();
+    (episodes.len(), shared)
 }
 
 async fn one_call(
@@ -249,15 +327,18 @@ async fn one_call(
             .collect(),
         None => Vec::new(),
     };
-    if std::env::var_os("BENCH_GAPS").is_some() {
-        for (i, l) in late.iter().enumerate() {
-            if *l > Duration::from_millis(5) {
+    let mut late_at = Vec::new();
+    for (i, l) in late.iter().enumerate() {
+        if *l > LATE {
+            late_at.push((times[i + lead], *l));
+            if std::env::var_os("BENCH_GAPS").is_some() {
                 let at = times[i + lead].duration_since(*BENCH_START.get_or_init(Instant::now));
                 eprintln!("call {n}: frame {} late by {l:?} at {at:?}", i + lead);
             }
         }
     }
     CallResult {
+        late_at,
         frames_out: times.len() as u64,
         late,
     }
@@ -379,6 +460,8 @@ fn main() {
         let rss_before = rss_kib();
         let cpu_before = cpu_time();
         let steal_before = host_steal();
+        let stop_probe = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = start_probe(stop_probe.clone());
         let ready = Arc::new(tokio::sync::Barrier::new(calls + 1));
         let mut handles = Vec::new();
         for n in 0..calls {
@@ -390,17 +473,22 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss_live = rss_kib();
         let mut late = Vec::new();
+        let mut late_at = Vec::new();
         let mut frames_out = 0;
         for h in handles {
             let r = h.await.expect("call task");
             frames_out += r.frames_out;
             late.extend(r.late);
+            late_at.extend(r.late_at);
         }
         let cpu = cpu_time().saturating_sub(cpu_before);
         let steal = host_steal().saturating_sub(steal_before);
+        stop_probe.store(true, std::sync::atomic::Ordering::Relaxed);
+        let probe = probe.join().expect("probe thread");
+        let (episodes, shared) = episodes(late_at, &probe);
         late.sort();
         let frames_in = calls as u64 * seconds * 50;
-        let over_5ms = late.iter().filter(|l| **l > Duration::from_millis(5)).count();
+        let over_5ms = late.iter().filter(|l| **l > LATE).count();
         println!("## {calls} concurrent media calls, {seconds} s each, {reply} s of agent audio each, 2 worker threads\n");
         println!("| measure | value |\n|---|---:|");
         println!("| agent frames out (paced) | {frames_out} |");
@@ -418,6 +506,13 @@ fn main() {
             rss_live.saturating_sub(rss_before) / calls.max(1) as u64
         );
         println!("| vCPU time taken by the host during the run (steal) | {} ms |", steal.as_millis());
+        println!(
+            "| stalls of the probe thread ({}) over 3 ms | {} |",
+            if probe.realtime { "real-time priority" } else { "normal priority: chrt failed" },
+            probe.stalls.len()
+        );
+        println!("| episodes of frames later than 5 ms (within 50 ms of each other) | {episodes} |");
+        println!("| … of which the probe was stalled at the same time | {shared} |");
     });
     drop(upstream.stdin.take());
     let _ = upstream.wait();
