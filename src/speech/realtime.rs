@@ -180,9 +180,12 @@ pub struct NoiseReduction {
     pub kind: String,
 }
 
+/// `audio.input`. In a partial update every field is optional: what is absent stays
+/// as it was.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AudioInput {
-    pub format: AudioFormat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<AudioFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transcription: Option<InputTranscription>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,7 +243,9 @@ impl Serialize for ToolChoice {
     }
 }
 
-/// The `session` object of `session.update` (GA shape).
+/// The `session` object of `session.update` (GA shape). Only the fields present are
+/// updated, so a mid-session update leaves the rest `None` (see
+/// [`Session::language_switch`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Session {
     #[serde(rename = "type")]
@@ -251,7 +256,8 @@ pub struct Session {
     pub output_modalities: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
-    pub audio: SessionAudio,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio: Option<SessionAudio>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<FunctionTool>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,6 +293,18 @@ impl ConversationSettings {
             noise_reduction: None,
         }
     }
+
+    /// `audio.input.transcription`: the caller transcribed in `language`, when a
+    /// transcription model is set.
+    fn input_transcription(&self) -> Option<InputTranscription> {
+        self.transcription_model
+            .as_ref()
+            .map(|model| InputTranscription {
+                model: model.clone(),
+                language: self.language.clone(),
+                prompt: None,
+            })
+    }
 }
 
 /// What a transcription-only session should be like.
@@ -319,16 +337,10 @@ impl Session {
             model: Some(model.to_string()),
             output_modalities: Some(vec!["audio".into()]),
             instructions: Some(settings.instructions.clone()),
-            audio: SessionAudio {
+            audio: Some(SessionAudio {
                 input: AudioInput {
-                    format: AudioFormat::pcmu(),
-                    transcription: settings.transcription_model.as_ref().map(|model| {
-                        InputTranscription {
-                            model: model.clone(),
-                            language: settings.language.clone(),
-                            prompt: None,
-                        }
-                    }),
+                    format: Some(AudioFormat::pcmu()),
+                    transcription: settings.input_transcription(),
                     turn_detection: Some(settings.turn_detection.clone()),
                     noise_reduction: settings
                         .noise_reduction
@@ -340,9 +352,36 @@ impl Session {
                     voice: settings.voice.clone(),
                     speed: None,
                 }),
-            },
+            }),
             tools: Some(settings.tools.clone()),
             tool_choice: Some(settings.tool_choice.clone()),
+        }
+    }
+
+    /// The partial update of a speech-to-speech session that moves it to another
+    /// language: `settings`' instructions, and the caller's transcription in
+    /// `settings`' language (same model). Nothing else is sent, so the rest stays as
+    /// it was: not the voice or the model (OpenAI refuses to change them once the
+    /// model has spoken), nor the tools, formats or turn detection.
+    pub fn language_switch(settings: &ConversationSettings) -> Self {
+        Self {
+            kind: SessionKind::Realtime,
+            model: None,
+            output_modalities: None,
+            instructions: Some(settings.instructions.clone()),
+            audio: settings
+                .input_transcription()
+                .map(|transcription| SessionAudio {
+                    input: AudioInput {
+                        format: None,
+                        transcription: Some(transcription),
+                        turn_detection: None,
+                        noise_reduction: None,
+                    },
+                    output: None,
+                }),
+            tools: None,
+            tool_choice: None,
         }
     }
 
@@ -353,9 +392,9 @@ impl Session {
             model: None,
             output_modalities: None,
             instructions: None,
-            audio: SessionAudio {
+            audio: Some(SessionAudio {
                 input: AudioInput {
-                    format: AudioFormat::pcmu(),
+                    format: Some(AudioFormat::pcmu()),
                     transcription: Some(InputTranscription {
                         model: settings.model.clone(),
                         language: settings.language.clone(),
@@ -368,7 +407,7 @@ impl Session {
                         .map(|kind| NoiseReduction { kind }),
                 },
                 output: None,
-            },
+            }),
             tools: None,
             tool_choice: None,
         }
@@ -964,6 +1003,37 @@ mod tests {
                 "tool_choice": "auto"
               }
             })
+        );
+    }
+
+    #[test]
+    fn a_language_switch_updates_only_instructions_and_transcription() {
+        let mut switched = settings();
+        switched.instructions = "Você é um assistente…\n\nFrom now on: en-US.".into();
+        switched.language = Some("en".into());
+        let event = ClientEvent::SessionUpdate {
+            session: Box::new(Session::language_switch(&switched)),
+        };
+        // No voice, model, formats, turn detection, noise reduction or tools: OpenAI
+        // updates only the fields present.
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({
+              "type": "session.update",
+              "session": {
+                "type": "realtime",
+                "instructions": "Você é um assistente…\n\nFrom now on: en-US.",
+                "audio": { "input": {
+                  "transcription": { "model": "gpt-4o-transcribe", "language": "en" }
+                } }
+              }
+            })
+        );
+        // Without caller transcription, only the instructions change.
+        switched.transcription_model = None;
+        assert_eq!(
+            serde_json::to_value(Session::language_switch(&switched)).unwrap(),
+            json!({"type": "realtime", "instructions": "Você é um assistente…\n\nFrom now on: en-US."})
         );
     }
 

@@ -621,6 +621,142 @@ async fn realtime_tool_calls_run_through_the_registry_and_end_the_call() {
 }
 
 #[tokio::test]
+async fn realtime_switch_language_updates_instructions_and_transcription_not_the_voice() {
+    let mut fake = FakeWsServer::start().await;
+    let (app, seen) = realtime_app(
+        &fake,
+        &[
+            ("LANGUAGES", "pt-BR, en-US"),
+            (
+                "AGENT_TOOLS",
+                "end_call,schedule_appointment,send_dtmf,switch_language",
+            ),
+        ],
+    )
+    .await;
+    let (mut twilio, mut conn, first) = realtime_call(&app, &mut fake, &[]).await;
+
+    // switch_language is offered (with the configured codes), send_dtmf is not.
+    let session = &first["update"]["session"];
+    let tools: Vec<&str> = session["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        ["end_call", "schedule_appointment", "switch_language"]
+    );
+    assert_eq!(
+        session["tools"][2]["parameters"]["properties"]["language"]["enum"],
+        json!(["pt-BR", "en-US"])
+    );
+    let base = session["instructions"].as_str().unwrap().to_string();
+    let transcription = session["audio"]["input"]["transcription"].clone();
+    assert_eq!(transcription["language"], "pt");
+    let model = transcription["model"].as_str().unwrap().to_string();
+    assert!(!model.is_empty());
+
+    // The model switches to English.
+    conn.send_json(json!({"type": "response.created", "response": {"id": "r1"}}))
+        .await;
+    conn.send_json(
+        json!({"type": "response.function_call_arguments.done", "call_id": "call_1",
+        "name": "switch_language", "arguments": "{\"language\":\"en-US\"}"}),
+    )
+    .await;
+    conn.send_json(json!({"type": "response.done", "response": {"id": "r1", "status": "completed", "output": []}}))
+        .await;
+    // One partial session.update: the instructions plus a line, English
+    // transcription with the same model; no voice, model, tools or turn detection.
+    let update = recv_type(&mut conn, "session.update").await;
+    let expected_instructions = format!(
+        "{base}\n\nThe caller prefers another language: from now on, speak en-US to the caller."
+    );
+    assert_eq!(
+        update,
+        json!({"type": "session.update", "session": {
+            "type": "realtime",
+            "instructions": expected_instructions,
+            "audio": {"input": {"transcription": {"model": model, "language": "en"}}}
+        }})
+    );
+    assert!(!update.to_string().contains("voice"), "{update}");
+    // Then the result and one response.create, as for any tool.
+    let item = recv_type(&mut conn, "conversation.item.create").await;
+    assert_eq!(item["item"]["type"], "function_call_output");
+    assert_eq!(item["item"]["call_id"], "call_1");
+    let output: Value = serde_json::from_str(item["item"]["output"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (&output["ok"], &output["language"]),
+        (&json!(true), &json!("en-US"))
+    );
+    let next = recv_type(&mut conn, "response.create").await;
+    assert!(next.get("response").is_none_or(|r| r.is_null()), "{next}");
+
+    // Switching to the language in use sends no session.update (recv_type would
+    // fail on it): only the result and response.create.
+    conn.send_json(
+        json!({"type": "response.function_call_arguments.done", "call_id": "call_2",
+        "name": "switch_language", "arguments": "{\"language\":\"en-us\"}"}),
+    )
+    .await;
+    let item = recv_type(&mut conn, "conversation.item.create").await;
+    assert_eq!(item["item"]["call_id"], "call_2");
+    recv_type(&mut conn, "response.create").await;
+
+    // Back to Portuguese: the base instructions with the new line, pt transcription.
+    conn.send_json(
+        json!({"type": "response.function_call_arguments.done", "call_id": "call_3",
+        "name": "switch_language", "arguments": "{\"language\":\"pt-BR\"}"}),
+    )
+    .await;
+    let update = recv_type(&mut conn, "session.update").await;
+    assert_eq!(
+        update["session"]["instructions"],
+        format!(
+            "{base}\n\nThe caller prefers another language: from now on, speak pt-BR to the caller."
+        )
+    );
+    assert_eq!(
+        update["session"]["audio"]["input"]["transcription"]["language"],
+        "pt"
+    );
+    let item = recv_type(&mut conn, "conversation.item.create").await;
+    assert_eq!(item["item"]["call_id"], "call_3");
+    recv_type(&mut conn, "response.create").await;
+
+    // An unconfigured language is an error for the model and changes nothing.
+    conn.send_json(
+        json!({"type": "response.function_call_arguments.done", "call_id": "call_4",
+        "name": "switch_language", "arguments": "{\"language\":\"fr-FR\"}"}),
+    )
+    .await;
+    let item = recv_type(&mut conn, "conversation.item.create").await;
+    assert_eq!(item["item"]["call_id"], "call_4");
+    assert!(item["item"]["output"].as_str().unwrap().contains("error"));
+    recv_type(&mut conn, "response.create").await;
+
+    // Every call is recorded.
+    let tools: Vec<(String, bool)> = seen
+        .tools
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| (t.name.clone(), t.ok))
+        .collect();
+    let switch = |ok| ("switch_language".to_string(), ok);
+    assert_eq!(
+        tools,
+        [switch(true), switch(true), switch(true), switch(false)]
+    );
+    twilio.stop().await;
+    let summary = seen.wait_ended().await;
+    assert_eq!(summary.status, "completed");
+}
+
+#[tokio::test]
 async fn realtime_keypad_digits_become_a_user_message() {
     let mut fake = FakeWsServer::start().await;
     let (app, _seen) = realtime_app(&fake, &[]).await;

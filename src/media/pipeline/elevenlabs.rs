@@ -10,8 +10,10 @@
 //!   by an interruption is recorded with the part heard (ElevenLabs' own correction
 //!   when it sends one, else an estimate from the audio played).
 //! - Client tool calls whose name matches a tool of the registry run through it
-//!   (results back as `client_tool_result`); others get an error result. `end_call`
-//!   and `transfer_to_human` end the call once the agent stops talking.
+//!   (results back as `client_tool_result`); others, and the tools this bridge cannot
+//!   carry out ([`super::ELEVENLABS_AGENT_UNSUPPORTED_TOOLS`]: keypad tones, language
+//!   switches), get an error result. `end_call` and `transfer_to_human` end the call
+//!   once the agent stops talking.
 //! - Keypad digits go to the agent as a contextual update.
 //! - Upstream failure: an apology through ElevenLabs TTS when configured, then
 //!   hang-up.
@@ -28,8 +30,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{
-    CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
-    PipelineStats, RELAY_ONLY_TOOLS, apology_audio, heard_part,
+    CallEvent, CallLog, CallerAudio, ELEVENLABS_AGENT_UNSUPPORTED_TOOLS, Pipeline, PipelineContext,
+    PipelineError, PipelineOutput, PipelineStats, ToolFollowUp, apology_audio, heard_part,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
@@ -303,8 +305,8 @@ impl ElevenLabsPipeline {
     fn start_tool(&mut self, id: String, name: String, parameters: serde_json::Value) {
         tracing::info!(tool = %name, "the ElevenLabs agent calls a client tool");
         self.stats.tool_calls += 1;
-        let known =
-            self.tools.names().contains(&name) && !RELAY_ONLY_TOOLS.contains(&name.as_str());
+        let known = self.tools.names().contains(&name)
+            && !ELEVENLABS_AGENT_UNSUPPORTED_TOOLS.contains(&name.as_str());
         if !known || self.running.len() >= MAX_RUNNING_TOOLS {
             let error = if known {
                 "too many tools running".to_string()
@@ -338,12 +340,21 @@ impl ElevenLabsPipeline {
     }
 
     fn on_tool_done(&mut self, run: ToolRun) {
-        let handoff = self.log.tool_run(&run);
+        let follow_up = self.log.tool_run(&run);
         self.queue(Outgoing::ToolResult {
             id: run.call.id.clone(),
             result: run.content(),
             is_error: run.result.is_err(),
         });
+        let handoff = match follow_up {
+            Some(ToolFollowUp::End(handoff)) => Some(handoff),
+            // Never offered (ELEVENLABS_AGENT_UNSUPPORTED_TOOLS).
+            Some(ToolFollowUp::SwitchLanguage(code)) => {
+                tracing::warn!(language = %code, "the ElevenLabs agent cannot switch language from here");
+                None
+            }
+            None => None,
+        };
         if let Some(handoff) = handoff
             && self.ending.is_none()
         {

@@ -260,10 +260,11 @@ impl CallLog {
             .turn_interrupted(&self.call.call_sid, seq, heard);
     }
 
-    /// Reports a tool run and applies its effect: appointments are reported, the end
-    /// of the call or a transfer is returned as a [`Handoff`]. Keypad digits and
-    /// language switches cannot be done over Media Streams and are logged.
-    pub fn tool_run(&self, run: &crate::tools::ToolRun) -> Option<Handoff> {
+    /// Reports a tool run and applies what it can of its effect: appointments are
+    /// reported; the end of the call, a transfer and a language switch are returned
+    /// for the pipeline to carry out ([`ToolFollowUp`]). Keypad digits towards the far
+    /// end cannot be sent by these pipelines and are logged.
+    pub fn tool_run(&self, run: &crate::tools::ToolRun) -> Option<ToolFollowUp> {
         self.observer.tool_call(
             &self.call.call_sid,
             &ToolCallRecord {
@@ -277,13 +278,13 @@ impl CallLog {
         );
         let call = &self.call;
         let handoff = |reason_code: &str, reason: Option<String>, summary: Option<String>| {
-            Some(Handoff {
+            Some(ToolFollowUp::End(Handoff {
                 reason_code: reason_code.into(),
                 reason,
                 summary,
                 call_sid: Some(call.call_sid.clone()).filter(|s| !s.is_empty()),
                 from: Some(call.from.clone()).filter(|s| !s.is_empty()),
-            })
+            }))
         };
         match run.effect()?.clone() {
             crate::tools::ToolEffect::EndCall { reason } => {
@@ -310,19 +311,33 @@ impl CallLog {
                 );
                 None
             }
-            crate::tools::ToolEffect::SendDigits(_)
-            | crate::tools::ToolEffect::SwitchLanguage(_) => {
-                tracing::warn!(tool = %run.call.name, "this tool's action is not available over Media Streams");
+            crate::tools::ToolEffect::SwitchLanguage(code) => {
+                Some(ToolFollowUp::SwitchLanguage(code))
+            }
+            crate::tools::ToolEffect::SendDigits(_) => {
+                tracing::warn!(tool = %run.call.name, "this tool's action is not available in this media pipeline");
                 None
             }
         }
     }
 }
 
-/// Tools that make no sense without ConversationRelay (keypad tones to the far end,
-/// switching Twilio's speech language): not offered to media pipelines that call
-/// tools themselves.
-pub const RELAY_ONLY_TOOLS: [&str; 2] = ["send_dtmf", "switch_language"];
+/// What a pipeline must carry out after a tool run ([`CallLog::tool_run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolFollowUp {
+    /// End the call (hang up or hand it to a person) once the goodbye has played.
+    End(Handoff),
+    /// Speak and listen in this configured language from now on.
+    SwitchLanguage(String),
+}
+
+/// Built-in tools the `openai-realtime` pipeline does not offer: keypad tones towards
+/// the far end (`send_dtmf`) need ConversationRelay or our own audio (`cascade`).
+pub const REALTIME_UNSUPPORTED_TOOLS: [&str; 1] = ["send_dtmf"];
+
+/// Built-in tools the `elevenlabs-agent` pipeline does not offer: keypad tones, and
+/// `switch_language` (the agent's voice and language are set on ElevenLabs' side).
+pub const ELEVENLABS_AGENT_UNSUPPORTED_TOOLS: [&str; 2] = ["send_dtmf", "switch_language"];
 
 /// The first `played` of `generated` of a spoken text, cut at a word boundary: an
 /// estimate of what the caller heard of an interrupted turn (speech is close enough

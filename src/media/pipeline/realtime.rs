@@ -5,13 +5,20 @@
 //! - The session is configured from the agent: instructions are the system prompt
 //!   plus the call's `<Parameter>`s, the voice and language come from the
 //!   configuration, and the tools are the same [`ToolRegistry`] ConversationRelay
-//!   calls use (minus the ConversationRelay-only ones, [`super::RELAY_ONLY_TOOLS`]).
-//!   The caller is transcribed by the session's input transcription.
+//!   calls use (minus keypad tones, [`super::REALTIME_UNSUPPORTED_TOOLS`]). The
+//!   caller is transcribed by the session's input transcription.
 //! - The greeting is a `response.create` asking for the configured welcome greeting.
 //! - Function calls run through the registry; results go back as
 //!   `function_call_output` items followed by one `response.create`. `end_call` and
 //!   `transfer_to_human` end the call once the goodbye has played (the model's own
 //!   words, or the configured goodbye/handoff message when it said nothing).
+//! - `switch_language` (offered when two or more languages are configured): one
+//!   partial `session.update` ([`Session::language_switch`]) gives the model the
+//!   call's instructions plus a line to speak the new language from now on, and
+//!   transcribes the caller in it (same transcription model, ISO 639-1 code); then
+//!   the tool's result and `response.create` as for any tool, so the model answers
+//!   in the new language. The voice stays the same: OpenAI cannot change it once the
+//!   model has spoken. Switching to the language in use changes nothing.
 //! - Barge-in: on `input_audio_buffer.speech_started` while agent audio is playing,
 //!   the session sends Twilio `clear` and tells us how much was heard; we send
 //!   `conversation.item.truncate` with that, clamped to the audio the model
@@ -35,7 +42,7 @@ use tokio::time::Instant;
 
 use super::{
     CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
-    PipelineStats, RELAY_ONLY_TOOLS, apology_audio, heard_part,
+    PipelineStats, REALTIME_UNSUPPORTED_TOOLS, ToolFollowUp, apology_audio, heard_part,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
@@ -44,7 +51,7 @@ use crate::llm::ToolCall;
 use crate::speech::SpeechError;
 use crate::speech::realtime::{
     AssistantAudio, ClientEvent, ConversationSettings, FunctionCall, FunctionTool, Item,
-    RealtimeClient, RealtimeOptions, ResponseParams, ServerEvent,
+    RealtimeClient, RealtimeOptions, ResponseParams, ServerEvent, Session,
 };
 use crate::tools::{ToolContext, ToolRegistry, ToolRun};
 
@@ -79,6 +86,13 @@ pub struct RealtimePipeline {
     tool_ctx: ToolContext,
     settings: Arc<AgentSettings>,
     config: Arc<Config>,
+    /// The session as configured so far (instructions and transcription language
+    /// change with `switch_language`).
+    session: ConversationSettings,
+    /// The call's instructions before any language switch.
+    base_instructions: String,
+    /// The configured language code the call speaks now (`pt-BR`).
+    language: String,
     sends: VecDeque<ClientEvent>,
     out: VecDeque<PipelineOutput>,
     audio: AssistantAudio,
@@ -118,7 +132,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         .tools
         .specs(&tool_ctx)
         .into_iter()
-        .filter(|spec| !RELAY_ONLY_TOOLS.contains(&spec.name.as_str()))
+        .filter(|spec| !REALTIME_UNSUPPORTED_TOOLS.contains(&spec.name.as_str()))
         .map(|spec| FunctionTool {
             name: spec.name,
             description: spec.description,
@@ -132,8 +146,8 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         .unwrap_or_else(|| ctx.settings.welcome_greeting.clone());
     parameters.retain(|name, _| !name.starts_with("voxrelay_") && name != "pipeline");
     let instructions = instructions(&ctx.settings.system_prompt, &parameters);
-    let settings = ConversationSettings::from_config(&ctx.config, instructions.clone(), tools);
-    let client = RealtimeClient::connect_conversation(&options, &settings).await?;
+    let session = ConversationSettings::from_config(&ctx.config, instructions.clone(), tools);
+    let client = RealtimeClient::connect_conversation(&options, &session).await?;
     let mut pipeline = RealtimePipeline {
         client,
         log: CallLog::new(ctx.call.clone(), ctx.observer.clone()),
@@ -141,6 +155,9 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         tool_ctx,
         settings: ctx.settings.clone(),
         config: ctx.config.clone(),
+        session,
+        base_instructions: instructions.clone(),
+        language: ctx.config.relay.language.clone(),
         sends: VecDeque::new(),
         out: VecDeque::new(),
         audio: AssistantAudio::default(),
@@ -185,6 +202,18 @@ fn instructions(
         .collect::<Vec<_>>()
         .join("; ");
     format!("{system_prompt}\n\nDados desta ligação: {listed}")
+}
+
+/// The call's instructions after a switch to `language`.
+fn language_instructions(base: &str, language: &str) -> String {
+    let line = format!(
+        "The caller prefers another language: from now on, speak {language} to the caller."
+    );
+    if base.is_empty() {
+        line
+    } else {
+        format!("{base}\n\n{line}")
+    }
 }
 
 impl RealtimePipeline {
@@ -411,7 +440,15 @@ impl RealtimePipeline {
     }
 
     fn on_tool_done(&mut self, run: ToolRun) {
-        let handoff = self.log.tool_run(&run);
+        let handoff = match self.log.tool_run(&run) {
+            Some(ToolFollowUp::End(handoff)) => Some(handoff),
+            Some(ToolFollowUp::SwitchLanguage(code)) => {
+                // Before the result, so that the model answers in the new language.
+                self.switch_language(code);
+                None
+            }
+            None => None,
+        };
         self.queue(ClientEvent::CreateItem {
             item: Item::FunctionCallOutput {
                 call_id: run.call.id.clone(),
@@ -446,6 +483,22 @@ impl RealtimePipeline {
         if self.running.is_empty() && self.ending.is_none() {
             self.queue(ClientEvent::CreateResponse { response: None });
         }
+    }
+
+    /// Moves the session to the configured language `code` (see the module docs).
+    fn switch_language(&mut self, code: String) {
+        if code.eq_ignore_ascii_case(&self.language) {
+            tracing::debug!(language = %code, "already speaking this language");
+            return;
+        }
+        // The configuration has codes only (no display names): the model knows them.
+        tracing::info!(language = %code, from = %self.language, "switching language");
+        self.session.instructions = language_instructions(&self.base_instructions, &code);
+        self.session.language = Some(crate::speech::language_code(&code));
+        self.queue(ClientEvent::SessionUpdate {
+            session: Box::new(Session::language_switch(&self.session)),
+        });
+        self.language = code;
     }
 
     fn end(&mut self, handoff: Handoff) {
@@ -631,6 +684,18 @@ mod tests {
         assert_eq!(
             instructions("Seja breve.", &params),
             "Seja breve.\n\nDados desta ligação: empresa: ACME; lead: Ana"
+        );
+    }
+
+    #[test]
+    fn language_instructions_add_one_line() {
+        assert_eq!(
+            language_instructions("Seja breve.", "en-US"),
+            "Seja breve.\n\nThe caller prefers another language: from now on, speak en-US to the caller."
+        );
+        assert_eq!(
+            language_instructions("", "es"),
+            "The caller prefers another language: from now on, speak es to the caller."
         );
     }
 }
