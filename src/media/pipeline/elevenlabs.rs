@@ -26,12 +26,12 @@ use base64::Engine as _;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::bridge::Upstream;
 use super::{
     CallEvent, CallLog, CallerAudio, ELEVENLABS_AGENT_UNSUPPORTED_TOOLS, Pipeline, PipelineContext,
-    PipelineError, PipelineOutput, PipelineStats, ToolFollowUp, apology_audio, heard_part,
+    PipelineError, PipelineOutput, PipelineStats, ToolFollowUp, heard_part,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
@@ -44,7 +44,6 @@ use crate::speech::elevenlabs_agent::{
 };
 use crate::tools::{ToolContext, ToolRegistry, ToolRun};
 
-const MAX_SENDS: usize = 64;
 const MAX_RUNNING_TOOLS: usize = 8;
 /// After a tool ended the call: end once the agent has been silent this long...
 const END_AFTER_SILENCE: Duration = Duration::from_millis(1500);
@@ -79,7 +78,8 @@ pub struct ElevenLabsPipeline {
     tool_ctx: ToolContext,
     settings: Arc<AgentSettings>,
     config: Arc<Config>,
-    sends: VecDeque<Outgoing>,
+    /// Messages waiting to go to the agent; whether it is gone.
+    upstream: Upstream<Outgoing>,
     out: VecDeque<PipelineOutput>,
     speaking: Option<Speaking>,
     /// The next audio starts a new turn (a new response began).
@@ -90,8 +90,6 @@ pub struct ElevenLabsPipeline {
     digits: DigitBuffer,
     ending: Option<(Handoff, Instant)>,
     last_audio_at: Instant,
-    dead: bool,
-    apology: Option<JoinHandle<Option<Vec<u8>>>>,
     finished: bool,
     stats: PipelineStats,
     /// Process-wide counters (turns, interrupts, upstream errors).
@@ -133,7 +131,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         },
         settings: ctx.settings.clone(),
         config: ctx.config.clone(),
-        sends: VecDeque::new(),
+        upstream: Upstream::new("the ElevenLabs agent"),
         out: VecDeque::new(),
         speaking: None,
         new_turn: true,
@@ -143,8 +141,6 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         digits: DigitBuffer::new(ctx.settings.dtmf_timeout),
         ending: None,
         last_audio_at: Instant::now(),
-        dead: false,
-        apology: None,
         finished: false,
         stats: PipelineStats::default(),
         metrics: ctx.metrics.clone(),
@@ -154,20 +150,13 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
 
 impl ElevenLabsPipeline {
     fn queue(&mut self, message: Outgoing) {
-        if self.sends.len() >= MAX_SENDS {
-            tracing::warn!("ElevenLabs control queue full; dropping a message");
-            return;
-        }
-        self.sends.push_back(message);
+        self.upstream.queue(message);
     }
 
-    /// Cancel-safe: a message leaves the queue once handed to the socket.
+    /// Sends queued messages (cancel-safe, see [`Upstream::next_to_send`]).
     async fn flush(&mut self) {
-        while !self.dead {
-            let Some(message) = self.sends.front() else {
-                return;
-            };
-            let sent = match message {
+        while let Some(message) = self.upstream.next_to_send() {
+            let result = match message {
                 Outgoing::ToolResult {
                     id,
                     result,
@@ -175,35 +164,21 @@ impl ElevenLabsPipeline {
                 } => self.agent.send_tool_result(id, result, *is_error).await,
                 Outgoing::Context(text) => self.agent.send_contextual_update(text).await,
             };
-            match sent {
-                Ok(()) => {
-                    self.sends.pop_front();
-                }
-                Err(e) if e.is_fatal() => {
-                    self.upstream_failed(e);
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "dropping a message to the ElevenLabs agent");
-                    self.sends.pop_front();
-                }
+            if let Err(e) = self.upstream.sent(result) {
+                self.upstream_failed(e);
+                return;
             }
         }
     }
 
     fn upstream_failed(&mut self, error: SpeechError) {
-        if self.dead {
-            return;
+        if self
+            .upstream
+            .failed(&error, &self.config, &self.settings.fallback_message)
+        {
+            self.stats.errors += 1;
+            self.metrics.llm_error("upstream");
         }
-        tracing::warn!(error = %error, "the ElevenLabs agent is gone mid-call");
-        self.dead = true;
-        self.stats.errors += 1;
-        self.metrics.llm_error("upstream");
-        self.sends.clear();
-        self.apology = Some(tokio::spawn(apology_audio(
-            self.config.clone(),
-            self.settings.fallback_message.clone(),
-        )));
     }
 
     fn on_event(&mut self, event: AgentEvent) {
@@ -400,21 +375,15 @@ impl ElevenLabsPipeline {
                 return std::future::pending().await;
             }
             self.flush().await;
-            if self.dead {
-                let audio = match self.apology.as_mut() {
-                    Some(handle) => handle.await.ok().flatten(),
-                    None => None,
-                };
-                self.apology = None;
-                if let Some(mulaw) = audio {
+            if self.upstream.is_dead() {
+                if let Some(mulaw) = self.upstream.apology().await {
                     let turn = self.next_turn;
                     self.next_turn += 1;
                     self.out.push_back(PipelineOutput::Audio { turn, mulaw });
                     self.out.push_back(PipelineOutput::TurnDone { turn });
                 }
-                self.out.push_back(PipelineOutput::Failed(
-                    "the ElevenLabs agent is gone".into(),
-                ));
+                self.out
+                    .push_back(PipelineOutput::Failed(self.upstream.gone()));
                 continue;
             }
             let digits_due = self.digits.due();
@@ -469,7 +438,7 @@ impl Pipeline for ElevenLabsPipeline {
     }
 
     fn caller_audio(&mut self, audio: CallerAudio<'_>) {
-        if self.dead || self.finished {
+        if self.upstream.is_dead() || self.finished {
             return;
         }
         let sent = self.agent.send_audio(audio.payload_b64);
@@ -500,10 +469,8 @@ impl Pipeline for ElevenLabsPipeline {
 
     fn close(self: Box<Self>) -> BoxFuture<'static, PipelineStats> {
         Box::pin(async move {
-            let this = *self;
-            if let Some(handle) = this.apology {
-                handle.abort();
-            }
+            let mut this = *self;
+            this.upstream.abandon();
             this.agent.close().await;
             this.stats
         })

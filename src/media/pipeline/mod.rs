@@ -27,6 +27,7 @@
 //! Pipelines: [`realtime`] (OpenAI Realtime), [`elevenlabs`] (ElevenLabs agent),
 //! [`cascade`] (STT → our agent → TTS).
 
+pub mod bridge;
 pub mod cascade;
 pub mod elevenlabs;
 pub mod realtime;

@@ -37,12 +37,12 @@ use base64::Engine as _;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::bridge::Upstream;
 use super::{
     CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
-    PipelineStats, REALTIME_UNSUPPORTED_TOOLS, ToolFollowUp, apology_audio, heard_part,
+    PipelineStats, REALTIME_UNSUPPORTED_TOOLS, ToolFollowUp, heard_part,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
@@ -55,8 +55,6 @@ use crate::speech::realtime::{
 };
 use crate::tools::{ToolContext, ToolRegistry, ToolRun};
 
-/// Control events waiting to go upstream, at most.
-const MAX_SENDS: usize = 64;
 /// Tools running at once, at most.
 const MAX_RUNNING_TOOLS: usize = 8;
 /// Agent items remembered (for transcripts and truncation).
@@ -93,7 +91,8 @@ pub struct RealtimePipeline {
     base_instructions: String,
     /// The configured language code the call speaks now (`pt-BR`).
     language: String,
-    sends: VecDeque<ClientEvent>,
+    /// Control events waiting to go to Realtime; whether it is gone.
+    upstream: Upstream<ClientEvent>,
     out: VecDeque<PipelineOutput>,
     audio: AssistantAudio,
     items: VecDeque<AgentItem>,
@@ -109,9 +108,6 @@ pub struct RealtimePipeline {
     /// after we asked for it).
     goodbye_response: Option<String>,
     speech_stopped_at: Option<Instant>,
-    /// The upstream is gone.
-    dead: bool,
-    apology: Option<JoinHandle<Option<Vec<u8>>>>,
     /// End or Failed was returned: nothing more to say.
     finished: bool,
     stats: PipelineStats,
@@ -158,7 +154,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         session,
         base_instructions: instructions.clone(),
         language: ctx.config.relay.language.clone(),
-        sends: VecDeque::new(),
+        upstream: Upstream::new("OpenAI Realtime"),
         out: VecDeque::new(),
         audio: AssistantAudio::default(),
         items: VecDeque::new(),
@@ -170,8 +166,6 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         ending: None,
         goodbye_response: None,
         speech_stopped_at: None,
-        dead: false,
-        apology: None,
         finished: false,
         stats: PipelineStats::default(),
         metrics: ctx.metrics.clone(),
@@ -218,48 +212,28 @@ fn language_instructions(base: &str, language: &str) -> String {
 
 impl RealtimePipeline {
     fn queue(&mut self, event: ClientEvent) {
-        if self.sends.len() >= MAX_SENDS {
-            tracing::warn!("Realtime control queue full; dropping an event");
-            return;
-        }
-        self.sends.push_back(event);
+        self.upstream.queue(event);
     }
 
-    /// Sends queued control events. Cancel-safe: an event leaves the queue only once
-    /// it was handed to the socket.
+    /// Sends queued control events (cancel-safe, see [`Upstream::next_to_send`]).
     async fn flush(&mut self) {
-        while !self.dead {
-            let Some(event) = self.sends.front() else {
+        while let Some(event) = self.upstream.next_to_send() {
+            let result = self.client.send(event).await;
+            if let Err(e) = self.upstream.sent(result) {
+                self.upstream_failed(e);
                 return;
-            };
-            match self.client.send(event).await {
-                Ok(()) => {
-                    self.sends.pop_front();
-                }
-                Err(e) if e.is_fatal() => {
-                    self.upstream_failed(e);
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "dropping a Realtime event");
-                    self.sends.pop_front();
-                }
             }
         }
     }
 
     fn upstream_failed(&mut self, error: SpeechError) {
-        if self.dead {
-            return;
+        if self
+            .upstream
+            .failed(&error, &self.config, &self.settings.fallback_message)
+        {
+            self.stats.errors += 1;
+            self.metrics.llm_error("upstream");
         }
-        tracing::warn!(error = %error, "OpenAI Realtime is gone mid-call");
-        self.dead = true;
-        self.stats.errors += 1;
-        self.metrics.llm_error("upstream");
-        self.sends.clear();
-        let config = self.config.clone();
-        let text = self.settings.fallback_message.clone();
-        self.apology = Some(tokio::spawn(apology_audio(config, text)));
     }
 
     fn item_mut(&mut self, item_id: &str) -> Option<&mut AgentItem> {
@@ -576,20 +550,15 @@ impl RealtimePipeline {
                 return std::future::pending().await;
             }
             self.flush().await;
-            if self.dead {
-                let audio = match self.apology.as_mut() {
-                    Some(handle) => handle.await.ok().flatten(),
-                    None => None,
-                };
-                self.apology = None;
-                if let Some(mulaw) = audio {
+            if self.upstream.is_dead() {
+                if let Some(mulaw) = self.upstream.apology().await {
                     let turn = self.next_turn;
                     self.next_turn += 1;
                     self.out.push_back(PipelineOutput::Audio { turn, mulaw });
                     self.out.push_back(PipelineOutput::TurnDone { turn });
                 }
                 self.out
-                    .push_back(PipelineOutput::Failed("OpenAI Realtime is gone".into()));
+                    .push_back(PipelineOutput::Failed(self.upstream.gone()));
                 continue;
             }
             let digits_due = self.digits.due();
@@ -622,7 +591,7 @@ impl Pipeline for RealtimePipeline {
     }
 
     fn caller_audio(&mut self, audio: CallerAudio<'_>) {
-        if self.dead || self.finished {
+        if self.upstream.is_dead() || self.finished {
             return;
         }
         let sent = self.client.append_audio(audio.payload_b64);
@@ -661,10 +630,8 @@ impl Pipeline for RealtimePipeline {
 
     fn close(self: Box<Self>) -> BoxFuture<'static, PipelineStats> {
         Box::pin(async move {
-            let this = *self;
-            if let Some(handle) = this.apology {
-                handle.abort();
-            }
+            let mut this = *self;
+            this.upstream.abandon();
             this.client.close().await;
             this.stats
         })
