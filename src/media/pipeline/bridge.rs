@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use super::apology_audio;
+use super::{PipelineOutput, apology_audio};
 use crate::config::Config;
 use crate::speech::SpeechError;
 
@@ -99,19 +99,21 @@ impl<M> Upstream<M> {
         true
     }
 
-    /// The apology's μ-law audio once synthesised (`None` without TTS, on failure,
-    /// or when it was already taken). Cancel-safe: the synthesis is kept until it
-    /// has been awaited to the end.
-    pub async fn apology(&mut self) -> Option<Vec<u8>> {
-        let handle = self.apology.as_mut()?;
-        let audio = handle.await.ok().flatten();
-        self.apology = None;
-        audio
-    }
-
-    /// Why the call ends, for [`super::PipelineOutput::Failed`].
-    pub fn gone(&self) -> String {
-        format!("{} is gone", self.name)
+    /// What a call whose upstream died says last: the apology as turn `turn` (when
+    /// it could be synthesised), then [`PipelineOutput::Failed`]. Cancel-safe: the
+    /// synthesis is kept until it has been awaited to the end.
+    pub async fn last_outputs(&mut self, turn: u64) -> Vec<PipelineOutput> {
+        let mut outputs = Vec::with_capacity(3);
+        if let Some(handle) = self.apology.as_mut() {
+            let audio = handle.await.ok().flatten();
+            self.apology = None;
+            if let Some(mulaw) = audio {
+                outputs.push(PipelineOutput::Audio { turn, mulaw });
+                outputs.push(PipelineOutput::TurnDone { turn });
+            }
+        }
+        outputs.push(PipelineOutput::Failed(format!("{} is gone", self.name)));
+        outputs
     }
 
     /// The call is over: an apology still being synthesised is abandoned.
@@ -193,9 +195,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(sent, 0);
-        // No ElevenLabs key in this configuration: no apology audio.
-        assert_eq!(upstream.apology().await, None);
-        assert_eq!(upstream.gone(), "test is gone");
+        // No ElevenLabs key in this configuration: no apology audio, only the end.
+        let last = upstream.last_outputs(7).await;
+        assert!(
+            matches!(&last[..], [PipelineOutput::Failed(why)] if why == "test is gone"),
+            "{last:?}"
+        );
     }
 
     #[test]

@@ -376,14 +376,10 @@ impl ElevenLabsPipeline {
             }
             self.flush().await;
             if self.upstream.is_dead() {
-                if let Some(mulaw) = self.upstream.apology().await {
-                    let turn = self.next_turn;
-                    self.next_turn += 1;
-                    self.out.push_back(PipelineOutput::Audio { turn, mulaw });
-                    self.out.push_back(PipelineOutput::TurnDone { turn });
-                }
-                self.out
-                    .push_back(PipelineOutput::Failed(self.upstream.gone()));
+                let turn = self.next_turn;
+                self.next_turn += 1;
+                let last = self.upstream.last_outputs(turn).await;
+                self.out.extend(last);
                 continue;
             }
             let digits_due = self.digits.due();
