@@ -4,10 +4,16 @@
 //! Each observer method converts its record and puts it on a bounded queue, then
 //! returns: it never awaits, never blocks and never fails. One background writer
 //! task applies the queue in order (a turn before its interruption, a call's start
-//! before its end). A failed write is logged and retried with backoff a bounded
-//! number of times, then given up (and counted). When the queue is full the record
-//! is dropped and counted rather than making the call wait. On shutdown,
-//! [`Recorder::flush`] waits (bounded) until everything queued is written.
+//! before its end). It waits for a record, then takes whatever else is already
+//! queued (up to [`MAX_BATCH`], never waiting for more, so the first record is never
+//! delayed) and writes them in one transaction ([`Store::write_batch`]): under load
+//! one commit per burst instead of one per record. A lone record is written on its
+//! own. When a burst's transaction fails, nothing of it is kept and its records are
+//! written one by one, so a bad record cannot lose the others. A failed write is
+//! logged and retried with backoff a bounded number of times, then given up (and
+//! counted). When the queue is full the record is dropped and counted rather than
+//! making the call wait. On shutdown, [`Recorder::flush`] waits (bounded) until
+//! everything queued is written.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use crate::agent::{
     AppointmentRecord, CallInfo, CallObserver, CallSummary, ToolCallRecord, TurnRecord,
 };
 use crate::store::{
-    Appointment, CallEnd, NewCall, Store, StoreError, ToolCall, Turn, millis, now_millis,
+    Appointment, CallEnd, NewCall, Store, StoreError, ToolCall, Turn, Write, millis, now_millis,
 };
 
 /// Records waiting for the writer at most; more are dropped (and counted).
@@ -39,6 +45,7 @@ pub struct RecorderStats {
     retried: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
+    batches: AtomicU64,
 }
 
 /// A snapshot of [`RecorderStats`].
@@ -53,6 +60,8 @@ pub struct RecorderCounts {
     pub failed: u64,
     /// Records dropped because the queue was full.
     pub dropped: u64,
+    /// Transactions that wrote several records together.
+    pub batches: u64,
 }
 
 /// One write, as the store takes it. Tool calls and appointments get their
@@ -103,6 +112,7 @@ impl Recorder {
             retried: self.stats.retried.load(Ordering::Relaxed),
             failed: self.stats.failed.load(Ordering::Relaxed),
             dropped: self.stats.dropped.load(Ordering::Relaxed),
+            batches: self.stats.batches.load(Ordering::Relaxed),
         }
     }
 
@@ -138,6 +148,28 @@ impl Recorder {
 }
 
 impl Op {
+    /// The store write this record is (none for a flush).
+    fn write(&self) -> Option<Write<'_>> {
+        Some(match self {
+            Op::CallStarted(call) => Write::CallStarted(call),
+            Op::Turn(sid, turn) => Write::Turn(sid, turn),
+            Op::Interrupted {
+                call_sid,
+                seq,
+                heard,
+            } => Write::Interrupted {
+                call_sid,
+                seq: *seq,
+                heard,
+            },
+            Op::ToolCall(sid, tool_call) => Write::ToolCall(sid, tool_call),
+            Op::Appointment(a) => Write::Appointment(a),
+            Op::CallEnded(sid, end) => Write::CallEnded(sid, end),
+            Op::RecordingPath(sid, path) => Write::RecordingPath(sid, path),
+            Op::Flush(_) => return None,
+        })
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Op::CallStarted(_) => "call start",
@@ -260,7 +292,21 @@ struct LiveCall {
 /// only bounds memory should ends go missing).
 const MAX_LIVE_CALLS: usize = 100_000;
 
-/// The writer task: applies queued records in order until the queue closes.
+/// Records the writer takes together at most (one transaction).
+pub const MAX_BATCH: usize = 128;
+
+/// A queued record on its way to the store.
+struct Queued {
+    op: Op,
+    /// Its call's start or end has been noted in the live calls.
+    noted: bool,
+    /// It has its per-call number (or needs none).
+    numbered: bool,
+}
+
+/// The writer task: applies queued records in order until the queue closes. It
+/// waits for one record, then takes what else is already queued (up to
+/// [`MAX_BATCH`], up to the first flush), never waiting for more.
 async fn write_all(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<Op>,
@@ -268,71 +314,181 @@ async fn write_all(
     backoff: Duration,
 ) {
     let mut live: HashMap<String, LiveCall> = HashMap::new();
-    while let Some(op) = rx.recv().await {
-        let mut op = match op {
-            Op::Flush(ack) => {
-                let _ = ack.send(());
-                continue;
+    let mut burst: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        let mut flush = None;
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            if let Op::Flush(ack) = op {
+                flush = Some(ack);
+                break;
             }
-            op => op,
-        };
-        let call_sid = op_call_sid(&op).to_string();
-        remember(&op, &mut live);
-        let mut numbered = !matches!(op, Op::ToolCall(..) | Op::Appointment(_));
-        let mut delay = backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = async {
-                if !numbered {
-                    number(&*store, &mut op, &mut live).await?;
-                    numbered = true;
-                }
-                apply(&*store, &op).await
-            }
-            .await;
-            match result {
-                Ok(()) => {
-                    stats.written.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                Err(e) if attempt <= RETRIES => {
-                    stats.retried.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(call_sid, record = op.kind(), attempt, error = %e, retry_in = ?delay, "store write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(call_sid, record = op.kind(), attempts = attempt, error = %e, "store write failed; giving up on this record");
-                    break;
-                }
+            let numbered = !matches!(op, Op::ToolCall(..) | Op::Appointment(_));
+            burst.push(Queued {
+                op,
+                noted: false,
+                numbered,
+            });
+            if burst.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        if let Op::CallEnded(..) = op {
-            live.remove(&call_sid);
+        // Between bursts only: a call's state must not vanish in the middle of one.
+        if live.len() >= MAX_LIVE_CALLS {
+            live.clear();
         }
-        stats.pending.fetch_sub(1, Ordering::Relaxed);
+        write_burst(&*store, &mut burst, &mut live, &stats, backoff).await;
+        if let Some(ack) = flush {
+            let _ = ack.send(());
+        }
     }
     tracing::debug!("store writer stopped");
 }
 
-fn live_call<'a>(live: &'a mut HashMap<String, LiveCall>, call_sid: &str) -> &'a mut LiveCall {
-    if !live.contains_key(call_sid) && live.len() >= MAX_LIVE_CALLS {
-        live.clear();
+/// Writes a burst of records: several in one transaction; one alone, or all of
+/// them one by one when their transaction fails (so one bad record cannot lose the
+/// others). The numbers given before a failed transaction stay with their records,
+/// so the one-by-one writes store the same numbers; the store only counts a call's
+/// row as written once its transaction commits.
+async fn write_burst(
+    store: &dyn Store,
+    burst: &mut Vec<Queued>,
+    live: &mut HashMap<String, LiveCall>,
+    stats: &RecorderStats,
+    backoff: Duration,
+) {
+    if burst.len() > 1 {
+        match write_together(store, burst, live).await {
+            Ok(()) => {
+                let n = burst.len() as u64;
+                stats.written.fetch_add(n, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.pending.fetch_sub(n, Ordering::Relaxed);
+                forget_ended(burst, live);
+                burst.clear();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(records = burst.len(), error = %e, "store batch failed; writing its records one by one");
+            }
+        }
     }
+    for queued in burst.iter_mut() {
+        write_one(store, queued, live, stats, backoff).await;
+    }
+    forget_ended(burst, live);
+    burst.clear();
+}
+
+/// Numbers the burst's records in order, then writes them in one transaction.
+async fn write_together(
+    store: &dyn Store,
+    burst: &mut [Queued],
+    live: &mut HashMap<String, LiveCall>,
+) -> Result<(), StoreError> {
+    for queued in burst.iter_mut() {
+        prepare(store, queued, live).await?;
+    }
+    let writes: Vec<Write<'_>> = burst.iter().filter_map(|q| q.op.write()).collect();
+    store.write_batch(&writes).await
+}
+
+/// Writes one record on its own, retrying with backoff, and counts the outcome.
+async fn write_one(
+    store: &dyn Store,
+    queued: &mut Queued,
+    live: &mut HashMap<String, LiveCall>,
+    stats: &RecorderStats,
+    backoff: Duration,
+) {
+    let call_sid = op_call_sid(&queued.op).to_string();
+    let mut delay = backoff;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = async {
+            prepare(store, queued, live).await?;
+            apply(store, &queued.op).await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                stats.written.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Err(e) if attempt <= RETRIES => {
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(call_sid, record = queued.op.kind(), attempt, error = %e, retry_in = ?delay, "store write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(call_sid, record = queued.op.kind(), attempts = attempt, error = %e, "store write failed; giving up on this record");
+                break;
+            }
+        }
+    }
+    stats.pending.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Notes a call's start or end and numbers the record, each once.
+async fn prepare(
+    store: &dyn Store,
+    queued: &mut Queued,
+    live: &mut HashMap<String, LiveCall>,
+) -> Result<(), StoreError> {
+    if !queued.noted {
+        note(&queued.op, live);
+        queued.noted = true;
+    }
+    if !queued.numbered {
+        number(store, &mut queued.op, live).await?;
+        queued.numbered = true;
+    }
+    Ok(())
+}
+
+/// Forgets the calls whose last record in the burst is their end.
+fn forget_ended(burst: &[Queued], live: &mut HashMap<String, LiveCall>) {
+    let mut ended: HashMap<&str, bool> = HashMap::new();
+    for queued in burst {
+        ended.insert(
+            op_call_sid(&queued.op),
+            matches!(queued.op, Op::CallEnded(..)),
+        );
+    }
+    for (call_sid, ended) in ended {
+        if ended {
+            live.remove(call_sid);
+        }
+    }
+}
+
+fn live_call<'a>(live: &'a mut HashMap<String, LiveCall>, call_sid: &str) -> &'a mut LiveCall {
     live.entry(call_sid.to_string()).or_default()
 }
 
-/// Notes the other party's number when a call starts.
-fn remember(op: &Op, live: &mut HashMap<String, LiveCall>) {
-    if let Op::CallStarted(call) = op {
-        let outbound = call
-            .direction
-            .as_deref()
-            .is_some_and(|d| d.starts_with("outbound"));
-        let party = if outbound { &call.to } else { &call.from };
-        live_call(live, &call.call_sid).party = party.clone();
+/// Notes the other party's number when a call starts, and forgets it when the call
+/// ends. The call's numbering stays until the end of the burst (a call that
+/// reconnects in the same burst goes on from there: the store cannot tell yet, as
+/// the burst is not committed).
+fn note(op: &Op, live: &mut HashMap<String, LiveCall>) {
+    match op {
+        Op::CallStarted(call) => {
+            let outbound = call
+                .direction
+                .as_deref()
+                .is_some_and(|d| d.starts_with("outbound"));
+            let party = if outbound { &call.to } else { &call.from };
+            live_call(live, &call.call_sid).party = party.clone();
+        }
+        Op::CallEnded(call_sid, _) => {
+            if let Some(state) = live.get_mut(call_sid.as_str()) {
+                state.party = None;
+            }
+        }
+        _ => {}
     }
 }
 

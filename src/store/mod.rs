@@ -270,6 +270,59 @@ impl KnownCalls {
             known.remove(call_sid);
         }
     }
+
+    /// Applies what committed writes did (see [`KnownChanges`]).
+    pub fn commit(&self, changes: KnownChanges) {
+        for (call_sid, exists) in changes.0 {
+            if exists {
+                self.insert(&call_sid);
+            } else {
+                self.remove(&call_sid);
+            }
+        }
+    }
+}
+
+/// What writes not yet committed did to [`KnownCalls`] (a call's row written, or a
+/// call ended): applied with [`KnownCalls::commit`] once they are, dropped if they
+/// roll back, so the store never skips the existence check for a row that is not
+/// there.
+#[derive(Debug, Default)]
+pub struct KnownChanges(std::collections::HashMap<String, bool>);
+
+impl KnownChanges {
+    /// Whether `call_sid`'s row exists, counting these changes.
+    pub fn contains(&self, known: &KnownCalls, call_sid: &str) -> bool {
+        match self.0.get(call_sid) {
+            Some(exists) => *exists,
+            None => known.contains(call_sid),
+        }
+    }
+
+    pub fn insert(&mut self, call_sid: &str) {
+        self.0.insert(call_sid.to_string(), true);
+    }
+
+    pub fn remove(&mut self, call_sid: &str) {
+        self.0.insert(call_sid.to_string(), false);
+    }
+}
+
+/// One call record write, as [`Store::write_batch`] takes it: the same writes as
+/// the [`Store`] methods of the same names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Write<'a> {
+    CallStarted(&'a NewCall),
+    Turn(&'a str, &'a Turn),
+    Interrupted {
+        call_sid: &'a str,
+        seq: i64,
+        heard: &'a str,
+    },
+    ToolCall(&'a str, &'a ToolCall),
+    Appointment(&'a Appointment),
+    CallEnded(&'a str, &'a CallEnd),
+    RecordingPath(&'a str, &'a str),
 }
 
 /// Durable storage for call records. Writes are idempotent (a retried write after
@@ -324,6 +377,10 @@ pub trait Store: Send + Sync {
         call_sid: &'a str,
         path: &'a str,
     ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Applies `writes` in order in one transaction: all of them, or (on an error)
+    /// none. One commit for a burst of records instead of one per record.
+    fn write_batch<'a>(&'a self, writes: &'a [Write<'a>]) -> BoxFuture<'a, StoreResult<()>>;
 
     /// The next free sequence numbers of the call's tool calls and appointments
     /// (0 and 0 for a call with none), so a resumed call continues the numbering.

@@ -4,7 +4,10 @@
 //! comparisons work on both, and every number is a 64-bit integer.
 //!
 //! Every write is idempotent (upserts keyed by call SID and sequence number), so the
-//! recorder may retry one whose outcome it does not know.
+//! recorder may retry one whose outcome it does not know. The call record writes run
+//! through one function on a connection, either a pooled one (each on its own, the
+//! [`super::Store`] method of that name) or a transaction's
+//! ([`super::Store::write_batch`]).
 
 /// Statuses after which a call is over (Twilio's, plus `handoff` from the agent).
 macro_rules! terminal_statuses {
@@ -215,16 +218,151 @@ macro_rules! impl_store {
                 })
             }
 
-            async fn ensure_call(&self, call_sid: &str, at: i64) -> Result<(), sqlx::Error> {
-                if self.known.contains(call_sid) {
+            /// Runs one write on `conn` (a pooled connection or a transaction's);
+            /// the calls whose rows it writes or ends go to `changes`, for the
+            /// caller to apply once the write is committed.
+            async fn write_on(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                write: $crate::store::Write<'_>,
+                changes: &mut $crate::store::KnownChanges,
+            ) -> Result<(), sqlx::Error> {
+                use $crate::store::Write;
+                match write {
+                    Write::CallStarted(call) => {
+                        sqlx::query($crate::store::sql::CALL_STARTED)
+                            .bind(&call.call_sid)
+                            .bind(&call.session_id)
+                            .bind(&call.from)
+                            .bind(&call.to)
+                            .bind(&call.direction)
+                            .bind(&call.mode)
+                            .bind(&call.parameters)
+                            .bind(call.started_at)
+                            .execute(&mut *conn)
+                            .await?;
+                        changes.insert(&call.call_sid);
+                    }
+                    Write::Turn(call_sid, turn) => {
+                        self.ensure_call(&mut *conn, call_sid, turn.started_at, changes)
+                            .await?;
+                        sqlx::query($crate::store::sql::ADD_TURN)
+                            .bind(call_sid)
+                            .bind(turn.seq)
+                            .bind(&turn.role)
+                            .bind(&turn.text)
+                            .bind(turn.started_at)
+                            .bind(turn.ended_at)
+                            .bind(turn.time_to_first_token_ms)
+                            .execute(&mut *conn)
+                            .await?;
+                        if turn.interrupted {
+                            sqlx::query($crate::store::sql::MARK_INTERRUPTED)
+                                .bind(call_sid)
+                                .bind(turn.seq)
+                                .bind(turn.heard.as_deref().unwrap_or(""))
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                    }
+                    Write::Interrupted {
+                        call_sid,
+                        seq,
+                        heard,
+                    } => {
+                        sqlx::query($crate::store::sql::MARK_INTERRUPTED)
+                            .bind(call_sid)
+                            .bind(seq)
+                            .bind(heard)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Write::ToolCall(call_sid, tool_call) => {
+                        self.ensure_call(&mut *conn, call_sid, tool_call.started_at, changes)
+                            .await?;
+                        sqlx::query($crate::store::sql::ADD_TOOL_CALL)
+                            .bind(call_sid)
+                            .bind(tool_call.seq)
+                            .bind(&tool_call.name)
+                            .bind(&tool_call.arguments)
+                            .bind(&tool_call.result)
+                            .bind(tool_call.ok)
+                            .bind(tool_call.started_at)
+                            .bind(tool_call.duration_ms)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Write::Appointment(a) => {
+                        self.ensure_call(&mut *conn, &a.call_sid, a.created_at, changes)
+                            .await?;
+                        sqlx::query($crate::store::sql::ADD_APPOINTMENT)
+                            .bind(&a.call_sid)
+                            .bind(a.seq)
+                            .bind(&a.caller_number)
+                            .bind(&a.name)
+                            .bind(&a.email)
+                            .bind(&a.preferred_day)
+                            .bind(&a.preferred_time)
+                            .bind(&a.phone)
+                            .bind(&a.notes)
+                            .bind(a.created_at)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Write::CallEnded(call_sid, end) => {
+                        sqlx::query($crate::store::sql::CALL_ENDED)
+                            .bind(call_sid)
+                            .bind(&end.status)
+                            .bind(end.ended_at)
+                            .bind(&end.handoff_data)
+                            .bind(end.turns)
+                            .bind(end.interrupts)
+                            .bind(end.errors)
+                            .execute(&mut *conn)
+                            .await?;
+                        changes.remove(call_sid);
+                    }
+                    Write::RecordingPath(call_sid, path) => {
+                        sqlx::query($crate::store::sql::SET_RECORDING_PATH)
+                            .bind(call_sid)
+                            .bind(path)
+                            .bind($crate::store::now_millis())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+
+            /// Makes sure the call's row exists, unless it is known to.
+            async fn ensure_call(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                call_sid: &str,
+                at: i64,
+                changes: &mut $crate::store::KnownChanges,
+            ) -> Result<(), sqlx::Error> {
+                if changes.contains(&self.known, call_sid) {
                     return Ok(());
                 }
                 sqlx::query($crate::store::sql::ENSURE_CALL)
                     .bind(call_sid)
                     .bind(at)
-                    .execute(&self.pool)
+                    .execute(&mut *conn)
                     .await?;
-                self.known.insert(call_sid);
+                changes.insert(call_sid);
+                Ok(())
+            }
+
+            /// One write on its own (committed by itself).
+            async fn write_one(
+                &self,
+                write: $crate::store::Write<'_>,
+            ) -> $crate::store::StoreResult<()> {
+                let mut conn = self.pool.acquire().await?;
+                let mut changes = $crate::store::KnownChanges::default();
+                self.write_on(&mut conn, write, &mut changes).await?;
+                self.known.commit(changes);
                 Ok(())
             }
         }
@@ -249,21 +387,7 @@ macro_rules! impl_store {
                 &'a self,
                 call: &'a $crate::store::NewCall,
             ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(async move {
-                    sqlx::query($crate::store::sql::CALL_STARTED)
-                        .bind(&call.call_sid)
-                        .bind(&call.session_id)
-                        .bind(&call.from)
-                        .bind(&call.to)
-                        .bind(&call.direction)
-                        .bind(&call.mode)
-                        .bind(&call.parameters)
-                        .bind(call.started_at)
-                        .execute(&self.pool)
-                        .await?;
-                    self.known.insert(&call.call_sid);
-                    Ok(())
-                })
+                Box::pin(self.write_one($crate::store::Write::CallStarted(call)))
             }
 
             fn add_turn<'a>(
@@ -271,29 +395,7 @@ macro_rules! impl_store {
                 call_sid: &'a str,
                 turn: &'a $crate::store::Turn,
             ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(async move {
-                    self.ensure_call(call_sid, turn.started_at).await?;
-                    sqlx::query($crate::store::sql::ADD_TURN)
-                        .bind(call_sid)
-                        .bind(turn.seq)
-                        .bind(&turn.role)
-                        .bind(&turn.text)
-                        .bind(turn.started_at)
-                        .bind(turn.ended_at)
-                        .bind(turn.time_to_first_token_ms)
-                        .execute(&self.pool)
-                        .await?;
-                    if turn.interrupted {
-                        $crate::store::Store::mark_interrupted(
-                            self,
-                            call_sid,
-                            turn.seq,
-                            turn.heard.as_deref().unwrap_or(""),
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
+                Box::pin(self.write_one($crate::store::Write::Turn(call_sid, turn)))
             }
 
             fn mark_interrupted<'a>(
@@ -302,15 +404,11 @@ macro_rules! impl_store {
                 seq: i64,
                 heard: &'a str,
             ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(async move {
-                    sqlx::query($crate::store::sql::MARK_INTERRUPTED)
-                        .bind(call_sid)
-                        .bind(seq)
-                        .bind(heard)
-                        .execute(&self.pool)
-                        .await?;
-                    Ok(())
-                })
+                Box::pin(self.write_one($crate::store::Write::Interrupted {
+                    call_sid,
+                    seq,
+                    heard,
+                }))
             }
 
             fn add_tool_call<'a>(
@@ -318,44 +416,14 @@ macro_rules! impl_store {
                 call_sid: &'a str,
                 tool_call: &'a $crate::store::ToolCall,
             ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(async move {
-                    self.ensure_call(call_sid, tool_call.started_at).await?;
-                    sqlx::query($crate::store::sql::ADD_TOOL_CALL)
-                        .bind(call_sid)
-                        .bind(tool_call.seq)
-                        .bind(&tool_call.name)
-                        .bind(&tool_call.arguments)
-                        .bind(&tool_call.result)
-                        .bind(tool_call.ok)
-                        .bind(tool_call.started_at)
-                        .bind(tool_call.duration_ms)
-                        .execute(&self.pool)
-                        .await?;
-                    Ok(())
-                })
+                Box::pin(self.write_one($crate::store::Write::ToolCall(call_sid, tool_call)))
             }
 
             fn add_appointment<'a>(
                 &'a self,
                 a: &'a $crate::store::Appointment,
             ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(async move {
-                    self.ensure_call(&a.call_sid, a.created_at).await?;
-                    sqlx::query($crate::store::sql::ADD_APPOINTMENT)
-                        .bind(&a.call_sid)
-                        .bind(a.seq)
-                        .bind(&a.caller_number)
-                        .bind(&a.name)
-                        .bind(&a.email)
-                        .bind(&a.preferred_day)
-                        .bind(&a.preferred_time)
-                        .bind(&a.phone)
-                        .bind(&a.notes)
-                        .bind(a.created_at)
-                        .execute(&self.pool)
-                        .await?;
-                    Ok(())
-                })
+                Box::pin(self.write_one($crate::store::Write::Appointment(a)))
             }
 
             fn call_ended<'a>(
@@ -363,22 +431,8 @@ macro_rules! impl_store {
                 call_sid: &'a str,
                 end: &'a $crate::store::CallEnd,
             ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(async move {
-                    sqlx::query($crate::store::sql::CALL_ENDED)
-                        .bind(call_sid)
-                        .bind(&end.status)
-                        .bind(end.ended_at)
-                        .bind(&end.handoff_data)
-                        .bind(end.turns)
-                        .bind(end.interrupts)
-                        .bind(end.errors)
-                        .execute(&self.pool)
-                        .await?;
-                    self.known.remove(call_sid);
-                    Ok(())
-                })
+                Box::pin(self.write_one($crate::store::Write::CallEnded(call_sid, end)))
             }
-
             fn upsert_status<'a>(
                 &'a self,
                 u: &'a $crate::store::StatusUpdate,
@@ -422,17 +476,25 @@ macro_rules! impl_store {
                 call_sid: &'a str,
                 path: &'a str,
             ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(self.write_one($crate::store::Write::RecordingPath(call_sid, path)))
+            }
+
+            fn write_batch<'a>(
+                &'a self,
+                writes: &'a [$crate::store::Write<'a>],
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
                 Box::pin(async move {
-                    sqlx::query($crate::store::sql::SET_RECORDING_PATH)
-                        .bind(call_sid)
-                        .bind(path)
-                        .bind($crate::store::now_millis())
-                        .execute(&self.pool)
-                        .await?;
+                    let mut tx = self.pool.begin().await?;
+                    let mut changes = $crate::store::KnownChanges::default();
+                    for write in writes {
+                        self.write_on(&mut tx, *write, &mut changes).await?;
+                    }
+                    tx.commit().await?;
+                    // Only now: a rolled-back batch leaves no call believed written.
+                    self.known.commit(changes);
                     Ok(())
                 })
             }
-
             fn next_seqs<'a>(
                 &'a self,
                 call_sid: &'a str,

@@ -17,6 +17,7 @@ mod http;
 mod media;
 mod metrics;
 mod outbound;
+mod recorder;
 mod relay;
 mod shutdown;
 mod sim;
