@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use calls::{LatencyPlan, Samples};
 use fake_llm::{FakeLlm, Mode};
-use server::{ServerProcess, Usage};
+use server::{ServerProcess, StoreWrites, Usage};
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,6 +191,9 @@ pub struct BenchReport {
     pub clean_exit: bool,
     /// Connections the server opened to the fake LLM over the whole run.
     pub llm_connections: u64,
+    /// The store writer's counters once saturation ends (records are dropped,
+    /// not waited for, when its queue is full).
+    pub store_writes: Option<StoreWrites>,
 }
 
 /// Runs every configured call count and prints a Markdown report to stdout.
@@ -253,6 +256,7 @@ async fn run_one(
     let saturated = calls::saturate(&url, n, options.saturate).await;
     let cpu = server.usage().cpu.saturating_sub(cpu_before);
     let end = server.usage();
+    let store_writes = server.store_writes().await;
     let llm_connections = llm.connections();
     // SIGTERM: the server must drain (no calls are left) and exit 0.
     let clean_exit = server.stop().await.is_some_and(|s| s.success());
@@ -285,6 +289,7 @@ async fn run_one(
         errors: warm.errors + samples.errors + saturated.errors,
         clean_exit,
         llm_connections,
+        store_writes,
     })
 }
 
@@ -357,6 +362,13 @@ impl BenchReport {
             (
                 "connections opened to the LLM (whole run)".to_string(),
                 self.llm_connections.to_string(),
+            ),
+            (
+                "call records stored / dropped (queue full) / still queued, whole run".to_string(),
+                match self.store_writes {
+                    Some(w) => format!("{} / {} / {}", w.written, w.dropped, w.pending),
+                    None => "unknown (no /status)".to_string(),
+                },
             ),
             ("errors".to_string(), self.errors.to_string()),
             (

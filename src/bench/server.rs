@@ -135,6 +135,21 @@ impl ServerProcess {
             .ok()
     }
 
+    /// The store writer's counters from `GET /status` (`store.writes`: written,
+    /// dropped, pending …), `None` when the server does not answer.
+    pub async fn store_writes(&self) -> Option<StoreWrites> {
+        let status: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/status", self.port))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        serde_json::from_value(status["store"]["writes"].clone()).ok()
+    }
+
     /// SIGTERM, then waits for the drain; kills the process if it hangs.
     pub async fn stop(mut self) -> Option<std::process::ExitStatus> {
         let _ = std::process::Command::new("kill")
@@ -148,6 +163,16 @@ impl ServerProcess {
             }
         }
     }
+}
+
+/// The call records the server's store writer handled, as `/status` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct StoreWrites {
+    pub written: u64,
+    /// Dropped because the writer's queue was full.
+    pub dropped: u64,
+    /// Still queued.
+    pub pending: u64,
 }
 
 /// Reads `/proc/<pid>/status` (VmRSS, VmHWM) and `/proc/<pid>/stat` (CPU time).

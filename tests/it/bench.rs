@@ -33,6 +33,10 @@ async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
     assert_eq!(r.interrupt_to_silence.count, 3);
     assert!(r.turns_per_sec > 0.0);
     assert!(r.baseline.rss > 0 && r.live.rss > 0 && r.peak_rss >= r.live.rss);
+    // The server's store kept every call record at this load (starts, turns, ends).
+    let writes = r.store_writes.expect("the server reports its store writes");
+    assert!(writes.written >= 3 * 3, "{writes:?}");
+    assert_eq!(writes.dropped, 0, "{writes:?}");
     let table = r.markdown();
     assert!(
         table.contains("| turns per second at saturation |"),
