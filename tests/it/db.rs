@@ -142,3 +142,29 @@ fn database_names_are_replaced() {
     );
     assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
 }
+
+/// Defines two tests running `check(&TestDb)`: on SQLite, and on PostgreSQL when
+/// `TEST_DATABASE_URL` is set (skipped with a notice otherwise).
+macro_rules! on_both {
+    ($sqlite:ident, $postgres:ident, $check:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            crate::common::init_logs();
+            let db = crate::db::TestDb::sqlite();
+            $check(&db).await;
+            db.cleanup().await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            crate::common::init_logs();
+            let Some(db) = crate::db::TestDb::postgres(stringify!($postgres)).await else {
+                return;
+            };
+            $check(&db).await;
+            db.cleanup().await;
+        }
+    };
+}
+
+pub(crate) use on_both;

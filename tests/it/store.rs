@@ -8,28 +8,7 @@ use voxrelay::store::{
 
 use crate::db::TestDb;
 
-/// Runs `check` on SQLite, then on PostgreSQL when configured.
-macro_rules! on_both {
-    ($sqlite:ident, $postgres:ident, $check:ident) => {
-        #[tokio::test]
-        async fn $sqlite() {
-            crate::common::init_logs();
-            let db = TestDb::sqlite();
-            $check(&db).await;
-            db.cleanup().await;
-        }
-
-        #[tokio::test]
-        async fn $postgres() {
-            crate::common::init_logs();
-            let Some(db) = TestDb::postgres(stringify!($postgres)).await else {
-                return;
-            };
-            $check(&db).await;
-            db.cleanup().await;
-        }
-    };
-}
+use crate::db::on_both;
 
 fn new_call(sid: &str, started_at: i64) -> NewCall {
     NewCall {
