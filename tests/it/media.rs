@@ -620,6 +620,16 @@ async fn realtime_tool_calls_run_through_the_registry_and_end_the_call() {
     assert!(again.contains("<Hangup/>"), "{again}");
 }
 
+/// The fake Realtime model calls `switch_language` with `language`.
+async fn model_switches_language(conn: &mut FakeConn, call_id: &str, language: &str) {
+    let arguments = json!({ "language": language }).to_string();
+    conn.send_json(
+        json!({"type": "response.function_call_arguments.done", "call_id": call_id,
+        "name": "switch_language", "arguments": arguments}),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn realtime_switch_language_updates_instructions_and_transcription_not_the_voice() {
     let mut fake = FakeWsServer::start().await;
@@ -661,11 +671,7 @@ async fn realtime_switch_language_updates_instructions_and_transcription_not_the
     // The model switches to English.
     conn.send_json(json!({"type": "response.created", "response": {"id": "r1"}}))
         .await;
-    conn.send_json(
-        json!({"type": "response.function_call_arguments.done", "call_id": "call_1",
-        "name": "switch_language", "arguments": "{\"language\":\"en-US\"}"}),
-    )
-    .await;
+    model_switches_language(&mut conn, "call_1", "en-US").await;
     conn.send_json(json!({"type": "response.done", "response": {"id": "r1", "status": "completed", "output": []}}))
         .await;
     // One partial session.update: the instructions plus a line, English
@@ -697,21 +703,13 @@ async fn realtime_switch_language_updates_instructions_and_transcription_not_the
 
     // Switching to the language in use sends no session.update (recv_type would
     // fail on it): only the result and response.create.
-    conn.send_json(
-        json!({"type": "response.function_call_arguments.done", "call_id": "call_2",
-        "name": "switch_language", "arguments": "{\"language\":\"en-us\"}"}),
-    )
-    .await;
+    model_switches_language(&mut conn, "call_2", "en-us").await;
     let item = recv_type(&mut conn, "conversation.item.create").await;
     assert_eq!(item["item"]["call_id"], "call_2");
     recv_type(&mut conn, "response.create").await;
 
     // Back to Portuguese: the base instructions with the new line, pt transcription.
-    conn.send_json(
-        json!({"type": "response.function_call_arguments.done", "call_id": "call_3",
-        "name": "switch_language", "arguments": "{\"language\":\"pt-BR\"}"}),
-    )
-    .await;
+    model_switches_language(&mut conn, "call_3", "pt-BR").await;
     let update = recv_type(&mut conn, "session.update").await;
     assert_eq!(
         update["session"]["instructions"],
@@ -728,11 +726,7 @@ async fn realtime_switch_language_updates_instructions_and_transcription_not_the
     recv_type(&mut conn, "response.create").await;
 
     // An unconfigured language is an error for the model and changes nothing.
-    conn.send_json(
-        json!({"type": "response.function_call_arguments.done", "call_id": "call_4",
-        "name": "switch_language", "arguments": "{\"language\":\"fr-FR\"}"}),
-    )
-    .await;
+    model_switches_language(&mut conn, "call_4", "fr-FR").await;
     let item = recv_type(&mut conn, "conversation.item.create").await;
     assert_eq!(item["item"]["call_id"], "call_4");
     assert!(item["item"]["output"].as_str().unwrap().contains("error"));
