@@ -359,12 +359,7 @@ async fn realtime_session_comes_from_the_agent_and_audio_passes_unchanged() {
     assert_eq!(session["audio"]["input"]["format"]["type"], "audio/pcmu");
     assert_eq!(session["audio"]["output"]["format"]["type"], "audio/pcmu");
     assert_eq!(session["audio"]["input"]["transcription"]["language"], "pt");
-    let tools: Vec<&str> = session["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let tools = tool_names(session);
     assert_eq!(
         tools,
         ["end_call", "transfer_to_human", "schedule_appointment"]
@@ -620,6 +615,16 @@ async fn realtime_tool_calls_run_through_the_registry_and_end_the_call() {
     assert!(again.contains("<Hangup/>"), "{again}");
 }
 
+/// The names of the tools a `session.update`'s session offers.
+fn tool_names(session: &Value) -> Vec<&str> {
+    session["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|t| t["name"].as_str().expect("tool name"))
+        .collect()
+}
+
 /// The fake Realtime model calls `switch_language` with `language`.
 async fn model_switches_language(conn: &mut FakeConn, call_id: &str, language: &str) {
     let arguments = json!({ "language": language }).to_string();
@@ -648,12 +653,7 @@ async fn realtime_switch_language_updates_instructions_and_transcription_not_the
 
     // switch_language is offered (with the configured codes), send_dtmf is not.
     let session = &first["update"]["session"];
-    let tools: Vec<&str> = session["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let tools = tool_names(session);
     assert_eq!(
         tools,
         ["end_call", "schedule_appointment", "switch_language"]
