@@ -533,20 +533,11 @@ fn op_call_sid(op: &Op) -> &str {
     }
 }
 
+/// Writes one record on its own (a flush writes nothing).
 async fn apply(store: &dyn Store, op: &Op) -> Result<(), StoreError> {
-    match op {
-        Op::CallStarted(call) => store.call_started(call).await,
-        Op::Turn(sid, turn) => store.add_turn(sid, turn).await,
-        Op::Interrupted {
-            call_sid,
-            seq,
-            heard,
-        } => store.mark_interrupted(call_sid, *seq, heard).await,
-        Op::ToolCall(sid, tool_call) => store.add_tool_call(sid, tool_call).await,
-        Op::Appointment(a) => store.add_appointment(a).await,
-        Op::CallEnded(sid, end) => store.call_ended(sid, end).await,
-        Op::RecordingPath(sid, path) => store.set_recording_path(sid, path).await,
-        Op::Flush(_) => Ok(()),
+    match op.write() {
+        Some(write) => store.write(write).await,
+        None => Ok(()),
     }
 }
 

@@ -378,6 +378,9 @@ pub trait Store: Send + Sync {
         path: &'a str,
     ) -> BoxFuture<'a, StoreResult<()>>;
 
+    /// Applies one write on its own (what the method of the same name does).
+    fn write<'a>(&'a self, write: Write<'a>) -> BoxFuture<'a, StoreResult<()>>;
+
     /// Applies `writes` in order in one transaction: all of them, or (on an error)
     /// none. One commit for a burst of records instead of one per record.
     fn write_batch<'a>(&'a self, writes: &'a [Write<'a>]) -> BoxFuture<'a, StoreResult<()>>;

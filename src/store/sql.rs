@@ -479,6 +479,13 @@ macro_rules! impl_store {
                 Box::pin(self.write_one($crate::store::Write::RecordingPath(call_sid, path)))
             }
 
+            fn write<'a>(
+                &'a self,
+                write: $crate::store::Write<'a>,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(self.write_one(write))
+            }
+
             fn write_batch<'a>(
                 &'a self,
                 writes: &'a [$crate::store::Write<'a>],
