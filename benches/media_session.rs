@@ -456,6 +456,7 @@ fn main() {
             observer: Arc::new(NoObserver),
             endings: Arc::default(),
             twilio: None,
+            admission: None,
         };
         let rss_before = rss_kib();
         let cpu_before = cpu_time();

@@ -11,6 +11,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod security;
+pub use security::{LimitsConfig, SecurityConfig};
+
 /// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -319,6 +322,8 @@ pub struct Config {
     pub tools: ToolsConfig,
     pub handoff: HandoffConfig,
     pub media: MediaConfig,
+    pub security: SecurityConfig,
+    pub limits: LimitsConfig,
 }
 
 /// Which speech pipeline a Media Streams call uses.
@@ -601,6 +606,15 @@ impl Config {
                 "TASKROUTER_WORKFLOW_SID must be a workflow SID (WW…), got {sid:?}"
             ));
         }
+        let max_calls = env.parse("MAX_CALLS", 2000usize);
+        let security = security::security_config(&mut env);
+        let limits = security::limits_config(&mut env, max_calls);
+        if twilio.validate_signatures && public_url.is_none() && security.trusted_proxies.is_none()
+        {
+            env.errors.push(
+                "TWILIO_AUTH_TOKEN is set, so Twilio's signatures are checked, and that needs the public URL Twilio signed: set PUBLIC_URL (https://your-domain), or TRUSTED_PROXIES=<number of proxies in front of the server> when they set X-Forwarded-Host and X-Forwarded-Proto".into(),
+            );
+        }
         let config = Config {
             port,
             host,
@@ -617,7 +631,7 @@ impl Config {
             log_dir: env.get("LOG_DIR").unwrap_or_else(|| "logs".to_string()),
             dtmf_timeout: Duration::from_millis(env.parse("DTMF_TIMEOUT_MS", 1500u64)),
             max_ws_message_bytes: env.parse("MAX_WS_MESSAGE_BYTES", 64 * 1024usize),
-            max_calls: env.parse("MAX_CALLS", 2000usize),
+            max_calls,
             drain_timeout: Duration::from_secs(env.parse("DRAIN_TIMEOUT_SECS", 30u64)),
             api_token,
             api_token_generated,
@@ -630,6 +644,8 @@ impl Config {
             tools,
             handoff,
             media,
+            security,
+            limits,
         };
         if env.errors.is_empty() {
             Ok(config)
@@ -1368,6 +1384,7 @@ mod tests {
         let c = Config::from_vars(vars(&[
             ("TWILIO_ACCOUNT_SID", "AC123"),
             ("TWILIO_AUTH_TOKEN", "tok-secret"),
+            ("PUBLIC_URL", "https://voz.example.com"),
         ]))
         .unwrap();
         assert!(c.twilio.validate_signatures);
@@ -1382,7 +1399,11 @@ mod tests {
         assert!(!c.twilio.validate_signatures);
         assert!(c.twilio.validation_disabled_by_config);
         assert!(c.twilio.security_warning().unwrap().contains("NOT checked"));
-        let c = Config::from_vars(vars(&[("TWILIO_AUTH_TOKEN", "tok")])).unwrap();
+        let c = Config::from_vars(vars(&[
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TRUSTED_PROXIES", "1"),
+        ]))
+        .unwrap();
         assert_eq!(c.twilio.security_warning(), None);
         let c = Config::from_vars(HashMap::new()).unwrap();
         assert!(
@@ -1394,6 +1415,36 @@ mod tests {
     }
 
     #[test]
+    fn signature_checks_need_a_fixed_public_url_or_trusted_proxies() {
+        let err = Config::from_vars(vars(&[("TWILIO_AUTH_TOKEN", "tok")])).unwrap_err();
+        assert!(err.to_string().contains("PUBLIC_URL"), "{err}");
+        for extra in [
+            ("PUBLIC_URL", "https://voz.example.com"),
+            ("RAILWAY_PUBLIC_DOMAIN", "voz.up.railway.app"),
+            ("TRUSTED_PROXIES", "1"),
+            ("TWILIO_VALIDATE_SIGNATURES", "false"),
+        ] {
+            assert!(
+                Config::from_vars(vars(&[("TWILIO_AUTH_TOKEN", "tok"), extra])).is_ok(),
+                "{extra:?}"
+            );
+        }
+        let c = Config::from_vars(vars(&[
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TRUSTED_PROXIES", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(c.security.trusted_proxies, Some(2));
+        assert!(!c.security.allow_static_twiml);
+        assert!(Config::from_vars(vars(&[("TRUSTED_PROXIES", "many")])).is_err());
+        assert!(Config::from_vars(vars(&[("CALL_TOKEN_SECRET", "short")])).is_err());
+        assert_eq!(
+            Config::from_vars(HashMap::new()).unwrap().limits.max_call,
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
     fn twilio_api_key_wins_over_the_auth_token_for_rest() {
         let c = Config::from_vars(vars(&[
             ("TWILIO_ACCOUNT_SID", "AC123"),
@@ -1401,6 +1452,7 @@ mod tests {
             ("TWILIO_API_KEY_SID", "SK9"),
             ("TWILIO_API_KEY_SECRET", "key-secret"),
             ("TWILIO_API_BASE", "http://127.0.0.1:9/"),
+            ("RAILWAY_PUBLIC_DOMAIN", "voz.up.railway.app"),
         ]))
         .unwrap();
         let (user, pass) = c.twilio.rest_credentials().unwrap();

@@ -286,6 +286,13 @@ struct LiveCall {
     /// The next tool call's and appointment's numbers; read from the store the
     /// first time they are needed (a resumed call goes on from where it was).
     next: Option<(i64, i64)>,
+    /// Added to the agent's turn numbers: the call's next free turn number when
+    /// this session started, so a later session of a call (after a restart, say)
+    /// appends to the transcript instead of writing over it.
+    turn_base: i64,
+    /// One past the highest turn number this writer has handed out for the call
+    /// (the store cannot tell yet while a burst is uncommitted).
+    turns_seen: i64,
 }
 
 /// Live calls the writer tracks at most (each is forgotten when its call ends; this
@@ -323,7 +330,14 @@ async fn write_all(
                 flush = Some(ack);
                 break;
             }
-            let numbered = !matches!(op, Op::ToolCall(..) | Op::Appointment(_));
+            let numbered = !matches!(
+                op,
+                Op::ToolCall(..)
+                    | Op::Appointment(_)
+                    | Op::CallStarted(_)
+                    | Op::Turn(..)
+                    | Op::Interrupted { .. }
+            );
             burst.push(Queued {
                 op,
                 noted: false,
@@ -459,7 +473,9 @@ fn forget_ended(burst: &[Queued], live: &mut HashMap<String, LiveCall>) {
         );
     }
     for (call_sid, ended) in ended {
-        if ended {
+        // A call that appended to an earlier session's transcript keeps its base
+        // (bounded by MAX_LIVE_CALLS): a resumed session goes on numbering from it.
+        if ended && live.get(call_sid).is_some_and(|c| c.turn_base == 0) {
             live.remove(call_sid);
         }
     }
@@ -493,7 +509,8 @@ fn note(op: &Op, live: &mut HashMap<String, LiveCall>) {
 }
 
 /// Gives a tool call or appointment its per-call number (and an appointment the
-/// party's number).
+/// party's number); at a call's start reads where its turn numbers begin, and
+/// moves its turns (and their interruptions) there.
 async fn number(
     store: &dyn Store,
     op: &mut Op,
@@ -501,9 +518,33 @@ async fn number(
 ) -> Result<(), StoreError> {
     let sid = op_call_sid(op).to_string();
     let state = live_call(live, &sid);
+    match op {
+        Op::CallStarted(_) => {
+            let stored = store.next_seqs(&sid).await?;
+            state.turn_base = stored.turn.max(state.turns_seen);
+            state.next = Some(match state.next {
+                Some((t, a)) => (t.max(stored.tool_call), a.max(stored.appointment)),
+                None => (stored.tool_call, stored.appointment),
+            });
+            return Ok(());
+        }
+        Op::Turn(_, turn) => {
+            turn.seq += state.turn_base;
+            state.turns_seen = state.turns_seen.max(turn.seq + 1);
+            return Ok(());
+        }
+        Op::Interrupted { seq, .. } => {
+            *seq += state.turn_base;
+            return Ok(());
+        }
+        _ => {}
+    }
     let (tool_calls, appointments) = match state.next {
         Some(next) => next,
-        None => store.next_seqs(&sid).await?,
+        None => {
+            let next = store.next_seqs(&sid).await?;
+            (next.tool_call, next.appointment)
+        }
     };
     match op {
         Op::ToolCall(_, tool_call) => {
@@ -588,6 +629,7 @@ mod tests {
             direction: Some(direction.into()),
             mode: "relay".into(),
             parameters: [("lead".to_string(), "Ana".to_string())].into(),
+            may_resume: false,
         }
     }
 

@@ -24,6 +24,8 @@ use crate::recorder::Recorder;
 use crate::relay::session::SessionDeps;
 use crate::store::{self, Store, StoreError};
 use crate::tools::ToolRegistry;
+use crate::twilio::admission::{CallTokens, MemoryLedger};
+use crate::twilio::call_token::TokenKey;
 use crate::twilio::client::TwilioClient;
 
 /// How long a shutdown waits for queued call records to reach the store.
@@ -71,6 +73,8 @@ pub struct AppState {
     pub started: Instant,
     /// Twilio's REST API, when the account is configured.
     pub twilio: Option<Arc<TwilioClient>>,
+    /// Mints and admits the per-call WebSocket tokens.
+    pub tokens: Arc<CallTokens>,
 }
 
 impl AppState {
@@ -92,8 +96,10 @@ impl AppState {
                 None
             })
             .map(Arc::new);
+        let tokens = Arc::new(call_tokens(&config));
         Self {
             twilio,
+            tokens,
             agent_settings: Arc::new(AgentSettings::from_config(&config)),
             tools: Arc::new(ToolRegistry::from_config(&config)),
             recent_calls: Arc::new(RecentCalls::new(RECENT_CALLS, RECENT_CALLS_TTL)),
@@ -122,6 +128,8 @@ impl AppState {
             observer: self.observer.clone(),
             tools: self.tools.clone(),
             recent: self.recent_calls.clone(),
+            limits: self.config.limits.clone(),
+            admission: None,
         }
     }
 
@@ -137,12 +145,28 @@ impl AppState {
             tools: self.tools.clone(),
             endings: self.media_endings.clone(),
             twilio: self.twilio.clone(),
+            admission: None,
         }
     }
 
     pub fn is_draining(&self) -> bool {
         self.draining.is_cancelled()
     }
+}
+
+/// The token service: keyed by `CALL_TOKEN_SECRET`, else by the Twilio auth token
+/// (so every replica agrees), else by a random key; tokens are required whenever
+/// Twilio's signatures are checked, unless `ALLOW_STATIC_TWIML` is set.
+fn call_tokens(config: &Config) -> CallTokens {
+    let key = match (
+        &config.security.call_token_secret,
+        &config.twilio.auth_token,
+    ) {
+        (Some(secret), _) | (None, Some(secret)) => TokenKey::derive(secret.expose().as_bytes()),
+        (None, None) => TokenKey::random(),
+    };
+    let required = config.twilio.validate_signatures && !config.security.allow_static_twiml;
+    CallTokens::new(key, Arc::new(MemoryLedger::default()), required)
 }
 
 /// The multi-threaded runtime the server runs on (one worker per core), shared
@@ -185,11 +209,16 @@ pub fn raise_open_files_limit(calls: usize) -> std::io::Result<u64> {
 pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {
     let server_stop = CancellationToken::new();
     let routes = crate::http::routes(state.clone());
-    let server = warp::serve(routes)
-        .incoming(listener)
-        .graceful(server_stop.clone().cancelled_owned())
-        .run();
-    let server = tokio::spawn(server);
+    let limits = crate::http::serve::ServeLimits {
+        header_read_timeout: state.config.limits.header_read_timeout,
+        max_connections: state.config.limits.max_connections,
+    };
+    let server = tokio::spawn(crate::http::serve::serve(
+        listener,
+        routes,
+        limits,
+        server_stop.clone(),
+    ));
 
     shutdown.await;
     let live = state.calls.len();

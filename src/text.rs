@@ -1,5 +1,19 @@
 //! Small text helpers shared by the agent core: accent folding for matching what
-//! callers say (Portuguese and Spanish accents) regardless of case and diacritics.
+//! callers say (Portuguese and Spanish accents) regardless of case and diacritics,
+//! and cutting text to a byte bound on a character boundary.
+
+/// `text` cut to at most `max` bytes on a character boundary; whether it was cut.
+pub fn cut_to(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
 
 /// `c` lower-cased with its accent removed (`Á` → `a`, `ç` → `c`); other characters
 /// are only lower-cased.

@@ -22,3 +22,79 @@ pub fn excerpt(text: &str, max: usize) -> &str {
     }
     &text[..end]
 }
+
+/// Longest call field kept (a number, a direction): far beyond any real one.
+pub const MAX_FIELD_BYTES: usize = 128;
+/// `customParameters` kept at most, and their sizes.
+pub const MAX_PARAMETERS: usize = 32;
+pub const MAX_PARAMETER_NAME_BYTES: usize = 64;
+pub const MAX_PARAMETER_VALUE_BYTES: usize = 1024;
+pub const MAX_PARAMETERS_BYTES: usize = 8 * 1024;
+
+use crate::text::cut_to;
+
+/// A call field from Twilio's first message, cut to [`MAX_FIELD_BYTES`].
+pub fn bound_field(mut value: String) -> String {
+    if cut_to(&mut value, MAX_FIELD_BYTES) {
+        tracing::warn!(max = MAX_FIELD_BYTES, "a call field was too long; cut");
+    }
+    value
+}
+
+/// The call's `<Parameter>`s within their bounds: at most [`MAX_PARAMETERS`],
+/// names of at most [`MAX_PARAMETER_NAME_BYTES`] (longer ones dropped), values
+/// cut to [`MAX_PARAMETER_VALUE_BYTES`], [`MAX_PARAMETERS_BYTES`] in all. They
+/// reach the LLM prompt and the store, so an oversized set is trimmed, with a warning.
+pub fn bound_parameters(
+    parameters: std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    let given = parameters.len();
+    let mut sorted: Vec<(String, String)> = parameters.into_iter().collect();
+    sorted.sort();
+    let mut kept = std::collections::HashMap::new();
+    let mut total = 0;
+    let mut cut = 0;
+    for (name, mut value) in sorted {
+        if kept.len() >= MAX_PARAMETERS || name.len() > MAX_PARAMETER_NAME_BYTES {
+            continue;
+        }
+        if cut_to(&mut value, MAX_PARAMETER_VALUE_BYTES) {
+            cut += 1;
+        }
+        if total + name.len() + value.len() > MAX_PARAMETERS_BYTES {
+            continue;
+        }
+        total += name.len() + value.len();
+        kept.insert(name, value);
+    }
+    if kept.len() < given || cut > 0 {
+        tracing::warn!(
+            given,
+            kept = kept.len(),
+            values_cut = cut,
+            "call parameters over their bounds were dropped or cut"
+        );
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::cut_to;
+
+    #[test]
+    fn parameters_are_bounded_in_count_and_bytes() {
+        let many: std::collections::HashMap<String, String> = (0..100)
+            .map(|i| (format!("p{i:03}"), "v".repeat(5000)))
+            .collect();
+        let kept = bound_parameters(many);
+        assert!(kept.len() <= MAX_PARAMETERS);
+        let bytes: usize = kept.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(bytes <= MAX_PARAMETERS_BYTES, "{bytes}");
+        assert!(kept.values().all(|v| v.len() <= MAX_PARAMETER_VALUE_BYTES));
+        let mut text = "ação".repeat(100);
+        assert!(cut_to(&mut text, 4));
+        assert_eq!(text, "aç", "cut on a character boundary");
+    }
+}

@@ -18,6 +18,9 @@ pub struct CallInfo {
     pub mode: String,
     /// `<Parameter>`s from the TwiML (e.g. the lead's name on an outbound call).
     pub parameters: HashMap<String, String>,
+    /// The transport vouches that this session may pick up the call's earlier
+    /// conversation (its handshake came from our own reconnect answer).
+    pub may_resume: bool,
 }
 
 /// Something that happened on the call.
@@ -31,6 +34,8 @@ pub enum AgentInput {
     Digit(char),
     /// The caller talked over the agent; `heard` is what of our reply they heard.
     Interrupt { heard: String },
+    /// The call reached its maximum duration: say goodbye and end it.
+    TimeUp,
     /// The call is gone.
     Hangup,
 }
@@ -55,6 +60,8 @@ pub enum AgentOutput {
 pub const REASON_END_CALL: &str = "end-call";
 /// `reasonCode` of a call handed to a person.
 pub const REASON_LIVE_AGENT: &str = "live-agent-handoff";
+/// `reasonCode` of a call ended because it reached `MAX_CALL_SECS`.
+pub const REASON_MAX_DURATION: &str = "max-duration";
 
 /// Why and how the agent ended the call; travels as ConversationRelay `handoffData`
 /// and comes back to `/twiml/action` as `HandoffData`.

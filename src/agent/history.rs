@@ -6,18 +6,29 @@ use crate::llm::{ChatMessage, Role};
 /// The most messages kept besides the system prompt; older ones are dropped in
 /// whole turns so a tool call never loses its result.
 pub const MAX_MESSAGES: usize = 200;
+/// Conversation bytes kept besides the system prompt, unless set otherwise.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024;
 
-/// The conversation as the LLM sees it. The first message is always the system prompt.
+/// The conversation as the LLM sees it. The first message is always the system
+/// prompt. Bounded in messages and in bytes: the oldest turns go first.
 #[derive(Debug, Clone)]
 pub struct History {
     messages: Vec<ChatMessage>,
+    max_bytes: usize,
 }
 
 impl History {
     pub fn new(system_prompt: impl Into<String>) -> Self {
         Self {
             messages: vec![ChatMessage::system(system_prompt)],
+            max_bytes: DEFAULT_MAX_BYTES,
         }
+    }
+
+    /// Keeps at most `max` bytes of conversation besides the system prompt.
+    pub fn with_max_bytes(mut self, max: usize) -> Self {
+        self.max_bytes = max;
+        self
     }
 
     pub fn messages(&self) -> &[ChatMessage] {
@@ -28,17 +39,39 @@ impl History {
         self.messages[0].content = prompt;
     }
 
+    /// Bytes of the conversation besides the system prompt (texts, tool calls).
+    pub fn conversation_bytes(&self) -> usize {
+        self.messages[1..].iter().map(message_bytes).sum()
+    }
+
+    /// Bytes of the whole history, system prompt included.
+    pub fn total_bytes(&self) -> usize {
+        self.messages.iter().map(message_bytes).sum()
+    }
+
     pub fn push(&mut self, message: ChatMessage) {
         self.messages.push(message);
         if self.messages.len() > MAX_MESSAGES + 1 {
             // Drop from the oldest user message up to the next one.
-            let next_user = self.messages[2..]
-                .iter()
-                .position(|m| m.role == Role::User)
-                .map(|p| p + 2)
-                .unwrap_or(2);
+            let next_user = self.next_user_after_oldest().unwrap_or(2);
             self.messages.drain(1..next_user);
         }
+        while self.conversation_bytes() > self.max_bytes {
+            // Whole turns only; the turn in progress is never cut.
+            let Some(next_user) = self.next_user_after_oldest() else {
+                break;
+            };
+            self.messages.drain(1..next_user);
+        }
+    }
+
+    /// The index of the first user message after the oldest kept one.
+    fn next_user_after_oldest(&self) -> Option<usize> {
+        self.messages
+            .get(2..)?
+            .iter()
+            .position(|m| m.role == Role::User)
+            .map(|p| p + 2)
     }
 
     /// Cuts the reply being spoken down to `heard`, and forgets everything generated
@@ -101,6 +134,15 @@ impl History {
     }
 }
 
+fn message_bytes(m: &ChatMessage) -> usize {
+    m.content.len()
+        + m.tool_calls
+            .iter()
+            .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+            .sum::<usize>()
+        + m.tool_call_id.as_ref().map_or(0, String::len)
+}
+
 /// `text` up to and including the last occurrence of `heard`, matched exactly or,
 /// failing that, ignoring case, accents, punctuation and spacing.
 fn cut_after(text: &str, heard: &str) -> Option<String> {
@@ -161,6 +203,19 @@ mod tests {
             h.push(m.clone());
         }
         h
+    }
+
+    #[test]
+    fn bytes_stay_under_the_cap_across_long_turns_and_the_system_prompt_stays() {
+        let mut h = History::new("sys").with_max_bytes(16 * 1024);
+        for i in 0..500 {
+            h.push(ChatMessage::user(format!("{i} {}", "p".repeat(3000))));
+            h.push(ChatMessage::assistant(format!("{i} {}", "r".repeat(1000))));
+            assert!(h.conversation_bytes() <= 16 * 1024, "turn {i}");
+        }
+        assert_eq!(h.messages()[0].content, "sys");
+        assert_eq!(h.messages()[1].role, Role::User, "whole turns are dropped");
+        assert!(h.messages().last().unwrap().content.starts_with("499 "));
     }
 
     #[test]

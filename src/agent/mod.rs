@@ -31,7 +31,8 @@ use tokio::time::Instant;
 
 pub use event::{
     AgentInput, AgentOutput, AppointmentRecord, CallInfo, CallObserver, CallSummary, Handoff,
-    NoObserver, REASON_END_CALL, REASON_LIVE_AGENT, Speaker, ToolCallRecord, TurnRecord,
+    NoObserver, REASON_END_CALL, REASON_LIVE_AGENT, REASON_MAX_DURATION, Speaker, ToolCallRecord,
+    TurnRecord,
 };
 pub use history::History;
 pub use resume::{RecentCalls, Snapshot};
@@ -69,6 +70,10 @@ pub struct AgentSettings {
     pub handoff_message: String,
     /// The call's main language.
     pub language: String,
+    /// Longest caller utterance (or heard part of a reply) kept; longer ones are cut.
+    pub max_prompt_bytes: usize,
+    /// Conversation bytes sent to the LLM besides the system prompt.
+    pub max_history_bytes: usize,
 }
 
 impl AgentSettings {
@@ -85,6 +90,8 @@ impl AgentSettings {
             goodbye_message: config.tools.goodbye_message.clone(),
             handoff_message: config.tools.handoff_message.clone(),
             language: config.relay.language.clone(),
+            max_prompt_bytes: config.limits.max_prompt_bytes,
+            max_history_bytes: config.limits.max_history_bytes,
         }
     }
 }
@@ -197,7 +204,8 @@ pub struct Agent {
 impl Agent {
     pub fn new(llm: Arc<dyn LlmProvider>, settings: Arc<AgentSettings>) -> Self {
         let dtmf_timeout = settings.dtmf_timeout;
-        let history = History::new(settings.system_prompt.clone());
+        let history =
+            History::new(settings.system_prompt.clone()).with_max_bytes(settings.max_history_bytes);
         Self {
             llm,
             settings,
@@ -358,7 +366,13 @@ impl Agent {
     pub fn handle(&mut self, input: AgentInput) {
         match input {
             AgentInput::CallStarted(info) => self.start_call(info),
-            AgentInput::UserText { text, .. } => {
+            AgentInput::UserText { mut text, .. } => {
+                if crate::text::cut_to(&mut text, self.settings.max_prompt_bytes) {
+                    tracing::warn!(
+                        max_bytes = self.settings.max_prompt_bytes,
+                        "the caller's utterance was too long; cut"
+                    );
+                }
                 let text = text.trim();
                 if text.is_empty() {
                     return;
@@ -381,7 +395,13 @@ impl Agent {
                     self.digits_entered(entry);
                 }
             }
-            AgentInput::Interrupt { heard } => {
+            AgentInput::Interrupt { mut heard } => {
+                if crate::text::cut_to(&mut heard, self.settings.max_prompt_bytes) {
+                    tracing::warn!(
+                        max_bytes = self.settings.max_prompt_bytes,
+                        "the heard part of an interrupted reply was too long; cut"
+                    );
+                }
                 self.stats.interrupts += 1;
                 if let Some(m) = &self.metrics {
                     m.interrupt();
@@ -399,11 +419,41 @@ impl Agent {
                     self.observer.turn_interrupted(&call.call_sid, seq, &kept);
                 }
             }
+            AgentInput::TimeUp => self.time_up(),
             AgentInput::Hangup => {
                 self.stop_reply();
                 self.clear_pending();
             }
         }
+    }
+
+    /// The call reached its maximum duration: whatever is being said stops, the
+    /// goodbye is spoken as a turn of its own, and the call ends.
+    fn time_up(&mut self) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.stop_reply();
+        self.pending
+            .retain(|o| !matches!(o, AgentOutput::Token(_) | AgentOutput::TurnEnd));
+        let goodbye = self.settings.goodbye_message.clone();
+        if !goodbye.is_empty() {
+            for word in crate::llm::scripted::split_words(&goodbye) {
+                self.pending.push_back(AgentOutput::Token(word));
+            }
+            self.pending.push_back(AgentOutput::TurnEnd);
+            self.history.push(ChatMessage::assistant(goodbye.clone()));
+            self.record_turn(Speaker::Agent, &goodbye, SystemTime::now(), None);
+        }
+        self.digits.take();
+        let handoff = Handoff {
+            reason_code: REASON_MAX_DURATION.into(),
+            reason: Some("the call reached its maximum duration".into()),
+            call_sid: self.call.as_ref().map(|c| c.call_sid.clone()),
+            ..Handoff::default()
+        };
+        self.pending.push_back(AgentOutput::End(handoff.clone()));
+        self.ended = Some(handoff);
     }
 
     fn start_call(&mut self, mut info: CallInfo) {
@@ -412,7 +462,8 @@ impl Agent {
             .parameters
             .remove(GREETING_PARAMETER)
             .unwrap_or_else(|| self.settings.welcome_greeting.clone());
-        if let Some(snapshot) = self.recent.as_ref().and_then(|r| r.take(&info.call_sid)) {
+        let resumable = info.may_resume.then_some(()).and(self.recent.as_ref());
+        if let Some(snapshot) = resumable.and_then(|r| r.take(&info.call_sid)) {
             tracing::info!(
                 messages = snapshot.history.messages().len(),
                 "resuming the conversation of this call"
@@ -1018,7 +1069,46 @@ mod tests {
             goodbye_message: "Tchau!".into(),
             handoff_message: "Transferindo.".into(),
             language: "pt-BR".into(),
+            max_prompt_bytes: 64,
+            max_history_bytes: 64 * 1024,
         })
+    }
+
+    #[tokio::test]
+    async fn time_up_says_goodbye_and_ends_the_call() {
+        let mut agent = Agent::new(Arc::new(ScriptedProvider::new(Duration::ZERO)), settings());
+        agent.handle(AgentInput::CallStarted(CallInfo::default()));
+        agent.handle(AgentInput::TimeUp);
+        assert_eq!(collect_reply(&mut agent).await, "Tchau!");
+        match agent.next_output().await {
+            AgentOutput::End(handoff) => assert_eq!(handoff.reason_code, REASON_MAX_DURATION),
+            other => panic!("unexpected {other:?}"),
+        }
+        agent.handle(AgentInput::UserText {
+            text: "ainda aí?".into(),
+            lang: None,
+        });
+        assert!(!agent.is_replying(), "nothing more is said");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_utterance_is_cut() {
+        let mut agent = Agent::new(Arc::new(ScriptedProvider::new(Duration::ZERO)), settings());
+        agent.handle(AgentInput::CallStarted(CallInfo::default()));
+        agent.handle(AgentInput::UserText {
+            text: "ã".repeat(1000),
+            lang: None,
+        });
+        let user = agent
+            .history()
+            .iter()
+            .rfind(|m| m.role == Role::User)
+            .unwrap();
+        assert_eq!(
+            user.content,
+            "ã".repeat(32),
+            "64 bytes, on a character boundary"
+        );
     }
 
     async fn collect_reply(agent: &mut Agent) -> String {

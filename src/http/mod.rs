@@ -10,6 +10,7 @@ pub mod callbacks;
 pub mod health;
 pub mod metrics;
 pub mod outbound;
+pub mod serve;
 pub mod twilio_auth;
 pub mod twiml;
 pub mod ws;
@@ -121,6 +122,14 @@ impl PublicBase {
 
 /// The public base: `PUBLIC_URL` (or Railway's domain) when configured, else rebuilt
 /// from `X-Forwarded-Proto`/`X-Forwarded-Host`/`Host`.
+///
+/// Forwarded headers are whatever the client wrote unless a proxy we trust set
+/// them. With `TRUSTED_PROXIES=n`, the n-th value from the right is used (the one
+/// the outermost of our n proxies appended). Without it, forwarded headers only
+/// count when Twilio's signatures are not checked (local development): with
+/// them checked, the configuration insists on `PUBLIC_URL` or `TRUSTED_PROXIES`,
+/// because a spoofed host would let signatures Twilio made for another app on
+/// the same account pass here.
 pub fn public_base(
     state: AppState,
 ) -> impl Filter<Extract = (PublicBase,), Error = Rejection> + Clone {
@@ -132,17 +141,32 @@ pub fn public_base(
                 if let Some(url) = &state.config.public_url {
                     return PublicBase::from_http(url);
                 }
-                let first = |v: Option<String>| {
-                    v.and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
+                let pick = |v: Option<String>| {
+                    let v = v?;
+                    let values: Vec<&str> = v.split(',').map(str::trim).collect();
+                    let index = match state.config.security.trusted_proxies {
+                        Some(hops) => values.len().saturating_sub(hops),
+                        None => 0,
+                    };
+                    values
+                        .get(index)
                         .filter(|s| !s.is_empty())
+                        .map(|s| s.to_string())
+                };
+                let forwarded = state.config.security.trusted_proxies.is_some()
+                    || !state.config.twilio.validate_signatures;
+                let (proto, fwd_host) = if forwarded {
+                    (pick(proto), pick(fwd_host))
+                } else {
+                    (None, None)
                 };
                 // A proxy may report the WebSocket scheme; the base is the HTTP one.
-                let proto = match first(proto).map(|p| p.to_ascii_lowercase()).as_deref() {
+                let proto = match proto.map(|p| p.to_ascii_lowercase()).as_deref() {
                     Some("https" | "wss") => "https",
                     _ => "http",
                 };
-                let host = first(fwd_host)
-                    .or_else(|| first(host))
+                let host = fwd_host
+                    .or_else(|| host.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()))
                     .unwrap_or_else(|| format!("localhost:{}", state.config.port));
                 PublicBase::from_http(&format!("{proto}://{host}"))
             },

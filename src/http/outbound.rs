@@ -16,10 +16,13 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use super::twiml::socket_url;
 use super::{PublicBase, auth, limited_body, public_base, with_state};
 use crate::agent::GREETING_PARAMETER;
 use crate::config::is_e164;
 use crate::server::AppState;
+use crate::twilio::admission::unix_now;
+use crate::twilio::call_token::Route;
 use crate::twilio::client::{MAX_INLINE_TWIML, NewCall, TwilioClient, TwilioError};
 use crate::twiml;
 
@@ -397,12 +400,22 @@ fn twilio(state: &AppState) -> Result<&TwilioClient, Box<ApiError>> {
 /// The TwiML an outbound call runs: `<Connect><ConversationRelay>` to our
 /// `/websocket`, or for Media Streams `<Connect><Stream>` to `/media-stream` with the
 /// call's numbers as parameters (Media Streams' `start` does not carry them).
+///
+/// The WebSocket URL carries a per-call token bound to a nonce (the call's SID is
+/// not known yet); the returned nonce is bound to the SID once Twilio returns it.
 pub fn outbound_twiml(
     state: &AppState,
     base: &PublicBase,
     request: &CallRequest,
     from: &str,
-) -> String {
+) -> (String, String) {
+    let route = if request.stream {
+        Route::Media
+    } else {
+        Route::Relay
+    };
+    let (token, nonce) = state.tokens.for_outbound(route, unix_now());
+    let ws_url = socket_url(base, route, &token);
     let mut relay = state.config.relay.clone();
     let mut parameters = request.parameters.clone();
     if let Some(greeting) = &request.greeting {
@@ -420,18 +433,20 @@ pub fn outbound_twiml(
             parameters.retain(|(n, _)| n != name);
             parameters.push((name.to_string(), value.to_string()));
         }
-        return twiml::connect_stream(
-            &format!("{}/media-stream", base.ws),
+        let document = twiml::connect_stream(
+            &ws_url,
             &format!("{}/twiml/stream/next", base.http),
             &parameters,
         );
+        return (document, nonce);
     }
-    twiml::connect_relay(
+    let document = twiml::connect_relay(
         &relay,
-        &format!("{}/websocket", base.ws),
+        &ws_url,
         &format!("{}/twiml/action", base.http),
         &parameters,
-    )
+    );
+    (document, nonce)
 }
 
 async fn create_call(
@@ -471,7 +486,7 @@ async fn create_call(
                 )
             })?,
     };
-    let twiml = outbound_twiml(state, base, &request, &from);
+    let (twiml, nonce) = outbound_twiml(state, base, &request, &from);
     if twiml.len() > MAX_INLINE_TWIML {
         return Err(Box::new(ApiError::field(
             "parameters",
@@ -494,6 +509,7 @@ async fn create_call(
         machine_detection_callback: request.machine_detection.then_some(status_url),
     };
     let created = client.create_call(&call).await.map_err(ApiError::from)?;
+    state.tokens.bind_outbound(&nonce, &created.sid, unix_now());
     tracing::info!(
         call_sid = %created.sid,
         status = %created.status,

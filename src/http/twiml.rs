@@ -5,7 +5,8 @@
 //! `<Hangup/>`. `GET|POST /twiml/stream` answers with `<Connect><Stream>` (Media
 //! Streams) followed by a `<Redirect>` to `POST /twiml/stream/next`, which transfers
 //! the caller when the agent handed off and hangs up otherwise. Every route checks
-//! `X-Twilio-Signature` first.
+//! `X-Twilio-Signature` first, and every WebSocket URL we hand out carries a fresh
+//! per-call token bound to the webhook's `CallSid` (`/websocket/<token>`).
 
 use bytes::Bytes;
 use warp::filters::BoxedFilter;
@@ -15,18 +16,22 @@ use warp::{Filter, Reply};
 
 use super::{PublicBase, limited_body, public_base, twilio_auth, with_state};
 use crate::server::AppState;
+use crate::twilio::admission::unix_now;
+use crate::twilio::call_token::Route;
 use crate::twiml;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let answer_get = warp::path!("twiml")
         .and(warp::get())
         .and(twilio_auth::webhook(state.clone()))
+        .and(warp::query::<Vec<(String, String)>>())
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
         .map(
-            |_form: Vec<(String, String)>, state: AppState, base: PublicBase| {
-                answer(&state, &base, &[])
-            },
+            |_form: Vec<(String, String)>,
+             query: Vec<(String, String)>,
+             state: AppState,
+             base: PublicBase| { answer(&state, &base, &query) },
         );
     let answer_post = warp::path!("twiml")
         .or(warp::path!("incoming-call"))
@@ -123,12 +128,25 @@ fn answer(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Res
         from = field(form, "From").unwrap_or(""),
         "answering a call with ConversationRelay"
     );
+    let call_sid = field(form, "CallSid").unwrap_or("");
+    let token = state
+        .tokens
+        .for_call(Route::Relay, call_sid, false, unix_now());
     xml(twiml::connect_relay(
         &state.config.relay,
-        &format!("{}/websocket", base.ws),
+        &socket_url(base, Route::Relay, &token),
         &format!("{}/twiml/action", base.http),
         &[],
     ))
+}
+
+/// The WebSocket URL of `route` carrying a per-call token (see `twilio::call_token`).
+pub fn socket_url(base: &PublicBase, route: Route, token: &str) -> String {
+    let path = match route {
+        Route::Relay => "websocket",
+        Route::Media => "media-stream",
+    };
+    format!("{}/{path}/{token}", base.ws)
 }
 
 /// The TwiML that connects a call to our `/media-stream`. The caller's number and
@@ -149,19 +167,16 @@ fn answer_stream(state: &AppState, base: &PublicBase, form: &[(String, String)])
     if let Some(pipeline) = field(form, "pipeline").filter(|v| !v.is_empty()) {
         parameters.push(("pipeline".to_string(), pipeline.to_string()));
     }
-    stream_twiml(state, base, &parameters)
-}
-
-/// `<Connect><Stream>` to this server with `parameters`, then the follow-up.
-pub fn stream_twiml(
-    _state: &AppState,
-    base: &PublicBase,
-    parameters: &[(String, String)],
-) -> Response {
+    let token = state.tokens.for_call(
+        Route::Media,
+        field(form, "CallSid").unwrap_or(""),
+        false,
+        unix_now(),
+    );
     xml(twiml::connect_stream(
-        &format!("{}/media-stream", base.ws),
+        &socket_url(base, Route::Media, &token),
         &format!("{}/twiml/stream/next", base.http),
-        parameters,
+        &parameters,
     ))
 }
 
@@ -228,9 +243,16 @@ fn session_ended(state: &AppState, base: &PublicBase, form: &[(String, String)])
     }
     if field(form, "ErrorCode") == Some("64105") && call_live {
         tracing::info!("the WebSocket dropped mid-call; reconnecting the call");
+        // This answer, and only this one, lets the next session of the call resume
+        // its conversation: a fresh token that says so, bound to the call.
+        let call_sid = field(form, "CallSid").unwrap_or("");
+        state.recent_calls.arm(call_sid);
+        let token = state
+            .tokens
+            .for_call(Route::Relay, call_sid, true, unix_now());
         return xml(twiml::reconnect_relay(
             &state.config.relay,
-            &format!("{}/websocket", base.ws),
+            &socket_url(base, Route::Relay, &token),
             &format!("{}/twiml/action", base.http),
         ));
     }

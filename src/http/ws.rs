@@ -9,7 +9,11 @@
 //! the benchmark. Twilio's messages are small, so a 4 KiB buffer (grown on demand
 //! up to the message size limit) is plenty.
 //!
-//! The handshake's `X-Twilio-Signature` is checked before the upgrade (403 on failure).
+//! The handshake's `X-Twilio-Signature` is checked before the upgrade, then its
+//! per-call token (`/websocket/<token>`, see `twilio::call_token`) is admitted once;
+//! either failing answers 403 and never becomes a socket.
+
+use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt, future};
 use hyper_util::rt::TokioIo;
@@ -26,9 +30,13 @@ use warp::reply::Response;
 
 use super::{json_error, twilio_auth, with_state};
 use crate::media::protocol::Outbound as MediaOutbound;
+use crate::media::session::MediaDeps;
 use crate::relay::protocol::Outbound;
+use crate::relay::session::SessionDeps;
 use crate::server::AppState;
 use crate::transport::Frame;
+use crate::twilio::admission::{Admission, unix_now};
+use crate::twilio::call_token::{Route, TokenError};
 
 /// Bytes read from a socket at a time (the buffer grows for larger messages).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -37,19 +45,60 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let relay = warp::path!("websocket")
+    let relay = warp::path("websocket")
+        .and(token_segment())
         .and(warp::get())
         .and(twilio_auth::websocket(state.clone()))
         .and(upgrade())
         .and(with_state(state.clone()))
-        .map(|upgrade: Upgrade, state: AppState| upgrade_relay(upgrade, state));
-    let media = warp::path!("media-stream")
+        .map(|token: Option<String>, upgrade: Upgrade, state: AppState| {
+            upgrade_relay(upgrade, token, state)
+        });
+    let media = warp::path("media-stream")
+        .and(token_segment())
         .and(warp::get())
         .and(twilio_auth::websocket(state.clone()))
         .and(upgrade())
         .and(with_state(state))
-        .map(|upgrade: Upgrade, state: AppState| upgrade_media(upgrade, state));
+        .map(|token: Option<String>, upgrade: Upgrade, state: AppState| {
+            upgrade_media(upgrade, token, state)
+        });
     relay.or(media).unify().boxed()
+}
+
+/// The optional last path segment: the per-call token (`/websocket/<token>`). A
+/// path segment rather than a query string, because `<Stream>` URLs may not carry
+/// one and Twilio's handling of a query in a signed handshake URL is ambiguous.
+fn token_segment() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
+    warp::path::param::<String>()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+        .and(warp::path::end())
+}
+
+/// Admits the handshake's token once (refused without a valid unused one when
+/// tokens are required). The signature check ran first, so the token is the one
+/// Twilio was given. The token itself is never logged.
+fn admit(
+    state: &AppState,
+    route: Route,
+    token: Option<String>,
+) -> Result<Option<Arc<Admission>>, TokenError> {
+    match token {
+        Some(token) => state
+            .tokens
+            .admit(route, &token, unix_now())
+            .map(|admission| Some(Arc::new(admission))),
+        None if state.tokens.required() => Err(TokenError::Missing),
+        None => Ok(None),
+    }
+}
+
+/// 403 for a handshake whose token was refused.
+fn refuse_token(route: Route, error: TokenError) -> Response {
+    tracing::warn!(route = ?route, reason = %error, "refusing a WebSocket handshake");
+    json_error(StatusCode::FORBIDDEN, "invalid or missing call token")
 }
 
 /// A request to upgrade to a WebSocket (or why it is not one).
@@ -148,16 +197,24 @@ pub fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-fn upgrade_relay(upgrade: Upgrade, state: AppState) -> Response {
+fn upgrade_relay(upgrade: Upgrade, token: Option<String>, state: AppState) -> Response {
     if let Some(refusal) = refuse_new_call(&state) {
         return refusal;
     }
+    let admission = match admit(&state, Route::Relay, token) {
+        Ok(admission) => admission,
+        Err(e) => return refuse_token(Route::Relay, e),
+    };
     // Counted as a live call from the moment the upgrade is accepted, so a drain
     // that starts before the socket is handed over still waits for this call.
     let live = state.calls.token();
     let config = socket_config(state.config.max_ws_message_bytes);
     upgrade.accept(config, move |socket| {
-        let session = crate::relay::session::run(relay_socket(socket), state.session_deps());
+        let deps = SessionDeps {
+            admission,
+            ..state.session_deps()
+        };
+        let session = crate::relay::session::run(relay_socket(socket), deps);
         let span = crate::telemetry::call_span("relay");
         async move {
             session.instrument(span).await;
@@ -166,14 +223,22 @@ fn upgrade_relay(upgrade: Upgrade, state: AppState) -> Response {
     })
 }
 
-fn upgrade_media(upgrade: Upgrade, state: AppState) -> Response {
+fn upgrade_media(upgrade: Upgrade, token: Option<String>, state: AppState) -> Response {
     if let Some(refusal) = refuse_new_call(&state) {
         return refusal;
     }
+    let admission = match admit(&state, Route::Media, token) {
+        Ok(admission) => admission,
+        Err(e) => return refuse_token(Route::Media, e),
+    };
     let live = state.calls.token();
     let config = socket_config(state.config.max_ws_message_bytes);
     upgrade.accept(config, move |socket| {
-        let session = crate::media::session::run(media_socket(socket), state.media_deps());
+        let deps = MediaDeps {
+            admission,
+            ..state.media_deps()
+        };
+        let session = crate::media::session::run(media_socket(socket), deps);
         let span = crate::telemetry::call_span("stream");
         async move {
             session.instrument(span).await;

@@ -44,13 +44,16 @@ use super::pipeline::{
 use super::playback::Playback;
 use super::protocol::{Inbound, Outbound, StartEvent, parse_inbound};
 use super::recording::Recording;
-use crate::agent::{AgentSettings, CallInfo, CallObserver, CallSummary, Handoff};
+use crate::agent::{
+    AgentSettings, CallInfo, CallObserver, CallSummary, Handoff, REASON_MAX_DURATION,
+};
 use crate::audio::frame::Pace;
 use crate::config::Config;
 use crate::llm::LlmProvider;
 use crate::metrics::{CallMode, Metrics};
 use crate::tools::ToolRegistry;
-use crate::transport::{Frame, excerpt};
+use crate::transport::{Frame, bound_field, bound_parameters, excerpt};
+use crate::twilio::admission::Admission;
 use crate::twilio::client::TwilioClient;
 
 /// What a media session needs from the server.
@@ -70,10 +73,10 @@ pub struct MediaDeps {
     /// Twilio's REST API, when credentials are configured: the agent's endings are
     /// carried out through it ([`super::control`]).
     pub twilio: Option<Arc<TwilioClient>>,
+    /// The handshake's per-call token, when it carried one: `start.callSid` must be
+    /// its call (so REST hang-ups and transfers act on that call only).
+    pub admission: Option<Arc<Admission>>,
 }
-
-/// Time allowed between the socket opening and Twilio's `start`.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Agent audio kept ahead of real time at Twilio (the most a `clear` discards).
 pub const LEAD: Duration = Duration::from_millis(80);
 /// Unsent agent audio held at most; the pipeline is not polled while it is full.
@@ -152,7 +155,8 @@ where
     let mut pipeline: Option<Box<dyn Pipeline>> = None;
     let mut pipeline_name: Option<&'static str> = None;
     let mut ending: Option<(Ending, Instant)> = None;
-    let start_deadline = started + START_TIMEOUT;
+    let start_deadline = started + deps.config.limits.setup_timeout;
+    let time_up = started + deps.config.limits.max_call;
 
     let reason: &'static str = loop {
         let now = Instant::now();
@@ -205,6 +209,14 @@ where
                     Ok(Inbound::Start(start)) => {
                         if call.info.is_some() {
                             tracing::warn!("ignoring a second start message");
+                        } else if let Some(admission) = &deps.admission
+                            && admission.check(&start.start.call_sid).await.is_err()
+                        {
+                            tracing::warn!(
+                                claimed_call_sid = %start.start.call_sid,
+                                "start names a call other than the one this WebSocket's token was minted for; ending the session"
+                            );
+                            break "wrong call";
                         } else {
                             let ctx = call.start(start, &deps);
                             match pipeline::choose(&deps.config, &ctx.call) {
@@ -294,6 +306,14 @@ where
                     _ => ENDED_BY_AGENT,
                 };
             }
+            () = tokio::time::sleep_until(time_up), if ending.is_none() => {
+                tracing::info!(max_secs = deps.config.limits.max_call.as_secs(), "the call reached its maximum duration; ending it");
+                ending = Some((Ending::Handoff(Handoff {
+                    reason_code: REASON_MAX_DURATION.into(),
+                    reason: Some("the call reached its maximum duration".into()),
+                    ..Handoff::default()
+                }), Instant::now()));
+            }
             () = tokio::time::sleep_until(start_deadline), if call.info.is_none() => {
                 tracing::warn!("no start message from Twilio in time; closing");
                 break "no start message";
@@ -337,7 +357,7 @@ where
 
     let status: &'static str = match (&ending, reason) {
         (Some((Ending::Failed, _)), _) => "failed",
-        (_, "socket error" | "pipeline failed to start" | "no pipeline") => "failed",
+        (_, "socket error" | "pipeline failed to start" | "no pipeline" | "wrong call") => "failed",
         (Some((Ending::Handoff(h), _)), _) if h.is_live_agent() => "handoff",
         _ => "completed",
     };
@@ -414,11 +434,14 @@ impl Call {
         if !start_body.media_format.is_mulaw_8k_mono() {
             tracing::warn!(format = ?start_body.media_format, "unexpected media format; treating it as 8 kHz μ-law");
         }
-        let mut parameters = start_body.custom_parameters;
+        let mut parameters = bound_parameters(start_body.custom_parameters);
         // `/twiml/stream` passes the webhook's caller fields as parameters.
-        let from = parameters.remove("from").unwrap_or_default();
-        let to = parameters.remove("to").unwrap_or_default();
-        let direction = parameters.remove("direction").filter(|d| !d.is_empty());
+        let from = bound_field(parameters.remove("from").unwrap_or_default());
+        let to = bound_field(parameters.remove("to").unwrap_or_default());
+        let direction = parameters
+            .remove("direction")
+            .filter(|d| !d.is_empty())
+            .map(bound_field);
         let info = CallInfo {
             call_sid: start_body.call_sid,
             from,

@@ -17,10 +17,12 @@ use super::protocol::{Inbound, Outbound, parse_inbound};
 use crate::agent::{
     Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallObserver, CallStats, RecentCalls,
 };
+use crate::config::LimitsConfig;
 use crate::llm::LlmProvider;
 use crate::metrics::{CallMode, Metrics};
 use crate::tools::ToolRegistry;
-use crate::transport::{Frame, excerpt};
+use crate::transport::{Frame, bound_field, bound_parameters, excerpt};
+use crate::twilio::admission::Admission;
 
 /// What a session needs from the server.
 #[derive(Clone)]
@@ -36,10 +38,17 @@ pub struct SessionDeps {
     pub tools: Arc<ToolRegistry>,
     /// Conversations of recently dropped calls, to resume after a reconnect.
     pub recent: Arc<RecentCalls>,
+    /// Time and size bounds (setup deadline, longest call).
+    pub limits: LimitsConfig,
+    /// The handshake's per-call token, when it carried one: `setup.callSid` must be
+    /// its call, and only a reconnect token may resume a conversation.
+    pub admission: Option<Arc<Admission>>,
 }
 
 /// How long we wait for Twilio to close the socket after our `end`.
 const END_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long our close frame may take to go out.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs a call until Twilio closes the socket or the server stops.
 /// Expects to run inside the call's span (fields `call_sid`, `session_id`).
@@ -61,6 +70,9 @@ where
     let mut ending: Option<tokio::time::Instant> = None;
     // Whether a talk cycle is open (tokens sent, `last: true` not yet).
     let mut speaking = false;
+    let setup_due = tokio::time::Instant::now() + deps.limits.setup_timeout;
+    let time_up = tokio::time::Instant::now() + deps.limits.max_call;
+    let mut timed_out = false;
     let end_reason: &str = loop {
         let end_due = async move {
             match ending {
@@ -68,6 +80,7 @@ where
                 None => std::future::pending().await,
             }
         };
+        let waiting_for_setup = agent.call().is_none();
         tokio::select! {
             // Caller input first: an interrupt must win over a token that is ready.
             biased;
@@ -84,6 +97,11 @@ where
                     tracing::warn!(bytes = len, "ignoring a binary frame: ConversationRelay sends JSON text");
                 }
                 Some(Ok(Frame::Text(text))) => match parse_inbound(&text) {
+                    Ok(Inbound::Setup(setup)) => {
+                        if let Err(reason) = start_call(*setup, &mut agent, &deps).await {
+                            break reason;
+                        }
+                    }
                     Ok(message) => on_message(message, &text, &mut agent),
                     Err(e) => {
                         frames_rejected += 1;
@@ -112,6 +130,15 @@ where
                 tracing::info!("Twilio did not close the socket after our end; closing it");
                 break "ended by the agent";
             }
+            () = tokio::time::sleep_until(setup_due), if waiting_for_setup => {
+                tracing::warn!(timeout_secs = deps.limits.setup_timeout.as_secs(), "no setup message in time; closing");
+                break "no setup message";
+            }
+            () = tokio::time::sleep_until(time_up), if !timed_out => {
+                timed_out = true;
+                tracing::info!(max_secs = deps.limits.max_call.as_secs(), "the call reached its maximum duration; saying goodbye");
+                agent.handle(AgentInput::TimeUp);
+            }
             () = deps.stop.cancelled() => {
                 let handoff = serde_json::json!({"reasonCode": "server-shutdown"}).to_string();
                 let _ = socket.send(Outbound::End { handoff_data: Some(handoff) }).await;
@@ -119,8 +146,10 @@ where
             }
         }
     };
+    // A close frame, so Twilio sees a clean end (1000) rather than a dropped socket.
+    let _ = tokio::time::timeout(CLOSE_GRACE, socket.close()).await;
     agent.handle(AgentInput::Hangup);
-    let status = if end_reason == "socket error" {
+    let status = if matches!(end_reason, "socket error" | "wrong call") {
         "failed"
     } else {
         "completed"
@@ -234,35 +263,56 @@ fn outbound(output: AgentOutput, ending: &mut Option<tokio::time::Instant>) -> O
     }
 }
 
+/// Twilio's `setup`: checks it names the call the handshake's token was minted
+/// for, then starts the agent. A second `setup` is ignored (and renames nothing);
+/// one for another call ends the session.
+async fn start_call(
+    setup: super::protocol::Setup,
+    agent: &mut Agent,
+    deps: &SessionDeps,
+) -> Result<(), &'static str> {
+    if agent.call().is_some() {
+        tracing::warn!("ignoring a second setup message");
+        return Ok(());
+    }
+    if let Some(admission) = &deps.admission
+        && admission.check(&setup.call_sid).await.is_err()
+    {
+        tracing::warn!(
+            claimed_call_sid = %setup.call_sid,
+            "setup names a call other than the one this WebSocket's token was minted for; ending the session"
+        );
+        return Err("wrong call");
+    }
+    let span = Span::current();
+    span.record("call_sid", setup.call_sid.as_str());
+    span.record("session_id", setup.session_id.as_str());
+    let parameters = bound_parameters(setup.custom_parameters);
+    tracing::info!(
+        from = %setup.from,
+        to = %setup.to,
+        direction = setup.direction.as_deref().unwrap_or(""),
+        parameters = parameters.len(),
+        "call connected"
+    );
+    agent.handle(AgentInput::CallStarted(CallInfo {
+        call_sid: setup.call_sid,
+        session_id: Some(setup.session_id),
+        from: bound_field(setup.from),
+        to: bound_field(setup.to),
+        direction: setup.direction.map(bound_field),
+        mode: CallMode::Relay.as_str().into(),
+        parameters,
+        may_resume: deps.admission.as_ref().is_none_or(|a| a.may_resume()),
+    }));
+    Ok(())
+}
+
 /// Translates one Twilio message into agent input (or a log line).
 fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
     match message {
-        Inbound::Setup(setup) => {
-            let span = Span::current();
-            span.record("call_sid", setup.call_sid.as_str());
-            span.record("session_id", setup.session_id.as_str());
-            tracing::info!(
-                from = %setup.from,
-                to = %setup.to,
-                direction = setup.direction.as_deref().unwrap_or(""),
-                parameters = setup.custom_parameters.len(),
-                "call connected"
-            );
-            if agent.call().is_some() {
-                tracing::warn!("ignoring a second setup message");
-                return;
-            }
-            let setup = *setup;
-            agent.handle(AgentInput::CallStarted(CallInfo {
-                call_sid: setup.call_sid,
-                session_id: Some(setup.session_id),
-                from: setup.from,
-                to: setup.to,
-                direction: setup.direction,
-                mode: CallMode::Relay.as_str().into(),
-                parameters: setup.custom_parameters,
-            }));
-        }
+        // Handled by `start_call` before a message reaches this function.
+        Inbound::Setup(_) => {}
         Inbound::Prompt(prompt) => {
             if !prompt.is_final() {
                 tracing::debug!("partial prompt");

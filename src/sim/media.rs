@@ -12,7 +12,6 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::{CallError, CallOptions, CallReport, random_sid};
 use crate::audio::wav::{self, WavSpec, WavWriter};
@@ -54,24 +53,13 @@ pub async fn run<W: AsyncWrite + Unpin>(
         url: options.url.clone(),
         reason,
     };
-    let mut request = options
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| connect_error(e.to_string()))?;
-    if let Some(token) = &options.auth_token {
-        let signature = crate::twilio::signature::sign(token, &options.url, &[]);
-        let value = signature
-            .parse()
-            .map_err(|_| connect_error("bad signature header".into()))?;
-        request.headers_mut().insert("x-twilio-signature", value);
-    }
+    let call_sid = random_sid("CA");
+    let request = super::handshake::request(options, &call_sid, true).await?;
     let (mut ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .map_err(|e| connect_error(e.to_string()))?;
     let socket_error = |e: tokio_tungstenite::tungstenite::Error| CallError::Socket(e.to_string());
 
-    let call_sid = random_sid("CA");
     let stream_sid = random_sid("MZ");
     let mut parameters: std::collections::HashMap<String, String> =
         options.params.clone().into_iter().collect();

@@ -5,7 +5,9 @@
 //!   `/interrupt`, `/wait`, `/quit`), and the report of a call;
 //! - [`relay`]: the ConversationRelay mode (JSON text over `/websocket`);
 //! - [`media`]: the Media Streams mode (`--media`: a WAV file streamed to
-//!   `/media-stream` in real time, the agent's audio saved to another).
+//!   `/media-stream` in real time, the agent's audio saved to another);
+//! - [`handshake`]: how both open their WebSocket (with `--auth-token`, through the
+//!   signed voice webhook and the per-call URL it answers, as Twilio does).
 //!
 //! A mode is a module with a `run(options, input, output)` that returns a
 //! [`CallReport`]; a Media Streams mode (`--media`, audio in and out) belongs beside
@@ -15,6 +17,7 @@
 //! stream) or a script (`--script file`: one caller turn per line, each waiting for
 //! the agent's reply before the next), which is what demos and tests use.
 
+pub mod handshake;
 pub mod media;
 pub mod relay;
 

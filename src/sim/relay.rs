@@ -11,7 +11,6 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -160,30 +159,14 @@ where
 impl<W: AsyncWrite + Unpin> Phone<W> {
     async fn dial(options: &CallOptions, mut out: W) -> Result<Self, CallError> {
         let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
-        let connect_error = |reason: String| CallError::Connect {
-            url: options.url.clone(),
-            reason,
-        };
-        let mut request = options
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| connect_error(e.to_string()))?;
-        if let Some(token) = &options.auth_token {
-            // Twilio signs the WebSocket URL itself, with no parameters.
-            let signature = crate::twilio::signature::sign(token, &options.url, &[]);
-            let value = signature
-                .parse()
-                .map_err(|_| connect_error("bad signature header".into()))?;
-            request.headers_mut().insert("x-twilio-signature", value);
-        }
+        let call_sid = random_sid("CA");
+        let request = super::handshake::request(options, &call_sid, false).await?;
         let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
             .await
             .map_err(|e| CallError::Connect {
                 url: options.url.clone(),
                 reason: e.to_string(),
             })?;
-        let call_sid = random_sid("CA");
         let setup = json!({
             "type": "setup",
             "sessionId": random_sid("VX"),

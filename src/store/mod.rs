@@ -48,6 +48,14 @@ pub enum StoreError {
     UnsupportedUrl,
 }
 
+/// The next free sequence numbers of a call's records ([`Store::next_seqs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NextSeqs {
+    pub tool_call: i64,
+    pub appointment: i64,
+    pub turn: i64,
+}
+
 /// A call as it connects (the agent's `call_started`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewCall {
@@ -385,9 +393,10 @@ pub trait Store: Send + Sync {
     /// none. One commit for a burst of records instead of one per record.
     fn write_batch<'a>(&'a self, writes: &'a [Write<'a>]) -> BoxFuture<'a, StoreResult<()>>;
 
-    /// The next free sequence numbers of the call's tool calls and appointments
-    /// (0 and 0 for a call with none), so a resumed call continues the numbering.
-    fn next_seqs<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, StoreResult<(i64, i64)>>;
+    /// The next free sequence numbers of the call's tool calls, appointments and
+    /// turns (0 for a call with none), so a resumed call continues the numbering
+    /// and a later session of the call never writes over an earlier one's turns.
+    fn next_seqs<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, StoreResult<NextSeqs>>;
 
     /// Calls newest first: at most `limit`, older than `before`.
     fn list_calls<'a>(

@@ -26,17 +26,19 @@ macro_rules! call_columns {
 }
 
 /// A session connected: the call is live again even if an earlier session of it
-/// ended (Twilio reconnects a dropped socket to the same call).
+/// ended (Twilio reconnects a dropped socket to the same call). The numbers,
+/// direction, mode and parameters first written are kept: a later session of the
+/// call cannot rewrite them.
 pub const CALL_STARTED: &str = "INSERT INTO calls (call_sid, session_id, from_number, to_number, direction, mode, status, \
      parameters, started_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, 'in-progress', $7, $8, $8) \
      ON CONFLICT (call_sid) DO UPDATE SET \
      session_id = COALESCE(excluded.session_id, calls.session_id), \
-     from_number = COALESCE(excluded.from_number, calls.from_number), \
-     to_number = COALESCE(excluded.to_number, calls.to_number), \
-     direction = COALESCE(excluded.direction, calls.direction), \
-     mode = COALESCE(excluded.mode, calls.mode), \
-     parameters = COALESCE(excluded.parameters, calls.parameters), \
+     from_number = COALESCE(calls.from_number, excluded.from_number), \
+     to_number = COALESCE(calls.to_number, excluded.to_number), \
+     direction = COALESCE(calls.direction, excluded.direction), \
+     mode = COALESCE(calls.mode, excluded.mode), \
+     parameters = COALESCE(calls.parameters, excluded.parameters), \
      status = 'in-progress', ended_at = NULL, duration_ms = NULL, \
      updated_at = excluded.updated_at";
 
@@ -45,11 +47,11 @@ pub const CALL_STARTED: &str = "INSERT INTO calls (call_sid, session_id, from_nu
 pub const ENSURE_CALL: &str = "INSERT INTO calls (call_sid, status, started_at, updated_at) \
      VALUES ($1, 'in-progress', $2, $2) ON CONFLICT (call_sid) DO NOTHING";
 
+/// A turn is written once: a retry of the same record changes nothing, and no
+/// later session can write over it.
 pub const ADD_TURN: &str = "INSERT INTO turns (call_sid, seq, role, text, started_at, ended_at, \
      time_to_first_token_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (call_sid, seq) DO UPDATE SET role = excluded.role, text = excluded.text, \
-     started_at = excluded.started_at, ended_at = excluded.ended_at, \
-     time_to_first_token_ms = excluded.time_to_first_token_ms";
+     ON CONFLICT (call_sid, seq) DO NOTHING";
 
 pub const MARK_INTERRUPTED: &str =
     "UPDATE turns SET interrupted = TRUE, heard = $3 WHERE call_sid = $1 AND seq = $2";
@@ -132,7 +134,8 @@ pub const GET_CALL: &str = concat!(
 
 pub const NEXT_SEQS: &str = "SELECT \
      (SELECT COALESCE(MAX(seq) + 1, 0) FROM tool_calls WHERE call_sid = $1) AS next_tool_call, \
-     (SELECT COALESCE(MAX(seq) + 1, 0) FROM appointments WHERE call_sid = $1) AS next_appointment";
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM appointments WHERE call_sid = $1) AS next_appointment, \
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM turns WHERE call_sid = $1) AS next_turn";
 
 pub const CALL_EXISTS: &str = "SELECT call_sid FROM calls WHERE call_sid = $1";
 
@@ -505,17 +508,19 @@ macro_rules! impl_store {
             fn next_seqs<'a>(
                 &'a self,
                 call_sid: &'a str,
-            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<(i64, i64)>> {
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<$crate::store::NextSeqs>>
+            {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     let row = sqlx::query($crate::store::sql::NEXT_SEQS)
                         .bind(call_sid)
                         .fetch_one(&self.pool)
                         .await?;
-                    Ok((
-                        row.try_get("next_tool_call")?,
-                        row.try_get("next_appointment")?,
-                    ))
+                    Ok($crate::store::NextSeqs {
+                        tool_call: row.try_get("next_tool_call")?,
+                        appointment: row.try_get("next_appointment")?,
+                        turn: row.try_get("next_turn")?,
+                    })
                 })
             }
 

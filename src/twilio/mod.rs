@@ -1,5 +1,8 @@
 //! Twilio itself: the REST API client ([`client`]) used for outbound calls and call
-//! control, and the webhook signature algorithm ([`signature`]). No warp here.
+//! control, the webhook signature algorithm ([`signature`]), and the per-call
+//! WebSocket tokens ([`call_token`]) with their admission ([`admission`]). No warp here.
 
+pub mod admission;
+pub mod call_token;
 pub mod client;
 pub mod signature;

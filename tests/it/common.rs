@@ -279,3 +279,50 @@ impl RelayClient {
         }
     }
 }
+
+/// Asserts `url` is `prefix` followed by one path segment (the per-call token) and
+/// returns that token.
+#[allow(dead_code)]
+pub fn token_after<'a>(url: Option<&'a str>, prefix: &str) -> &'a str {
+    let url = url.expect("a WebSocket URL");
+    let token = url
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or_else(|| panic!("{url} is not {prefix}/<token>"));
+    assert!(
+        token.len() > 40 && !token.contains('/') && !token.contains('?'),
+        "{url}"
+    );
+    token
+}
+
+/// The `url` attribute of the first element named `tag` in a TwiML document.
+#[allow(dead_code)]
+pub fn twiml_url(xml: &str, tag: &str) -> String {
+    let doc = roxmltree::Document::parse(xml).expect("TwiML is XML");
+    doc.descendants()
+        .find(|n| n.has_tag_name(tag))
+        .and_then(|n| n.attribute("url"))
+        .unwrap_or_else(|| panic!("no <{tag} url> in {xml}"))
+        .to_string()
+}
+
+impl TestApp {
+    /// Answers `call_sid` like Twilio's voice webhook (unsigned: for servers that do
+    /// not check signatures) and connects to the WebSocket path the TwiML names.
+    #[allow(dead_code)]
+    pub async fn relay_for(&self, call_sid: &str) -> RelayClient {
+        let xml = reqwest::Client::new()
+            .post(self.url("/incoming-call"))
+            .form(&[("CallSid", call_sid)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let url = twiml_url(&xml, "ConversationRelay");
+        let path = &url[url.find("/websocket").expect("a /websocket URL")..];
+        RelayClient::connect(&self.ws_url(path)).await
+    }
+}

@@ -1021,7 +1021,9 @@ async fn twiml_stream_connects_with_parameters_and_a_follow_up() {
             .starts_with("text/xml")
     );
     let xml = post.text().await.unwrap();
-    assert!(xml.contains(r#"<Connect><Stream url="wss://voz.example.com/media-stream"><Parameter name="from" value="+5511988887777"/><Parameter name="to" value="+5511333334444"/><Parameter name="direction" value="inbound"/></Stream></Connect><Redirect method="POST">https://voz.example.com/twiml/stream/next</Redirect>"#), "{xml}");
+    let url = crate::common::twiml_url(&xml, "Stream");
+    crate::common::token_after(Some(&url), "wss://voz.example.com/media-stream");
+    assert!(xml.contains(&format!(r#"<Connect><Stream url="{url}"><Parameter name="from" value="+5511988887777"/><Parameter name="to" value="+5511333334444"/><Parameter name="direction" value="inbound"/></Stream></Connect><Redirect method="POST">https://voz.example.com/twiml/stream/next</Redirect>"#)), "{xml}");
     assert!(
         !xml.contains("media-stream?"),
         "no query strings on <Stream>: {xml}"
@@ -1042,24 +1044,32 @@ async fn twiml_stream_connects_with_parameters_and_a_follow_up() {
 
 #[tokio::test]
 async fn the_media_stream_handshake_and_webhooks_are_signed() {
-    use crate::twilio_signature::{PUBLIC, TOKEN, sign, ws_connect};
+    use crate::twilio_signature::{PUBLIC, TOKEN, sign, signed_socket_path, ws_connect};
     let (app, _) = app_with(&[("TWILIO_AUTH_TOKEN", TOKEN), ("PUBLIC_URL", PUBLIC)]).await;
     assert_eq!(
         ws_connect(&app, "/media-stream", None, &[]).await.err(),
         Some(403)
     );
-    let other = sign("another-token", "wss://voz.example.com/media-stream", &[]);
+    let (path, url) = signed_socket_path(&app, "/twiml/stream", "Stream", "CA1").await;
+    let other = sign("another-token", &url, &[]);
     assert_eq!(
-        ws_connect(&app, "/media-stream", Some(&other), &[])
-            .await
-            .err(),
+        ws_connect(&app, &path, Some(&other), &[]).await.err(),
         Some(403)
     );
-    let good = sign(TOKEN, "wss://voz.example.com/media-stream", &[]);
-    assert!(
-        ws_connect(&app, "/media-stream", Some(&good), &[])
+    let static_url = sign(TOKEN, "wss://voz.example.com/media-stream", &[]);
+    assert_eq!(
+        ws_connect(&app, "/media-stream", Some(&static_url), &[])
             .await
-            .is_ok()
+            .err(),
+        Some(403),
+        "a signed URL without a per-call token is refused"
+    );
+    let good = sign(TOKEN, &url, &[]);
+    assert!(ws_connect(&app, &path, Some(&good), &[]).await.is_ok());
+    assert_eq!(
+        ws_connect(&app, &path, Some(&good), &[]).await.err(),
+        Some(403),
+        "a token opens one socket"
     );
     let client = reqwest::Client::new();
     for path in ["/twiml/stream", "/twiml/stream/next"] {

@@ -38,6 +38,7 @@ fn call(sid: &str, direction: &str) -> CallInfo {
         direction: Some(direction.into()),
         mode: "relay".into(),
         parameters: Default::default(),
+        may_resume: false,
     }
 }
 

@@ -169,7 +169,8 @@ async fn the_call_command_runs_a_script_and_reports_failures_by_exit_code() {
 #[tokio::test]
 async fn the_simulator_signs_its_handshake_for_servers_that_check_it() {
     let token = "twilio-auth-token-for-tests-0123";
-    let app = spawn_app(&[("TWILIO_AUTH_TOKEN", token)]).await;
+    // The server's public URL is the one the simulator is pointed at.
+    let app = spawn_app(&[("TWILIO_AUTH_TOKEN", token), ("TRUSTED_PROXIES", "1")]).await;
     let script = write_script("signed.txt", "Oi\n");
     let mut options = CallOptions {
         url: app.ws_url("/websocket"),

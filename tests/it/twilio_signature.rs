@@ -10,7 +10,7 @@ use sha1::Sha1;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::common::{RelayClient, TestApp, spawn_app};
+use crate::common::{RelayClient, TestApp, spawn_app, twiml_url};
 
 pub const TOKEN: &str = "twilio-test-auth-token";
 pub const PUBLIC: &str = "https://voz.example.com";
@@ -62,6 +62,37 @@ pub async fn ws_connect(
         Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
         Err(e) => panic!("unexpected handshake error: {e}"),
     }
+}
+
+/// Answers `call_sid` through the signed webhook `path` as Twilio would, and
+/// returns the WebSocket path the TwiML's `<tag url>` names (with its per-call
+/// token) and that URL as Twilio signs it.
+pub async fn signed_socket_path(
+    app: &TestApp,
+    path: &str,
+    tag: &str,
+    call_sid: &str,
+) -> (String, String) {
+    let params = [("CallSid", call_sid)];
+    let signature = sign(TOKEN, &format!("{PUBLIC}{path}"), &params);
+    let res = post_form(app, path, &params, Some(&signature)).await;
+    assert_eq!(res.status(), 200, "{path}");
+    let url = twiml_url(&res.text().await.unwrap(), tag);
+    let path = url
+        .strip_prefix("wss://voz.example.com:443")
+        .or_else(|| url.strip_prefix("wss://voz.example.com"))
+        .unwrap_or_else(|| panic!("{url} is not on {PUBLIC}"))
+        .to_string();
+    (path, url)
+}
+
+/// A signed ConversationRelay handshake for `call_sid`, as Twilio makes it.
+pub async fn signed_relay(app: &TestApp, call_sid: &str) -> RelayClient {
+    let (path, url) =
+        signed_socket_path(app, "/incoming-call", "ConversationRelay", call_sid).await;
+    ws_connect(app, &path, Some(&sign(TOKEN, &url, &[])), &[])
+        .await
+        .expect("Twilio's own handshake is upgraded")
 }
 
 fn form_body(params: &[(&str, &str)]) -> String {
@@ -172,30 +203,31 @@ async fn the_default_port_is_accepted_either_way() {
     let without = sign(TOKEN, "https://voz.example.com/incoming-call", CALL);
     let res = post_form(&app, "/incoming-call", CALL, Some(&without)).await;
     assert_eq!(res.status(), 200);
-    let ws = sign(TOKEN, "wss://voz.example.com/websocket", &[]);
-    assert!(ws_connect(&app, "/websocket", Some(&ws), &[]).await.is_ok());
+    let (path, url) = signed_socket_path(&app, "/incoming-call", "ConversationRelay", "CA1").await;
+    assert!(
+        url.starts_with("wss://voz.example.com:443/websocket/"),
+        "{url}"
+    );
+    let without = url.replace(":443", "");
+    let ws = sign(TOKEN, &without, &[]);
+    assert!(ws_connect(&app, &path, Some(&ws), &[]).await.is_ok());
 }
 
 #[tokio::test]
 async fn websocket_handshake_is_checked_before_the_upgrade() {
     let app = protected_app(&[]).await;
+    let (path, url) =
+        signed_socket_path(&app, "/incoming-call", "ConversationRelay", "CA_signed").await;
+    assert_eq!(ws_connect(&app, &path, None, &[]).await.err(), Some(403));
+    let https = sign(TOKEN, &url.replace("wss://", "https://"), &[]);
     assert_eq!(
-        ws_connect(&app, "/websocket", None, &[]).await.err(),
-        Some(403)
-    );
-    let https = sign(TOKEN, "https://voz.example.com/websocket", &[]);
-    assert_eq!(
-        ws_connect(&app, "/websocket", Some(&https), &[])
-            .await
-            .err(),
+        ws_connect(&app, &path, Some(&https), &[]).await.err(),
         Some(403),
         "Twilio signs wss://, so an https:// signature is not Twilio's"
     );
-    let other = sign("another-token", "wss://voz.example.com/websocket", &[]);
+    let other = sign("another-token", &url, &[]);
     assert_eq!(
-        ws_connect(&app, "/websocket", Some(&other), &[])
-            .await
-            .err(),
+        ws_connect(&app, &path, Some(&other), &[]).await.err(),
         Some(403)
     );
     assert_eq!(
@@ -204,8 +236,8 @@ async fn websocket_handshake_is_checked_before_the_upgrade() {
         "no refused handshake became a call"
     );
 
-    let good = sign(TOKEN, "wss://voz.example.com/websocket", &[]);
-    let mut call = ws_connect(&app, "/websocket", Some(&good), &[])
+    let good = sign(TOKEN, &url, &[]);
+    let mut call = ws_connect(&app, &path, Some(&good), &[])
         .await
         .expect("a signed handshake is upgraded");
     call.setup("CA_signed").await;
@@ -214,8 +246,9 @@ async fn websocket_handshake_is_checked_before_the_upgrade() {
 }
 
 #[tokio::test]
-async fn websocket_query_may_be_signed_in_the_url_or_as_parameters() {
-    let app = protected_app(&[]).await;
+async fn static_twiml_with_a_query_may_be_signed_in_the_url_or_as_parameters() {
+    // TwiML Bins cannot mint per-call tokens: only with ALLOW_STATIC_TWIML.
+    let app = protected_app(&[("ALLOW_STATIC_TWIML", "true")]).await;
     let path = "/websocket?lead=42&campaign=nov";
     let in_url = sign(TOKEN, &format!("wss://voz.example.com{path}"), &[]);
     assert!(ws_connect(&app, path, Some(&in_url), &[]).await.is_ok());
@@ -236,39 +269,75 @@ async fn websocket_query_may_be_signed_in_the_url_or_as_parameters() {
             .err(),
         Some(403)
     );
+    // Without the setting, the same signed static URL is refused.
+    let strict = protected_app(&[]).await;
+    assert_eq!(
+        ws_connect(&strict, path, Some(&in_url), &[]).await.err(),
+        Some(403)
+    );
 }
 
 #[tokio::test]
-async fn behind_a_proxy_without_public_url_the_forwarded_headers_count() {
-    let app = spawn_app(&[("TWILIO_AUTH_TOKEN", TOKEN)]).await;
+async fn behind_trusted_proxies_the_forwarded_headers_count_from_the_right() {
+    let app = spawn_app(&[("TWILIO_AUTH_TOKEN", TOKEN), ("TRUSTED_PROXIES", "1")]).await;
+    // The client wrote the first value; our one proxy appended the last.
     let proxy = [
-        ("x-forwarded-proto", "https"),
-        ("x-forwarded-host", "voz.up.railway.app"),
+        ("x-forwarded-proto", "http, https"),
+        (
+            "x-forwarded-host",
+            "other-app.example.com, voz.up.railway.app",
+        ),
     ];
     let sig = sign(TOKEN, "https://voz.up.railway.app/incoming-call", CALL);
-    let res = reqwest::Client::new()
+    let post = |sig: String, headers: [(&'static str, &'static str); 2]| {
+        let mut request = reqwest::Client::new()
+            .post(app.url("/incoming-call"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", sig);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.body(form_body(CALL)).send()
+    };
+    let res = post(sig, proxy).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let url = twiml_url(&res.text().await.unwrap(), "ConversationRelay");
+    assert!(
+        url.starts_with("wss://voz.up.railway.app/websocket/"),
+        "{url}"
+    );
+    let path = url.strip_prefix("wss://voz.up.railway.app").unwrap();
+    let ws = sign(TOKEN, &url, &[]);
+    assert!(ws_connect(&app, path, Some(&ws), &proxy).await.is_ok());
+    // Another app's signature, with its host spoofed by the client: refused.
+    let spoofed = sign(TOKEN, "https://other-app.example.com/incoming-call", CALL);
+    let res = post(spoofed, proxy).await.unwrap();
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn a_spoofed_forwarded_host_cannot_borrow_another_apps_signature() {
+    let app = protected_app(&[]).await;
+    let spoof = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "other-app.example.com"),
+    ];
+    let theirs = sign(TOKEN, "https://other-app.example.com/incoming-call", CALL);
+    let mut request = reqwest::Client::new()
         .post(app.url("/incoming-call"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", &sig)
-        .header(proxy[0].0, proxy[0].1)
-        .header(proxy[1].0, proxy[1].1)
-        .body(form_body(CALL))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let ws = sign(TOKEN, "wss://voz.up.railway.app/websocket", &[]);
-    assert!(
-        ws_connect(&app, "/websocket", Some(&ws), &proxy)
+        .header("x-twilio-signature", theirs);
+    for (name, value) in spoof {
+        request = request.header(name, value);
+    }
+    let res = request.body(form_body(CALL)).send().await.unwrap();
+    assert_eq!(res.status(), 403, "PUBLIC_URL wins over forwarded headers");
+    let ws = sign(TOKEN, "wss://other-app.example.com/websocket", &[]);
+    assert_eq!(
+        ws_connect(&app, "/websocket", Some(&ws), &spoof)
             .await
-            .is_ok()
-    );
-    // Some proxies report the WebSocket scheme itself.
-    let wss_proxy = [("x-forwarded-proto", "wss"), proxy[1]];
-    assert!(
-        ws_connect(&app, "/websocket", Some(&ws), &wss_proxy)
-            .await
-            .is_ok()
+            .err(),
+        Some(403)
     );
 }
 
