@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod api_token;
 mod security;
 pub use security::{LimitsConfig, SecurityConfig};
 

@@ -67,12 +67,27 @@ async fn serve() -> ExitCode {
         eprintln!("error: cannot read .env: {e}");
         return ExitCode::FAILURE;
     }
-    let config = match Config::from_env() {
+    let mut config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    // A generated API token is kept in a private file, never printed.
+    let token_file = if config.api_token_generated {
+        let dir = voxrelay::config::api_token::data_dir(&config);
+        match voxrelay::config::api_token::keep_generated(&mut config, &dir) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot keep the generated API token in {dir:?}: {e}; set API_TOKEN"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
     };
     let _log_guard = match voxrelay::telemetry::init(&config.log_dir) {
         Ok(g) => g,
@@ -105,14 +120,20 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if state.config.api_token_generated {
-        // Shown once on the console, never written to the log files.
-        eprintln!(
-            "API_TOKEN is not set; generated one for this run: {}\nSet API_TOKEN to keep a stable token.",
-            state.config.api_token.expose()
+    if let Some(path) = &token_file {
+        tracing::info!(
+            file = %path.display(),
+            fingerprint = %voxrelay::config::api_token::fingerprint(state.config.api_token.expose()),
+            "API_TOKEN is not set: the API token is in this file (owner-only); set API_TOKEN to choose one"
         );
     }
-    if let Some(warning) = state.config.twilio.security_warning() {
+    for warning in [
+        state.config.twilio.security_warning(),
+        state.config.security.warning(),
+    ]
+    .into_iter()
+    .flatten()
+    {
         // Loud on purpose: on the console and in the logs, framed so it is noticed.
         let rule = "!".repeat(78);
         eprintln!("{rule}\nWARNING: {warning}\n{rule}");

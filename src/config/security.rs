@@ -46,6 +46,15 @@ pub struct LimitsConfig {
     pub max_recording: Duration,
 }
 
+impl SecurityConfig {
+    /// What to shout at start when a guard is off.
+    pub fn warning(&self) -> Option<&'static str> {
+        self.allow_static_twiml.then_some(
+            "ALLOW_STATIC_TWIML=true: WebSocket handshakes without a per-call token are accepted. Twilio signs a fixed URL the same way for every call, so anyone who sees one handshake (a proxy log, a capture) can open sessions at will and claim any call. Use it only while you serve static TwiML (TwiML Bins); point your number at /incoming-call instead.",
+        )
+    }
+}
+
 pub(super) fn security_config(env: &mut Vars) -> SecurityConfig {
     let trusted_proxies: Option<usize> = env.parse_opt("TRUSTED_PROXIES");
     if trusted_proxies.is_some_and(|n| n > 16) {

@@ -3,9 +3,11 @@
 //! - `GET /api/calls?limit=&before=`: calls, newest first, one page at a time
 //!   (`next_before` in the answer is the `before` of the next page).
 //! - `GET /api/calls/{sid}`: one call, its record counts and its recording.
-//! - `GET /api/calls/{sid}/transcript?format=json|text` (and the older
-//!   `GET /api/transcript/{sid}`): the turns and tool calls; `text` gives
-//!   `Caller: …` / `Agent: …` lines.
+//! - `GET /api/calls/{sid}/transcript?format=json|text&limit=&after=` (and the
+//!   older `GET /api/transcript/{sid}`): the turns and the tool calls among them,
+//!   at most `limit` turns (default and most: 200) a page; `next_after` in the
+//!   JSON answer is the `after` of the next page. `text` gives `Caller: …` /
+//!   `Agent: …` lines of the page.
 //! - `GET /api/appointments?limit=&before=`: booked appointments, newest first.
 //!
 //! Bad query parameters get 400, unknown calls 404, a failing database 503; every
@@ -72,28 +74,38 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infalli
 /// The query parameters we know; anything else is ignored.
 #[derive(Debug, Default, PartialEq)]
 struct Params {
-    limit: u32,
+    /// `None`: not given.
+    limit: Option<u32>,
     before: Option<String>,
+    after: Option<i64>,
     format: Option<String>,
 }
 
 fn parse_params(raw: &str) -> Result<Params, String> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(raw).map_err(|_| "malformed query string".to_string())?;
-    let mut params = Params {
-        limit: DEFAULT_LIMIT,
-        ..Params::default()
-    };
+    let mut params = Params::default();
     for (key, value) in pairs {
         match key.as_str() {
             "limit" => {
-                params.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| format!("limit must be a number from 1 to {MAX_LIMIT}"))?;
+                params.limit = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| format!("limit must be a number from 1 to {MAX_LIMIT}"))?,
+                );
             }
             "before" if !value.is_empty() => params.before = Some(value),
+            "after" if !value.is_empty() => {
+                params.after = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or("after must be a next_after value from this API")?,
+                );
+            }
             "format" => params.format = Some(value),
             _ => {}
         }
@@ -128,7 +140,8 @@ async fn list_calls(raw: String, state: AppState) -> Response {
         Some(Some(cursor)) => Some(cursor),
         Some(None) => return bad_request("before must be a next_before value from this API"),
     };
-    match state.store.list_calls(params.limit, before.as_ref()).await {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    match state.store.list_calls(limit, before.as_ref()).await {
         Ok(page) => warp::reply::json(&json!({
             "calls": page.calls.iter().map(call_json).collect::<Vec<_>>(),
             "next_before": page.next.map(|c| c.encode()),
@@ -156,7 +169,12 @@ async fn transcript(call_sid: String, raw: String, state: AppState) -> Response 
         Some("text") => true,
         Some(_) => return bad_request("format must be json or text"),
     };
-    match state.store.transcript(&call_sid).await {
+    let limit = params.limit.unwrap_or(MAX_LIMIT);
+    match state
+        .store
+        .transcript_page(&call_sid, params.after, limit)
+        .await
+    {
         Ok(Some(transcript)) if text => warp::reply::with_header(
             transcript_text(&transcript),
             "content-type",
@@ -181,7 +199,11 @@ async fn list_appointments(raw: String, state: AppState) -> Response {
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => return bad_request("before must be an appointment id"),
     };
-    match state.store.list_appointments(params.limit, before).await {
+    match state
+        .store
+        .list_appointments(params.limit.unwrap_or(DEFAULT_LIMIT), before)
+        .await
+    {
         Ok(page) => warp::reply::json(&json!({
             "appointments": page.appointments.iter().map(appointment_json).collect::<Vec<_>>(),
             "next_before": page.next_before,
@@ -249,6 +271,7 @@ fn transcript_json(call_sid: &str, transcript: &Transcript) -> Value {
             "ended_at": time(t.ended_at),
             "time_to_first_token_ms": t.time_to_first_token_ms,
         })).collect::<Vec<_>>(),
+        "next_after": transcript.next_after,
         "tool_calls": transcript.tool_calls.iter().map(|c| json!({
             "seq": c.seq,
             "name": c.name,
@@ -308,17 +331,25 @@ mod tests {
 
     #[test]
     fn params_are_checked() {
-        assert_eq!(parse_params("").unwrap().limit, DEFAULT_LIMIT);
-        let p = parse_params("limit=5&before=12.CA1&format=text&other=1").unwrap();
+        assert_eq!(parse_params("").unwrap().limit, None);
+        let p = parse_params("limit=5&before=12.CA1&after=7&format=text&other=1").unwrap();
         assert_eq!(
             p,
             Params {
-                limit: 5,
+                limit: Some(5),
                 before: Some("12.CA1".into()),
+                after: Some(7),
                 format: Some("text".into())
             }
         );
-        for bad in ["limit=0", "limit=201", "limit=ten", "limit=-1"] {
+        for bad in [
+            "limit=0",
+            "limit=201",
+            "limit=ten",
+            "limit=-1",
+            "after=-2",
+            "after=x",
+        ] {
             assert!(parse_params(bad).is_err(), "{bad}");
         }
     }
@@ -343,6 +374,7 @@ mod tests {
                 turn("agent", "Vou verificar.", Some("")),
             ],
             tool_calls: vec![],
+            next_after: None,
         };
         assert_eq!(
             transcript_text(&transcript),

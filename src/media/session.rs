@@ -252,6 +252,7 @@ where
                 match result {
                     Ok(p) => {
                         tracing::info!(pipeline = p.name(), elapsed_ms = started.elapsed().as_millis() as u64, "pipeline connected");
+                        call.start_recording(&deps.config);
                         pipeline_name = Some(p.name());
                         pipeline = Some(p);
                     }
@@ -361,13 +362,24 @@ where
         (Some((Ending::Handoff(h), _)), _) if h.is_live_agent() => "handoff",
         _ => "completed",
     };
-    let recording = call.recording.take().and_then(|r| match r.finish() {
-        Ok(path) => Some(path.display().to_string()),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not finish the call recording");
-            None
+    let recording = match call.recording.take() {
+        Some(r) => {
+            if r.dropped_samples() > 0 {
+                tracing::warn!(
+                    dropped_ms = r.dropped_samples() / 8,
+                    "caller audio arrived faster than real time; the excess was not recorded"
+                );
+            }
+            match r.finish().await {
+                Ok(path) => Some(path.display().to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not finish the call recording");
+                    None
+                }
+            }
         }
-    });
+        None => None,
+    };
     if let Some(sid) = &call_sid {
         if let Some(path) = &recording {
             deps.observer.recording(sid, path);
@@ -421,6 +433,26 @@ impl Call {
         }
     }
 
+    /// The call is running (its pipeline connected): starts its recording when
+    /// `RECORD_CALLS` is on.
+    fn start_recording(&mut self, config: &Config) {
+        let Some(info) = self.info.as_ref().filter(|_| config.media.record_calls) else {
+            return;
+        };
+        match Recording::create(
+            Path::new(&config.media.recordings_dir),
+            &info.call_sid,
+            config.limits.max_recording,
+            Instant::now().into_std(),
+        ) {
+            Ok(r) => {
+                tracing::info!(path = %r.path().display(), "recording the call");
+                self.recording = Some(r);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record this call"),
+        }
+    }
+
     /// Twilio's `start`: the call is known; builds the pipeline's context.
     fn start(&mut self, start: StartEvent, deps: &MediaDeps) -> PipelineContext {
         let start_body = start.start;
@@ -459,15 +491,6 @@ impl Call {
             "media stream started"
         );
         deps.observer.call_started(&info);
-        if deps.config.media.record_calls {
-            match Recording::create(Path::new(&deps.config.media.recordings_dir), &info.call_sid) {
-                Ok(r) => {
-                    tracing::info!(path = %r.path().display(), "recording the call");
-                    self.recording = Some(r);
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot record this call"),
-            }
-        }
         self.stream_sid = stream_sid.clone();
         self.info = Some(info.clone());
         PipelineContext {
@@ -503,10 +526,9 @@ impl Call {
                 }
                 self.frames_in += 1;
                 if let Some(recording) = self.recording.as_mut()
-                    && let Err(e) = recording.caller(&self.decoded)
+                    && let Err(e) = recording.caller(&self.decoded, now.into_std())
                 {
-                    tracing::warn!(error = %e, "call recording failed; no longer recording");
-                    self.recording = None;
+                    tracing::warn!(error = %e, "no longer recording this call");
                 }
                 match pipeline {
                     Some(p) => p.caller_audio(CallerAudio {

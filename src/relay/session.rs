@@ -284,9 +284,11 @@ async fn start_call(
         );
         return Err("wrong call");
     }
+    let call_sid = bound_field(setup.call_sid);
+    let session_id = bound_field(setup.session_id);
     let span = Span::current();
-    span.record("call_sid", setup.call_sid.as_str());
-    span.record("session_id", setup.session_id.as_str());
+    span.record("call_sid", call_sid.as_str());
+    span.record("session_id", session_id.as_str());
     let parameters = bound_parameters(setup.custom_parameters);
     tracing::info!(
         from = %setup.from,
@@ -296,8 +298,8 @@ async fn start_call(
         "call connected"
     );
     agent.handle(AgentInput::CallStarted(CallInfo {
-        call_sid: setup.call_sid,
-        session_id: Some(setup.session_id),
+        call_sid,
+        session_id: Some(session_id),
         from: bound_field(setup.from),
         to: bound_field(setup.to),
         direction: setup.direction.map(bound_field),

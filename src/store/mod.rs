@@ -203,11 +203,13 @@ pub struct Appointment {
     pub created_at: Millis,
 }
 
-/// A call's transcript and tool calls, in order.
+/// A call's transcript and tool calls, in order (one page of them).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Transcript {
     pub turns: Vec<Turn>,
     pub tool_calls: Vec<ToolCall>,
+    /// More turns follow: the `after` of the next page.
+    pub next_after: Option<i64>,
 }
 
 /// Where a page of calls starts: strictly older than this call.
@@ -405,10 +407,21 @@ pub trait Store: Send + Sync {
         before: Option<&'a CallCursor>,
     ) -> BoxFuture<'a, StoreResult<CallPage>>;
     fn get_call<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, StoreResult<Option<CallDetail>>>;
-    /// The call's transcript, or `None` when the call is unknown.
+    /// The call's whole transcript, or `None` when the call is unknown.
     fn transcript<'a>(
         &'a self,
         call_sid: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<Transcript>>> {
+        self.transcript_page(call_sid, None, u32::MAX)
+    }
+    /// At most `limit` turns of the call's transcript, those numbered after
+    /// `after`, with the tool calls that started among them; `None` when the call
+    /// is unknown. [`Transcript::next_after`] is the `after` of the next page.
+    fn transcript_page<'a>(
+        &'a self,
+        call_sid: &'a str,
+        after: Option<i64>,
+        limit: u32,
     ) -> BoxFuture<'a, StoreResult<Option<Transcript>>>;
     /// Appointments newest first: at most `limit`, with ids below `before`.
     fn list_appointments(

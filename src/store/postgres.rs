@@ -11,6 +11,9 @@ use sqlx::{Pool, Postgres};
 use super::sql::impl_store;
 use super::{StoreResult, migrations};
 
+/// The longest any statement may run (PostgreSQL's `statement_timeout`).
+pub const STATEMENT_TIMEOUT: &str = "10s";
+
 /// Call records in a PostgreSQL database.
 pub struct PgStore {
     pool: Pool<Postgres>,
@@ -22,7 +25,11 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` and applies the migrations.
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let options = PgConnectOptions::from_str(url)?.application_name("voxrelay");
+        // A hung database must not hold the one writer (or an API request) forever:
+        // every statement is cut off after STATEMENT_TIMEOUT on the server side.
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("voxrelay")
+            .options([("statement_timeout", STATEMENT_TIMEOUT)]);
         let location = format!(
             "{}:{}/{}",
             options.get_host(),

@@ -140,10 +140,12 @@ pub const NEXT_SEQS: &str = "SELECT \
 pub const CALL_EXISTS: &str = "SELECT call_sid FROM calls WHERE call_sid = $1";
 
 pub const TURNS: &str = "SELECT seq, role, text, interrupted, heard, started_at, ended_at, \
-     time_to_first_token_ms FROM turns WHERE call_sid = $1 ORDER BY seq";
+     time_to_first_token_ms FROM turns WHERE call_sid = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
+/// The tool calls that started within a page of turns: from the page's first
+/// turn (or the start, on the first page) to the next page's first turn.
 pub const TOOL_CALLS: &str = "SELECT seq, name, arguments, result, ok, started_at, duration_ms \
-     FROM tool_calls WHERE call_sid = $1 ORDER BY seq";
+     FROM tool_calls WHERE call_sid = $1 AND started_at >= $2 AND started_at < $3 ORDER BY seq";
 
 macro_rules! appointment_columns {
     () => {
@@ -591,9 +593,11 @@ macro_rules! impl_store {
                 })
             }
 
-            fn transcript<'a>(
+            fn transcript_page<'a>(
                 &'a self,
                 call_sid: &'a str,
+                after: Option<i64>,
+                limit: u32,
             ) -> futures::future::BoxFuture<
                 'a,
                 $crate::store::StoreResult<Option<$crate::store::Transcript>>,
@@ -607,8 +611,11 @@ macro_rules! impl_store {
                     if exists.is_none() {
                         return Ok(None);
                     }
-                    let turns = sqlx::query($crate::store::sql::TURNS)
+                    // One more than asked tells whether another page follows.
+                    let mut turns = sqlx::query($crate::store::sql::TURNS)
                         .bind(call_sid)
+                        .bind(after.unwrap_or(-1))
+                        .bind(i64::from(limit).saturating_add(1))
                         .fetch_all(&self.pool)
                         .await?
                         .iter()
@@ -625,8 +632,19 @@ macro_rules! impl_store {
                             })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
+                    let next = (turns.len() > limit as usize)
+                        .then(|| turns.pop())
+                        .flatten();
+                    let from = match after {
+                        None => i64::MIN,
+                        Some(_) => turns.first().map_or(i64::MAX, |t| t.started_at),
+                    };
+                    let until = next.as_ref().map_or(i64::MAX, |t| t.started_at);
+                    let next_after = next.and(turns.last().map(|t| t.seq));
                     let tool_calls = sqlx::query($crate::store::sql::TOOL_CALLS)
                         .bind(call_sid)
+                        .bind(from)
+                        .bind(until)
                         .fetch_all(&self.pool)
                         .await?
                         .iter()
@@ -642,7 +660,11 @@ macro_rules! impl_store {
                             })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    Ok(Some($crate::store::Transcript { turns, tool_calls }))
+                    Ok(Some($crate::store::Transcript {
+                        turns,
+                        tool_calls,
+                        next_after,
+                    }))
                 })
             }
 

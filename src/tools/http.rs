@@ -16,10 +16,33 @@ use crate::llm::ToolSpec;
 /// The most of a response body handed to the model.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
 
-/// The HTTP client every HTTP tool shares (connection pooling).
+/// Redirects an HTTP tool follows at most.
+const MAX_REDIRECTS: usize = 5;
+
+/// The HTTP client every HTTP tool shares (connection pooling). A tool's headers
+/// often carry secrets (`X-Api-Key: ${VAR}`), so it follows redirects only within
+/// the same origin (scheme, host and port: never to another host, never from
+/// https down to http); any other redirect is handed back as the response.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let same_origin = attempt
+                .previous()
+                .first()
+                .is_some_and(|first| first.origin() == attempt.url().origin());
+            if !same_origin {
+                tracing::warn!(
+                    to = %attempt.url().origin().ascii_serialization(),
+                    "an HTTP tool was redirected to another origin; not following it"
+                );
+                attempt.stop()
+            } else if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        }))
         .user_agent(concat!("voxrelay/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_default()

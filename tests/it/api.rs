@@ -184,6 +184,28 @@ async fn a_call_over_the_websocket_is_stored_and_served() {
     }
     // The older path gives the same JSON too.
     assert_eq!(get(&app, "/api/transcript/CA_stored").await.1, transcript);
+    assert_eq!(transcript["next_after"], Value::Null);
+    // Paged: two turns at a time, each page naming where the next starts.
+    let mut paged = Vec::new();
+    let mut after: Option<i64> = None;
+    loop {
+        let path = match after {
+            None => "/api/calls/CA_stored/transcript?limit=2".to_string(),
+            Some(a) => format!("/api/calls/CA_stored/transcript?limit=2&after={a}"),
+        };
+        let (code, page) = get(&app, &path).await;
+        assert_eq!(code, StatusCode::OK, "{path}");
+        let turns = page["turns"].as_array().unwrap();
+        assert!(turns.len() <= 2);
+        paged.extend(turns.iter().map(|t| t["seq"].as_i64().unwrap()));
+        match page["next_after"].as_i64() {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, [0, 1, 2, 3, 4, 5]);
+    let (code, _) = get(&app, "/api/calls/CA_stored/transcript?after=-5").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
 
     let (code, list) = get(&app, "/api/calls").await;
     assert_eq!(code, StatusCode::OK);
@@ -413,7 +435,7 @@ async fn unknown_calls_are_404_and_bad_formats_400() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"call_sid": "CA_known", "turns": [], "tool_calls": []})
+        json!({"call_sid": "CA_known", "turns": [], "tool_calls": [], "next_after": null})
     );
 }
 

@@ -874,6 +874,38 @@ async fn upstream_failure_speaks_an_apology_through_elevenlabs_when_configured()
 }
 
 #[tokio::test]
+async fn a_flooding_stream_records_no_more_than_its_real_time_share() {
+    let dir = std::env::temp_dir().join(format!("voxrelay-flood-{}", std::process::id()));
+    let dir_s = dir.display().to_string();
+    let mut fake = FakeWsServer::start().await;
+    let (app, seen) = realtime_app(
+        &fake,
+        &[("RECORD_CALLS", "true"), ("RECORDINGS_DIR", dir_s.as_str())],
+    )
+    .await;
+    let (mut twilio, _conn, _) = realtime_call(&app, &mut fake, &[]).await;
+    let started = std::time::Instant::now();
+    // 60 s of caller audio, sent as fast as the socket takes it.
+    for _ in 0..3000 {
+        twilio.media(&[0xA0; 160]).await;
+    }
+    twilio.stop().await;
+    seen.wait_ended().await;
+    let elapsed = started.elapsed();
+    let (_, path) = seen.recordings.lock().unwrap()[0].clone();
+    let wav = voxrelay::audio::wav::read_file(&path, 64 << 20).unwrap();
+    let recorded = wav.channel(0).unwrap().len() as f64 / 8000.0;
+    let share = elapsed.as_secs_f64() + 2.0;
+    assert!(
+        recorded <= share,
+        "{recorded:.1} s recorded in {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    assert!(recorded < 30.0, "{recorded:.1} s of 60 s sent");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn recording_is_a_stereo_wav_with_caller_left_and_agent_right() {
     let dir = std::env::temp_dir().join(format!("voxrelay-rec-{}", std::process::id()));
     let dir_s = dir.display().to_string();
@@ -900,7 +932,15 @@ async fn recording_is_a_stereo_wav_with_caller_left_and_agent_right() {
     seen.wait_ended().await;
     let (sid, path) = seen.recordings.lock().unwrap()[0].clone();
     assert_eq!(sid, "CA100");
-    assert!(path.ends_with("CA100.wav"), "{path}");
+    let name = std::path::Path::new(&path)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        name.starts_with("CA100-") && name.ends_with(".wav"),
+        "{path}"
+    );
     let wav = voxrelay::audio::wav::read_file(&path, 10 << 20).unwrap();
     assert_eq!(wav.spec.channels, 2);
     assert_eq!(wav.spec.sample_rate, 8000);
@@ -966,7 +1006,7 @@ async fn media_calls_land_in_the_store_with_transcript_and_recording() {
     assert_eq!(call["from"], "+5511988887777");
     assert_eq!(call["status"], "completed");
     let path = call["recording"]["path"].as_str().expect("recording path");
-    assert!(path.ends_with("CA100.wav"), "{call}");
+    assert!(path.contains("CA100-") && path.ends_with(".wav"), "{call}");
     assert_eq!(
         voxrelay::audio::wav::read_file(path, 1 << 20)
             .unwrap()

@@ -299,3 +299,44 @@ async fn a_failed_batch_is_written_record_by_record(db: &TestDb) {
     assert_eq!(transcript(&store, "CA3").await.1.len(), 1);
     store.close().await;
 }
+
+on_both!(
+    sqlite_a_later_session_appends_to_the_transcript,
+    postgres_a_later_session_appends_to_the_transcript,
+    a_later_session_appends_to_the_transcript
+);
+/// A second session of a call that did not resume it (a reconnect after a
+/// restart, or anyone claiming the SID) numbers its turns from 0 again: the store
+/// keeps the first session's turns and numbers, and appends the second's after them.
+async fn a_later_session_appends_to_the_transcript(db: &TestDb) {
+    let store = store::open(&db.url).await.expect("store opens");
+    let recorder = Recorder::start(store.clone());
+    recorder.call_started(&call("CA1", "inbound"));
+    recorder.turn("CA1", &turn(0, "Meu CPF é 123"));
+    recorder.turn("CA1", &turn(1, "Anotado."));
+    recorder.turn_interrupted("CA1", 1, "Anot");
+    recorder.call_ended("CA1", &ended());
+    assert!(recorder.flush(Duration::from_secs(10)).await);
+
+    let mut intruder = call("CA1", "inbound");
+    intruder.from = "+5511000000000".into();
+    recorder.call_started(&intruder);
+    recorder.turn("CA1", &turn(0, "Qual é meu CPF?"));
+    recorder.turn("CA1", &turn(1, "Não sei."));
+    recorder.turn_interrupted("CA1", 1, "Não");
+    recorder.call_ended("CA1", &ended());
+    assert!(recorder.flush(Duration::from_secs(10)).await);
+
+    let (turns, _) = transcript(&store, "CA1").await;
+    assert_eq!(
+        turns,
+        [
+            (0, "Meu CPF é 123".to_string(), None),
+            (1, "Anotado.".to_string(), Some("Anot".to_string())),
+            (2, "Qual é meu CPF?".to_string(), None),
+            (3, "Não sei.".to_string(), Some("Não".to_string())),
+        ]
+    );
+    let detail = store.get_call("CA1").await.unwrap().unwrap();
+    assert_eq!(detail.call.from.as_deref(), Some("+55119CA1"));
+}

@@ -40,7 +40,7 @@ async fn a_replayed_handshake_is_refused() {
         Some(403)
     );
     // The old fixed URL, signed: refused too (no per-call token).
-    let fixed = sign(TOKEN, &format!("wss://voz.example.com/websocket"), &[]);
+    let fixed = sign(TOKEN, "wss://voz.example.com/websocket", &[]);
     assert_eq!(
         ws_connect(&app, "/websocket", Some(&fixed), &[])
             .await
@@ -354,4 +354,126 @@ async fn twiml_is_signed_for_the_new_urls_the_way_twilio_checks_them() {
     call.setup("CAtwiml").await;
     call.prompt("Oi").await;
     assert!(!call.reply().await.text.is_empty());
+}
+
+#[tokio::test]
+async fn forged_newlines_and_escapes_come_out_escaped_in_the_log_file() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("log-injection-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = tracing_appender::rolling::never(&dir, "voxrelay.log");
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(voxrelay::telemetry::file_layer(file));
+    // This test's runtime is single-threaded: the server's tasks log here too.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let forged = "\n2026-12-05T00:00:00.000000Z  INFO voxrelay: FORGED admin logged in\x1b[2J\r";
+    let app = spawn_app(&[]).await;
+    let mut call = app.relay().await;
+    call.send(json!({
+        "type": "setup", "sessionId": format!("VX{forged}"), "callSid": "CAlog",
+        "from": format!("+55{forged}"), "to": format!("+55{forged}"),
+        "direction": format!("inbound{forged}"), "customParameters": {}
+    }))
+    .await;
+    call.send(json!({"type": "dtmf", "digit": format!("1{forged}")}))
+        .await;
+    call.send(json!({"type": "error", "description": format!("boom{forged}")}))
+        .await;
+    call.send(json!({"type": "info", "name": format!("x{forged}")}))
+        .await;
+    call.send(json!({"type": format!("new{forged}")})).await;
+    // A second setup for another call changes no span field.
+    call.setup("CArenamed").await;
+    call.prompt("Oi").await;
+    call.reply().await;
+    drop(call);
+    app.wait_active_calls(0).await;
+    drop(app);
+
+    let log = std::fs::read_to_string(dir.join("voxrelay.log")).unwrap();
+    for line in log.lines() {
+        assert!(
+            !line.contains("FORGED") || line.contains("\\n2026"),
+            "{line}"
+        );
+        assert!(
+            !line.starts_with("2026-12-05T00:00:00"),
+            "a forged line: {line}"
+        );
+    }
+    assert!(
+        !log.contains('\x1b'),
+        "a raw terminal escape reached the log"
+    );
+    assert!(!log.contains('\r'), "a raw carriage return reached the log");
+    assert!(
+        log.matches("FORGED").count() >= 4,
+        "from, to, the digit and the error were logged (escaped): {log}"
+    );
+    assert!(
+        log.contains("call_sid=\"CAlog\"") || log.contains("call_sid=CAlog"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("CArenamed"),
+        "a second setup renamed the call: {log}"
+    );
+}
+
+#[tokio::test]
+async fn a_generated_api_token_is_never_printed() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("token-print-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxrelay"))
+        .env_clear()
+        .current_dir(&dir)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&out).contains("voxrelay listening") {
+                break;
+            }
+        }
+    })
+    .await;
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let mut err = Vec::new();
+    let _ = stderr.read_to_end(&mut err).await;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&err)
+    );
+    assert!(printed.contains("voxrelay listening"), "{printed}");
+    let token = std::fs::read_to_string(dir.join("data/api-token")).unwrap();
+    let token = token.trim();
+    assert!(token.len() >= 32);
+    assert!(!printed.contains(token), "the token was printed: {printed}");
+    assert!(
+        printed.contains("api-token"),
+        "the file is named: {printed}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -730,3 +730,55 @@ async fn an_interrupt_cancels_a_running_tool_and_keeps_the_history_valid() {
     assert_eq!(tools.len(), 1);
     assert!(!tools[0].1.ok);
 }
+
+/// A one-route server that redirects every request to `location`.
+async fn redirector(location: String) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let location = location.clone();
+            tokio::spawn(async move {
+                let _ = crate::fake_llm::read_request(&mut socket).await;
+                let head = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut socket, head.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn http_tool_secrets_never_follow_a_redirect_to_another_host() {
+    let elsewhere = FakeHttp::start(Answer {
+        status: 200,
+        body: "{}".into(),
+        delay: Duration::ZERO,
+    })
+    .await;
+    let redirect = redirector(elsewhere.url("/steal")).await;
+    let path = agent_file(
+        "http-tool-redirect",
+        &format!(
+            "[[http_tools]]\nname = \"consultar\"\ndescription = \"Consulta.\"\nurl = \"http://{redirect}/api\"\nheaders = {{ X-Api-Key = \"${{CRM_TOKEN}}\" }}\n"
+        ),
+    );
+    let (app, llm, _) = app(&[
+        ("AGENT_CONFIG", path.as_str()),
+        ("CRM_TOKEN", "crm-secret-123"),
+    ])
+    .await;
+    llm.push(Reply::tool("c1", "consultar", json!({"q": "1"})));
+    llm.push(Reply::tokens(&["Ok."]));
+    let mut call = call(&app, "CA_redirect").await;
+    call.prompt("Consulte, por favor.").await;
+    assert!(call.reply().await.text.ends_with("Ok."));
+    llm.wait_requests(2).await;
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the tool followed a redirect to another host: {:?}",
+        elsewhere.requests()
+    );
+}
