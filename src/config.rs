@@ -1416,6 +1416,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_environment_file_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example");
+        let vars: HashMap<String, String> = dotenvy::from_path_iter(path)
+            .unwrap()
+            .map(|item| item.unwrap())
+            .collect();
+        assert!(vars.contains_key("MAX_CALL_SECS"));
+        let c = Config::from_vars(vars).unwrap();
+        assert_eq!(c.limits.setup_timeout, Duration::from_secs(10));
+        assert!(!c.security.allow_static_twiml);
+    }
+
+    #[test]
     fn signature_checks_need_a_fixed_public_url_or_trusted_proxies() {
         let err = Config::from_vars(vars(&[("TWILIO_AUTH_TOKEN", "tok")])).unwrap_err();
         assert!(err.to_string().contains("PUBLIC_URL"), "{err}");

@@ -1105,11 +1105,36 @@ async fn the_media_stream_handshake_and_webhooks_are_signed() {
         "a signed URL without a per-call token is refused"
     );
     let good = sign(TOKEN, &url, &[]);
-    assert!(ws_connect(&app, &path, Some(&good), &[]).await.is_ok());
+    let relay = ws_connect(&app, &path, Some(&good), &[]).await.unwrap();
     assert_eq!(
         ws_connect(&app, &path, Some(&good), &[]).await.err(),
         Some(403),
         "a token opens one socket"
+    );
+    // The stream names another call: the session ends before anything happens
+    // (no REST hang-up or transfer could ever touch that call).
+    let mut twilio = TwilioMedia {
+        ws: relay.ws,
+        stream_sid: "MZ1".into(),
+        chunk: 0,
+    };
+    twilio.start("CAvictim", &[]).await;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(message)) = twilio.ws.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the session did not end");
+    assert!(
+        app.state
+            .store
+            .get_call("CAvictim")
+            .await
+            .unwrap()
+            .is_none()
     );
     let client = reqwest::Client::new();
     for path in ["/twiml/stream", "/twiml/stream/next"] {

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::Message;
 use voxrelay::llm::scripted::reply_to;
 
 use crate::common::RelayClient;
@@ -198,6 +200,14 @@ async fn calls_still_live_at_the_drain_timeout_are_ended_cleanly() {
     let handoff: serde_json::Value =
         serde_json::from_str(end["handoffData"].as_str().unwrap()).unwrap();
     assert_eq!(handoff["reasonCode"], "server-shutdown");
+    // Then a close frame: Twilio sees a clean close, not a dropped socket (1006).
+    let next = tokio::time::timeout(Duration::from_secs(5), call.ws.next())
+        .await
+        .expect("the server closes the socket");
+    assert!(
+        matches!(next, Some(Ok(Message::Close(_)))),
+        "expected a close frame, got {next:?}"
+    );
     let waited = term_at.elapsed();
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
 
