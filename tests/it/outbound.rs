@@ -609,3 +609,53 @@ async fn without_twilio_credentials_the_api_says_what_to_set() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn an_outbound_calls_socket_opens_once_and_only_for_the_call_twilio_created() {
+    use crate::twilio_signature::{sign, ws_connect};
+    let fake = FakeTwilio::start().await;
+    let app = app_with(&fake, &[]).await;
+    let place = || async {
+        let (status, answer) = post(&app, "/api/calls", json!({"to": "+5511999990000"})).await;
+        assert_eq!(status, 201, "{answer}");
+        let sid = answer["callSid"].as_str().unwrap().to_string();
+        let twiml = fake
+            .requests()
+            .last()
+            .unwrap()
+            .field("Twiml")
+            .unwrap()
+            .to_string();
+        let url = crate::common::twiml_url(&twiml, "ConversationRelay");
+        (sid, url)
+    };
+    // Twilio connects the call it created: the setup names that SID.
+    let (sid, url) = place().await;
+    let path = url
+        .strip_prefix("wss://voz.example.com")
+        .unwrap()
+        .to_string();
+    let signature = sign(AUTH_TOKEN, &url, &[]);
+    let mut call = ws_connect(&app, &path, Some(&signature), &[])
+        .await
+        .unwrap();
+    call.setup(&sid).await;
+    call.prompt("Alô?").await;
+    assert!(!call.reply().await.text.is_empty());
+    assert_eq!(
+        ws_connect(&app, &path, Some(&signature), &[]).await.err(),
+        Some(403),
+        "the handshake cannot be replayed"
+    );
+    // A socket presenting an outbound token with another call's SID is ended.
+    let (_, url) = place().await;
+    let path = url
+        .strip_prefix("wss://voz.example.com")
+        .unwrap()
+        .to_string();
+    let mut other = ws_connect(&app, &path, Some(&sign(AUTH_TOKEN, &url, &[])), &[])
+        .await
+        .unwrap();
+    other.setup(&sid).await;
+    other.closed().await;
+}

@@ -207,6 +207,28 @@ async fn slow_headers_and_idle_connections_are_closed_and_capped() {
     );
     assert!(started.elapsed() < Duration::from_secs(8));
 
+    // A keep-alive connection left idle after a request is closed too.
+    let mut kept = TcpStream::connect(app.addr).await.unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = kept.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    let idle_closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match kept.read(&mut answer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        idle_closed.is_ok(),
+        "an idle keep-alive connection stayed open"
+    );
+
     // Idle connections beyond the cap are closed at once; /health still answers
     // once the idle ones time out.
     let mut idle = Vec::new();
