@@ -142,11 +142,7 @@ fn answer(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Res
 
 /// The WebSocket URL of `route` carrying a per-call token (see `twilio::call_token`).
 pub fn socket_url(base: &PublicBase, route: Route, token: &str) -> String {
-    let path = match route {
-        Route::Relay => "websocket",
-        Route::Media => "media-stream",
-    };
-    format!("{}/{path}/{token}", base.ws)
+    format!("{}/{}/{token}", base.ws, route.path())
 }
 
 /// The TwiML that connects a call to our `/media-stream`. The caller's number and

@@ -45,7 +45,7 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let relay = warp::path("websocket")
+    let relay = warp::path(Route::Relay.path())
         .and(token_segment())
         .and(warp::get())
         .and(twilio_auth::websocket(state.clone()))
@@ -54,7 +54,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .map(|token: Option<String>, upgrade: Upgrade, state: AppState| {
             upgrade_relay(upgrade, token, state)
         });
-    let media = warp::path("media-stream")
+    let media = warp::path(Route::Media.path())
         .and(token_segment())
         .and(warp::get())
         .and(twilio_auth::websocket(state.clone()))

@@ -156,7 +156,9 @@ where
     let mut pipeline_name: Option<&'static str> = None;
     let mut ending: Option<(Ending, Instant)> = None;
     let start_deadline = started + deps.config.limits.setup_timeout;
-    let time_up = started + deps.config.limits.max_call;
+    // Made once, not per frame (each new sleep is a timer-wheel entry).
+    let time_up = tokio::time::sleep_until(started + deps.config.limits.max_call);
+    tokio::pin!(time_up);
 
     let reason: &'static str = loop {
         let now = Instant::now();
@@ -213,7 +215,7 @@ where
                             && admission.check(&start.start.call_sid).await.is_err()
                         {
                             tracing::warn!(
-                                claimed_call_sid = %start.start.call_sid,
+                                claimed_call_sid = excerpt(&start.start.call_sid, 64),
                                 "start names a call other than the one this WebSocket's token was minted for; ending the session"
                             );
                             break "wrong call";
@@ -307,7 +309,7 @@ where
                     _ => ENDED_BY_AGENT,
                 };
             }
-            () = tokio::time::sleep_until(time_up), if ending.is_none() => {
+            () = &mut time_up, if ending.is_none() => {
                 tracing::info!(max_secs = deps.config.limits.max_call.as_secs(), "the call reached its maximum duration; ending it");
                 ending = Some((Ending::Handoff(Handoff {
                     reason_code: REASON_MAX_DURATION.into(),
@@ -456,13 +458,14 @@ impl Call {
     /// Twilio's `start`: the call is known; builds the pipeline's context.
     fn start(&mut self, start: StartEvent, deps: &MediaDeps) -> PipelineContext {
         let start_body = start.start;
-        let stream_sid = if start_body.stream_sid.is_empty() {
+        let stream_sid = bound_field(if start_body.stream_sid.is_empty() {
             start.stream_sid
         } else {
             start_body.stream_sid
-        };
+        });
+        let call_sid = bound_field(start_body.call_sid);
         let span = Span::current();
-        span.record("call_sid", start_body.call_sid.as_str());
+        span.record("call_sid", call_sid.as_str());
         if !start_body.media_format.is_mulaw_8k_mono() {
             tracing::warn!(format = ?start_body.media_format, "unexpected media format; treating it as 8 kHz μ-law");
         }
@@ -475,7 +478,7 @@ impl Call {
             .filter(|d| !d.is_empty())
             .map(bound_field);
         let info = CallInfo {
-            call_sid: start_body.call_sid,
+            call_sid,
             from,
             to,
             direction,

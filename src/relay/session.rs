@@ -70,8 +70,10 @@ where
     let mut ending: Option<tokio::time::Instant> = None;
     // Whether a talk cycle is open (tokens sent, `last: true` not yet).
     let mut speaking = false;
-    let setup_due = tokio::time::Instant::now() + deps.limits.setup_timeout;
-    let time_up = tokio::time::Instant::now() + deps.limits.max_call;
+    // Timers made once, not per loop turn (each new one is a timer-wheel entry).
+    let setup_due = tokio::time::sleep(deps.limits.setup_timeout);
+    let time_up = tokio::time::sleep(deps.limits.max_call);
+    tokio::pin!(setup_due, time_up);
     let mut timed_out = false;
     let end_reason: &str = loop {
         let end_due = async move {
@@ -130,11 +132,11 @@ where
                 tracing::info!("Twilio did not close the socket after our end; closing it");
                 break "ended by the agent";
             }
-            () = tokio::time::sleep_until(setup_due), if waiting_for_setup => {
+            () = &mut setup_due, if waiting_for_setup => {
                 tracing::warn!(timeout_secs = deps.limits.setup_timeout.as_secs(), "no setup message in time; closing");
                 break "no setup message";
             }
-            () = tokio::time::sleep_until(time_up), if !timed_out => {
+            () = &mut time_up, if !timed_out => {
                 timed_out = true;
                 tracing::info!(max_secs = deps.limits.max_call.as_secs(), "the call reached its maximum duration; saying goodbye");
                 agent.handle(AgentInput::TimeUp);
@@ -146,7 +148,7 @@ where
             }
         }
     };
-    // A close frame, so Twilio sees a clean end (1000) rather than a dropped socket.
+    // A close frame, so Twilio sees a clean close rather than a dropped socket (1006).
     let _ = tokio::time::timeout(CLOSE_GRACE, socket.close()).await;
     agent.handle(AgentInput::Hangup);
     let status = if matches!(end_reason, "socket error" | "wrong call") {
@@ -279,7 +281,7 @@ async fn start_call(
         && admission.check(&setup.call_sid).await.is_err()
     {
         tracing::warn!(
-            claimed_call_sid = %setup.call_sid,
+            claimed_call_sid = excerpt(&setup.call_sid, 64),
             "setup names a call other than the one this WebSocket's token was minted for; ending the session"
         );
         return Err("wrong call");
@@ -290,19 +292,21 @@ async fn start_call(
     span.record("call_sid", call_sid.as_str());
     span.record("session_id", session_id.as_str());
     let parameters = bound_parameters(setup.custom_parameters);
+    let (from, to) = (bound_field(setup.from), bound_field(setup.to));
+    let direction = setup.direction.map(bound_field);
     tracing::info!(
-        from = %setup.from,
-        to = %setup.to,
-        direction = setup.direction.as_deref().unwrap_or(""),
+        from = %from,
+        to = %to,
+        direction = direction.as_deref().unwrap_or(""),
         parameters = parameters.len(),
         "call connected"
     );
     agent.handle(AgentInput::CallStarted(CallInfo {
         call_sid,
         session_id: Some(session_id),
-        from: bound_field(setup.from),
-        to: bound_field(setup.to),
-        direction: setup.direction.map(bound_field),
+        from,
+        to,
+        direction,
         mode: CallMode::Relay.as_str().into(),
         parameters,
         may_resume: deps.admission.as_ref().is_none_or(|a| a.may_resume()),

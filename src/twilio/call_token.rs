@@ -42,6 +42,14 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route's path segment: `websocket` or `media-stream`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Relay => "websocket",
+            Route::Media => "media-stream",
+        }
+    }
+
     fn code(self) -> &'static str {
         match self {
             Route::Relay => "r",
