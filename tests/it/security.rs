@@ -499,3 +499,54 @@ async fn a_generated_api_token_is_never_printed() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn only_the_reconnect_token_we_answered_resumes_a_signed_call() {
+    let llm = FakeLlm::start().await;
+    let base = llm.base_url();
+    let app = protected(&[
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_API_KEY", "sk-test"),
+        ("OPENAI_BASE_URL", base.as_str()),
+        ("SYSTEM_PROMPT", "sys"),
+        ("WELCOME_GREETING", "Olá!"),
+    ])
+    .await;
+    llm.push(Reply::tokens(&["Anotado, Ana."]));
+    let mut call = signed_relay(&app, "CAdrop").await;
+    call.setup("CAdrop").await;
+    call.prompt("Sou a Ana").await;
+    call.reply().await;
+    drop(call);
+    app.wait_active_calls(0).await;
+
+    // Twilio reports the drop; our signed answer carries a resume token.
+    let params = [
+        ("CallSid", "CAdrop"),
+        ("CallStatus", "in-progress"),
+        ("ErrorCode", "64105"),
+    ];
+    let signature = sign(TOKEN, &format!("{PUBLIC}/twiml/action"), &params);
+    let res = reqwest::Client::new()
+        .post(app.url("/twiml/action"))
+        .header("x-twilio-signature", signature)
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    let url = twiml_url(&res.text().await.unwrap(), "ConversationRelay");
+    let path = url.strip_prefix("wss://voz.example.com").unwrap();
+    let mut call = ws_connect(&app, path, Some(&sign(TOKEN, &url, &[])), &[])
+        .await
+        .unwrap();
+    call.setup("CAdrop").await;
+    llm.push(Reply::tokens(&["Sim, Ana."]));
+    call.prompt("Lembra de mim?").await;
+    call.reply().await;
+    let requests = llm.wait_requests(2).await;
+    let seen = format!("{:?}", requests[1].messages());
+    assert!(
+        seen.contains("Sou a Ana"),
+        "the conversation resumed: {seen}"
+    );
+}
