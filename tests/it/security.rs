@@ -12,6 +12,26 @@ use crate::common::{spawn_app, twiml_url};
 use crate::fake_llm::{FakeLlm, Reply};
 use crate::twilio_signature::{PUBLIC, TOKEN, sign, signed_relay, signed_socket_path, ws_connect};
 
+/// The server talking to a fake OpenAI-compatible LLM, with signature checks
+/// (behind `PUBLIC_URL`) when `protected`, plus `extra`.
+async fn with_fake_llm(
+    protected: bool,
+    extra: &[(&str, &str)],
+) -> (crate::common::TestApp, FakeLlm) {
+    let llm = FakeLlm::start().await;
+    let base = llm.base_url();
+    let mut vars = vec![
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_API_KEY", "sk-test"),
+        ("OPENAI_BASE_URL", base.as_str()),
+    ];
+    if protected {
+        vars.extend([("TWILIO_AUTH_TOKEN", TOKEN), ("PUBLIC_URL", PUBLIC)]);
+    }
+    vars.extend_from_slice(extra);
+    (spawn_app(&vars).await, llm)
+}
+
 async fn protected(extra: &[(&str, &str)]) -> crate::common::TestApp {
     let mut vars = vec![("TWILIO_AUTH_TOKEN", TOKEN), ("PUBLIC_URL", PUBLIC)];
     vars.extend_from_slice(extra);
@@ -74,15 +94,10 @@ async fn a_token_used_for_another_call_ends_the_session() {
 
 #[tokio::test]
 async fn a_session_claiming_an_earlier_call_neither_resumes_nor_overwrites_it() {
-    let llm = FakeLlm::start().await;
-    let base = llm.base_url();
-    let app = spawn_app(&[
-        ("LLM_PROVIDER", "openai"),
-        ("OPENAI_API_KEY", "sk-test"),
-        ("OPENAI_BASE_URL", base.as_str()),
-        ("SYSTEM_PROMPT", "sys"),
-        ("WELCOME_GREETING", "Olá!"),
-    ])
+    let (app, llm) = with_fake_llm(
+        false,
+        &[("SYSTEM_PROMPT", "sys"), ("WELCOME_GREETING", "Olá!")],
+    )
     .await;
     llm.push(Reply::tokens(&["Seu CPF é ", "123."]));
     let mut victim = app.relay_for("CAvictim").await;
@@ -255,15 +270,13 @@ async fn slow_headers_and_idle_connections_are_closed_and_capped() {
 
 #[tokio::test]
 async fn a_megabyte_prompt_is_cut_and_the_call_goes_on() {
-    let llm = FakeLlm::start().await;
-    let base = llm.base_url();
-    let app = spawn_app(&[
-        ("LLM_PROVIDER", "openai"),
-        ("OPENAI_API_KEY", "sk-test"),
-        ("OPENAI_BASE_URL", base.as_str()),
-        ("MAX_WS_MESSAGE_BYTES", "2000000"),
-        ("MAX_PROMPT_BYTES", "4096"),
-    ])
+    let (app, llm) = with_fake_llm(
+        false,
+        &[
+            ("MAX_WS_MESSAGE_BYTES", "2000000"),
+            ("MAX_PROMPT_BYTES", "4096"),
+        ],
+    )
     .await;
     let mut call = app.relay().await;
     call.setup("CAbig").await;
@@ -287,15 +300,10 @@ async fn a_megabyte_prompt_is_cut_and_the_call_goes_on() {
 
 #[tokio::test]
 async fn history_bytes_stay_under_the_cap_across_many_long_turns() {
-    let llm = FakeLlm::start().await;
-    let base = llm.base_url();
-    let app = spawn_app(&[
-        ("LLM_PROVIDER", "openai"),
-        ("OPENAI_API_KEY", "sk-test"),
-        ("OPENAI_BASE_URL", base.as_str()),
-        ("SYSTEM_PROMPT", "sys"),
-        ("MAX_HISTORY_BYTES", "8192"),
-    ])
+    let (app, llm) = with_fake_llm(
+        false,
+        &[("SYSTEM_PROMPT", "sys"), ("MAX_HISTORY_BYTES", "8192")],
+    )
     .await;
     let mut call = app.relay().await;
     call.setup("CAlong-history").await;
@@ -319,15 +327,7 @@ async fn history_bytes_stay_under_the_cap_across_many_long_turns() {
 
 #[tokio::test]
 async fn oversized_custom_parameters_are_trimmed() {
-    let llm = FakeLlm::start().await;
-    let base = llm.base_url();
-    let app = spawn_app(&[
-        ("LLM_PROVIDER", "openai"),
-        ("OPENAI_API_KEY", "sk-test"),
-        ("OPENAI_BASE_URL", base.as_str()),
-        ("SYSTEM_PROMPT", "sys"),
-    ])
-    .await;
+    let (app, llm) = with_fake_llm(false, &[("SYSTEM_PROMPT", "sys")]).await;
     // 60 KB of parameters: within the WebSocket message limit, far over theirs.
     let params: serde_json::Map<String, serde_json::Value> = (0..60)
         .map(|i| (format!("p{i:03}"), json!("v".repeat(1000))))
@@ -502,15 +502,10 @@ async fn a_generated_api_token_is_never_printed() {
 
 #[tokio::test]
 async fn only_the_reconnect_token_we_answered_resumes_a_signed_call() {
-    let llm = FakeLlm::start().await;
-    let base = llm.base_url();
-    let app = protected(&[
-        ("LLM_PROVIDER", "openai"),
-        ("OPENAI_API_KEY", "sk-test"),
-        ("OPENAI_BASE_URL", base.as_str()),
-        ("SYSTEM_PROMPT", "sys"),
-        ("WELCOME_GREETING", "Olá!"),
-    ])
+    let (app, llm) = with_fake_llm(
+        true,
+        &[("SYSTEM_PROMPT", "sys"), ("WELCOME_GREETING", "Olá!")],
+    )
     .await;
     llm.push(Reply::tokens(&["Anotado, Ana."]));
     let mut call = signed_relay(&app, "CAdrop").await;
