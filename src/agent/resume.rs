@@ -69,14 +69,22 @@ impl RecentCalls {
         let now = Instant::now();
         let mut entries = self.lock();
         let entries = &mut *entries;
-        entries
-            .saved
-            .retain(|_, (at, _, _)| now.duration_since(*at) < self.ttl);
+        // `bytes` is kept in step with every removal.
+        let mut expired = 0;
+        entries.saved.retain(|_, (at, b, _)| {
+            let keep = now.duration_since(*at) < self.ttl;
+            if !keep {
+                expired += *b;
+            }
+            keep
+        });
+        entries.bytes -= expired;
         entries
             .armed
             .retain(|_, at| now.duration_since(*at) < self.ttl);
-        entries.saved.remove(call_sid);
-        entries.bytes = entries.saved.values().map(|(_, b, _)| b).sum();
+        if let Some((_, b, _)) = entries.saved.remove(call_sid) {
+            entries.bytes -= b;
+        }
         while entries.saved.len() >= self.capacity || entries.bytes + size > self.max_bytes {
             let Some(oldest) = entries
                 .saved
