@@ -8,9 +8,11 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{spawn_app, twiml_url};
+use crate::common::spawn_app;
 use crate::fake_llm::{FakeLlm, Reply};
-use crate::twilio_signature::{PUBLIC, TOKEN, sign, signed_relay, signed_socket_path, ws_connect};
+use crate::twilio_signature::{
+    PUBLIC, TOKEN, sign, signed_relay, signed_socket_path, signed_socket_path_with, ws_connect,
+};
 
 /// The server talking to a fake OpenAI-compatible LLM, with signature checks
 /// (behind `PUBLIC_URL`) when `protected`, plus `extra`.
@@ -352,27 +354,9 @@ async fn oversized_custom_parameters_are_trimmed() {
 #[tokio::test]
 async fn twiml_is_signed_for_the_new_urls_the_way_twilio_checks_them() {
     // The URL in our TwiML is the URL Twilio signs; its signature (computed here,
-    // independently) opens exactly one socket.
+    // independently) opens the socket.
     let app = protected(&[]).await;
-    let res = reqwest::Client::new()
-        .post(app.url("/incoming-call"))
-        .header(
-            "x-twilio-signature",
-            sign(
-                TOKEN,
-                &format!("{PUBLIC}/incoming-call"),
-                &[("CallSid", "CAtwiml")],
-            ),
-        )
-        .form(&[("CallSid", "CAtwiml")])
-        .send()
-        .await
-        .unwrap();
-    let url = twiml_url(&res.text().await.unwrap(), "ConversationRelay");
-    let path = url.strip_prefix("wss://voz.example.com").unwrap();
-    let mut call = ws_connect(&app, path, Some(&sign(TOKEN, &url, &[])), &[])
-        .await
-        .unwrap();
+    let mut call = signed_relay(&app, "CAtwiml").await;
     call.setup("CAtwiml").await;
     call.prompt("Oi").await;
     assert!(!call.reply().await.text.is_empty());
@@ -521,17 +505,9 @@ async fn only_the_reconnect_token_we_answered_resumes_a_signed_call() {
         ("CallStatus", "in-progress"),
         ("ErrorCode", "64105"),
     ];
-    let signature = sign(TOKEN, &format!("{PUBLIC}/twiml/action"), &params);
-    let res = reqwest::Client::new()
-        .post(app.url("/twiml/action"))
-        .header("x-twilio-signature", signature)
-        .form(&params)
-        .send()
-        .await
-        .unwrap();
-    let url = twiml_url(&res.text().await.unwrap(), "ConversationRelay");
-    let path = url.strip_prefix("wss://voz.example.com").unwrap();
-    let mut call = ws_connect(&app, path, Some(&sign(TOKEN, &url, &[])), &[])
+    let (path, url) =
+        signed_socket_path_with(&app, "/twiml/action", "ConversationRelay", &params).await;
+    let mut call = ws_connect(&app, &path, Some(&sign(TOKEN, &url, &[])), &[])
         .await
         .unwrap();
     call.setup("CAdrop").await;

@@ -73,9 +73,18 @@ pub async fn signed_socket_path(
     tag: &str,
     call_sid: &str,
 ) -> (String, String) {
-    let params = [("CallSid", call_sid)];
-    let signature = sign(TOKEN, &format!("{PUBLIC}{path}"), &params);
-    let res = post_form(app, path, &params, Some(&signature)).await;
+    signed_socket_path_with(app, path, tag, &[("CallSid", call_sid)]).await
+}
+
+/// [`signed_socket_path`] with the webhook's whole form (e.g. a 64105 report).
+pub async fn signed_socket_path_with(
+    app: &TestApp,
+    path: &str,
+    tag: &str,
+    params: &[(&str, &str)],
+) -> (String, String) {
+    let signature = sign(TOKEN, &format!("{PUBLIC}{path}"), params);
+    let res = post_form(app, path, params, Some(&signature)).await;
     assert_eq!(res.status(), 200, "{path}");
     let url = twiml_url(&res.text().await.unwrap(), tag);
     let path = url
