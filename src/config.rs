@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod api_token;
+mod replicas;
 mod security;
+pub use replicas::ReplicasConfig;
 pub use security::{LimitsConfig, SecurityConfig};
 
 /// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
@@ -325,6 +327,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub security: SecurityConfig,
     pub limits: LimitsConfig,
+    pub replicas: ReplicasConfig,
 }
 
 /// Which speech pipeline a Media Streams call uses.
@@ -610,6 +613,7 @@ impl Config {
         let max_calls = env.parse("MAX_CALLS", 2000usize);
         let security = security::security_config(&mut env);
         let limits = security::limits_config(&mut env, max_calls);
+        let replicas = replicas::replicas_config(&mut env, &database_url);
         if twilio.validate_signatures && public_url.is_none() && security.trusted_proxies.is_none()
         {
             env.errors.push(
@@ -638,6 +642,7 @@ impl Config {
             api_token_generated,
             twilio,
             database_url: Secret::new(database_url),
+            replicas,
             agent_name: env
                 .get("AGENT_NAME")
                 .unwrap_or_else(|| "voxrelay".to_string()),

@@ -37,6 +37,7 @@ pub mod media;
 pub mod metrics;
 pub mod recorder;
 pub mod relay;
+pub mod replica;
 pub mod server;
 pub mod shutdown;
 pub mod sim;

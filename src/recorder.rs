@@ -1,19 +1,28 @@
 //! The [`CallObserver`] that saves every call's records in the [`Store`] without
 //! ever slowing or breaking the call.
 //!
-//! Each observer method converts its record and puts it on a bounded queue, then
-//! returns: it never awaits, never blocks and never fails. One background writer
-//! task applies the queue in order (a turn before its interruption, a call's start
-//! before its end). It waits for a record, then takes whatever else is already
-//! queued (up to [`MAX_BATCH`], never waiting for more, so the first record is never
-//! delayed) and writes them in one transaction ([`Store::write_batch`]): under load
-//! one commit per burst instead of one per record. A lone record is written on its
-//! own. When a burst's transaction fails, nothing of it is kept and its records are
-//! written one by one, so a bad record cannot lose the others. A failed write is
-//! logged and retried with backoff a bounded number of times, then given up (and
-//! counted). When the queue is full the record is dropped and counted rather than
-//! making the call wait. On shutdown, [`Recorder::flush`] waits (bounded) until
-//! everything queued is written.
+//! Each observer method converts its record and puts it on the writer's queue,
+//! then returns: it never awaits, never blocks and never fails. One background
+//! writer task applies the queue in order (a turn before its interruption, a call's
+//! start before its end). It waits for a record, then gathers what else arrives
+//! within [`LINGER`] (up to [`MAX_BATCH`]) and writes the group in one transaction
+//! ([`Store::write_batch`]): one commit per group instead of one per record. Records
+//! of the same turn in a group (a reply's first words, its progress, its end, its
+//! interruption) are merged into one row write first.
+//!
+//! Durability: a record is committed at most [`LINGER`] plus one commit after it
+//! was queued, so a `kill -9` loses at most that window (a few milliseconds; see
+//! the README). A reply's text is recorded as it goes out (every
+//! `PROGRESS_INTERVAL` of the agent), not only at its end.
+//!
+//! Overload policy: nothing a live call said is dropped for being queued behind
+//! others. When the backlog passes [`BUSY_RECORDS`], [`Recorder::busy`] turns true
+//! and the server refuses *new* calls (503) until it drains; only past the hard
+//! bound [`HARD_CAP`] (memory) is a record dropped, counted and logged. When a
+//! group's transaction fails, its records are written one by one, so a bad record
+//! cannot lose the others; a failed write is retried with backoff a bounded number
+//! of times, then given up (and counted). On shutdown, [`Recorder::flush`] waits
+//! (bounded) until everything queued is written.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -30,8 +39,13 @@ use crate::store::{
     Appointment, CallEnd, NewCall, Store, StoreError, ToolCall, Turn, Write, millis, now_millis,
 };
 
-/// Records waiting for the writer at most; more are dropped (and counted).
-pub const QUEUE_CAPACITY: usize = 4096;
+/// Records waiting for the writer at most (a memory bound far above any load the
+/// writer falls behind on for long); more are dropped, counted and logged.
+pub const HARD_CAP: usize = 2_000_000;
+/// Records waiting beyond which new calls are refused until the writer catches up.
+pub const BUSY_RECORDS: u64 = 50_000;
+/// How long the writer waits for more records after the first of a group.
+pub const LINGER: Duration = Duration::from_millis(2);
 /// Attempts per write: the first and this many retries.
 pub const RETRIES: u32 = 5;
 /// Delay before the first retry; doubled for each further one.
@@ -46,6 +60,7 @@ pub struct RecorderStats {
     failed: AtomicU64,
     dropped: AtomicU64,
     batches: AtomicU64,
+    refused_calls: AtomicU64,
 }
 
 /// A snapshot of [`RecorderStats`].
@@ -58,10 +73,12 @@ pub struct RecorderCounts {
     pub retried: u64,
     /// Records given up after every retry failed.
     pub failed: u64,
-    /// Records dropped because the queue was full.
+    /// Records dropped because the backlog passed [`HARD_CAP`].
     pub dropped: u64,
     /// Transactions that wrote several records together.
     pub batches: u64,
+    /// New calls refused because the writer was behind ([`Recorder::busy`]).
+    pub refused_calls: u64,
 }
 
 /// One write, as the store takes it. Tool calls and appointments get their
@@ -86,23 +103,56 @@ enum Op {
 
 /// Queues call records for the store; cheap to share across calls.
 pub struct Recorder {
-    tx: mpsc::Sender<Op>,
+    tx: mpsc::UnboundedSender<Op>,
     stats: Arc<RecorderStats>,
+    /// Records waiting at most; more are dropped.
+    cap: u64,
+    /// The replica the calls recorded here belong to (see `calls.owner`).
+    owner: Option<String>,
 }
 
 impl Recorder {
     /// Starts the writer task for `store` (needs a tokio runtime). The task ends
     /// once the recorder is dropped and the queue is empty.
     pub fn start(store: Arc<dyn Store>) -> Arc<Self> {
-        Self::start_with(store, QUEUE_CAPACITY, FIRST_BACKOFF)
+        Self::start_with(store, HARD_CAP, FIRST_BACKOFF)
     }
 
-    /// [`Recorder::start`] with a given queue size and first backoff.
-    pub fn start_with(store: Arc<dyn Store>, capacity: usize, backoff: Duration) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    /// [`Recorder::start`] for the calls of replica `owner`.
+    pub fn start_as(store: Arc<dyn Store>, owner: String) -> Arc<Self> {
+        Self::spawn(store, HARD_CAP, FIRST_BACKOFF, Some(owner))
+    }
+
+    /// [`Recorder::start`] with a given hard cap and first backoff.
+    pub fn start_with(store: Arc<dyn Store>, cap: usize, backoff: Duration) -> Arc<Self> {
+        Self::spawn(store, cap, backoff, None)
+    }
+
+    fn spawn(
+        store: Arc<dyn Store>,
+        cap: usize,
+        backoff: Duration,
+        owner: Option<String>,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RecorderStats::default());
         tokio::spawn(write_all(store, rx, stats.clone(), backoff));
-        Arc::new(Self { tx, stats })
+        Arc::new(Self {
+            tx,
+            stats,
+            cap: cap.max(1) as u64,
+            owner,
+        })
+    }
+
+    /// Counts a call refused because the writer is behind; returns the count.
+    pub fn refused_call(&self) -> u64 {
+        self.stats.refused_calls.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Whether the writer is so far behind that new calls should wait.
+    pub fn busy(&self) -> bool {
+        self.stats.pending.load(Ordering::Relaxed) >= BUSY_RECORDS.min(self.cap)
     }
 
     pub fn counts(&self) -> RecorderCounts {
@@ -113,6 +163,7 @@ impl Recorder {
             failed: self.stats.failed.load(Ordering::Relaxed),
             dropped: self.stats.dropped.load(Ordering::Relaxed),
             batches: self.stats.batches.load(Ordering::Relaxed),
+            refused_calls: self.stats.refused_calls.load(Ordering::Relaxed),
         }
     }
 
@@ -120,29 +171,34 @@ impl Recorder {
     /// `timeout`. Returns whether it got there in time.
     pub async fn flush(&self, timeout: Duration) -> bool {
         let (ack, done) = oneshot::channel();
-        let wait = async { self.tx.send(Op::Flush(ack)).await.is_ok() && done.await.is_ok() };
-        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+        if self.tx.send(Op::Flush(ack)).is_err() {
+            return false;
+        }
+        tokio::time::timeout(timeout, done)
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
-    /// Queues `op`, or drops it (counted, logged) when the queue is full.
+    /// Queues `op`, or drops it (counted, logged) past the hard cap.
     fn queue(&self, op: Op) {
         let what = op.kind();
-        match self.tx.try_send(op) {
-            Ok(()) => {
-                self.stats.pending.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                let reason = match e {
-                    mpsc::error::TrySendError::Full(_) => "the store queue is full",
-                    mpsc::error::TrySendError::Closed(_) => "the store writer stopped",
-                };
-                // The first drop and every 100th after it: a stalled database must
-                // not flood the log.
-                if dropped % 100 == 1 {
-                    tracing::warn!(record = what, dropped, reason, "call record dropped");
+        let reason = if self.stats.pending.load(Ordering::Relaxed) >= self.cap {
+            "the store writer is too far behind"
+        } else {
+            self.stats.pending.fetch_add(1, Ordering::Relaxed);
+            match self.tx.send(op) {
+                Ok(()) => return,
+                Err(_) => {
+                    self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+                    "the store writer stopped"
                 }
             }
+        };
+        let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // The first drop and every 100th after it: a stalled database must not
+        // flood the log.
+        if dropped % 100 == 1 {
+            tracing::error!(record = what, dropped, reason, "call record dropped");
         }
     }
 }
@@ -200,6 +256,7 @@ impl CallObserver for Recorder {
             mode: text(&call.mode),
             parameters,
             started_at: now_millis(),
+            owner: self.owner.clone(),
         }));
     }
 
@@ -215,6 +272,7 @@ impl CallObserver for Recorder {
                 started_at: millis(turn.started_at),
                 ended_at: millis(turn.ended_at),
                 time_to_first_token_ms: turn.time_to_first_token_ms.map(|ms| ms as i64),
+                partial: turn.partial,
             },
         ));
     }
@@ -300,7 +358,7 @@ struct LiveCall {
 const MAX_LIVE_CALLS: usize = 100_000;
 
 /// Records the writer takes together at most (one transaction).
-pub const MAX_BATCH: usize = 128;
+pub const MAX_BATCH: usize = 1024;
 
 /// A queued record on its way to the store.
 struct Queued {
@@ -312,17 +370,18 @@ struct Queued {
 }
 
 /// The writer task: applies queued records in order until the queue closes. It
-/// waits for one record, then takes what else is already queued (up to
-/// [`MAX_BATCH`], up to the first flush), never waiting for more.
+/// waits for one record, then takes what else arrives within [`LINGER`] (up to
+/// [`MAX_BATCH`], up to the first flush).
 async fn write_all(
     store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<Op>,
+    mut rx: mpsc::UnboundedReceiver<Op>,
     stats: Arc<RecorderStats>,
     backoff: Duration,
 ) {
     let mut live: HashMap<String, LiveCall> = HashMap::new();
     let mut burst: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
+        let until = tokio::time::Instant::now() + LINGER;
         let mut flush = None;
         let mut next = Some(first);
         while let Some(op) = next.take() {
@@ -344,7 +403,13 @@ async fn write_all(
                 numbered,
             });
             if burst.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
+                next = match rx.try_recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => tokio::time::timeout_at(until, rx.recv())
+                        .await
+                        .ok()
+                        .flatten(),
+                };
             }
         }
         // Between bursts only: a call's state must not vanish in the middle of one.
@@ -372,7 +437,7 @@ async fn write_burst(
     backoff: Duration,
 ) {
     if burst.len() > 1 {
-        match write_together(store, burst, live).await {
+        match write_together(store, burst, live, stats).await {
             Ok(()) => {
                 let n = burst.len() as u64;
                 stats.written.fetch_add(n, Ordering::Relaxed);
@@ -394,17 +459,82 @@ async fn write_burst(
     burst.clear();
 }
 
-/// Numbers the burst's records in order, then writes them in one transaction.
+/// Numbers the burst's records in order, merges the records of each turn, then
+/// writes them in one transaction.
 async fn write_together(
     store: &dyn Store,
-    burst: &mut [Queued],
+    burst: &mut Vec<Queued>,
     live: &mut HashMap<String, LiveCall>,
+    stats: &RecorderStats,
 ) -> Result<(), StoreError> {
     for queued in burst.iter_mut() {
         prepare(store, queued, live).await?;
     }
+    let merged = merge_turns(burst);
+    if merged > 0 {
+        stats.written.fetch_add(merged, Ordering::Relaxed);
+        stats.pending.fetch_sub(merged, Ordering::Relaxed);
+    }
     let writes: Vec<Write<'_>> = burst.iter().filter_map(|q| q.op.write()).collect();
     store.write_batch(&writes).await
+}
+
+/// Folds the later records of a turn (numbered already) into its first record in
+/// the burst: its progress and end replace the text, its interruption is noted on
+/// it. Returns how many records were folded away.
+fn merge_turns(burst: &mut Vec<Queued>) -> u64 {
+    let before = burst.len();
+    let mut kept: Vec<Queued> = Vec::with_capacity(before);
+    let mut first: HashMap<(String, i64), usize> = HashMap::new();
+    for queued in burst.drain(..) {
+        let key = match &queued.op {
+            Op::Turn(sid, turn) => (sid.clone(), turn.seq),
+            Op::Interrupted { call_sid, seq, .. } => (call_sid.clone(), *seq),
+            _ => {
+                kept.push(queued);
+                continue;
+            }
+        };
+        let Some(&at) = first.get(&key) else {
+            if matches!(queued.op, Op::Turn(..)) {
+                first.insert(key, kept.len());
+            }
+            kept.push(queued);
+            continue;
+        };
+        let Op::Turn(_, target) = &mut kept[at].op else {
+            kept.push(queued);
+            continue;
+        };
+        let Queued {
+            op,
+            noted,
+            numbered,
+        } = queued;
+        match op {
+            Op::Turn(_, turn) => {
+                target.text = turn.text;
+                target.ended_at = turn.ended_at;
+                target.partial = turn.partial;
+                target.time_to_first_token_ms = turn
+                    .time_to_first_token_ms
+                    .or(target.time_to_first_token_ms);
+                target.interrupted |= turn.interrupted;
+                target.heard = turn.heard.or(target.heard.take());
+            }
+            Op::Interrupted { heard, .. } => {
+                target.interrupted = true;
+                target.heard = Some(heard);
+            }
+            op => kept.push(Queued {
+                op,
+                noted,
+                numbered,
+            }),
+        }
+    }
+    *burst = kept;
+    (before - burst.len()) as u64
 }
 
 /// Writes one record on its own, retrying with backoff, and counts the outcome.
@@ -645,6 +775,7 @@ mod tests {
             started_at: SystemTime::now(),
             ended_at: SystemTime::now(),
             time_to_first_token_ms: None,
+            partial: false,
         }
     }
 
@@ -751,7 +882,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_drops_records_instead_of_waiting() {
+    async fn past_the_hard_cap_records_are_dropped_and_counted() {
         let db = TempDb::new();
         let store = store::open(&db.url()).await.unwrap();
         let recorder = Recorder::start_with(store.clone(), 4, Duration::from_millis(10));
@@ -766,7 +897,7 @@ mod tests {
             recorder.turn("CA1", &turn(seq, "palavra"));
         }
         let dropped = recorder.counts().dropped;
-        assert!(dropped >= 40, "only {dropped} dropped with a queue of 4");
+        assert!(dropped >= 40, "only {dropped} dropped with a cap of 4");
         sqlx::raw_sql("COMMIT").execute(&mut *lock).await.unwrap();
         drop(lock);
         blocker.close().await;

@@ -89,7 +89,7 @@ impl AppState {
     /// Builds the state around a given LLM provider and store, and starts the
     /// store's writer task (so it needs a tokio runtime).
     pub fn with_parts(config: Config, llm: Arc<dyn LlmProvider>, store: Arc<dyn Store>) -> Self {
-        let recorder = Recorder::start(store.clone());
+        let recorder = Recorder::start_as(store.clone(), config.replicas.id.clone());
         let twilio = TwilioClient::from_config(&config.twilio)
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot set up the Twilio REST client");
@@ -220,6 +220,14 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
         server_stop.clone(),
     ));
 
+    let replica_stop = CancellationToken::new();
+    let replica = tokio::spawn(crate::replica::run(
+        state.store.clone(),
+        state.config.replicas.clone(),
+        store::millis(state.started_at),
+        replica_stop.clone(),
+    ));
+
     shutdown.await;
     let live = state.calls.len();
     tracing::info!(live_calls = live, timeout = ?state.config.drain_timeout, "draining: refusing new calls");
@@ -241,6 +249,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
             "call records still unwritten at shutdown"
         );
     }
+    // Every call is over and written: retire this replica from the store.
+    replica_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), replica).await;
     server_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), state.store.close()).await;

@@ -127,6 +127,9 @@ pub struct TurnRecord {
     pub ended_at: std::time::SystemTime,
     /// For agent turns: time from the caller's turn to the first token out.
     pub time_to_first_token_ms: Option<u64>,
+    /// An agent reply still going out: `text` is what was sent so far, and a later
+    /// record of the same `seq` completes it.
+    pub partial: bool,
 }
 
 /// A tool the agent ran.

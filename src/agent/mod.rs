@@ -155,6 +155,10 @@ struct Turn {
     llm_first_token: Option<Duration>,
     /// Wall-clock start, for the transcript.
     started_at: SystemTime,
+    /// The transcript number taken when the first words went out.
+    seq: Option<u32>,
+    /// When the text so far was last recorded.
+    recorded_at: Option<Instant>,
 }
 
 /// What the reply in flight did next.
@@ -163,6 +167,10 @@ enum Step {
     ToolsDone(Vec<ToolRun>),
     Filler,
 }
+
+/// How often the text of a reply still going out is recorded: what a crash of the
+/// server can lose of a reply (plus the recorder's commit delay).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Most tool calls taken from one model response.
 const MAX_CALLS_PER_ROUND: usize = 16;
@@ -300,16 +308,17 @@ impl Agent {
         }
     }
 
-    /// Records a finished transcript turn and returns its sequence number.
+    /// Records a finished transcript turn (numbered `seq`, or the next number) and
+    /// returns its sequence number.
     fn record_turn(
         &mut self,
         speaker: Speaker,
         text: &str,
         started_at: SystemTime,
         time_to_first_token: Option<Duration>,
+        seq: Option<u32>,
     ) -> u32 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = seq.unwrap_or_else(|| self.take_seq());
         if speaker == Speaker::Agent {
             self.last_agent_seq = Some(seq);
         }
@@ -323,10 +332,56 @@ impl Agent {
                     started_at,
                     ended_at: SystemTime::now(),
                     time_to_first_token_ms: time_to_first_token.map(|d| d.as_millis() as u64),
+                    partial: false,
                 },
             );
         }
         seq
+    }
+
+    fn take_seq(&mut self) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Records the reply in flight as it stands: when its first words go out (it
+    /// takes its transcript number then) and every [`PROGRESS_INTERVAL`] after.
+    fn record_progress(&mut self, now: Instant) {
+        let due = match &self.turn {
+            Some(turn) if turn.seq.is_none() => true,
+            Some(turn) => turn
+                .recorded_at
+                .is_none_or(|at| now.duration_since(at) >= PROGRESS_INTERVAL),
+            None => false,
+        };
+        if !due {
+            return;
+        }
+        let fresh = self.next_seq;
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        let seq = *turn.seq.get_or_insert(fresh);
+        if seq == fresh {
+            self.next_seq += 1;
+        }
+        turn.recorded_at = Some(now);
+        self.last_agent_seq = Some(seq);
+        if let Some(call) = &self.call {
+            self.observer.turn(
+                &call.call_sid,
+                &TurnRecord {
+                    seq,
+                    speaker: Speaker::Agent,
+                    text: turn.text.clone(),
+                    started_at: turn.started_at,
+                    ended_at: SystemTime::now(),
+                    time_to_first_token_ms: turn.llm_first_token.map(|d| d.as_millis() as u64),
+                    partial: true,
+                },
+            );
+        }
     }
 
     /// The conversation so far, system prompt first.
@@ -443,7 +498,7 @@ impl Agent {
             }
             self.pending.push_back(AgentOutput::TurnEnd);
             self.history.push(ChatMessage::assistant(goodbye.clone()));
-            self.record_turn(Speaker::Agent, &goodbye, SystemTime::now(), None);
+            self.record_turn(Speaker::Agent, &goodbye, SystemTime::now(), None, None);
         }
         self.digits.take();
         let handoff = Handoff {
@@ -587,7 +642,13 @@ impl Agent {
         if self.stop_reply() {
             self.pending.push_back(AgentOutput::TurnEnd);
         }
-        self.record_turn(Speaker::Caller, &user.content, SystemTime::now(), None);
+        self.record_turn(
+            Speaker::Caller,
+            &user.content,
+            SystemTime::now(),
+            None,
+            None,
+        );
         self.history.push(user);
         let now = Instant::now();
         self.stats.turns += 1;
@@ -607,6 +668,8 @@ impl Agent {
             rounds: 0,
             llm_first_token: None,
             started_at: SystemTime::now(),
+            seq: None,
+            recorded_at: None,
         });
     }
 
@@ -645,6 +708,7 @@ impl Agent {
             &turn.text,
             turn.started_at,
             turn.llm_first_token,
+            turn.seq,
         );
         true
     }
@@ -663,6 +727,7 @@ impl Agent {
                 &turn.text,
                 turn.started_at,
                 turn.llm_first_token,
+                turn.seq,
             );
             self.pending.push_back(AgentOutput::TurnEnd);
         }
@@ -687,6 +752,7 @@ impl Agent {
                 turn.text.push_str(&text);
                 turn.round_text.push_str(&text);
                 self.pending.push_back(AgentOutput::Token(text));
+                self.record_progress(now);
             }
             Some(Ok(LlmEvent::ToolCallDelta {
                 index,
@@ -970,7 +1036,13 @@ impl Agent {
         }
         self.pending.push_back(AgentOutput::TurnEnd);
         let said = format!("{}{apology}", turn.text);
-        self.record_turn(Speaker::Agent, &said, turn.started_at, turn.llm_first_token);
+        self.record_turn(
+            Speaker::Agent,
+            &said,
+            turn.started_at,
+            turn.llm_first_token,
+            turn.seq,
+        );
         let round_said = format!("{}{apology}", turn.round_text);
         self.history
             .push(ChatMessage::assistant(round_said.trim_start().to_string()));

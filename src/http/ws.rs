@@ -260,8 +260,23 @@ fn media_socket(
         .filter_map(|message| future::ready(to_frame(message)))
 }
 
-/// 503 while draining or when the server is full.
+/// 503 while draining, when the server is full, or while the store writer is far
+/// behind (new calls wait; the live ones lose nothing).
 fn refuse_new_call(state: &AppState) -> Option<Response> {
+    if state.recorder.busy() {
+        let refused = state.recorder.refused_call();
+        if crate::media::log_due(refused, 1, 100) {
+            tracing::warn!(
+                refused,
+                pending = state.recorder.counts().pending,
+                "refusing a call: the store writer is behind"
+            );
+        }
+        return Some(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: call records are being written",
+        ));
+    }
     if state.is_draining() {
         return Some(json_error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -13,18 +13,32 @@ type Embedded = (i64, &'static str, &'static str);
 
 /// Every SQLite migration, in order. A new file in `migrations/sqlite` goes here too
 /// (a test checks the folder and this list agree).
-pub const SQLITE: &[Embedded] = &[(
-    1,
-    "calls",
-    include_str!("../../migrations/sqlite/0001_calls.sql"),
-)];
+pub const SQLITE: &[Embedded] = &[
+    (
+        1,
+        "calls",
+        include_str!("../../migrations/sqlite/0001_calls.sql"),
+    ),
+    (
+        2,
+        "shared_state",
+        include_str!("../../migrations/sqlite/0002_shared_state.sql"),
+    ),
+];
 
 /// Every PostgreSQL migration, in order (same rule as [`SQLITE`]).
-pub const POSTGRES: &[Embedded] = &[(
-    1,
-    "calls",
-    include_str!("../../migrations/postgres/0001_calls.sql"),
-)];
+pub const POSTGRES: &[Embedded] = &[
+    (
+        1,
+        "calls",
+        include_str!("../../migrations/postgres/0001_calls.sql"),
+    ),
+    (
+        2,
+        "shared_state",
+        include_str!("../../migrations/postgres/0002_shared_state.sql"),
+    ),
+];
 
 /// A list of embedded migrations, as sqlx's migrator reads them.
 #[derive(Debug)]

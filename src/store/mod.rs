@@ -8,6 +8,7 @@
 
 mod migrations;
 pub mod postgres;
+pub mod shared;
 mod sql;
 pub mod sqlite;
 
@@ -16,6 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use serde::Serialize;
+
+pub use shared::SharedState;
 
 /// Milliseconds since the Unix epoch (UTC).
 pub type Millis = i64;
@@ -69,6 +72,8 @@ pub struct NewCall {
     /// The TwiML `<Parameter>`s as a JSON object.
     pub parameters: Option<String>,
     pub started_at: Millis,
+    /// The replica whose socket carries the call.
+    pub owner: Option<String>,
 }
 
 /// How a call ended (the agent's `call_ended`).
@@ -169,6 +174,9 @@ pub struct Turn {
     pub started_at: Millis,
     pub ended_at: Millis,
     pub time_to_first_token_ms: Option<i64>,
+    /// An agent reply still being spoken (or cut off by a crash): its text is what
+    /// had gone out when it was last written.
+    pub partial: bool,
 }
 
 /// A tool the agent ran.
@@ -337,7 +345,7 @@ pub enum Write<'a> {
 
 /// Durable storage for call records. Writes are idempotent (a retried write after
 /// an unknown outcome stores nothing twice), so callers may retry freely.
-pub trait Store: Send + Sync {
+pub trait Store: SharedState {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Where the data lives, password redacted (for the start-up log).
@@ -348,7 +356,7 @@ pub trait Store: Send + Sync {
     /// Records a call that connected (creating it, or completing a record a status
     /// callback made first).
     fn call_started<'a>(&'a self, call: &'a NewCall) -> BoxFuture<'a, StoreResult<()>>;
-    /// Adds (or replaces) a transcript turn.
+    /// Adds a transcript turn, or completes a partial one of the same number.
     fn add_turn<'a>(&'a self, call_sid: &'a str, turn: &'a Turn) -> BoxFuture<'a, StoreResult<()>>;
     /// Marks an agent turn as interrupted after the caller heard `heard`.
     fn mark_interrupted<'a>(

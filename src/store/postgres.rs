@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Pool, Postgres};
 
+use super::shared::impl_shared;
 use super::sql::impl_store;
 use super::{StoreResult, migrations};
 
@@ -58,3 +59,4 @@ impl PgStore {
 }
 
 impl_store!(PgStore, Postgres, "postgres");
+impl_shared!(PgStore);

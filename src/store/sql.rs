@@ -26,12 +26,12 @@ macro_rules! call_columns {
 }
 
 /// A session connected: the call is live again even if an earlier session of it
-/// ended (Twilio reconnects a dropped socket to the same call). The numbers,
-/// direction, mode and parameters first written are kept: a later session of the
-/// call cannot rewrite them.
+/// ended (Twilio reconnects a dropped socket to the same call), and owned by the
+/// replica whose socket carries it. The numbers, direction, mode and parameters
+/// first written are kept: a later session of the call cannot rewrite them.
 pub const CALL_STARTED: &str = "INSERT INTO calls (call_sid, session_id, from_number, to_number, direction, mode, status, \
-     parameters, started_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, 'in-progress', $7, $8, $8) \
+     parameters, started_at, updated_at, owner) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'in-progress', $7, $8, $8, $9) \
      ON CONFLICT (call_sid) DO UPDATE SET \
      session_id = COALESCE(excluded.session_id, calls.session_id), \
      from_number = COALESCE(calls.from_number, excluded.from_number), \
@@ -40,18 +40,76 @@ pub const CALL_STARTED: &str = "INSERT INTO calls (call_sid, session_id, from_nu
      mode = COALESCE(calls.mode, excluded.mode), \
      parameters = COALESCE(calls.parameters, excluded.parameters), \
      status = 'in-progress', ended_at = NULL, duration_ms = NULL, \
-     updated_at = excluded.updated_at";
+     owner = excluded.owner, updated_at = excluded.updated_at";
 
 /// Makes sure a call row exists before a record refers to it (in case the call's
 /// own start record was lost).
 pub const ENSURE_CALL: &str = "INSERT INTO calls (call_sid, status, started_at, updated_at) \
      VALUES ($1, 'in-progress', $2, $2) ON CONFLICT (call_sid) DO NOTHING";
 
-/// A turn is written once: a retry of the same record changes nothing, and no
-/// later session can write over it.
-pub const ADD_TURN: &str = "INSERT INTO turns (call_sid, seq, role, text, started_at, ended_at, \
-     time_to_first_token_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (call_sid, seq) DO NOTHING";
+/// The columns of a turn row, in the order [`turns_upsert`] binds them.
+pub const TURN_COLUMNS: usize = 10;
+
+/// Inserts `rows` turns in one statement. A turn still partial (an agent reply
+/// being spoken) is completed by a later write of the same number; a complete
+/// turn is never written over (a retry changes nothing, and no later session of
+/// the call can overwrite it). An interruption already noted is kept.
+pub fn turns_upsert(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO turns (call_sid, seq, role, text, interrupted, heard, started_at, \
+         ended_at, time_to_first_token_ms, partial) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for col in 0..TURN_COLUMNS {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * TURN_COLUMNS + col + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (call_sid, seq) DO UPDATE SET text = excluded.text, \
+         ended_at = excluded.ended_at, \
+         time_to_first_token_ms = COALESCE(excluded.time_to_first_token_ms, \
+           turns.time_to_first_token_ms), \
+         partial = excluded.partial, interrupted = turns.interrupted OR excluded.interrupted, \
+         heard = COALESCE(excluded.heard, turns.heard) WHERE turns.partial",
+    );
+    sql
+}
+
+/// Most turns one statement writes; longer runs are cut into power-of-two chunks,
+/// so each connection prepares a handful of statements and reuses them.
+pub const MAX_TURNS_PER_STATEMENT: usize = 64;
+
+/// The prepared text of [`turns_upsert`] for 1, 2, 4, … [`MAX_TURNS_PER_STATEMENT`] rows.
+pub fn turns_upsert_cached(rows: usize) -> &'static str {
+    static CACHE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        (0..=MAX_TURNS_PER_STATEMENT.trailing_zeros())
+            .map(|p| turns_upsert(1 << p))
+            .collect()
+    });
+    debug_assert!(rows.is_power_of_two() && rows <= MAX_TURNS_PER_STATEMENT);
+    &cache[rows.trailing_zeros() as usize]
+}
+
+/// The sizes a run of `n` turns is written in: the largest power of two first.
+pub fn turn_chunks(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = (1usize << (usize::BITS - 1 - n.leading_zeros())).min(MAX_TURNS_PER_STATEMENT);
+        n -= size;
+        Some(size)
+    })
+}
 
 pub const MARK_INTERRUPTED: &str =
     "UPDATE turns SET interrupted = TRUE, heard = $3 WHERE call_sid = $1 AND seq = $2";
@@ -88,7 +146,8 @@ pub const UPSERT_STATUS: &str = concat!(
     " AND excluded.status NOT IN ",
     terminal_statuses!(),
     " THEN calls.status \
-       WHEN calls.status = 'handoff' AND excluded.status = 'completed' THEN calls.status \
+       WHEN calls.status IN ('handoff', 'interrupted') AND excluded.status = 'completed' \
+         THEN calls.status \
        ELSE excluded.status END, \
      twilio_duration_secs = COALESCE(excluded.twilio_duration_secs, calls.twilio_duration_secs), \
      answered_by = COALESCE(excluded.answered_by, calls.answered_by), \
@@ -140,7 +199,7 @@ pub const NEXT_SEQS: &str = "SELECT \
 pub const CALL_EXISTS: &str = "SELECT call_sid FROM calls WHERE call_sid = $1";
 
 pub const TURNS: &str = "SELECT seq, role, text, interrupted, heard, started_at, ended_at, \
-     time_to_first_token_ms FROM turns WHERE call_sid = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+     time_to_first_token_ms, partial FROM turns WHERE call_sid = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
 /// The tool calls that started within a page of turns: from the page's first
 /// turn (or the start, on the first page) to the next page's first turn.
@@ -244,31 +303,14 @@ macro_rules! impl_store {
                             .bind(&call.mode)
                             .bind(&call.parameters)
                             .bind(call.started_at)
+                            .bind(&call.owner)
                             .execute(&mut *conn)
                             .await?;
                         changes.insert(&call.call_sid);
                     }
                     Write::Turn(call_sid, turn) => {
-                        self.ensure_call(&mut *conn, call_sid, turn.started_at, changes)
+                        self.write_turns(&mut *conn, &[(call_sid, turn)], changes)
                             .await?;
-                        sqlx::query($crate::store::sql::ADD_TURN)
-                            .bind(call_sid)
-                            .bind(turn.seq)
-                            .bind(&turn.role)
-                            .bind(&turn.text)
-                            .bind(turn.started_at)
-                            .bind(turn.ended_at)
-                            .bind(turn.time_to_first_token_ms)
-                            .execute(&mut *conn)
-                            .await?;
-                        if turn.interrupted {
-                            sqlx::query($crate::store::sql::MARK_INTERRUPTED)
-                                .bind(call_sid)
-                                .bind(turn.seq)
-                                .bind(turn.heard.as_deref().unwrap_or(""))
-                                .execute(&mut *conn)
-                                .await?;
-                        }
                     }
                     Write::Interrupted {
                         call_sid,
@@ -356,6 +398,41 @@ macro_rules! impl_store {
                     .execute(&mut *conn)
                     .await?;
                 changes.insert(call_sid);
+                Ok(())
+            }
+
+            /// Writes `turns` (each (call, number) once) in as few statements as
+            /// it can, after making sure their calls' rows exist.
+            async fn write_turns(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                turns: &[(&str, &$crate::store::Turn)],
+                changes: &mut $crate::store::KnownChanges,
+            ) -> Result<(), sqlx::Error> {
+                for (call_sid, turn) in turns {
+                    self.ensure_call(&mut *conn, call_sid, turn.started_at, changes)
+                        .await?;
+                }
+                let mut rest = turns;
+                for size in $crate::store::sql::turn_chunks(turns.len()) {
+                    let (chunk, tail) = rest.split_at(size);
+                    rest = tail;
+                    let mut query = sqlx::query($crate::store::sql::turns_upsert_cached(size));
+                    for (call_sid, turn) in chunk {
+                        query = query
+                            .bind(*call_sid)
+                            .bind(turn.seq)
+                            .bind(&turn.role)
+                            .bind(&turn.text)
+                            .bind(turn.interrupted)
+                            .bind(&turn.heard)
+                            .bind(turn.started_at)
+                            .bind(turn.ended_at)
+                            .bind(turn.time_to_first_token_ms)
+                            .bind(turn.partial);
+                    }
+                    query.execute(&mut *conn).await?;
+                }
                 Ok(())
             }
 
@@ -496,11 +573,32 @@ macro_rules! impl_store {
                 writes: &'a [$crate::store::Write<'a>],
             ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
                 Box::pin(async move {
+                    use $crate::store::Write;
                     let mut tx = self.pool.begin().await?;
                     let mut changes = $crate::store::KnownChanges::default();
+                    // Runs of turns go out as multi-row statements; any other write
+                    // (or a second write of a turn in the run) ends the run first, so
+                    // the order of the writes is kept.
+                    let mut run: Vec<(&str, &$crate::store::Turn)> = Vec::new();
+                    let mut in_run = std::collections::HashSet::new();
                     for write in writes {
+                        if let Write::Turn(call_sid, turn) = *write
+                            && in_run.insert((call_sid, turn.seq))
+                        {
+                            run.push((call_sid, turn));
+                            continue;
+                        }
+                        self.write_turns(&mut tx, &run, &mut changes).await?;
+                        run.clear();
+                        in_run.clear();
+                        if let Write::Turn(call_sid, turn) = *write {
+                            in_run.insert((call_sid, turn.seq));
+                            run.push((call_sid, turn));
+                            continue;
+                        }
                         self.write_on(&mut tx, *write, &mut changes).await?;
                     }
+                    self.write_turns(&mut tx, &run, &mut changes).await?;
                     tx.commit().await?;
                     // Only now: a rolled-back batch leaves no call believed written.
                     self.known.commit(changes);
@@ -629,6 +727,7 @@ macro_rules! impl_store {
                                 started_at: row.try_get("started_at")?,
                                 ended_at: row.try_get("ended_at")?,
                                 time_to_first_token_ms: row.try_get("time_to_first_token_ms")?,
+                                partial: row.try_get("partial")?,
                             })
                         })
                         .collect::<Result<Vec<_>, _>>()?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Sqlite};
 
+use super::shared::impl_shared;
 use super::sql::impl_store;
 use super::{StoreError, StoreResult, migrations};
 
@@ -68,3 +69,4 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, Sqlite, "sqlite");
+impl_shared!(SqliteStore);

@@ -29,6 +29,8 @@ const GREETING: &str = "Olá! Como posso ajudar?";
 #[derive(Default)]
 struct Observed {
     turns: Mutex<Vec<TurnRecord>>,
+    /// Records of replies still going out (their first words, their progress).
+    partials: Mutex<Vec<TurnRecord>>,
     interrupted: Mutex<Vec<(u32, String)>>,
     tools: Mutex<Vec<ToolCallRecord>>,
     ended: Mutex<Vec<CallSummary>>,
@@ -36,7 +38,11 @@ struct Observed {
 
 impl CallObserver for Observed {
     fn turn(&self, _: &str, turn: &TurnRecord) {
-        self.turns.lock().unwrap().push(turn.clone());
+        if turn.partial {
+            self.partials.lock().unwrap().push(turn.clone());
+        } else {
+            self.turns.lock().unwrap().push(turn.clone());
+        }
     }
     fn turn_interrupted(&self, _: &str, seq: u32, heard: &str) {
         self.interrupted
@@ -404,6 +410,16 @@ async fn a_full_turn_goes_from_caller_audio_to_agent_audio() {
             ("caller".into(), "Quero marcar uma consulta".into()),
             ("agent".into(), "Claro! Para quando?".into()),
         ]
+    );
+    // The reply was recorded when its first words went out, under the number its
+    // end completed.
+    let partials = s.observed.partials.lock().unwrap().clone();
+    let final_seq = s.observed.turns.lock().unwrap()[1].seq;
+    assert!(
+        partials
+            .first()
+            .is_some_and(|p| p.seq == final_seq && "Claro! Para quando?".starts_with(&p.text)),
+        "{partials:?}"
     );
 
     // Twilio stops the stream: both upstream sockets close.

@@ -20,6 +20,7 @@ fn new_call(sid: &str, started_at: i64) -> NewCall {
         mode: Some("relay".into()),
         parameters: Some(r#"{"lead":"Ana"}"#.into()),
         started_at,
+        owner: Some("replica-a".into()),
     }
 }
 

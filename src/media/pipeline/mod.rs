@@ -250,6 +250,7 @@ impl CallLog {
                 started_at,
                 ended_at: std::time::SystemTime::now(),
                 time_to_first_token_ms: time_to_first_token.map(|d| d.as_millis() as u64),
+                partial: false,
             },
         );
         seq
