@@ -85,7 +85,9 @@ pub struct RecorderCounts {
 /// per-call sequence number from the writer.
 #[derive(Debug)]
 enum Op {
-    CallStarted(NewCall),
+    /// A session of the call started; `true` when it resumed the stored
+    /// conversation (its turns are numbered after the stored ones already).
+    CallStarted(NewCall, bool),
     Turn(String, Turn),
     Interrupted {
         call_sid: String,
@@ -207,7 +209,7 @@ impl Op {
     /// The store write this record is (none for a flush).
     fn write(&self) -> Option<Write<'_>> {
         Some(match self {
-            Op::CallStarted(call) => Write::CallStarted(call),
+            Op::CallStarted(call, _) => Write::CallStarted(call),
             Op::Turn(sid, turn) => Write::Turn(sid, turn),
             Op::Interrupted {
                 call_sid,
@@ -228,7 +230,7 @@ impl Op {
 
     fn kind(&self) -> &'static str {
         match self {
-            Op::CallStarted(_) => "call start",
+            Op::CallStarted(..) => "call start",
             Op::Turn(..) => "turn",
             Op::Interrupted { .. } => "interruption",
             Op::ToolCall(..) => "tool call",
@@ -247,17 +249,20 @@ impl CallObserver for Recorder {
             serde_json::to_string(&sorted).unwrap_or_default()
         });
         let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        self.queue(Op::CallStarted(NewCall {
-            call_sid: call.call_sid.clone(),
-            session_id: call.session_id.clone().filter(|s| !s.is_empty()),
-            from: text(&call.from),
-            to: text(&call.to),
-            direction: call.direction.clone(),
-            mode: text(&call.mode),
-            parameters,
-            started_at: now_millis(),
-            owner: self.owner.clone(),
-        }));
+        self.queue(Op::CallStarted(
+            NewCall {
+                call_sid: call.call_sid.clone(),
+                session_id: call.session_id.clone().filter(|s| !s.is_empty()),
+                from: text(&call.from),
+                to: text(&call.to),
+                direction: call.direction.clone(),
+                mode: text(&call.mode),
+                parameters,
+                started_at: now_millis(),
+                owner: self.owner.clone(),
+            },
+            call.resumed,
+        ));
     }
 
     fn turn(&self, call_sid: &str, turn: &TurnRecord) {
@@ -393,7 +398,7 @@ async fn write_all(
                 op,
                 Op::ToolCall(..)
                     | Op::Appointment(_)
-                    | Op::CallStarted(_)
+                    | Op::CallStarted(..)
                     | Op::Turn(..)
                     | Op::Interrupted { .. }
             );
@@ -621,7 +626,7 @@ fn live_call<'a>(live: &'a mut HashMap<String, LiveCall>, call_sid: &str) -> &'a
 /// the burst is not committed).
 fn note(op: &Op, live: &mut HashMap<String, LiveCall>) {
     match op {
-        Op::CallStarted(call) => {
+        Op::CallStarted(call, _) => {
             let outbound = call
                 .direction
                 .as_deref()
@@ -649,9 +654,14 @@ async fn number(
     let sid = op_call_sid(op).to_string();
     let state = live_call(live, &sid);
     match op {
-        Op::CallStarted(_) => {
+        Op::CallStarted(_, resumed) => {
             let stored = store.next_seqs(&sid).await?;
-            state.turn_base = stored.turn.max(state.turns_seen);
+            // A resumed conversation numbers its turns after the stored ones itself.
+            state.turn_base = if *resumed {
+                0
+            } else {
+                stored.turn.max(state.turns_seen)
+            };
             state.next = Some(match state.next {
                 Some((t, a)) => (t.max(stored.tool_call), a.max(stored.appointment)),
                 None => (stored.tool_call, stored.appointment),
@@ -693,7 +703,7 @@ async fn number(
 
 fn op_call_sid(op: &Op) -> &str {
     match op {
-        Op::CallStarted(call) => &call.call_sid,
+        Op::CallStarted(call, _) => &call.call_sid,
         Op::Turn(sid, _)
         | Op::ToolCall(sid, _)
         | Op::CallEnded(sid, _)
@@ -710,6 +720,53 @@ async fn apply(store: &dyn Store, op: &Op) -> Result<(), StoreError> {
         Some(write) => store.write(write).await,
         None => Ok(()),
     }
+}
+
+/// Turns of a stored conversation a resumed call takes back at most (the agent's
+/// history bound trims further).
+pub const RESUME_TURNS: i64 = 200;
+
+/// The call's conversation as the store holds it, for a session that resumes it
+/// on any replica: its last [`RESUME_TURNS`] turns (an agent turn as the caller
+/// heard it when interrupted, a partial one as far as it had gone out) and the
+/// next turn's number. `None` when nothing was said yet.
+pub async fn stored_conversation(
+    store: &dyn Store,
+    call_sid: &str,
+) -> Result<Option<crate::agent::Resume>, StoreError> {
+    use crate::agent::Speaker;
+    let next = store.next_seqs(call_sid).await?;
+    if next.turn == 0 {
+        return Ok(None);
+    }
+    let after = (next.turn - 1 - RESUME_TURNS).max(-1);
+    let after = (after >= 0).then_some(after);
+    let Some(page) = store
+        .transcript_page(call_sid, after, RESUME_TURNS as u32)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let turns = page
+        .turns
+        .into_iter()
+        .filter_map(|turn| {
+            let speaker = if turn.role == "caller" {
+                Speaker::Caller
+            } else {
+                Speaker::Agent
+            };
+            let text = match (turn.interrupted, turn.heard) {
+                (true, Some(heard)) => heard,
+                _ => turn.text,
+            };
+            (!text.trim().is_empty()).then_some((speaker, text))
+        })
+        .collect();
+    Ok(Some(crate::agent::Resume::Transcript {
+        turns,
+        next_seq: u32::try_from(next.turn).unwrap_or(u32::MAX),
+    }))
 }
 
 #[cfg(test)]
@@ -760,6 +817,7 @@ mod tests {
             mode: "relay".into(),
             parameters: [("lead".to_string(), "Ana".to_string())].into(),
             may_resume: false,
+            resumed: false,
         }
     }
 

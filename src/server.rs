@@ -24,7 +24,7 @@ use crate::recorder::Recorder;
 use crate::relay::session::SessionDeps;
 use crate::store::{self, Store, StoreError};
 use crate::tools::ToolRegistry;
-use crate::twilio::admission::{CallTokens, MemoryLedger};
+use crate::twilio::admission::{CallTokens, ReconnectPolicy};
 use crate::twilio::call_token::TokenKey;
 use crate::twilio::client::TwilioClient;
 
@@ -96,14 +96,14 @@ impl AppState {
                 None
             })
             .map(Arc::new);
-        let tokens = Arc::new(call_tokens(&config));
+        let tokens = Arc::new(call_tokens(&config, store.clone()));
         Self {
             twilio,
             tokens,
             agent_settings: Arc::new(AgentSettings::from_config(&config)),
             tools: Arc::new(ToolRegistry::from_config(&config)),
             recent_calls: Arc::new(RecentCalls::new(RECENT_CALLS, RECENT_CALLS_TTL)),
-            media_endings: Arc::new(crate::media::Endings::default()),
+            media_endings: Arc::new(crate::media::Endings::new(store.clone())),
             config: Arc::new(config),
             llm,
             metrics: Arc::new(Metrics::default()),
@@ -130,6 +130,7 @@ impl AppState {
             recent: self.recent_calls.clone(),
             limits: self.config.limits.clone(),
             admission: None,
+            store: self.store.clone(),
         }
     }
 
@@ -157,7 +158,7 @@ impl AppState {
 /// The token service: keyed by `CALL_TOKEN_SECRET`, else by the Twilio auth token
 /// (so every replica agrees), else by a random key; tokens are required whenever
 /// Twilio's signatures are checked, unless `ALLOW_STATIC_TWIML` is set.
-fn call_tokens(config: &Config) -> CallTokens {
+fn call_tokens(config: &Config, store: Arc<dyn Store>) -> CallTokens {
     let key = match (
         &config.security.call_token_secret,
         &config.twilio.auth_token,
@@ -166,7 +167,12 @@ fn call_tokens(config: &Config) -> CallTokens {
         (None, None) => TokenKey::random(),
     };
     let required = config.twilio.validate_signatures && !config.security.allow_static_twiml;
-    CallTokens::new(key, Arc::new(MemoryLedger::default()), required)
+    let reconnect = ReconnectPolicy {
+        enabled: config.replicas.application_reconnect,
+        max_call: config.limits.max_call,
+        stale_after: config.replicas.stale_after,
+    };
+    CallTokens::new(key, store, config.replicas.id.clone(), reconnect, required)
 }
 
 /// The multi-threaded runtime the server runs on (one worker per core), shared

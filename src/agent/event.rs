@@ -21,6 +21,9 @@ pub struct CallInfo {
     /// The transport vouches that this session may pick up the call's earlier
     /// conversation (its handshake came from our own reconnect answer).
     pub may_resume: bool,
+    /// Set by the agent when this session picked up an earlier conversation of
+    /// the call: its turns go on numbering from there.
+    pub resumed: bool,
 }
 
 /// Something that happened on the call.

@@ -35,7 +35,7 @@ pub use event::{
     TurnRecord,
 };
 pub use history::History;
-pub use resume::{RecentCalls, Snapshot};
+pub use resume::{RecentCalls, Resume, Snapshot};
 
 use crate::config::Config;
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream, ToolCall};
@@ -200,6 +200,9 @@ pub struct Agent {
     language: Option<String>,
     /// Whether this call resumed an earlier conversation.
     resumed: bool,
+    /// The earlier conversation to pick up, found by the transport before the call
+    /// started (in memory or in the store).
+    resume_with: Option<Resume>,
     /// Process-wide metrics (turns, interrupts, LLM errors, latencies), if wired.
     metrics: Option<Arc<Metrics>>,
     /// When the caller's input that started the current reply arrived; taken when
@@ -232,6 +235,7 @@ impl Agent {
             ended: None,
             language: None,
             resumed: false,
+            resume_with: None,
             metrics: None,
             ttft_from: None,
             ttft_skip: 0,
@@ -256,11 +260,16 @@ impl Agent {
         self
     }
 
-    /// Resumes calls found in `recent`, and leaves this one there when it ends
-    /// without the agent ending it (a dropped socket may come back).
+    /// Leaves this call's conversation in `recent` when it ends without the agent
+    /// ending it (a dropped socket may come back to this replica).
     pub fn with_recent_calls(mut self, recent: Arc<RecentCalls>) -> Self {
         self.recent = Some(recent);
         self
+    }
+
+    /// Picks up `snapshot` when the call starts, if its [`CallInfo::may_resume`].
+    pub fn resume_with(&mut self, resume: Resume) {
+        self.resume_with = Some(resume);
     }
 
     /// Ends the call's record: stops any reply and tells the observer how it ended.
@@ -511,29 +520,17 @@ impl Agent {
         self.ended = Some(handoff);
     }
 
-    fn start_call(&mut self, mut info: CallInfo) {
-        // A per-call greeting (an outbound call's) replaces the configured one.
-        let greeting = info
-            .parameters
-            .remove(GREETING_PARAMETER)
-            .unwrap_or_else(|| self.settings.welcome_greeting.clone());
-        let resumable = info.may_resume.then_some(()).and(self.recent.as_ref());
-        if let Some(snapshot) = resumable.and_then(|r| r.take(&info.call_sid)) {
-            tracing::info!(
-                messages = snapshot.history.messages().len(),
-                "resuming the conversation of this call"
-            );
-            self.history = snapshot.history;
-            self.next_seq = snapshot.next_seq;
-            self.resumed = true;
-            if let Some(language) = snapshot.language {
-                self.pending
-                    .push_back(AgentOutput::SwitchLanguage(language.clone()));
-                self.language = Some(language);
-            }
-            self.call = Some(info);
-            return;
-        }
+    /// Goes on with a resumed conversation: the call is live again and carried by
+    /// this session, and the store must know.
+    fn continue_call(&mut self, mut info: CallInfo) {
+        self.resumed = true;
+        info.resumed = true;
+        self.observer.call_started(&info);
+        self.call = Some(info);
+    }
+
+    /// The system prompt, with the call's TwiML parameters when it has some.
+    fn set_call_prompt(&mut self, info: &CallInfo) {
         if !info.parameters.is_empty() {
             let mut params: Vec<_> = info.parameters.iter().collect();
             params.sort();
@@ -546,6 +543,48 @@ impl Agent {
                 "{}\n\nDados desta ligação: {listed}",
                 self.settings.system_prompt
             ));
+        }
+    }
+
+    fn start_call(&mut self, mut info: CallInfo) {
+        // A per-call greeting (an outbound call's) replaces the configured one.
+        let greeting = info
+            .parameters
+            .remove(GREETING_PARAMETER)
+            .unwrap_or_else(|| self.settings.welcome_greeting.clone());
+        let resume = self.resume_with.take().filter(|_| info.may_resume);
+        if let Some(Resume::Snapshot(snapshot)) = resume {
+            tracing::info!(
+                messages = snapshot.history.messages().len(),
+                next_turn = snapshot.next_seq,
+                "resuming the conversation of this call"
+            );
+            self.history = snapshot.history;
+            self.next_seq = snapshot.next_seq;
+            if let Some(language) = snapshot.language {
+                self.pending
+                    .push_back(AgentOutput::SwitchLanguage(language.clone()));
+                self.language = Some(language);
+            }
+            self.continue_call(info);
+            return;
+        }
+        self.set_call_prompt(&info);
+        if let Some(Resume::Transcript { turns, next_seq }) = resume {
+            tracing::info!(
+                turns = turns.len(),
+                next_turn = next_seq,
+                "resuming the conversation of this call from the store"
+            );
+            for (speaker, text) in turns {
+                self.history.push(match speaker {
+                    Speaker::Caller => ChatMessage::user(text),
+                    Speaker::Agent => ChatMessage::assistant(text),
+                });
+            }
+            self.next_seq = next_seq;
+            self.continue_call(info);
+            return;
         }
         // Twilio speaks the greeting itself; the model should know it did.
         let greeted = self

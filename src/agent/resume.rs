@@ -1,11 +1,13 @@
 //! Recently ended conversations, kept in memory by call SID so a call whose socket
-//! dropped (Twilio error 64105, then a fresh `<Connect>`) resumes where it was
-//! instead of starting over.
+//! dropped (Twilio error 64105, then a fresh `<Connect>`) and came back to this
+//! replica resumes with everything it had (tool calls included). A cache: the
+//! store holds every turn, and a call that lands on another replica (or after a
+//! restart) is rebuilt from there ([`Resume::Transcript`]).
 //!
-//! A conversation is handed out only for a reconnect the server itself answered:
-//! the signed `/twiml/action` with `ErrorCode=64105` for that SID arms it
-//! ([`RecentCalls::arm`]); a session that merely claims the SID gets nothing.
-//! Bounded in count, in bytes and in age; the oldest go first.
+//! Who may resume is decided by the transport before it asks (the reconnect token
+//! of our own signed `64105` answer, or the store's record that we gave that
+//! answer); this map only keeps conversations. Bounded in count, in bytes and in
+//! age; the oldest go first.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,6 +25,19 @@ pub struct Snapshot {
     pub language: Option<String>,
 }
 
+/// An earlier conversation of a call, for a session that picks it up.
+#[derive(Debug, Clone)]
+pub enum Resume {
+    /// Kept in this process when the socket dropped (tool calls included).
+    Snapshot(Snapshot),
+    /// Rebuilt from the store's transcript (any replica, or after a restart): what
+    /// each side said, in order, and the number of the next turn.
+    Transcript {
+        turns: Vec<(super::Speaker, String)>,
+        next_seq: u32,
+    },
+}
+
 /// Bytes of all kept conversations at most, unless set otherwise.
 pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
@@ -30,8 +45,6 @@ pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
 struct Entries {
     saved: HashMap<String, (Instant, usize, Snapshot)>,
     bytes: usize,
-    /// Calls whose reconnect we answered, and when.
-    armed: HashMap<String, Instant>,
 }
 
 /// Recent conversations by call SID.
@@ -79,9 +92,6 @@ impl RecentCalls {
             keep
         });
         entries.bytes -= expired;
-        entries
-            .armed
-            .retain(|_, at| now.duration_since(*at) < self.ttl);
         if let Some((_, b, _)) = entries.saved.remove(call_sid) {
             entries.bytes -= b;
         }
@@ -104,29 +114,9 @@ impl RecentCalls {
             .insert(call_sid.to_string(), (now, size, snapshot));
     }
 
-    /// Allows one resume of `call_sid`: we answered its reconnect.
-    pub fn arm(&self, call_sid: &str) {
-        if call_sid.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let mut entries = self.lock();
-        entries
-            .armed
-            .retain(|_, at| now.duration_since(*at) < self.ttl);
-        if entries.armed.len() < self.capacity {
-            entries.armed.insert(call_sid.to_string(), now);
-        }
-    }
-
-    /// Takes the conversation of `call_sid` if it ended less than `ttl` ago and
-    /// its reconnect was armed.
+    /// Takes the conversation of `call_sid` if it ended less than `ttl` ago.
     pub fn take(&self, call_sid: &str) -> Option<Snapshot> {
         let mut entries = self.lock();
-        let armed = entries.armed.remove(call_sid)?;
-        if armed.elapsed() >= self.ttl {
-            return None;
-        }
         let (at, size, snapshot) = entries.saved.remove(call_sid)?;
         entries.bytes -= size;
         (at.elapsed() < self.ttl).then_some(snapshot)
@@ -162,11 +152,6 @@ mod tests {
         }
     }
 
-    fn armed(recent: &RecentCalls, sid: &str) -> Option<Snapshot> {
-        recent.arm(sid);
-        recent.take(sid)
-    }
-
     #[test]
     fn bounded_in_count_oldest_first_and_taken_once() {
         let recent = RecentCalls::new(2, Duration::from_secs(60));
@@ -174,17 +159,9 @@ mod tests {
         recent.save("CA2", snap(2));
         recent.save("CA3", snap(3));
         assert_eq!(recent.len(), 2);
-        assert!(armed(&recent, "CA1").is_none());
-        assert_eq!(armed(&recent, "CA3").unwrap().next_seq, 3);
-        assert!(armed(&recent, "CA3").is_none());
-    }
-
-    #[test]
-    fn only_an_armed_reconnect_takes_a_conversation() {
-        let recent = RecentCalls::new(10, Duration::from_secs(60));
-        recent.save("CA1", snap(1));
-        assert!(recent.take("CA1").is_none(), "a mere claim of the SID");
-        assert_eq!(armed(&recent, "CA1").unwrap().next_seq, 1);
+        assert!(recent.take("CA1").is_none());
+        assert_eq!(recent.take("CA3").unwrap().next_seq, 3);
+        assert!(recent.take("CA3").is_none());
     }
 
     #[test]
@@ -198,7 +175,7 @@ mod tests {
             assert!(recent.bytes() <= 10_000);
         }
         assert_eq!(recent.len(), 3);
-        assert!(armed(&recent, "CA99").is_some());
+        assert!(recent.take("CA99").is_some());
     }
 
     #[test]
@@ -206,6 +183,6 @@ mod tests {
         let recent = RecentCalls::new(10, Duration::from_millis(1));
         recent.save("CA1", snap(1));
         std::thread::sleep(Duration::from_millis(5));
-        assert!(armed(&recent, "CA1").is_none());
+        assert!(recent.take("CA1").is_none());
     }
 }

@@ -509,7 +509,10 @@ async fn create_call(
         machine_detection_callback: request.machine_detection.then_some(status_url),
     };
     let created = client.create_call(&call).await.map_err(ApiError::from)?;
-    state.tokens.bind_outbound(&nonce, &created.sid, unix_now());
+    state
+        .tokens
+        .bind_outbound(&nonce, &created.sid, unix_now())
+        .await;
     tracing::info!(
         call_sid = %created.sid,
         status = %created.status,

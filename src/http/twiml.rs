@@ -16,7 +16,7 @@ use warp::{Filter, Reply};
 
 use super::{PublicBase, limited_body, public_base, twilio_auth, with_state};
 use crate::server::AppState;
-use crate::twilio::admission::unix_now;
+use crate::twilio::admission::{RESUME_ARMED, RESUME_ARMED_TTL, unix_now};
 use crate::twilio::call_token::Route;
 use crate::twiml;
 
@@ -50,9 +50,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
-        .map(
-            |form: Vec<(String, String)>, state: AppState, base: PublicBase| {
-                session_ended(&state, &base, &form)
+        .then(
+            |form: Vec<(String, String)>, state: AppState, base: PublicBase| async move {
+                session_ended(&state, &base, &form).await
             },
         );
     let stream_get = warp::path!("twiml" / "stream")
@@ -81,7 +81,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(twilio_auth::webhook(state.clone()))
         .and(with_state(state.clone()))
-        .map(|form: Vec<(String, String)>, state: AppState| stream_ended(&state, &form));
+        .then(|form: Vec<(String, String)>, state: AppState| async move {
+            stream_ended(&state, &form).await
+        });
     action
         .or(stream_next)
         .unify()
@@ -178,19 +180,28 @@ fn answer_stream(state: &AppState, base: &PublicBase, form: &[(String, String)])
 
 /// The media stream is over (our server closed it): transfer the caller when the
 /// agent handed off, else hang up.
-fn stream_ended(state: &AppState, form: &[(String, String)]) -> Response {
+async fn stream_ended(state: &AppState, form: &[(String, String)]) -> Response {
     let call_sid = field(form, "CallSid").unwrap_or("");
-    let ending = state.media_endings.take(call_sid);
+    let ending = state.media_endings.take(call_sid).await;
+    let transfer = ending.as_deref().is_some_and(is_live_agent_handoff);
     tracing::info!(
         call_sid,
         call_status = field(form, "CallStatus").unwrap_or(""),
-        transfer = ending.as_ref().is_some_and(|h| h.is_live_agent()),
+        transfer,
         "media stream ended"
     );
     match ending {
-        Some(handoff) if handoff.is_live_agent() => handoff_twiml(state, &handoff.to_json()),
+        Some(handoff_data) if transfer => handoff_twiml(state, &handoff_data),
         _ => xml(twiml::hangup()),
     }
+}
+
+/// Whether handoff JSON asks for a person.
+fn is_live_agent_handoff(handoff_data: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(handoff_data)
+        .ok()
+        .and_then(|v| v.get("reasonCode")?.as_str().map(str::to_string))
+        .is_some_and(|code| code == crate::agent::REASON_LIVE_AGENT)
 }
 
 /// `<Enqueue>` or `<Dial>` to a person, as configured; `<Hangup/>` when neither is.
@@ -213,7 +224,7 @@ fn handoff_twiml(state: &AppState, handoff_data: &str) -> Response {
 }
 
 /// Twilio reports how the ConversationRelay session ended.
-fn session_ended(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Response {
+async fn session_ended(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Response {
     tracing::info!(
         call_sid = field(form, "CallSid").unwrap_or(""),
         session_status = field(form, "SessionStatus").unwrap_or(""),
@@ -242,7 +253,14 @@ fn session_ended(state: &AppState, base: &PublicBase, form: &[(String, String)])
         // This answer, and only this one, lets the next session of the call resume
         // its conversation: a fresh token that says so, bound to the call.
         let call_sid = field(form, "CallSid").unwrap_or("");
-        state.recent_calls.arm(call_sid);
+        let until = crate::store::now_millis() + RESUME_ARMED_TTL.as_millis() as i64;
+        if let Err(e) = state
+            .store
+            .state_put(RESUME_ARMED, call_sid, "1", until)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the reconnect; the call will start afresh");
+        }
         let token = state
             .tokens
             .for_call(Route::Relay, call_sid, true, unix_now());

@@ -51,7 +51,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(twilio_auth::websocket(state.clone()))
         .and(upgrade())
         .and(with_state(state.clone()))
-        .map(|token: Option<String>, upgrade: Upgrade, state: AppState| {
+        .then(|token: Option<String>, upgrade: Upgrade, state: AppState| {
             upgrade_relay(upgrade, token, state)
         });
     let media = warp::path(Route::Media.path())
@@ -60,7 +60,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(twilio_auth::websocket(state.clone()))
         .and(upgrade())
         .and(with_state(state))
-        .map(|token: Option<String>, upgrade: Upgrade, state: AppState| {
+        .then(|token: Option<String>, upgrade: Upgrade, state: AppState| {
             upgrade_media(upgrade, token, state)
         });
     relay.or(media).unify().boxed()
@@ -80,7 +80,7 @@ fn token_segment() -> impl Filter<Extract = (Option<String>,), Error = warp::Rej
 /// Admits the handshake's token once (refused without a valid unused one when
 /// tokens are required). The signature check ran first, so the token is the one
 /// Twilio was given. The token itself is never logged.
-fn admit(
+async fn admit(
     state: &AppState,
     route: Route,
     token: Option<String>,
@@ -89,15 +89,22 @@ fn admit(
         Some(token) => state
             .tokens
             .admit(route, &token, unix_now())
+            .await
             .map(|admission| Some(Arc::new(admission))),
         None if state.tokens.required() => Err(TokenError::Missing),
         None => Ok(None),
     }
 }
 
-/// 403 for a handshake whose token was refused.
+/// 403 for a handshake whose token was refused (503 when the ledger is down).
 fn refuse_token(route: Route, error: TokenError) -> Response {
     tracing::warn!(route = ?route, reason = %error, "refusing a WebSocket handshake");
+    if error == TokenError::Unavailable {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot check the call token right now",
+        );
+    }
     json_error(StatusCode::FORBIDDEN, "invalid or missing call token")
 }
 
@@ -197,11 +204,11 @@ pub fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-fn upgrade_relay(upgrade: Upgrade, token: Option<String>, state: AppState) -> Response {
+async fn upgrade_relay(upgrade: Upgrade, token: Option<String>, state: AppState) -> Response {
     if let Some(refusal) = refuse_new_call(&state) {
         return refusal;
     }
-    let admission = match admit(&state, Route::Relay, token) {
+    let admission = match admit(&state, Route::Relay, token).await {
         Ok(admission) => admission,
         Err(e) => return refuse_token(Route::Relay, e),
     };
@@ -223,11 +230,11 @@ fn upgrade_relay(upgrade: Upgrade, token: Option<String>, state: AppState) -> Re
     })
 }
 
-fn upgrade_media(upgrade: Upgrade, token: Option<String>, state: AppState) -> Response {
+async fn upgrade_media(upgrade: Upgrade, token: Option<String>, state: AppState) -> Response {
     if let Some(refusal) = refuse_new_call(&state) {
         return refusal;
     }
-    let admission = match admit(&state, Route::Media, token) {
+    let admission = match admit(&state, Route::Media, token).await {
         Ok(admission) => admission,
         Err(e) => return refuse_token(Route::Media, e),
     };

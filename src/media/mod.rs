@@ -25,47 +25,48 @@ pub(crate) fn log_due(count: u64, first: u64, every: u64) -> bool {
     count <= first || count % every == 0
 }
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::agent::Handoff;
+use crate::store::{SharedState, now_millis};
 
 /// How long an ending is kept for Twilio's follow-up request.
 const ENDING_TTL: Duration = Duration::from_secs(120);
-/// Most endings kept at once.
-const MAX_ENDINGS: usize = 10_000;
+/// Its kind in the store's shared call state.
+const ENDING: &str = "media-ending";
 
-/// How recent media calls were ended by the agent, by call SID (bounded, expiring).
-#[derive(Debug, Default)]
+/// How recent media calls were ended by the agent, by call SID, in the store's
+/// shared call state: the `<Redirect>` Twilio follows after the stream may land on
+/// any replica.
 pub struct Endings {
-    inner: Mutex<HashMap<String, (Handoff, Instant)>>,
+    state: Arc<dyn SharedState>,
 }
 
 impl Endings {
-    pub fn record(&self, call_sid: &str, handoff: Handoff) {
-        let now = Instant::now();
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_ENDINGS {
-            map.retain(|_, (_, at)| now.duration_since(*at) < ENDING_TTL);
-            if map.len() >= MAX_ENDINGS {
-                // Still full of fresh entries: forget the oldest.
-                if let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, (_, at))| *at)
-                    .map(|(k, _)| k.clone())
-                {
-                    map.remove(&oldest);
-                }
-            }
-        }
-        map.insert(call_sid.to_string(), (handoff, now));
+    pub fn new(state: Arc<dyn SharedState>) -> Self {
+        Self { state }
     }
 
-    /// The ending of `call_sid`, once (expired entries are gone).
-    pub fn take(&self, call_sid: &str) -> Option<Handoff> {
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (handoff, at) = map.remove(call_sid)?;
-        (at.elapsed() < ENDING_TTL).then_some(handoff)
+    pub async fn record(&self, call_sid: &str, handoff: &Handoff) {
+        let until = now_millis() + ENDING_TTL.as_millis() as i64;
+        if let Err(e) = self
+            .state
+            .state_put(ENDING, call_sid, &handoff.to_json(), until)
+            .await
+        {
+            tracing::error!(error = %e, "cannot record how the agent ended the call; /twiml/stream/next will hang up");
+        }
+    }
+
+    /// The ending of `call_sid` (its handoff JSON), once.
+    pub async fn take(&self, call_sid: &str) -> Option<String> {
+        match self.state.state_take(ENDING, call_sid, now_millis()).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read how the agent ended the call; hanging up");
+                None
+            }
+        }
     }
 }

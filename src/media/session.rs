@@ -334,7 +334,7 @@ where
     // Before the socket closes: Twilio asks `/twiml/stream/next` right after (the
     // fallback when the REST update below does not happen).
     if let (Some(sid), Some(handoff)) = (&call_sid, &handoff) {
-        deps.endings.record(sid, handoff.clone());
+        deps.endings.record(sid, handoff).await;
     }
     let close_pipeline = async {
         match pipeline {

@@ -16,13 +16,15 @@ use tracing::Span;
 use super::protocol::{Inbound, Outbound, parse_inbound};
 use crate::agent::{
     Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallObserver, CallStats, RecentCalls,
+    Resume,
 };
 use crate::config::LimitsConfig;
 use crate::llm::LlmProvider;
 use crate::metrics::{CallMode, Metrics};
+use crate::store::Store;
 use crate::tools::ToolRegistry;
 use crate::transport::{Frame, bound_field, bound_parameters, excerpt};
-use crate::twilio::admission::Admission;
+use crate::twilio::admission::{Admission, RESUME_ARMED};
 
 /// What a session needs from the server.
 #[derive(Clone)]
@@ -43,7 +45,12 @@ pub struct SessionDeps {
     /// The handshake's per-call token, when it carried one: `setup.callSid` must be
     /// its call, and only a reconnect token may resume a conversation.
     pub admission: Option<Arc<Admission>>,
+    /// The store: a resumed call's conversation, and the reconnects we answered.
+    pub store: Arc<dyn Store>,
 }
+
+/// Why a session ended when its socket went away without a close frame.
+const SOCKET_DROPPED: &str = "socket dropped";
 
 /// How long we wait for Twilio to close the socket after our `end`.
 const END_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -88,7 +95,8 @@ where
             biased;
             frame = socket.next() => match frame {
                 None | Some(Ok(Frame::Close)) if ending.is_some() => break "ended by the agent",
-                None | Some(Ok(Frame::Close)) => break "caller hung up",
+                Some(Ok(Frame::Close)) => break "caller hung up",
+                None => break SOCKET_DROPPED,
                 Some(Err(_)) if ending.is_some() => break "ended by the agent",
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "WebSocket error; ending this call");
@@ -151,7 +159,16 @@ where
     // A close frame, so Twilio sees a clean close rather than a dropped socket (1006).
     let _ = tokio::time::timeout(CLOSE_GRACE, socket.close()).await;
     agent.handle(AgentInput::Hangup);
-    let status = if matches!(end_reason, "socket error" | "wrong call") {
+    if let Some(admission) = &deps.admission {
+        // A socket gone without a close frame may come back (applicationReconnect).
+        let dropped = agent.ended().is_none()
+            && matches!(
+                end_reason,
+                SOCKET_DROPPED | "socket error" | "socket closed while sending"
+            );
+        admission.release(dropped).await;
+    }
+    let status = if matches!(end_reason, "socket error" | SOCKET_DROPPED | "wrong call") {
         "failed"
     } else {
         "completed"
@@ -294,6 +311,10 @@ async fn start_call(
     let parameters = bound_parameters(setup.custom_parameters);
     let (from, to) = (bound_field(setup.from), bound_field(setup.to));
     let direction = setup.direction.map(bound_field);
+    let may_resume = may_resume(deps, &call_sid).await;
+    if may_resume && let Some(earlier) = earlier_conversation(deps, &call_sid).await {
+        agent.resume_with(earlier);
+    }
     tracing::info!(
         from = %from,
         to = %to,
@@ -309,9 +330,45 @@ async fn start_call(
         direction,
         mode: CallMode::Relay.as_str().into(),
         parameters,
-        may_resume: deps.admission.as_ref().is_none_or(|a| a.may_resume()),
+        may_resume,
+        resumed: false,
     }));
     Ok(())
+}
+
+/// Whether this session may pick up the call's earlier conversation: its token
+/// says so (our `64105` answer, or its own token back after a drop), or, without
+/// tokens, the store holds our `64105` answer for the call (taken once).
+async fn may_resume(deps: &SessionDeps, call_sid: &str) -> bool {
+    match &deps.admission {
+        Some(admission) => admission.may_resume(),
+        None => match deps
+            .store
+            .state_take(RESUME_ARMED, call_sid, crate::store::now_millis())
+            .await
+        {
+            Ok(armed) => armed.is_some(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the reconnects we answered; starting afresh");
+                false
+            }
+        },
+    }
+}
+
+/// The call's earlier conversation: kept here when its socket dropped on this
+/// replica, else rebuilt from the store.
+async fn earlier_conversation(deps: &SessionDeps, call_sid: &str) -> Option<Resume> {
+    if let Some(snapshot) = deps.recent.take(call_sid) {
+        return Some(Resume::Snapshot(snapshot));
+    }
+    match crate::recorder::stored_conversation(&*deps.store, call_sid).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the call's conversation from the store; starting afresh");
+            None
+        }
+    }
 }
 
 /// Translates one Twilio message into agent input (or a log line).

@@ -49,6 +49,17 @@ pub trait SharedState: Send + Sync {
         key: &'a str,
         now: Millis,
     ) -> BoxFuture<'a, StoreResult<Option<String>>>;
+    /// Hands a call token's entry to a new socket (`value`): only when the last
+    /// socket dropped (`dropped`) or another replica holding it stopped beating
+    /// before `stale_before` (`open:<replica>`), and the entry is live. One caller
+    /// wins.
+    fn state_reclaim_token<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        stale_before: Millis,
+        now: Millis,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
     /// Deletes expired entries; returns how many.
     fn state_purge(&self, now: Millis) -> BoxFuture<'_, StoreResult<u64>>;
 
@@ -81,6 +92,11 @@ pub const STATE_GET: &str =
 
 pub const STATE_TAKE: &str =
     "DELETE FROM call_state WHERE kind = $1 AND key = $2 RETURNING value, expires_at";
+
+pub const STATE_RECLAIM_TOKEN: &str = "UPDATE call_state SET value = $2 \
+     WHERE kind = 'token' AND key = $1 AND expires_at >= $4 \
+     AND (value = 'dropped' OR (value LIKE 'open:%' AND value <> $2 AND substr(value, 6) NOT IN \
+       (SELECT id FROM replicas WHERE heartbeat_at >= $3)))";
 
 pub const STATE_PURGE: &str = "DELETE FROM call_state WHERE expires_at < $1";
 
@@ -184,6 +200,25 @@ macro_rules! impl_shared {
                             .fetch_optional(&self.pool)
                             .await?;
                     Ok(row.filter(|(_, expires)| *expires >= now).map(|(v, _)| v))
+                })
+            }
+
+            fn state_reclaim_token<'a>(
+                &'a self,
+                key: &'a str,
+                value: &'a str,
+                stale_before: i64,
+                now: i64,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<bool>> {
+                Box::pin(async move {
+                    let done = sqlx::query($crate::store::shared::STATE_RECLAIM_TOKEN)
+                        .bind(key)
+                        .bind(value)
+                        .bind(stale_before)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(done.rows_affected() == 1)
                 })
             }
 

@@ -174,8 +174,16 @@ async fn a_dropped_call_resumes_with_its_history() {
         ],
         "the history continues, with the greeting once"
     );
-    // The store hears of the call once, not once per socket.
-    assert_eq!(recorder.started.lock().unwrap().len(), 1);
+    // The store hears of each socket (the call is live again, carried here), the
+    // second as a resume: its turns go on from the first's.
+    let started: Vec<bool> = recorder
+        .started
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.resumed)
+        .collect();
+    assert_eq!(started, vec![false, true]);
 
     // A different call starts fresh.
     llm.push(Reply::tokens(&["Olá."]));

@@ -39,6 +39,7 @@ fn call(sid: &str, direction: &str) -> CallInfo {
         mode: "relay".into(),
         parameters: Default::default(),
         may_resume: false,
+        resumed: false,
     }
 }
 
