@@ -454,7 +454,9 @@ fn main() {
             metrics: Arc::new(Metrics::default()),
             stop: CancellationToken::new(),
             observer: Arc::new(NoObserver),
-            endings: Arc::default(),
+            endings: Arc::new(voxrelay::media::Endings::new(
+                voxrelay::store::open("sqlite::memory:").await.expect("store"),
+            )),
             twilio: None,
             admission: None,
         };
