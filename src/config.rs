@@ -93,6 +93,10 @@ pub struct RelayConfig {
     pub hints: Option<String>,
     pub debug: Option<String>,
     pub events: Option<String>,
+    /// `RELAY_APPLICATION_RECONNECT`: `applicationReconnect="true"`, so Twilio
+    /// keeps the call up and reconnects a dropped WebSocket to the same URL (its
+    /// per-call token is admitted again only then; see `twilio::admission`).
+    pub application_reconnect: bool,
     /// Every language the call may use, the main one (`language`) first; each gets a
     /// `<Language>` element so `switch_language` can move to it.
     pub languages: Vec<LanguageConfig>,
@@ -560,6 +564,7 @@ impl Config {
             hints: env.get("HINTS"),
             debug: env.get("RELAY_DEBUG"),
             events: env.get("RELAY_EVENTS"),
+            application_reconnect: env.parse("RELAY_APPLICATION_RECONNECT", false),
             languages: Vec::new(),
         };
         let relay = RelayConfig {

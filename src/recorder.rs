@@ -138,7 +138,24 @@ impl Recorder {
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RecorderStats::default());
-        tokio::spawn(write_all(store, rx, stats.clone(), backoff));
+        // A thread of its own: under load the calls' tasks fill the shared
+        // runtime's queues, and a writer waiting its turn behind them after each
+        // statement falls behind. Its runtime lives as long as the writer does.
+        let writer = write_all(store, rx, stats.clone(), backoff);
+        let spawned = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(writer),
+                    Err(e) => tracing::error!(error = %e, "cannot start the store writer"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the store writer thread");
+        }
         Arc::new(Self {
             tx,
             stats,
@@ -363,7 +380,7 @@ struct LiveCall {
 const MAX_LIVE_CALLS: usize = 100_000;
 
 /// Records the writer takes together at most (one transaction).
-pub const MAX_BATCH: usize = 1024;
+pub const MAX_BATCH: usize = 4096;
 
 /// A queued record on its way to the store.
 struct Queued {

@@ -168,7 +168,7 @@ fn call_tokens(config: &Config, store: Arc<dyn Store>) -> CallTokens {
     };
     let required = config.twilio.validate_signatures && !config.security.allow_static_twiml;
     let reconnect = ReconnectPolicy {
-        enabled: config.replicas.application_reconnect,
+        enabled: config.relay.application_reconnect,
         max_call: config.limits.max_call,
         stale_after: config.replicas.stale_after,
     };

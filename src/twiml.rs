@@ -124,7 +124,11 @@ pub fn conversation_relay(
         )
         .attr_opt("hints", relay.hints.clone())
         .attr_opt("debug", relay.debug.clone())
-        .attr_opt("events", relay.events.clone());
+        .attr_opt("events", relay.events.clone())
+        .attr_opt(
+            "applicationReconnect",
+            relay.application_reconnect.then(|| "true".to_string()),
+        );
     // One <Language> per configured language, so `switch_language` can move to it.
     for language in &relay.languages {
         element = element.child(

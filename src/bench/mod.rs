@@ -39,6 +39,8 @@ pub struct BenchOptions {
     pub server_exe: Option<PathBuf>,
     /// Whether the fake LLM ends streams with `data: [DONE]` as OpenAI does.
     pub sse_done: bool,
+    /// The server's `DATABASE_URL` (default: a SQLite file in its temp folder).
+    pub database_url: Option<String>,
 }
 
 impl Default for BenchOptions {
@@ -50,6 +52,7 @@ impl Default for BenchOptions {
             saturate: Duration::from_secs(5),
             server_exe: None,
             sse_done: true,
+            database_url: None,
         }
     }
 }
@@ -66,6 +69,8 @@ OPTIONS:
     --think-ms MS       mean pause between turns [default: 1000]
     --saturate-secs S   length of the saturation phase [default: 5]
     --server PATH       voxrelay binary to test [default: this one]
+    --database-url URL  the server's DATABASE_URL, e.g. postgres://… (use an empty
+                        database) [default: a SQLite file in a temp folder]
     --no-done           the fake LLM ends streams without `data: [DONE]` (lets the
                         server reuse its HTTP/1.1 connection; OpenAI sends it)
 
@@ -129,6 +134,7 @@ impl BenchOptions {
                 }
                 "--server" => options.server_exe = Some(PathBuf::from(value()?)),
                 "--no-done" => options.sse_done = false,
+                "--database-url" => options.database_url = Some(value()?),
                 "-h" | "--help" => return Err(BenchArgsError::Help),
                 other => return Err(BenchArgsError::Unknown(other.to_string())),
             }
@@ -226,7 +232,12 @@ async fn run_one(
         .await
         .map_err(|e| format!("cannot start the fake LLM: {e}"))?;
     llm.send_done(options.sse_done);
-    let server = ServerProcess::start(exe, &llm.base_url(), (n * 2).max(2000))
+    let server = ServerProcess::start(
+        exe,
+        &llm.base_url(),
+        (n * 2).max(2000),
+        options.database_url.as_deref(),
+    )
         .await
         .map_err(|e| e.to_string())?;
     let url = server.ws_url();
@@ -364,9 +375,12 @@ impl BenchReport {
                 self.llm_connections.to_string(),
             ),
             (
-                "call records stored / dropped (queue full) / still queued, whole run".to_string(),
+                "call records stored / dropped / still queued at saturation's end; calls refused while the writer was behind".to_string(),
                 match self.store_writes {
-                    Some(w) => format!("{} / {} / {}", w.written, w.dropped, w.pending),
+                    Some(w) => format!(
+                        "{} / {} / {}; {}",
+                        w.written, w.dropped, w.pending, w.refused_calls
+                    ),
                     None => "unknown (no /status)".to_string(),
                 },
             ),

@@ -55,6 +55,7 @@ impl ServerProcess {
         exe: &Path,
         llm_base_url: &str,
         max_calls: usize,
+        database_url: Option<&str>,
     ) -> Result<Self, ServerError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -83,6 +84,9 @@ impl ServerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        if let Some(url) = database_url {
+            command.env("DATABASE_URL", url);
+        }
         let child = command.spawn().map_err(|source| ServerError::Spawn {
             exe: exe.to_path_buf(),
             source,
@@ -169,10 +173,13 @@ impl ServerProcess {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct StoreWrites {
     pub written: u64,
-    /// Dropped because the writer's queue was full.
+    /// Dropped (past the writer's memory bound).
     pub dropped: u64,
     /// Still queued.
     pub pending: u64,
+    /// New calls refused while the writer was behind.
+    #[serde(default)]
+    pub refused_calls: u64,
 }
 
 /// Reads `/proc/<pid>/status` (VmRSS, VmHWM) and `/proc/<pid>/stat` (CPU time).

@@ -1,6 +1,6 @@
 //! The `[replicas]` part of the configuration: how this process names itself among
-//! several replicas sharing one PostgreSQL database, how soon a silent replica's
-//! calls are closed, and Twilio's `applicationReconnect` (README "Scaling out").
+//! several replicas sharing one PostgreSQL database, and how soon a silent
+//! replica's calls are closed (README "Scaling out").
 
 use std::time::Duration;
 
@@ -18,9 +18,6 @@ pub struct ReplicasConfig {
     /// `REPLICA_STALE_SECS`: a replica silent this long is dead; any other closes
     /// its calls. Heartbeats go out four times as often.
     pub stale_after: Duration,
-    /// `RELAY_APPLICATION_RECONNECT`: asks Twilio to keep a ConversationRelay call
-    /// up and reconnect its WebSocket when it drops (`applicationReconnect`).
-    pub application_reconnect: bool,
 }
 
 impl ReplicasConfig {
@@ -36,7 +33,7 @@ pub(super) fn replicas_config(env: &mut Vars, database_url: &str) -> ReplicasCon
             "REPLICAS={expected} needs a shared database: set DATABASE_URL=postgres://… (each replica would have a SQLite file of its own, and a call that moves to another replica would lose its conversation)"
         ));
     }
-    let stale: u64 = env.parse("REPLICA_STALE_SECS", 20);
+    let stale: u64 = env.parse("REPLICA_STALE_SECS", 10);
     if stale < 2 {
         env.errors
             .push("REPLICA_STALE_SECS must be at least 2".into());
@@ -58,6 +55,5 @@ pub(super) fn replicas_config(env: &mut Vars, database_url: &str) -> ReplicasCon
         id: format!("{base}-{suffix}"),
         expected: expected.max(1),
         stale_after: Duration::from_secs(stale.max(2)),
-        application_reconnect: env.parse("RELAY_APPLICATION_RECONNECT", false),
     }
 }

@@ -112,7 +112,19 @@ where
                             break reason;
                         }
                     }
-                    Ok(message) => on_message(message, &text, &mut agent),
+                    Ok(message) => {
+                        // Twilio's replay after `applicationReconnect` may not start with
+                        // a setup (unconfirmed): the token names the call, so pick it up.
+                        if agent.call().is_none()
+                            && let Some(setup) = implicit_setup(&deps).await
+                        {
+                            tracing::info!(frame = excerpt(&text, 200), "a reconnected socket spoke before any setup; resuming the call its token names");
+                            if let Err(reason) = start_call(setup, &mut agent, &deps).await {
+                                break reason;
+                            }
+                        }
+                        on_message(message, &text, &mut agent)
+                    }
                     Err(e) => {
                         frames_rejected += 1;
                         tracing::warn!(error = %e, frame = excerpt(&text, 200), "ignoring a malformed frame");
@@ -291,8 +303,22 @@ async fn start_call(
     deps: &SessionDeps,
 ) -> Result<(), &'static str> {
     if agent.call().is_some() {
-        tracing::warn!("ignoring a second setup message");
+        tracing::warn!(
+            session_id = excerpt(&setup.session_id, 64),
+            "ignoring a second setup message on the same socket"
+        );
         return Ok(());
+    }
+    if deps.admission.as_ref().is_some_and(|a| a.reconnected()) {
+        tracing::info!(
+            session_id = excerpt(&setup.session_id, 64),
+            call_status = setup
+                .call_status
+                .as_deref()
+                .map(|s| excerpt(s, 32))
+                .unwrap_or_default(),
+            "setup on a reconnected socket (applicationReconnect): resuming"
+        );
     }
     if let Some(admission) = &deps.admission
         && admission.check(&setup.call_sid).await.is_err()
@@ -334,6 +360,16 @@ async fn start_call(
         resumed: false,
     }));
     Ok(())
+}
+
+/// For a socket that came back with its token after a drop: a setup naming the
+/// token's call, to start from when Twilio's first message is not a setup.
+async fn implicit_setup(deps: &SessionDeps) -> Option<super::protocol::Setup> {
+    let admission = deps.admission.as_ref().filter(|a| a.reconnected())?;
+    Some(super::protocol::Setup {
+        call_sid: admission.call_sid().await?,
+        ..super::protocol::Setup::default()
+    })
 }
 
 /// Whether this session may pick up the call's earlier conversation: its token

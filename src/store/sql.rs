@@ -50,11 +50,13 @@ pub const ENSURE_CALL: &str = "INSERT INTO calls (call_sid, status, started_at, 
 /// The columns of a turn row, in the order [`turns_upsert`] binds them.
 pub const TURN_COLUMNS: usize = 10;
 
-/// Inserts `rows` turns in one statement. A turn still partial (an agent reply
+/// Inserts `rows` turns in one statement, with `$n` placeholders (PostgreSQL)
+/// or plain `?` ones (`numbered: false`, for SQLite: it looks a numbered
+/// parameter's name up in a list, which makes binding hundreds of them quadratic). A turn still partial (an agent reply
 /// being spoken) is completed by a later write of the same number; a complete
 /// turn is never written over (a retry changes nothing, and no later session of
 /// the call can overwrite it). An interruption already noted is kept.
-pub fn turns_upsert(rows: usize) -> String {
+pub fn turns_upsert(rows: usize, numbered: bool) -> String {
     let mut sql = String::from(
         "INSERT INTO turns (call_sid, seq, role, text, interrupted, heard, started_at, \
          ended_at, time_to_first_token_ms, partial) VALUES ",
@@ -68,7 +70,11 @@ pub fn turns_upsert(rows: usize) -> String {
             if col > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", row * TURN_COLUMNS + col + 1));
+            if numbered {
+                sql.push_str(&format!("${}", row * TURN_COLUMNS + col + 1));
+            } else {
+                sql.push('?');
+            }
         }
         sql.push(')');
     }
@@ -85,14 +91,16 @@ pub fn turns_upsert(rows: usize) -> String {
 
 /// Most turns one statement writes; longer runs are cut into power-of-two chunks,
 /// so each connection prepares a handful of statements and reuses them.
-pub const MAX_TURNS_PER_STATEMENT: usize = 64;
+pub const MAX_TURNS_PER_STATEMENT: usize = 128;
 
 /// The prepared text of [`turns_upsert`] for 1, 2, 4, … [`MAX_TURNS_PER_STATEMENT`] rows.
-pub fn turns_upsert_cached(rows: usize) -> &'static str {
-    static CACHE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let cache = CACHE.get_or_init(|| {
+pub fn turns_upsert_cached(rows: usize, numbered: bool) -> &'static str {
+    type Cache = std::sync::OnceLock<Vec<String>>;
+    static NUMBERED: Cache = Cache::new();
+    static PLAIN: Cache = Cache::new();
+    let cache = if numbered { &NUMBERED } else { &PLAIN }.get_or_init(|| {
         (0..=MAX_TURNS_PER_STATEMENT.trailing_zeros())
-            .map(|p| turns_upsert(1 << p))
+            .map(|p| turns_upsert(1 << p, numbered))
             .collect()
     });
     debug_assert!(rows.is_power_of_two() && rows <= MAX_TURNS_PER_STATEMENT);
@@ -417,7 +425,10 @@ macro_rules! impl_store {
                 for size in $crate::store::sql::turn_chunks(turns.len()) {
                     let (chunk, tail) = rest.split_at(size);
                     rest = tail;
-                    let mut query = sqlx::query($crate::store::sql::turns_upsert_cached(size));
+                    let mut query = sqlx::query($crate::store::sql::turns_upsert_cached(
+                        size,
+                        $backend == "postgres",
+                    ));
                     for (call_sid, turn) in chunk {
                         query = query
                             .bind(*call_sid)

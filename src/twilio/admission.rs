@@ -269,14 +269,18 @@ impl Admission {
         self.reconnected
     }
 
+    /// The call the token was minted for (an outbound call's once bound).
+    pub async fn call_sid(&self) -> Option<String> {
+        match &self.claims.binding {
+            Binding::Call(sid) => Some(sid.clone()),
+            Binding::Outbound(nonce) => self.tokens.outbound_sid(nonce, OUTBOUND_BIND_WAIT).await,
+        }
+    }
+
     /// Checks that `call_sid` (from `setup` or `start`) is the token's call. For an
     /// outbound call this may wait a little for `POST /api/calls` to bind the SID.
     pub async fn check(&self, call_sid: &str) -> Result<(), WrongCall> {
-        let expected = match &self.claims.binding {
-            Binding::Call(sid) => Some(sid.clone()),
-            Binding::Outbound(nonce) => self.tokens.outbound_sid(nonce, OUTBOUND_BIND_WAIT).await,
-        };
-        match expected {
+        match self.call_sid().await {
             Some(sid) if !sid.is_empty() && sid == call_sid => Ok(()),
             _ => Err(WrongCall),
         }

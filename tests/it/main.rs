@@ -19,6 +19,7 @@ mod metrics;
 mod outbound;
 mod recorder;
 mod relay;
+mod replicas;
 mod security;
 mod shutdown;
 mod sim;
