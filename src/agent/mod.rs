@@ -576,6 +576,10 @@ impl Agent {
                 next_turn = next_seq,
                 "resuming the conversation of this call from the store"
             );
+            // Twilio spoke the greeting when the call began; the model knew it then.
+            if !greeting.is_empty() {
+                self.history.push(ChatMessage::assistant(greeting));
+            }
             for (speaker, text) in turns {
                 self.history.push(match speaker {
                     Speaker::Caller => ChatMessage::user(text),

@@ -238,8 +238,8 @@ async fn run_one(
         (n * 2).max(2000),
         options.database_url.as_deref(),
     )
-        .await
-        .map_err(|e| e.to_string())?;
+    .await
+    .map_err(|e| e.to_string())?;
     let url = server.ws_url();
 
     // Warm up (first connections, allocator arenas), then take the baseline.

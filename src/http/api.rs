@@ -267,6 +267,7 @@ fn transcript_json(call_sid: &str, transcript: &Transcript) -> Value {
             "text": t.text,
             "interrupted": t.interrupted,
             "heard": t.heard,
+            "partial": t.partial,
             "started_at": time(t.started_at),
             "ended_at": time(t.ended_at),
             "time_to_first_token_ms": t.time_to_first_token_ms,
@@ -299,6 +300,7 @@ pub fn transcript_text(transcript: &Transcript) -> String {
         let line = match (turn.interrupted, turn.heard.as_deref().map(flat)) {
             (true, Some(heard)) if !heard.is_empty() => format!("{heard} [interrupted]"),
             (true, _) => "[interrupted before anything was heard]".to_string(),
+            (false, _) if turn.partial => format!("{} [cut off]", flat(&turn.text)),
             (false, _) => flat(&turn.text),
         };
         out.push_str(who);

@@ -1,5 +1,7 @@
-//! `GET /health` (no I/O: safe for platform health checks, even while draining) and
-//! `GET /status` (version, uptime, calls, LLM, store).
+//! `GET /health` (liveness, no I/O: 200 as long as the process serves, even while
+//! draining), `GET /ready` (for load balancers: 503 while draining or while the
+//! store writer is too far behind to take new calls) and `GET /status` (version,
+//! uptime, calls, LLM, store).
 
 use std::time::Duration;
 
@@ -14,11 +16,29 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let health = warp::path!("health")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+    let ready = warp::path!("ready")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(|state: AppState| {
+            let reason = if state.is_draining() {
+                Some("draining")
+            } else if state.recorder.busy() {
+                Some("store writer behind")
+            } else {
+                None
+            };
+            let body = serde_json::json!({"ready": reason.is_none(), "reason": reason});
+            let code = match reason {
+                None => warp::http::StatusCode::OK,
+                Some(_) => warp::http::StatusCode::SERVICE_UNAVAILABLE,
+            };
+            warp::reply::with_status(warp::reply::json(&body), code).into_response()
+        });
     let status = warp::path!("status")
         .and(warp::get())
         .and(with_state(state))
         .then(|state: AppState| async move { status(&state).await.into_response() });
-    health.or(status).unify().boxed()
+    health.or(ready).unify().or(status).unify().boxed()
 }
 
 /// How long `/status` waits for the database to answer.

@@ -14,6 +14,7 @@ async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
         saturate: Duration::from_secs(1),
         server_exe: Some(env!("CARGO_BIN_EXE_voxrelay").into()),
         sse_done: true,
+        database_url: None,
     };
     let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
         .await

@@ -6,6 +6,7 @@ mod audio_sox;
 mod bench;
 mod callbacks;
 mod cascade;
+mod cluster;
 mod common;
 mod db;
 mod fake_http;

@@ -64,6 +64,21 @@ pub async fn ws_connect(
     }
 }
 
+/// Opens the WebSocket at `url` with Twilio's signature header; the HTTP status on
+/// refusal.
+#[allow(dead_code)]
+pub async fn ws_connect_url(url: &str, signature: &str) -> Result<RelayClient, u16> {
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-twilio-signature", signature.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(RelayClient { ws }),
+        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("unexpected handshake error: {e}"),
+    }
+}
+
 /// Answers `call_sid` through the signed webhook `path` as Twilio would, and
 /// returns the WebSocket path the TwiML's `<tag url>` names (with its per-call
 /// token) and that URL as Twilio signs it.
