@@ -36,7 +36,8 @@ use crate::agent::{
     AppointmentRecord, CallInfo, CallObserver, CallSummary, ToolCallRecord, TurnRecord,
 };
 use crate::store::{
-    Appointment, CallEnd, NewCall, Store, StoreError, ToolCall, Turn, Write, millis, now_millis,
+    Appointment, CallEnd, NewCall, NextSeqs, Store, StoreError, ToolCall, Turn, Write, millis,
+    now_millis,
 };
 
 /// Records waiting for the writer at most (a memory bound far above any load the
@@ -489,8 +490,19 @@ async fn write_together(
     live: &mut HashMap<String, LiveCall>,
     stats: &RecorderStats,
 ) -> Result<(), StoreError> {
+    // Where each starting call's numbers begin: one query for the whole group.
+    let starting: Vec<&str> = burst
+        .iter()
+        .filter(|q| !q.numbered && matches!(q.op, Op::CallStarted(..)))
+        .map(|q| op_call_sid(&q.op))
+        .collect();
+    let stored = if starting.is_empty() {
+        HashMap::new()
+    } else {
+        store.next_seqs_many(&starting).await?
+    };
     for queued in burst.iter_mut() {
-        prepare(store, queued, live).await?;
+        prepare(store, queued, live, Some(&stored)).await?;
     }
     let merged = merge_turns(burst);
     if merged > 0 {
@@ -573,7 +585,7 @@ async fn write_one(
     loop {
         attempt += 1;
         let result = async {
-            prepare(store, queued, live).await?;
+            prepare(store, queued, live, None).await?;
             apply(store, &queued.op).await
         }
         .await;
@@ -598,18 +610,20 @@ async fn write_one(
     stats.pending.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Notes a call's start or end and numbers the record, each once.
+/// Notes a call's start or end and numbers the record, each once. `stored`: the
+/// group's starting calls' numbers, read together (a call absent has no records).
 async fn prepare(
     store: &dyn Store,
     queued: &mut Queued,
     live: &mut HashMap<String, LiveCall>,
+    stored: Option<&HashMap<String, NextSeqs>>,
 ) -> Result<(), StoreError> {
     if !queued.noted {
         note(&queued.op, live);
         queued.noted = true;
     }
     if !queued.numbered {
-        number(store, &mut queued.op, live).await?;
+        number(store, &mut queued.op, live, stored).await?;
         queued.numbered = true;
     }
     Ok(())
@@ -667,12 +681,16 @@ async fn number(
     store: &dyn Store,
     op: &mut Op,
     live: &mut HashMap<String, LiveCall>,
+    prefetched: Option<&HashMap<String, NextSeqs>>,
 ) -> Result<(), StoreError> {
     let sid = op_call_sid(op).to_string();
     let state = live_call(live, &sid);
     match op {
         Op::CallStarted(_, resumed) => {
-            let stored = store.next_seqs(&sid).await?;
+            let stored = match prefetched {
+                Some(found) => found.get(&sid).copied().unwrap_or_default(),
+                None => store.next_seqs(&sid).await?,
+            };
             // A resumed conversation numbers its turns after the stored ones itself.
             state.turn_base = if *resumed {
                 0
@@ -913,16 +931,18 @@ mod tests {
             .collect();
         assert_eq!(tools, [(0, "check_calendar"), (1, "schedule_appointment")]);
         let page = store.list_appointments(10, None).await.unwrap();
-        let parties: Vec<(&str, Option<&str>)> = page
+        // (Records of different calls written in one group may be reordered.)
+        let mut parties: Vec<(&str, Option<&str>)> = page
             .appointments
             .iter()
             .map(|a| (a.name.as_str(), a.caller_number.as_deref()))
             .collect();
+        parties.sort();
         assert_eq!(
             parties,
             [
-                ("Bia", Some("+5511333330000")),
-                ("Ana", Some("+5511999990000"))
+                ("Ana", Some("+5511999990000")),
+                ("Bia", Some("+5511333330000"))
             ]
         );
         store.close().await;

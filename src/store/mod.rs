@@ -6,6 +6,7 @@
 //! records reach it through `crate::recorder`, which queues them off the call's path.
 //! Times are milliseconds since the Unix epoch (UTC).
 
+pub mod batch;
 mod migrations;
 pub mod postgres;
 pub mod shared;
@@ -407,6 +408,12 @@ pub trait Store: SharedState {
     /// turns (0 for a call with none), so a resumed call continues the numbering
     /// and a later session of the call never writes over an earlier one's turns.
     fn next_seqs<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, StoreResult<NextSeqs>>;
+    /// [`Store::next_seqs`] of several calls in one query; a call absent from the
+    /// map has no records yet.
+    fn next_seqs_many<'a>(
+        &'a self,
+        call_sids: &'a [&'a str],
+    ) -> BoxFuture<'a, StoreResult<std::collections::HashMap<String, NextSeqs>>>;
 
     /// Calls newest first: at most `limit`, older than `before`.
     fn list_calls<'a>(

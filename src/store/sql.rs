@@ -25,99 +25,10 @@ macro_rules! call_columns {
     };
 }
 
-/// A session connected: the call is live again even if an earlier session of it
-/// ended (Twilio reconnects a dropped socket to the same call), and owned by the
-/// replica whose socket carries it. The numbers, direction, mode and parameters
-/// first written are kept: a later session of the call cannot rewrite them.
-pub const CALL_STARTED: &str = "INSERT INTO calls (call_sid, session_id, from_number, to_number, direction, mode, status, \
-     parameters, started_at, updated_at, owner) \
-     VALUES ($1, $2, $3, $4, $5, $6, 'in-progress', $7, $8, $8, $9) \
-     ON CONFLICT (call_sid) DO UPDATE SET \
-     session_id = COALESCE(excluded.session_id, calls.session_id), \
-     from_number = COALESCE(calls.from_number, excluded.from_number), \
-     to_number = COALESCE(calls.to_number, excluded.to_number), \
-     direction = COALESCE(calls.direction, excluded.direction), \
-     mode = COALESCE(calls.mode, excluded.mode), \
-     parameters = COALESCE(calls.parameters, excluded.parameters), \
-     status = 'in-progress', ended_at = NULL, duration_ms = NULL, \
-     owner = excluded.owner, updated_at = excluded.updated_at";
-
 /// Makes sure a call row exists before a record refers to it (in case the call's
 /// own start record was lost).
 pub const ENSURE_CALL: &str = "INSERT INTO calls (call_sid, status, started_at, updated_at) \
      VALUES ($1, 'in-progress', $2, $2) ON CONFLICT (call_sid) DO NOTHING";
-
-/// The columns of a turn row, in the order [`turns_upsert`] binds them.
-pub const TURN_COLUMNS: usize = 10;
-
-/// Inserts `rows` turns in one statement, with `$n` placeholders (PostgreSQL)
-/// or plain `?` ones (`numbered: false`, for SQLite: it looks a numbered
-/// parameter's name up in a list, which makes binding hundreds of them quadratic). A turn still partial (an agent reply
-/// being spoken) is completed by a later write of the same number; a complete
-/// turn is never written over (a retry changes nothing, and no later session of
-/// the call can overwrite it). An interruption already noted is kept.
-pub fn turns_upsert(rows: usize, numbered: bool) -> String {
-    let mut sql = String::from(
-        "INSERT INTO turns (call_sid, seq, role, text, interrupted, heard, started_at, \
-         ended_at, time_to_first_token_ms, partial) VALUES ",
-    );
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for col in 0..TURN_COLUMNS {
-            if col > 0 {
-                sql.push_str(", ");
-            }
-            if numbered {
-                sql.push_str(&format!("${}", row * TURN_COLUMNS + col + 1));
-            } else {
-                sql.push('?');
-            }
-        }
-        sql.push(')');
-    }
-    sql.push_str(
-        " ON CONFLICT (call_sid, seq) DO UPDATE SET text = excluded.text, \
-         ended_at = excluded.ended_at, \
-         time_to_first_token_ms = COALESCE(excluded.time_to_first_token_ms, \
-           turns.time_to_first_token_ms), \
-         partial = excluded.partial, interrupted = turns.interrupted OR excluded.interrupted, \
-         heard = COALESCE(excluded.heard, turns.heard) WHERE turns.partial",
-    );
-    sql
-}
-
-/// Most turns one statement writes; longer runs are cut into power-of-two chunks,
-/// so each connection prepares a handful of statements and reuses them.
-pub const MAX_TURNS_PER_STATEMENT: usize = 128;
-
-/// The prepared text of [`turns_upsert`] for 1, 2, 4, … [`MAX_TURNS_PER_STATEMENT`] rows.
-pub fn turns_upsert_cached(rows: usize, numbered: bool) -> &'static str {
-    type Cache = std::sync::OnceLock<Vec<String>>;
-    static NUMBERED: Cache = Cache::new();
-    static PLAIN: Cache = Cache::new();
-    let cache = if numbered { &NUMBERED } else { &PLAIN }.get_or_init(|| {
-        (0..=MAX_TURNS_PER_STATEMENT.trailing_zeros())
-            .map(|p| turns_upsert(1 << p, numbered))
-            .collect()
-    });
-    debug_assert!(rows.is_power_of_two() && rows <= MAX_TURNS_PER_STATEMENT);
-    &cache[rows.trailing_zeros() as usize]
-}
-
-/// The sizes a run of `n` turns is written in: the largest power of two first.
-pub fn turn_chunks(mut n: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        if n == 0 {
-            return None;
-        }
-        let size = (1usize << (usize::BITS - 1 - n.leading_zeros())).min(MAX_TURNS_PER_STATEMENT);
-        n -= size;
-        Some(size)
-    })
-}
 
 pub const MARK_INTERRUPTED: &str =
     "UPDATE turns SET interrupted = TRUE, heard = $3 WHERE call_sid = $1 AND seq = $2";
@@ -130,15 +41,6 @@ pub const ADD_APPOINTMENT: &str = "INSERT INTO appointments (call_sid, seq, call
      email, preferred_day, preferred_time, phone, notes, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (call_sid, seq) DO NOTHING";
-
-pub const CALL_ENDED: &str = "INSERT INTO calls (call_sid, status, started_at, ended_at, \
-     duration_ms, handoff_data, turns, interrupts, errors, updated_at) \
-     VALUES ($1, $2, $3, $3, 0, $4, $5, $6, $7, $3) \
-     ON CONFLICT (call_sid) DO UPDATE SET status = excluded.status, \
-     ended_at = excluded.ended_at, duration_ms = excluded.ended_at - calls.started_at, \
-     handoff_data = excluded.handoff_data, turns = excluded.turns, \
-     interrupts = excluded.interrupts, errors = excluded.errors, \
-     updated_at = excluded.updated_at";
 
 pub const UPSERT_STATUS: &str = concat!(
     "INSERT INTO calls (call_sid, from_number, to_number, direction, status, \
@@ -198,6 +100,14 @@ pub const GET_CALL: &str = concat!(
      (SELECT COUNT(*) FROM appointments a WHERE a.call_sid = calls.call_sid) AS n_appointments \
      FROM calls WHERE call_sid = $1"
 );
+
+/// [`NEXT_SEQS`] for several calls at once: the calls in `IN (…)` (appended) that
+/// have a row; a call without one has no records.
+pub const NEXT_SEQS_MANY: &str = "SELECT c.call_sid, \
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM tool_calls x WHERE x.call_sid = c.call_sid) AS next_tool_call, \
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM appointments a WHERE a.call_sid = c.call_sid) AS next_appointment, \
+     (SELECT COALESCE(MAX(seq) + 1, 0) FROM turns t WHERE t.call_sid = c.call_sid) AS next_turn \
+     FROM calls c WHERE c.call_sid IN ";
 
 pub const NEXT_SEQS: &str = "SELECT \
      (SELECT COALESCE(MAX(seq) + 1, 0) FROM tool_calls WHERE call_sid = $1) AS next_tool_call, \
@@ -302,19 +212,7 @@ macro_rules! impl_store {
                 use $crate::store::Write;
                 match write {
                     Write::CallStarted(call) => {
-                        sqlx::query($crate::store::sql::CALL_STARTED)
-                            .bind(&call.call_sid)
-                            .bind(&call.session_id)
-                            .bind(&call.from)
-                            .bind(&call.to)
-                            .bind(&call.direction)
-                            .bind(&call.mode)
-                            .bind(&call.parameters)
-                            .bind(call.started_at)
-                            .bind(&call.owner)
-                            .execute(&mut *conn)
-                            .await?;
-                        changes.insert(&call.call_sid);
+                        self.write_starts(&mut *conn, &[call], changes).await?;
                     }
                     Write::Turn(call_sid, turn) => {
                         self.write_turns(&mut *conn, &[(call_sid, turn)], changes)
@@ -365,17 +263,8 @@ macro_rules! impl_store {
                             .await?;
                     }
                     Write::CallEnded(call_sid, end) => {
-                        sqlx::query($crate::store::sql::CALL_ENDED)
-                            .bind(call_sid)
-                            .bind(&end.status)
-                            .bind(end.ended_at)
-                            .bind(&end.handoff_data)
-                            .bind(end.turns)
-                            .bind(end.interrupts)
-                            .bind(end.errors)
-                            .execute(&mut *conn)
+                        self.write_ends(&mut *conn, &[(call_sid, end)], changes)
                             .await?;
-                        changes.remove(call_sid);
                     }
                     Write::RecordingPath(call_sid, path) => {
                         sqlx::query($crate::store::sql::SET_RECORDING_PATH)
@@ -409,40 +298,115 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// Writes `turns` (each (call, number) once) in as few statements as
-            /// it can, after making sure their calls' rows exist.
+            /// Writes `turns` in as few statements as it can, after making sure
+            /// their calls' rows exist.
             async fn write_turns(
                 &self,
                 conn: &mut <$db as sqlx::Database>::Connection,
                 turns: &[(&str, &$crate::store::Turn)],
                 changes: &mut $crate::store::KnownChanges,
             ) -> Result<(), sqlx::Error> {
+                use $crate::store::batch;
                 for (call_sid, turn) in turns {
                     self.ensure_call(&mut *conn, call_sid, turn.started_at, changes)
                         .await?;
                 }
-                let mut rest = turns;
-                for size in $crate::store::sql::turn_chunks(turns.len()) {
-                    let (chunk, tail) = rest.split_at(size);
-                    rest = tail;
-                    let mut query = sqlx::query($crate::store::sql::turns_upsert_cached(
-                        size,
-                        $backend == "postgres",
-                    ));
-                    for (call_sid, turn) in chunk {
-                        query = query
-                            .bind(*call_sid)
-                            .bind(turn.seq)
-                            .bind(&turn.role)
-                            .bind(&turn.text)
-                            .bind(turn.interrupted)
-                            .bind(&turn.heard)
-                            .bind(turn.started_at)
-                            .bind(turn.ended_at)
-                            .bind(turn.time_to_first_token_ms)
-                            .bind(turn.partial);
+                for run in batch::distinct_runs(turns, |(sid, t)| (*sid, t.seq)) {
+                    let mut rest = run;
+                    for size in batch::chunks(run.len()) {
+                        let (chunk, tail) = rest.split_at(size);
+                        rest = tail;
+                        let mut query = sqlx::query(batch::TURNS.sql(size, $backend == "postgres"));
+                        for (call_sid, turn) in chunk {
+                            query = query
+                                .bind(*call_sid)
+                                .bind(turn.seq)
+                                .bind(&turn.role)
+                                .bind(&turn.text)
+                                .bind(turn.interrupted)
+                                .bind(&turn.heard)
+                                .bind(turn.started_at)
+                                .bind(turn.ended_at)
+                                .bind(turn.time_to_first_token_ms)
+                                .bind(turn.partial);
+                        }
+                        query.execute(&mut *conn).await?;
                     }
-                    query.execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            /// Writes the starts of `calls` in as few statements as it can.
+            async fn write_starts(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                calls: &[&$crate::store::NewCall],
+                changes: &mut $crate::store::KnownChanges,
+            ) -> Result<(), sqlx::Error> {
+                use $crate::store::batch;
+                for run in batch::distinct_runs(calls, |c| c.call_sid.as_str()) {
+                    let mut rest = run;
+                    for size in batch::chunks(run.len()) {
+                        let (chunk, tail) = rest.split_at(size);
+                        rest = tail;
+                        let mut query =
+                            sqlx::query(batch::CALLS_STARTED.sql(size, $backend == "postgres"));
+                        for call in chunk {
+                            query = query
+                                .bind(&call.call_sid)
+                                .bind(&call.session_id)
+                                .bind(&call.from)
+                                .bind(&call.to)
+                                .bind(&call.direction)
+                                .bind(&call.mode)
+                                .bind("in-progress")
+                                .bind(&call.parameters)
+                                .bind(call.started_at)
+                                .bind(call.started_at)
+                                .bind(&call.owner);
+                        }
+                        query.execute(&mut *conn).await?;
+                    }
+                }
+                for call in calls {
+                    changes.insert(&call.call_sid);
+                }
+                Ok(())
+            }
+
+            /// Closes the records of `ends` in as few statements as it can.
+            async fn write_ends(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                ends: &[(&str, &$crate::store::CallEnd)],
+                changes: &mut $crate::store::KnownChanges,
+            ) -> Result<(), sqlx::Error> {
+                use $crate::store::batch;
+                for run in batch::distinct_runs(ends, |(sid, _)| *sid) {
+                    let mut rest = run;
+                    for size in batch::chunks(run.len()) {
+                        let (chunk, tail) = rest.split_at(size);
+                        rest = tail;
+                        let mut query =
+                            sqlx::query(batch::CALLS_ENDED.sql(size, $backend == "postgres"));
+                        for (call_sid, end) in chunk {
+                            query = query
+                                .bind(*call_sid)
+                                .bind(&end.status)
+                                .bind(end.ended_at)
+                                .bind(end.ended_at)
+                                .bind(0i64)
+                                .bind(&end.handoff_data)
+                                .bind(end.turns)
+                                .bind(end.interrupts)
+                                .bind(end.errors)
+                                .bind(end.ended_at);
+                        }
+                        query.execute(&mut *conn).await?;
+                    }
+                }
+                for (call_sid, _) in ends {
+                    changes.remove(call_sid);
                 }
                 Ok(())
             }
@@ -587,29 +551,28 @@ macro_rules! impl_store {
                     use $crate::store::Write;
                     let mut tx = self.pool.begin().await?;
                     let mut changes = $crate::store::KnownChanges::default();
-                    // Runs of turns go out as multi-row statements; any other write
-                    // (or a second write of a turn in the run) ends the run first, so
-                    // the order of the writes is kept.
-                    let mut run: Vec<(&str, &$crate::store::Turn)> = Vec::new();
-                    let mut in_run = std::collections::HashSet::new();
-                    for write in writes {
-                        if let Write::Turn(call_sid, turn) = *write
-                            && in_run.insert((call_sid, turn.seq))
-                        {
-                            run.push((call_sid, turn));
-                            continue;
+                    // Layer by layer (each call's order kept), each kind of write in a
+                    // layer as multi-row statements.
+                    for layer in $crate::store::batch::layers(writes) {
+                        let mut starts = Vec::new();
+                        let mut turns = Vec::new();
+                        let mut ends = Vec::new();
+                        let mut others = Vec::new();
+                        for write in layer {
+                            match write {
+                                Write::CallStarted(call) => starts.push(call),
+                                Write::Turn(sid, turn) => turns.push((sid, turn)),
+                                Write::CallEnded(sid, end) => ends.push((sid, end)),
+                                other => others.push(other),
+                            }
                         }
-                        self.write_turns(&mut tx, &run, &mut changes).await?;
-                        run.clear();
-                        in_run.clear();
-                        if let Write::Turn(call_sid, turn) = *write {
-                            in_run.insert((call_sid, turn.seq));
-                            run.push((call_sid, turn));
-                            continue;
+                        self.write_starts(&mut tx, &starts, &mut changes).await?;
+                        self.write_turns(&mut tx, &turns, &mut changes).await?;
+                        for write in others {
+                            self.write_on(&mut tx, write, &mut changes).await?;
                         }
-                        self.write_on(&mut tx, *write, &mut changes).await?;
+                        self.write_ends(&mut tx, &ends, &mut changes).await?;
                     }
-                    self.write_turns(&mut tx, &run, &mut changes).await?;
                     tx.commit().await?;
                     // Only now: a rolled-back batch leaves no call believed written.
                     self.known.commit(changes);
@@ -632,6 +595,56 @@ macro_rules! impl_store {
                         appointment: row.try_get("next_appointment")?,
                         turn: row.try_get("next_turn")?,
                     })
+                })
+            }
+
+            fn next_seqs_many<'a>(
+                &'a self,
+                call_sids: &'a [&'a str],
+            ) -> futures::future::BoxFuture<
+                'a,
+                $crate::store::StoreResult<
+                    std::collections::HashMap<String, $crate::store::NextSeqs>,
+                >,
+            > {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let mut found = std::collections::HashMap::new();
+                    let mut rest = call_sids;
+                    for size in $crate::store::batch::chunks(call_sids.len()) {
+                        let (chunk, tail) = rest.split_at(size);
+                        rest = tail;
+                        let numbered = $backend == "postgres";
+                        let list: Vec<String> = (1..=size)
+                            .map(|i| {
+                                if numbered {
+                                    format!("${i}")
+                                } else {
+                                    "?".into()
+                                }
+                            })
+                            .collect();
+                        let sql = format!(
+                            "{}({})",
+                            $crate::store::sql::NEXT_SEQS_MANY,
+                            list.join(", ")
+                        );
+                        let mut query = sqlx::query(&sql);
+                        for sid in chunk {
+                            query = query.bind(*sid);
+                        }
+                        for row in query.fetch_all(&self.pool).await? {
+                            found.insert(
+                                row.try_get::<String, _>("call_sid")?,
+                                $crate::store::NextSeqs {
+                                    tool_call: row.try_get("next_tool_call")?,
+                                    appointment: row.try_get("next_appointment")?,
+                                    turn: row.try_get("next_turn")?,
+                                },
+                            );
+                        }
+                    }
+                    Ok(found)
                 })
             }
 
