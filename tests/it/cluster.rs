@@ -43,7 +43,14 @@ impl Replica {
             .env("TWILIO_AUTH_TOKEN", TOKEN)
             .env("PUBLIC_URL", PUBLIC)
             .env("API_TOKEN", API_TOKEN)
-            .env("REPLICAS", "3")
+            .env(
+                "REPLICAS",
+                if database_url.starts_with("sqlite:") {
+                    "1"
+                } else {
+                    "3"
+                },
+            )
             .env("REPLICA_ID", name)
             .env("REPLICA_STALE_SECS", "2")
             .env("DRAIN_TIMEOUT_SECS", "20")
@@ -470,4 +477,110 @@ async fn a_draining_replica_finishes_its_calls_while_the_others_take_new_ones() 
     pool.close().await;
     assert_eq!(left, 0, "a replica that stopped cleanly retires");
     drop((a, c));
+}
+
+/// One replica on SQLite: `kill -9` in the middle of many calls, then a restart on
+/// the same file. Every turn a caller had heard to its end is in the store, each
+/// cut reply as far as it had gone out, and the calls are closed as interrupted.
+#[tokio::test]
+async fn kill_9_on_sqlite_loses_no_completed_turn() {
+    init_logs();
+    let dir = temp_dir("sqlite-kill");
+    let db = format!("sqlite://{}", dir.join("voxrelay.db").display());
+    let llm = FakeLlm::start().await;
+    const CALLS: usize = 10;
+    for _ in 0..CALLS {
+        llm.push(Reply::tokens(&["Primeira ", "resposta."]));
+    }
+    let slow: Vec<String> = (0..60).map(|i| format!("w{i:02} ")).collect();
+    let slow: Vec<&str> = slow.iter().map(String::as_str).collect();
+    for _ in 0..CALLS {
+        llm.push(Reply::slow_tokens(&slow, 20));
+    }
+    let replica = Replica::start("solo", &db, &llm, &dir).await;
+    let base = format!("127.0.0.1:{}", replica.port);
+    let mut calls = Vec::new();
+    for n in 0..CALLS {
+        let sid = format!("CA{n:032x}");
+        let params = [("CallSid", sid.as_str())];
+        let signature = sign(TOKEN, &format!("{PUBLIC}/incoming-call"), &params);
+        let res = reqwest::Client::new()
+            .post(format!("http://{base}/incoming-call"))
+            .header("x-twilio-signature", signature)
+            .form(&params)
+            .send()
+            .await
+            .unwrap();
+        let url = crate::common::twiml_url(&res.text().await.unwrap(), "ConversationRelay");
+        let path = url.strip_prefix("wss://voz.example.com").unwrap();
+        let mut call = ws_connect_url(&format!("ws://{base}{path}"), &sign(TOKEN, &url, &[]))
+            .await
+            .unwrap();
+        call.setup(&sid).await;
+        call.prompt("Primeira pergunta").await;
+        assert_eq!(call.reply().await.text, "Primeira resposta.");
+        calls.push((sid, call));
+    }
+    for (_, call) in calls.iter_mut() {
+        call.prompt("Segunda pergunta").await;
+    }
+    // Each call hears the start of its second reply…
+    for (_, call) in calls.iter_mut() {
+        call.recv().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // … and the server dies.
+    replica.signal("-KILL");
+    drop(replica);
+    drop(calls);
+
+    let restarted = Replica::start("solo", &db, &llm, &dir).await;
+    let store = voxrelay::store::open(&db).await.unwrap();
+    for n in 0..CALLS {
+        let sid = format!("CA{n:032x}");
+        let turns = store.transcript(&sid).await.unwrap().unwrap().turns;
+        let said: Vec<(&str, &str, bool)> = turns
+            .iter()
+            .map(|t| (t.role.as_str(), t.text.as_str(), t.partial))
+            .collect();
+        assert_eq!(said.len(), 4, "{sid}: {said:?}");
+        assert_eq!(
+            said[..3],
+            [
+                ("caller", "Primeira pergunta", false),
+                ("agent", "Primeira resposta.", false),
+                ("caller", "Segunda pergunta", false),
+            ]
+        );
+        assert!(
+            said[3].2 && slow.concat().starts_with(said[3].1) && !said[3].1.is_empty(),
+            "{said:?}"
+        );
+    }
+    // The calls the dead process left are closed once its heartbeat is stale.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let open = store
+            .list_calls(50, None)
+            .await
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.status == "in-progress")
+            .count();
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} calls still in progress");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let call = store
+        .get_call(&format!("CA{:032x}", 0))
+        .await
+        .unwrap()
+        .unwrap()
+        .call;
+    assert_eq!((call.status.as_str(), call.turns), ("interrupted", 2));
+    store.close().await;
+    drop(restarted);
 }
