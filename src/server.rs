@@ -75,6 +75,8 @@ pub struct AppState {
     pub twilio: Option<Arc<TwilioClient>>,
     /// Mints and admits the per-call WebSocket tokens.
     pub tokens: Arc<CallTokens>,
+    /// The ConversationRelay calls this process carries (for commands from the API).
+    pub live_calls: Arc<crate::relay::live::LiveCalls>,
 }
 
 impl AppState {
@@ -100,6 +102,7 @@ impl AppState {
         Self {
             twilio,
             tokens,
+            live_calls: Arc::default(),
             agent_settings: Arc::new(AgentSettings::from_config(&config)),
             tools: Arc::new(ToolRegistry::from_config(&config)),
             recent_calls: Arc::new(RecentCalls::new(RECENT_CALLS, RECENT_CALLS_TTL)),
@@ -131,6 +134,7 @@ impl AppState {
             limits: self.config.limits.clone(),
             admission: None,
             store: self.store.clone(),
+            live: self.live_calls.clone(),
         }
     }
 
@@ -210,6 +214,34 @@ pub fn raise_open_files_limit(calls: usize) -> std::io::Result<u64> {
     rlimit::increase_nofile_limit(wanted)
 }
 
+/// Hands the live-call commands other replicas send through the store (PostgreSQL
+/// `NOTIFY`) to the sessions this process carries, until `stop`.
+async fn relay_commands(state: AppState, stop: CancellationToken) {
+    use futures::StreamExt as _;
+    let mut notes = match state.store.listen().await {
+        Ok(Some(notes)) => notes,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for live-call commands from other replicas");
+            return;
+        }
+    };
+    loop {
+        let note = tokio::select! {
+            () = stop.cancelled() => return,
+            note = notes.next() => match note {
+                Some(note) => note,
+                None => return,
+            },
+        };
+        if let Some((command, call_sid)) = crate::relay::live::CallCommand::parse(&note)
+            && state.live_calls.command(call_sid, command)
+        {
+            tracing::info!(call_sid, command = ?command, "command for a call carried here");
+        }
+    }
+}
+
 /// Serves until `shutdown` completes, then drains live calls (at most the
 /// configured drain timeout) and returns.
 pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {
@@ -233,6 +265,8 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
         store::millis(state.started_at),
         replica_stop.clone(),
     ));
+
+    let commands = tokio::spawn(relay_commands(state.clone(), replica_stop.clone()));
 
     shutdown.await;
     let live = state.calls.len();
@@ -258,6 +292,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
     // Every call is over and written: retire this replica from the store.
     replica_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), replica).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), commands).await;
     server_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), state.store.close()).await;

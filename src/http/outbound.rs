@@ -560,6 +560,9 @@ async fn end_call(
             format!("{sid:?} is not a call SID (CA followed by 32 hex digits)"),
         )));
     }
+    if state.twilio.is_none() {
+        return end_through_the_socket(state, sid, style).await;
+    }
     let call = twilio(state)?.end_call(sid).await.map_err(ApiError::from)?;
     tracing::info!(call_sid = %call.sid, status = %call.status, "call ended through the API");
     let mut body = json!({"callSid": call.sid, "status": call.status});
@@ -567,6 +570,45 @@ async fn end_call(
         body["success"] = json!(true);
     }
     Ok((StatusCode::OK, body))
+}
+
+/// Without Twilio's REST API: the session carrying the call sends `end`, here or,
+/// told through the store, on another replica. 202: the call is being ended.
+async fn end_through_the_socket(
+    state: &AppState,
+    sid: &str,
+    style: Style,
+) -> Result<(StatusCode, Value), Box<ApiError>> {
+    use crate::relay::live::CallCommand;
+    let ending = |via: &str| {
+        tracing::info!(call_sid = %sid, via, "ending a call through its socket, as the API asked");
+        let mut body = json!({"callSid": sid, "status": "ending"});
+        if style != Style::Api {
+            body["success"] = json!(true);
+        }
+        Ok((StatusCode::ACCEPTED, body))
+    };
+    if state.live_calls.command(sid, CallCommand::End) {
+        return ending("this replica");
+    }
+    let live = match state.store.get_call(sid).await {
+        Ok(Some(detail)) => detail.call.status == "in-progress",
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the call to end it");
+            false
+        }
+    };
+    if live && let Ok(true) = state.store.notify(&CallCommand::End.payload(sid)).await {
+        return ending("another replica");
+    }
+    if !live {
+        return Err(Box::new(ApiError {
+            status: StatusCode::NOT_FOUND,
+            body: json!({"error": format!("no live call {sid} (set TWILIO_ACCOUNT_SID to end calls through Twilio)")}),
+        }));
+    }
+    Err(Box::new(TwilioError::NotConfigured.into()))
 }
 
 async fn list_numbers(state: &AppState) -> Result<(StatusCode, Value), Box<ApiError>> {

@@ -4,5 +4,6 @@
 //! - [`protocol`]: the wire messages as serde enums (pure data).
 //! - [`session`]: one call's loop, translating between the wire and the agent.
 
+pub mod live;
 pub mod protocol;
 pub mod session;

@@ -47,7 +47,12 @@ pub struct SessionDeps {
     pub admission: Option<Arc<Admission>>,
     /// The store: a resumed call's conversation, and the reconnects we answered.
     pub store: Arc<dyn Store>,
+    /// Where this session registers once it knows its call, for API commands.
+    pub live: Arc<super::live::LiveCalls>,
 }
+
+/// `reasonCode` of a call ended through the API.
+pub const REASON_API_END: &str = "api-end";
 
 /// Why a session ended when its socket went away without a close frame.
 const SOCKET_DROPPED: &str = "socket dropped";
@@ -82,6 +87,8 @@ where
     let time_up = tokio::time::sleep(deps.limits.max_call);
     tokio::pin!(setup_due, time_up);
     let mut timed_out = false;
+    // Commands from the API for this call, once `setup` has named it.
+    let mut registration: Option<super::live::Registration> = None;
     let end_reason: &str = loop {
         let end_due = async move {
             match ending {
@@ -90,6 +97,17 @@ where
             }
         };
         let waiting_for_setup = agent.call().is_none();
+        if registration.is_none()
+            && let Some(call) = agent.call()
+        {
+            registration = Some(deps.live.register(&call.call_sid));
+        }
+        let command = async {
+            match registration.as_mut() {
+                Some(r) => r.commands.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             // Caller input first: an interrupt must win over a token that is ready.
             biased;
@@ -160,6 +178,17 @@ where
                 timed_out = true;
                 tracing::info!(max_secs = deps.limits.max_call.as_secs(), "the call reached its maximum duration; saying goodbye");
                 agent.handle(AgentInput::TimeUp);
+            }
+            Some(super::live::CallCommand::End) = command, if ending.is_none() => {
+                // As when the agent ends the call: `end`, then Twilio closes.
+                tracing::info!("ending the call as the API asked");
+                agent.handle(AgentInput::Hangup);
+                let handoff = serde_json::json!({"reasonCode": REASON_API_END}).to_string();
+                if let Err(e) = socket.send(Outbound::End { handoff_data: Some(handoff) }).await {
+                    tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                    break "socket closed while sending";
+                }
+                ending = Some(tokio::time::Instant::now() + END_GRACE);
             }
             () = deps.stop.cancelled() => {
                 let handoff = serde_json::json!({"reasonCode": "server-shutdown"}).to_string();

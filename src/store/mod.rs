@@ -259,6 +259,9 @@ pub struct AppointmentPage {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The notification channel commands for live calls travel on.
+pub const CALLS_CHANNEL: &str = "voxrelay_calls";
+
 /// Calls whose row this store has written or checked: their later records skip
 /// the statement that makes sure the row exists (half the statements of a turn).
 /// Bounded; forgetting a call only costs that statement again.
@@ -444,6 +447,15 @@ pub trait Store: SharedState {
         limit: u32,
         before: Option<i64>,
     ) -> BoxFuture<'_, StoreResult<AppointmentPage>>;
+
+    /// Tells every replica `payload` (PostgreSQL `NOTIFY` on [`CALLS_CHANNEL`]).
+    /// False when the backend has no such channel (SQLite: one replica only).
+    fn notify<'a>(&'a self, payload: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+    /// The payloads of [`Store::notify`] from any replica, this one included;
+    /// `None` when the backend has no such channel. Reconnects by itself.
+    fn listen(
+        &self,
+    ) -> BoxFuture<'_, StoreResult<Option<futures::stream::BoxStream<'static, String>>>>;
 
     /// Closes the connections (after the last write).
     fn close(&self) -> BoxFuture<'_, ()>;

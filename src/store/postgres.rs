@@ -56,6 +56,38 @@ impl PgStore {
     fn describe(&self) -> String {
         format!("postgres ({})", self.location)
     }
+
+    async fn notify_calls(&self, payload: &str) -> StoreResult<bool> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::CALLS_CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
+    /// A connection of its own, `LISTEN`ing on the channel; sqlx reconnects it
+    /// when it drops (notifications sent meanwhile are lost).
+    async fn listen_calls(
+        &self,
+    ) -> StoreResult<Option<futures::stream::BoxStream<'static, String>>> {
+        use futures::StreamExt as _;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(super::CALLS_CHANNEL).await?;
+        let stream = futures::stream::unfold(listener, |mut listener| async move {
+            loop {
+                match listener.recv().await {
+                    Ok(note) => return Some((note.payload().to_string(), listener)),
+                    Err(sqlx::Error::PoolClosed) => return None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the live-call notifications; reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(stream.boxed()))
+    }
 }
 
 impl_store!(PgStore, Postgres, "postgres");

@@ -830,6 +830,22 @@ macro_rules! impl_store {
                 })
             }
 
+            fn notify<'a>(
+                &'a self,
+                payload: &'a str,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<bool>> {
+                Box::pin(self.notify_calls(payload))
+            }
+
+            fn listen(
+                &self,
+            ) -> futures::future::BoxFuture<
+                '_,
+                $crate::store::StoreResult<Option<futures::stream::BoxStream<'static, String>>>,
+            > {
+                Box::pin(self.listen_calls())
+            }
+
             fn close(&self) -> futures::future::BoxFuture<'_, ()> {
                 Box::pin(async move { self.pool.close().await })
             }

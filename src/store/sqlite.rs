@@ -66,6 +66,17 @@ impl SqliteStore {
     fn describe(&self) -> String {
         format!("sqlite ({})", self.location)
     }
+
+    /// SQLite serves one replica: there is nobody to tell.
+    async fn notify_calls(&self, _payload: &str) -> StoreResult<bool> {
+        Ok(false)
+    }
+
+    async fn listen_calls(
+        &self,
+    ) -> StoreResult<Option<futures::stream::BoxStream<'static, String>>> {
+        Ok(None)
+    }
 }
 
 impl_store!(SqliteStore, Sqlite, "sqlite");

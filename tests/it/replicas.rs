@@ -414,3 +414,71 @@ async fn shared_state_is_once_only_and_dead_replicas_are_reconciled(db: &TestDb)
     s.close().await;
     t.close().await;
 }
+
+/// `POST /api/calls/{sid}/end` without Twilio's REST API: the session carrying
+/// the call sends `end`, here or on another replica (PostgreSQL `NOTIFY`).
+async fn end_from_the_api(app: &TestApp, sid: &str) -> (u16, serde_json::Value) {
+    let token = app.state.config.api_token.expose().to_string();
+    let res = reqwest::Client::new()
+        .post(app.url(&format!("/api/calls/{sid}/end")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+on_both!(
+    sqlite_the_api_ends_a_live_call_on_whichever_replica_carries_it,
+    postgres_the_api_ends_a_live_call_on_whichever_replica_carries_it,
+    the_api_ends_a_live_call_on_whichever_replica_carries_it
+);
+async fn the_api_ends_a_live_call_on_whichever_replica_carries_it(db: &TestDb) {
+    let llm = FakeLlm::start().await;
+    let token = ("API_TOKEN", "replicas-test-api-token-0123456789");
+    let a = replica(&db.url, &llm, &[token]).await;
+    let b = replica(&db.url, &llm, &[token]).await;
+    // SQLite serves one replica: there the call is ended where it lives.
+    let other = if db.backend() == "postgres" { &b } else { &a };
+    let sid = "CA00000000000000000000000000000005";
+    let (path, url) = signed_socket_path_with(
+        &a,
+        "/incoming-call",
+        "ConversationRelay",
+        &[("CallSid", sid)],
+    )
+    .await;
+    let mut call = ws_connect(&a, &path, Some(&sign(TOKEN, &url, &[])), &[])
+        .await
+        .unwrap();
+    call.setup(sid).await;
+    // The call is live in the store once its setup is handled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while a.state.store.get_call(sid).await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, body) = end_from_the_api(other, sid).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (202, &serde_json::json!("ending")),
+        "{body}"
+    );
+    let end = call.recv().await;
+    assert_eq!(end["type"], "end", "{end}");
+    let handoff: serde_json::Value =
+        serde_json::from_str(end["handoffData"].as_str().unwrap()).unwrap();
+    assert_eq!(handoff["reasonCode"], "api-end");
+    // Twilio closes the socket after `end`, as it does when the agent ends a call.
+    call.ws.close(None).await.unwrap();
+    a.wait_active_calls(0).await;
+    assert!(a.state.recorder.flush(Duration::from_secs(5)).await);
+    let stored = a.state.store.get_call(sid).await.unwrap().unwrap().call;
+    assert_eq!(stored.status, "completed");
+    // A call that is not live anywhere: 404.
+    let (status, _) = end_from_the_api(other, sid).await;
+    assert_eq!(status, 404);
+}
