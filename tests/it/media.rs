@@ -475,9 +475,12 @@ async fn realtime_barge_in_clears_twilio_and_truncates_to_what_was_played() {
             .await
             .is_none_or(|m| !matches!(m, Outbound::Media { .. }))
     );
-    // The agent turn is recorded as interrupted, with a prefix of its words.
-    let turns = seen.wait_turns(1).await;
-    assert_eq!(turns[0].text, "Um dois três quatro cinco seis");
+    // The agent turn was recorded from its first words (partial), completed when
+    // it was cut, and marked interrupted with a prefix of its words.
+    let turns = seen.wait_turns(2).await;
+    assert!(turns[0].partial, "{turns:?}");
+    assert_eq!((turns[1].seq, turns[1].partial), (turns[0].seq, false));
+    assert_eq!(turns[1].text, "Um dois três quatro cinco seis");
     let (seq, heard) = seen.interrupted.lock().unwrap()[0].clone();
     assert_eq!(seq, turns[0].seq);
     assert!(

@@ -239,8 +239,29 @@ impl CallLog {
         started_at: std::time::SystemTime,
         time_to_first_token: Option<Duration>,
     ) -> u32 {
+        let seq = self.reserve();
+        self.record(seq, speaker, text, started_at, time_to_first_token, false);
+        seq
+    }
+
+    /// Takes the next turn number (for a reply recorded while it is spoken).
+    pub fn reserve(&mut self) -> u32 {
         let seq = self.next_seq;
         self.next_seq += 1;
+        seq
+    }
+
+    /// Records turn `seq` as it stands: `partial` while it is still being spoken
+    /// (a later record of the same number completes it).
+    pub fn record(
+        &self,
+        seq: u32,
+        speaker: crate::agent::Speaker,
+        text: &str,
+        started_at: std::time::SystemTime,
+        time_to_first_token: Option<Duration>,
+        partial: bool,
+    ) {
         self.observer.turn(
             &self.call.call_sid,
             &TurnRecord {
@@ -250,10 +271,9 @@ impl CallLog {
                 started_at,
                 ended_at: std::time::SystemTime::now(),
                 time_to_first_token_ms: time_to_first_token.map(|d| d.as_millis() as u64),
-                partial: false,
+                partial,
             },
         );
-        seq
     }
 
     /// An agent turn was cut short; the caller heard `heard`.

@@ -71,8 +71,12 @@ struct AgentItem {
     text: String,
     started_at: SystemTime,
     time_to_first_audio: Option<Duration>,
-    /// Sequence number once recorded.
+    /// Sequence number once recorded (from its first transcribed words).
     seq: Option<u32>,
+    /// When its text so far was last recorded.
+    recorded_at: Option<std::time::Instant>,
+    /// Its complete transcript has been recorded.
+    complete: bool,
     audio_done: bool,
     interrupted: bool,
 }
@@ -259,10 +263,61 @@ impl RealtimePipeline {
             started_at: SystemTime::now(),
             time_to_first_audio: self.speech_stopped_at.take().map(|t| t.elapsed()),
             seq: None,
+            recorded_at: None,
+            complete: false,
             audio_done: false,
             interrupted: false,
         });
         self.items.back_mut().expect("just pushed")
+    }
+
+    /// Records the reply `item_id` as transcribed so far: at its first words (it
+    /// takes its turn number then) and every `PROGRESS_INTERVAL` after.
+    fn record_progress(&mut self, item_id: &str, now: std::time::Instant) {
+        let Some(item) = self.item_mut(item_id) else {
+            return;
+        };
+        let due = !item.complete
+            && item
+                .recorded_at
+                .is_none_or(|at| now.duration_since(at) >= crate::agent::PROGRESS_INTERVAL);
+        if !due {
+            return;
+        }
+        let fresh = item.seq.is_none();
+        let (text, started_at, ttfa) =
+            (item.text.clone(), item.started_at, item.time_to_first_audio);
+        let seq = match self.item_mut(item_id).and_then(|i| i.seq) {
+            Some(seq) => seq,
+            None => self.log.reserve(),
+        };
+        self.log
+            .record(seq, Speaker::Agent, &text, started_at, ttfa, true);
+        if let Some(item) = self.item_mut(item_id) {
+            item.recorded_at = Some(now);
+            if fresh {
+                item.seq = Some(seq);
+            }
+        }
+    }
+
+    /// Records the reply `item_id` as complete (numbering it if it had no words
+    /// recorded yet); returns its number.
+    fn record_final(&mut self, item_id: &str) -> Option<u32> {
+        let item = self.item_mut(item_id)?;
+        let (text, started_at, ttfa, seq) = (
+            item.text.clone(),
+            item.started_at,
+            item.time_to_first_audio,
+            item.seq,
+        );
+        let seq = seq.unwrap_or_else(|| self.log.reserve());
+        self.log
+            .record(seq, Speaker::Agent, &text, started_at, ttfa, false);
+        let item = self.item_mut(item_id)?;
+        item.seq = Some(seq);
+        item.complete = true;
+        Some(seq)
     }
 
     fn is_truncated(&self, item_id: &str) -> bool {
@@ -302,6 +357,7 @@ impl RealtimePipeline {
             ServerEvent::TranscriptDelta { item_id, delta } => {
                 if !self.is_truncated(&item_id) {
                     self.item_or_new(&item_id).text.push_str(&delta);
+                    self.record_progress(&item_id, std::time::Instant::now());
                 }
             }
             ServerEvent::TranscriptDone {
@@ -311,16 +367,11 @@ impl RealtimePipeline {
                 let Some(item) = self.item_mut(&item_id) else {
                     return;
                 };
-                if item.interrupted || item.seq.is_some() {
+                if item.interrupted || item.complete {
                     return;
                 }
                 item.text = transcript;
-                let (text, started_at, ttfa) =
-                    (item.text.clone(), item.started_at, item.time_to_first_audio);
-                let seq = self.log.turn(Speaker::Agent, &text, started_at, ttfa);
-                if let Some(item) = self.item_mut(&item_id) {
-                    item.seq = Some(seq);
-                }
+                self.record_final(&item_id);
             }
             ServerEvent::InputTranscriptCompleted { transcript, .. } => {
                 let text = transcript.trim();
@@ -516,17 +567,14 @@ impl RealtimePipeline {
             played,
             Duration::from_millis(generated_ms.max(1)),
         );
-        let (text, started_at, ttfa, seq) = (
-            item.text.clone(),
-            item.started_at,
-            item.time_to_first_audio,
-            item.seq,
-        );
-        let seq = match seq {
-            Some(seq) => seq,
-            None => self.log.turn(Speaker::Agent, &text, started_at, ttfa),
+        let complete = item.complete;
+        let seq = match (item.seq, complete) {
+            (Some(seq), true) => Some(seq),
+            _ => self.record_final(&item_id),
         };
-        self.log.interrupted(seq, &heard);
+        if let Some(seq) = seq {
+            self.log.interrupted(seq, &heard);
+        }
     }
 
     /// Hands a complete keypad entry to the upstream.
