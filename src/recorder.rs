@@ -993,12 +993,17 @@ mod tests {
         }
         let dropped = recorder.counts().dropped;
         assert!(dropped >= 40, "only {dropped} dropped with a cap of 4");
+        assert!(
+            recorder.busy(),
+            "new calls wait while the writer is this far behind"
+        );
         sqlx::raw_sql("COMMIT").execute(&mut *lock).await.unwrap();
         drop(lock);
         blocker.close().await;
         assert!(recorder.flush(Duration::from_secs(10)).await);
         let stored = store.transcript("CA1").await.unwrap().unwrap().turns.len() as u64;
         assert_eq!(stored + dropped, 50, "every record is stored or counted");
+        assert!(!recorder.busy());
         store.close().await;
     }
 

@@ -141,6 +141,11 @@ async fn sigterm_lets_the_reply_finish_refuses_new_calls_and_exits_zero() {
     assert_eq!(first["type"], "text");
     let mut text = first["token"].as_str().unwrap().to_string();
 
+    let (ready, body) = server.get("/ready").await.unwrap();
+    assert_eq!(
+        (ready, body.as_str()),
+        (200, r#"{"ready":true,"reason":null}"#)
+    );
     server.sigterm();
     let term_at = Instant::now();
 
@@ -152,6 +157,9 @@ async fn sigterm_lets_the_reply_finish_refuses_new_calls_and_exits_zero() {
     // Meanwhile: new calls are refused, health answers, status says draining.
     assert_eq!(refused_status(&server.ws_url()).await, Some(503));
     assert_eq!(server.get("/health").await.map(|(s, _)| s), Some(200));
+    let (ready, body) = server.get("/ready").await.unwrap();
+    assert_eq!(ready, 503, "a balancer stops sending calls: {body}");
+    assert!(body.contains("draining"), "{body}");
     let (status, body) = server.get("/status").await.unwrap();
     assert_eq!(status, 200);
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
