@@ -135,6 +135,28 @@ pub struct TurnRecord {
     pub partial: bool,
 }
 
+impl TurnRecord {
+    /// A record of turn `seq`, ending now.
+    pub fn now(
+        seq: u32,
+        speaker: Speaker,
+        text: &str,
+        started_at: std::time::SystemTime,
+        time_to_first_token: Option<std::time::Duration>,
+        partial: bool,
+    ) -> Self {
+        Self {
+            seq,
+            speaker,
+            text: text.to_string(),
+            started_at,
+            ended_at: std::time::SystemTime::now(),
+            time_to_first_token_ms: time_to_first_token.map(|d| d.as_millis() as u64),
+            partial,
+        }
+    }
+}
+
 /// A tool the agent ran.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCallRecord {

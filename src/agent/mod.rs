@@ -332,18 +332,9 @@ impl Agent {
             self.last_agent_seq = Some(seq);
         }
         if let Some(call) = &self.call {
-            self.observer.turn(
-                &call.call_sid,
-                &TurnRecord {
-                    seq,
-                    speaker,
-                    text: text.to_string(),
-                    started_at,
-                    ended_at: SystemTime::now(),
-                    time_to_first_token_ms: time_to_first_token.map(|d| d.as_millis() as u64),
-                    partial: false,
-                },
-            );
+            let record =
+                TurnRecord::now(seq, speaker, text, started_at, time_to_first_token, false);
+            self.observer.turn(&call.call_sid, &record);
         }
         seq
     }
@@ -378,18 +369,15 @@ impl Agent {
         turn.recorded_at = Some(now);
         self.last_agent_seq = Some(seq);
         if let Some(call) = &self.call {
-            self.observer.turn(
-                &call.call_sid,
-                &TurnRecord {
-                    seq,
-                    speaker: Speaker::Agent,
-                    text: turn.text.clone(),
-                    started_at: turn.started_at,
-                    ended_at: SystemTime::now(),
-                    time_to_first_token_ms: turn.llm_first_token.map(|d| d.as_millis() as u64),
-                    partial: true,
-                },
+            let record = TurnRecord::now(
+                seq,
+                Speaker::Agent,
+                &turn.text,
+                turn.started_at,
+                turn.llm_first_token,
+                true,
             );
+            self.observer.turn(&call.call_sid, &record);
         }
     }
 

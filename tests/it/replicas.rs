@@ -14,7 +14,9 @@ use voxrelay::store::{self, NewCall, Store, Turn};
 use crate::common::{TestApp, spawn_app};
 use crate::db::{TestDb, on_both};
 use crate::fake_llm::{FakeLlm, Reply};
-use crate::twilio_signature::{PUBLIC, TOKEN, sign, signed_socket_path_with, ws_connect};
+use crate::twilio_signature::{
+    PUBLIC, TOKEN, sign, signed_relay_via, signed_socket_path_with, ws_connect,
+};
 
 /// A replica: signatures checked, the fake LLM, the shared database `db`.
 async fn replica(db: &str, llm: &FakeLlm, extra: &[(&str, &str)]) -> TestApp {
@@ -58,16 +60,7 @@ async fn a_dropped_call_resumes_on_another_replica(db: &TestDb) {
     llm.push(Reply::tokens(&["Claro, ", "Ana."]));
     llm.push(Reply::tokens(&["Continuando."]));
 
-    let (path, url) = signed_socket_path_with(
-        &a,
-        "/incoming-call",
-        "ConversationRelay",
-        &[("CallSid", sid)],
-    )
-    .await;
-    let mut call = ws_connect(&a, &path, Some(&sign(TOKEN, &url, &[])), &[])
-        .await
-        .unwrap();
+    let mut call = signed_relay_via(&a, "/incoming-call", &[("CallSid", sid)]).await;
     call.setup(sid).await;
     call.prompt("Sou a Ana e preciso de ajuda").await;
     assert_eq!(call.reply().await.text, "Claro, Ana.");
@@ -75,10 +68,9 @@ async fn a_dropped_call_resumes_on_another_replica(db: &TestDb) {
     a.wait_active_calls(0).await;
 
     // Twilio's 64105 callback and the new socket land on the other replica.
-    let (path, url) = signed_socket_path_with(
+    let mut call = signed_relay_via(
         &b,
         "/twiml/action",
-        "ConversationRelay",
         &[
             ("CallSid", sid),
             ("CallStatus", "in-progress"),
@@ -86,9 +78,6 @@ async fn a_dropped_call_resumes_on_another_replica(db: &TestDb) {
         ],
     )
     .await;
-    let mut call = ws_connect(&b, &path, Some(&sign(TOKEN, &url, &[])), &[])
-        .await
-        .unwrap();
     call.setup(sid).await;
     call.prompt("Você ainda está aí?").await;
     assert_eq!(call.reply().await.text, "Continuando.");
@@ -219,16 +208,7 @@ async fn a_reply_is_in_the_store_while_it_is_spoken() {
     let words: Vec<String> = (0..30).map(|i| format!("palavra{i} ")).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     llm.push(Reply::slow_tokens(&words, 20));
-    let (path, url) = signed_socket_path_with(
-        &app,
-        "/incoming-call",
-        "ConversationRelay",
-        &[("CallSid", sid)],
-    )
-    .await;
-    let mut call = ws_connect(&app, &path, Some(&sign(TOKEN, &url, &[])), &[])
-        .await
-        .unwrap();
+    let mut call = signed_relay_via(&app, "/incoming-call", &[("CallSid", sid)]).await;
     call.setup(sid).await;
     call.prompt("Fale bastante").await;
     // Half way through the reply (600 ms of tokens), the store already holds
@@ -441,16 +421,7 @@ async fn the_api_ends_a_live_call_on_whichever_replica_carries_it(db: &TestDb) {
     // SQLite serves one replica: there the call is ended where it lives.
     let other = if db.backend() == "postgres" { &b } else { &a };
     let sid = "CA00000000000000000000000000000005";
-    let (path, url) = signed_socket_path_with(
-        &a,
-        "/incoming-call",
-        "ConversationRelay",
-        &[("CallSid", sid)],
-    )
-    .await;
-    let mut call = ws_connect(&a, &path, Some(&sign(TOKEN, &url, &[])), &[])
-        .await
-        .unwrap();
+    let mut call = signed_relay_via(&a, "/incoming-call", &[("CallSid", sid)]).await;
     call.setup(sid).await;
     // The call is live in the store once its setup is handled.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

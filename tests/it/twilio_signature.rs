@@ -112,8 +112,13 @@ pub async fn signed_socket_path_with(
 
 /// A signed ConversationRelay handshake for `call_sid`, as Twilio makes it.
 pub async fn signed_relay(app: &TestApp, call_sid: &str) -> RelayClient {
-    let (path, url) =
-        signed_socket_path(app, "/incoming-call", "ConversationRelay", call_sid).await;
+    signed_relay_via(app, "/incoming-call", &[("CallSid", call_sid)]).await
+}
+
+/// The signed webhook `path` with `params` (e.g. a 64105 report to
+/// `/twiml/action`), then the signed handshake to the socket its TwiML names.
+pub async fn signed_relay_via(app: &TestApp, path: &str, params: &[(&str, &str)]) -> RelayClient {
+    let (path, url) = signed_socket_path_with(app, path, "ConversationRelay", params).await;
     ws_connect(app, &path, Some(&sign(TOKEN, &url, &[])), &[])
         .await
         .expect("Twilio's own handshake is upgraded")

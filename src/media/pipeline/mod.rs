@@ -262,18 +262,8 @@ impl CallLog {
         time_to_first_token: Option<Duration>,
         partial: bool,
     ) {
-        self.observer.turn(
-            &self.call.call_sid,
-            &TurnRecord {
-                seq,
-                speaker,
-                text: text.to_string(),
-                started_at,
-                ended_at: std::time::SystemTime::now(),
-                time_to_first_token_ms: time_to_first_token.map(|d| d.as_millis() as u64),
-                partial,
-            },
-        );
+        let record = TurnRecord::now(seq, speaker, text, started_at, time_to_first_token, partial);
+        self.observer.turn(&self.call.call_sid, &record);
     }
 
     /// An agent turn was cut short; the caller heard `heard`.
