@@ -168,6 +168,25 @@ enum Step {
     Filler,
 }
 
+/// The system prompt with the call's TwiML parameters listed after it (sorted),
+/// for every pipeline that talks to a model.
+pub fn prompt_with_parameters(
+    system_prompt: &str,
+    parameters: &std::collections::HashMap<String, String>,
+) -> String {
+    if parameters.is_empty() {
+        return system_prompt.to_string();
+    }
+    let mut params: Vec<_> = parameters.iter().collect();
+    params.sort();
+    let listed = params
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!("{system_prompt}\n\nDados desta ligação: {listed}")
+}
+
 /// How often the text of a reply still going out is recorded: what a crash of the
 /// server can lose of a reply (plus the recorder's commit delay).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -520,16 +539,9 @@ impl Agent {
     /// The system prompt, with the call's TwiML parameters when it has some.
     fn set_call_prompt(&mut self, info: &CallInfo) {
         if !info.parameters.is_empty() {
-            let mut params: Vec<_> = info.parameters.iter().collect();
-            params.sort();
-            let listed = params
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            self.history.set_system_prompt(format!(
-                "{}\n\nDados desta ligação: {listed}",
-                self.settings.system_prompt
+            self.history.set_system_prompt(prompt_with_parameters(
+                &self.settings.system_prompt,
+                &info.parameters,
             ));
         }
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::common::{RelayClient, init_logs};
+use crate::common::{RelayClient, free_port, init_logs};
 use crate::db::TestDb;
 use crate::fake_llm::{FakeLlm, Reply};
 use crate::twilio_signature::{PUBLIC, TOKEN, sign, ws_connect_url};
@@ -159,14 +159,6 @@ impl Balancer {
         .await
         .expect("Twilio's handshake is upgraded")
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_healthy(url: &str) {

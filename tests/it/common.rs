@@ -326,3 +326,13 @@ impl TestApp {
         RelayClient::connect(&self.ws_url(path)).await
     }
 }
+
+/// A loopback port free right now (for servers started as child processes).
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::Message;
 use voxrelay::llm::scripted::reply_to;
 
-use crate::common::RelayClient;
+use crate::common::{RelayClient, free_port};
 
 const TOKEN: &str = "drain-test-token-0123456789";
 
@@ -21,14 +21,6 @@ struct Process {
     child: Child,
     port: u16,
     log_dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Process {

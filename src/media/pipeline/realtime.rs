@@ -145,7 +145,8 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         .remove(GREETING_PARAMETER)
         .unwrap_or_else(|| ctx.settings.welcome_greeting.clone());
     parameters.retain(|name, _| !name.starts_with("voxrelay_") && name != "pipeline");
-    let instructions = instructions(&ctx.settings.system_prompt, &parameters);
+    let instructions =
+        crate::agent::prompt_with_parameters(&ctx.settings.system_prompt, &parameters);
     let session = ConversationSettings::from_config(&ctx.config, instructions.clone(), tools);
     let client = RealtimeClient::connect_conversation(&options, &session).await?;
     let mut pipeline = RealtimePipeline {
@@ -182,24 +183,6 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
     });
     pipeline.queue(ClientEvent::CreateResponse { response });
     Ok(Box::new(pipeline))
-}
-
-/// The system prompt with the call's parameters, as the agent builds it.
-fn instructions(
-    system_prompt: &str,
-    parameters: &std::collections::HashMap<String, String>,
-) -> String {
-    if parameters.is_empty() {
-        return system_prompt.to_string();
-    }
-    let mut params: Vec<_> = parameters.iter().collect();
-    params.sort();
-    let listed = params
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    format!("{system_prompt}\n\nDados desta ligação: {listed}")
 }
 
 /// The call's instructions after a switch to `language`.
@@ -689,11 +672,14 @@ mod tests {
     #[test]
     fn instructions_list_the_parameters_sorted() {
         let mut params = std::collections::HashMap::new();
-        assert_eq!(instructions("Seja breve.", &params), "Seja breve.");
+        assert_eq!(
+            crate::agent::prompt_with_parameters("Seja breve.", &params),
+            "Seja breve."
+        );
         params.insert("lead".to_string(), "Ana".to_string());
         params.insert("empresa".to_string(), "ACME".to_string());
         assert_eq!(
-            instructions("Seja breve.", &params),
+            crate::agent::prompt_with_parameters("Seja breve.", &params),
             "Seja breve.\n\nDados desta ligação: empresa: ACME; lead: Ana"
         );
     }
