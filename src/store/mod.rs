@@ -6,6 +6,7 @@
 //! records reach it through `crate::recorder`, which queues them off the call's path.
 //! Times are milliseconds since the Unix epoch (UTC).
 
+mod backend;
 pub mod batch;
 mod migrations;
 pub mod postgres;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Pool, Postgres};
 
+use super::backend::impl_store;
 use super::shared::impl_shared;
-use super::sql::impl_store;
 use super::{StoreResult, migrations};
 
 /// The longest any statement may run (PostgreSQL's `statement_timeout`).

@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Sqlite};
 
+use super::backend::impl_store;
 use super::shared::impl_shared;
-use super::sql::impl_store;
 use super::{StoreError, StoreResult, migrations};
 
 /// Call records in a SQLite file (or in memory, for `sqlite::memory:`).

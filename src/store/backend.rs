@@ -1,0 +1,716 @@
+//! [`impl_store!`]: the one implementation of [`super::Store`] both backends expand
+//! over their own pool, running the statements of `sql.rs` and `batch.rs`. The call
+//! record writes go through one function on a connection, either a pooled one (each
+//! write on its own) or a transaction's (a writer's group, layer by layer).
+
+/// Implements [`super::Store`] for `$store`, a struct with a `pool: sqlx::Pool<$db>`
+/// and a `describe()` method. Both backends expand the same code over the same SQL.
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:literal) => {
+        impl $store {
+            fn call_from_row(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> Result<$crate::store::Call, sqlx::Error> {
+                use sqlx::Row as _;
+                let recording = $crate::store::Recording {
+                    sid: row.try_get("recording_sid")?,
+                    url: row.try_get("recording_url")?,
+                    duration_secs: row.try_get("recording_duration_secs")?,
+                    path: row.try_get("recording_path")?,
+                };
+                Ok($crate::store::Call {
+                    call_sid: row.try_get("call_sid")?,
+                    session_id: row.try_get("session_id")?,
+                    from: row.try_get("from_number")?,
+                    to: row.try_get("to_number")?,
+                    direction: row.try_get("direction")?,
+                    mode: row.try_get("mode")?,
+                    status: row.try_get("status")?,
+                    parameters: row.try_get("parameters")?,
+                    started_at: row.try_get("started_at")?,
+                    ended_at: row.try_get("ended_at")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                    twilio_duration_secs: row.try_get("twilio_duration_secs")?,
+                    answered_by: row.try_get("answered_by")?,
+                    handoff_data: row.try_get("handoff_data")?,
+                    turns: row.try_get("turns")?,
+                    interrupts: row.try_get("interrupts")?,
+                    errors: row.try_get("errors")?,
+                    recording: (!recording.is_empty()).then_some(recording),
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            fn appointment_from_row(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> Result<$crate::store::Appointment, sqlx::Error> {
+                use sqlx::Row as _;
+                Ok($crate::store::Appointment {
+                    id: row.try_get("id")?,
+                    call_sid: row.try_get("call_sid")?,
+                    seq: row.try_get("seq")?,
+                    caller_number: row.try_get("caller_number")?,
+                    name: row.try_get("name")?,
+                    email: row.try_get("email")?,
+                    preferred_day: row.try_get("preferred_day")?,
+                    preferred_time: row.try_get("preferred_time")?,
+                    phone: row.try_get("phone")?,
+                    notes: row.try_get("notes")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+
+            /// Runs one write on `conn` (a pooled connection or a transaction's);
+            /// the calls whose rows it writes or ends go to `changes`, for the
+            /// caller to apply once the write is committed.
+            async fn write_on(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                write: $crate::store::Write<'_>,
+                changes: &mut $crate::store::KnownChanges,
+            ) -> Result<(), sqlx::Error> {
+                use $crate::store::Write;
+                match write {
+                    Write::CallStarted(call) => {
+                        self.write_starts(&mut *conn, &[call], changes).await?;
+                    }
+                    Write::Turn(call_sid, turn) => {
+                        self.write_turns(&mut *conn, &[(call_sid, turn)], changes)
+                            .await?;
+                    }
+                    Write::Interrupted {
+                        call_sid,
+                        seq,
+                        heard,
+                    } => {
+                        sqlx::query($crate::store::sql::MARK_INTERRUPTED)
+                            .bind(call_sid)
+                            .bind(seq)
+                            .bind(heard)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Write::ToolCall(call_sid, tool_call) => {
+                        self.ensure_call(&mut *conn, call_sid, tool_call.started_at, changes)
+                            .await?;
+                        sqlx::query($crate::store::sql::ADD_TOOL_CALL)
+                            .bind(call_sid)
+                            .bind(tool_call.seq)
+                            .bind(&tool_call.name)
+                            .bind(&tool_call.arguments)
+                            .bind(&tool_call.result)
+                            .bind(tool_call.ok)
+                            .bind(tool_call.started_at)
+                            .bind(tool_call.duration_ms)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Write::Appointment(a) => {
+                        self.ensure_call(&mut *conn, &a.call_sid, a.created_at, changes)
+                            .await?;
+                        sqlx::query($crate::store::sql::ADD_APPOINTMENT)
+                            .bind(&a.call_sid)
+                            .bind(a.seq)
+                            .bind(&a.caller_number)
+                            .bind(&a.name)
+                            .bind(&a.email)
+                            .bind(&a.preferred_day)
+                            .bind(&a.preferred_time)
+                            .bind(&a.phone)
+                            .bind(&a.notes)
+                            .bind(a.created_at)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Write::CallEnded(call_sid, end) => {
+                        self.write_ends(&mut *conn, &[(call_sid, end)], changes)
+                            .await?;
+                    }
+                    Write::RecordingPath(call_sid, path) => {
+                        sqlx::query($crate::store::sql::SET_RECORDING_PATH)
+                            .bind(call_sid)
+                            .bind(path)
+                            .bind($crate::store::now_millis())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+
+            /// Makes sure the call's row exists, unless it is known to.
+            async fn ensure_call(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                call_sid: &str,
+                at: i64,
+                changes: &mut $crate::store::KnownChanges,
+            ) -> Result<(), sqlx::Error> {
+                if changes.contains(&self.known, call_sid) {
+                    return Ok(());
+                }
+                sqlx::query($crate::store::sql::ENSURE_CALL)
+                    .bind(call_sid)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
+                changes.insert(call_sid);
+                Ok(())
+            }
+
+            /// Writes `turns` in as few statements as it can, after making sure
+            /// their calls' rows exist.
+            async fn write_turns(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                turns: &[(&str, &$crate::store::Turn)],
+                changes: &mut $crate::store::KnownChanges,
+            ) -> Result<(), sqlx::Error> {
+                use $crate::store::batch;
+                for (call_sid, turn) in turns {
+                    self.ensure_call(&mut *conn, call_sid, turn.started_at, changes)
+                        .await?;
+                }
+                for run in batch::distinct_runs(turns, |(sid, t)| (*sid, t.seq)) {
+                    let mut rest = run;
+                    for size in batch::chunks(run.len()) {
+                        let (chunk, tail) = rest.split_at(size);
+                        rest = tail;
+                        let mut query = sqlx::query(batch::TURNS.sql(size, $backend == "postgres"));
+                        for (call_sid, turn) in chunk {
+                            query = query
+                                .bind(*call_sid)
+                                .bind(turn.seq)
+                                .bind(&turn.role)
+                                .bind(&turn.text)
+                                .bind(turn.interrupted)
+                                .bind(&turn.heard)
+                                .bind(turn.started_at)
+                                .bind(turn.ended_at)
+                                .bind(turn.time_to_first_token_ms)
+                                .bind(turn.partial);
+                        }
+                        query.execute(&mut *conn).await?;
+                    }
+                }
+                Ok(())
+            }
+
+            /// Writes the starts of `calls` in as few statements as it can.
+            async fn write_starts(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                calls: &[&$crate::store::NewCall],
+                changes: &mut $crate::store::KnownChanges,
+            ) -> Result<(), sqlx::Error> {
+                use $crate::store::batch;
+                for run in batch::distinct_runs(calls, |c| c.call_sid.as_str()) {
+                    let mut rest = run;
+                    for size in batch::chunks(run.len()) {
+                        let (chunk, tail) = rest.split_at(size);
+                        rest = tail;
+                        let mut query =
+                            sqlx::query(batch::CALLS_STARTED.sql(size, $backend == "postgres"));
+                        for call in chunk {
+                            query = query
+                                .bind(&call.call_sid)
+                                .bind(&call.session_id)
+                                .bind(&call.from)
+                                .bind(&call.to)
+                                .bind(&call.direction)
+                                .bind(&call.mode)
+                                .bind("in-progress")
+                                .bind(&call.parameters)
+                                .bind(call.started_at)
+                                .bind(call.started_at)
+                                .bind(&call.owner);
+                        }
+                        query.execute(&mut *conn).await?;
+                    }
+                }
+                for call in calls {
+                    changes.insert(&call.call_sid);
+                }
+                Ok(())
+            }
+
+            /// Closes the records of `ends` in as few statements as it can.
+            async fn write_ends(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                ends: &[(&str, &$crate::store::CallEnd)],
+                changes: &mut $crate::store::KnownChanges,
+            ) -> Result<(), sqlx::Error> {
+                use $crate::store::batch;
+                for run in batch::distinct_runs(ends, |(sid, _)| *sid) {
+                    let mut rest = run;
+                    for size in batch::chunks(run.len()) {
+                        let (chunk, tail) = rest.split_at(size);
+                        rest = tail;
+                        let mut query =
+                            sqlx::query(batch::CALLS_ENDED.sql(size, $backend == "postgres"));
+                        for (call_sid, end) in chunk {
+                            query = query
+                                .bind(*call_sid)
+                                .bind(&end.status)
+                                .bind(end.ended_at)
+                                .bind(end.ended_at)
+                                .bind(0i64)
+                                .bind(&end.handoff_data)
+                                .bind(end.turns)
+                                .bind(end.interrupts)
+                                .bind(end.errors)
+                                .bind(end.ended_at);
+                        }
+                        query.execute(&mut *conn).await?;
+                    }
+                }
+                for (call_sid, _) in ends {
+                    changes.remove(call_sid);
+                }
+                Ok(())
+            }
+
+            /// One write on its own (committed by itself).
+            async fn write_one(
+                &self,
+                write: $crate::store::Write<'_>,
+            ) -> $crate::store::StoreResult<()> {
+                let mut conn = self.pool.acquire().await?;
+                let mut changes = $crate::store::KnownChanges::default();
+                self.write_on(&mut conn, write, &mut changes).await?;
+                self.known.commit(changes);
+                Ok(())
+            }
+        }
+
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            fn describe(&self) -> String {
+                <$store>::describe(self)
+            }
+
+            fn ping(&self) -> futures::future::BoxFuture<'_, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    sqlx::query("SELECT 1").execute(&self.pool).await?;
+                    Ok(())
+                })
+            }
+
+            fn call_started<'a>(
+                &'a self,
+                call: &'a $crate::store::NewCall,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(self.write_one($crate::store::Write::CallStarted(call)))
+            }
+
+            fn add_turn<'a>(
+                &'a self,
+                call_sid: &'a str,
+                turn: &'a $crate::store::Turn,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(self.write_one($crate::store::Write::Turn(call_sid, turn)))
+            }
+
+            fn mark_interrupted<'a>(
+                &'a self,
+                call_sid: &'a str,
+                seq: i64,
+                heard: &'a str,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(self.write_one($crate::store::Write::Interrupted {
+                    call_sid,
+                    seq,
+                    heard,
+                }))
+            }
+
+            fn add_tool_call<'a>(
+                &'a self,
+                call_sid: &'a str,
+                tool_call: &'a $crate::store::ToolCall,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(self.write_one($crate::store::Write::ToolCall(call_sid, tool_call)))
+            }
+
+            fn add_appointment<'a>(
+                &'a self,
+                a: &'a $crate::store::Appointment,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(self.write_one($crate::store::Write::Appointment(a)))
+            }
+
+            fn call_ended<'a>(
+                &'a self,
+                call_sid: &'a str,
+                end: &'a $crate::store::CallEnd,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(self.write_one($crate::store::Write::CallEnded(call_sid, end)))
+            }
+            fn upsert_status<'a>(
+                &'a self,
+                u: &'a $crate::store::StatusUpdate,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    sqlx::query($crate::store::sql::UPSERT_STATUS)
+                        .bind(&u.call_sid)
+                        .bind(&u.from)
+                        .bind(&u.to)
+                        .bind(&u.direction)
+                        .bind(&u.status)
+                        .bind(u.duration_secs)
+                        .bind(&u.answered_by)
+                        .bind(u.at)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn set_recording<'a>(
+                &'a self,
+                call_sid: &'a str,
+                r: &'a $crate::store::Recording,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    sqlx::query($crate::store::sql::SET_RECORDING)
+                        .bind(call_sid)
+                        .bind(&r.sid)
+                        .bind(&r.url)
+                        .bind(r.duration_secs)
+                        .bind($crate::store::now_millis())
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn set_recording_path<'a>(
+                &'a self,
+                call_sid: &'a str,
+                path: &'a str,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(self.write_one($crate::store::Write::RecordingPath(call_sid, path)))
+            }
+
+            fn write<'a>(
+                &'a self,
+                write: $crate::store::Write<'a>,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(self.write_one(write))
+            }
+
+            fn write_batch<'a>(
+                &'a self,
+                writes: &'a [$crate::store::Write<'a>],
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+                Box::pin(async move {
+                    use $crate::store::Write;
+                    let mut tx = self.pool.begin().await?;
+                    let mut changes = $crate::store::KnownChanges::default();
+                    // Layer by layer (each call's order kept), each kind of write in a
+                    // layer as multi-row statements.
+                    for layer in $crate::store::batch::layers(writes) {
+                        let mut starts = Vec::new();
+                        let mut turns = Vec::new();
+                        let mut ends = Vec::new();
+                        let mut others = Vec::new();
+                        for write in layer {
+                            match write {
+                                Write::CallStarted(call) => starts.push(call),
+                                Write::Turn(sid, turn) => turns.push((sid, turn)),
+                                Write::CallEnded(sid, end) => ends.push((sid, end)),
+                                other => others.push(other),
+                            }
+                        }
+                        self.write_starts(&mut tx, &starts, &mut changes).await?;
+                        self.write_turns(&mut tx, &turns, &mut changes).await?;
+                        for write in others {
+                            self.write_on(&mut tx, write, &mut changes).await?;
+                        }
+                        self.write_ends(&mut tx, &ends, &mut changes).await?;
+                    }
+                    tx.commit().await?;
+                    // Only now: a rolled-back batch leaves no call believed written.
+                    self.known.commit(changes);
+                    Ok(())
+                })
+            }
+            fn next_seqs<'a>(
+                &'a self,
+                call_sid: &'a str,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<$crate::store::NextSeqs>>
+            {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query($crate::store::sql::NEXT_SEQS)
+                        .bind(call_sid)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok($crate::store::NextSeqs {
+                        tool_call: row.try_get("next_tool_call")?,
+                        appointment: row.try_get("next_appointment")?,
+                        turn: row.try_get("next_turn")?,
+                    })
+                })
+            }
+
+            fn next_seqs_many<'a>(
+                &'a self,
+                call_sids: &'a [&'a str],
+            ) -> futures::future::BoxFuture<
+                'a,
+                $crate::store::StoreResult<
+                    std::collections::HashMap<String, $crate::store::NextSeqs>,
+                >,
+            > {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let mut found = std::collections::HashMap::new();
+                    let mut rest = call_sids;
+                    for size in $crate::store::batch::chunks(call_sids.len()) {
+                        let (chunk, tail) = rest.split_at(size);
+                        rest = tail;
+                        let numbered = $backend == "postgres";
+                        let list: Vec<String> = (1..=size)
+                            .map(|i| {
+                                if numbered {
+                                    format!("${i}")
+                                } else {
+                                    "?".into()
+                                }
+                            })
+                            .collect();
+                        let sql = format!(
+                            "{}({})",
+                            $crate::store::sql::NEXT_SEQS_MANY,
+                            list.join(", ")
+                        );
+                        let mut query = sqlx::query(&sql);
+                        for sid in chunk {
+                            query = query.bind(*sid);
+                        }
+                        for row in query.fetch_all(&self.pool).await? {
+                            found.insert(
+                                row.try_get::<String, _>("call_sid")?,
+                                $crate::store::NextSeqs {
+                                    tool_call: row.try_get("next_tool_call")?,
+                                    appointment: row.try_get("next_appointment")?,
+                                    turn: row.try_get("next_turn")?,
+                                },
+                            );
+                        }
+                    }
+                    Ok(found)
+                })
+            }
+
+            fn list_calls<'a>(
+                &'a self,
+                limit: u32,
+                before: Option<&'a $crate::store::CallCursor>,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<$crate::store::CallPage>>
+            {
+                Box::pin(async move {
+                    // One more than asked tells whether another page follows.
+                    let fetch = i64::from(limit) + 1;
+                    let rows = match before {
+                        None => {
+                            sqlx::query($crate::store::sql::LIST_CALLS)
+                                .bind(fetch)
+                                .fetch_all(&self.pool)
+                                .await?
+                        }
+                        Some(cursor) => {
+                            sqlx::query($crate::store::sql::LIST_CALLS_BEFORE)
+                                .bind(fetch)
+                                .bind(cursor.started_at)
+                                .bind(&cursor.call_sid)
+                                .fetch_all(&self.pool)
+                                .await?
+                        }
+                    };
+                    let mut calls = rows
+                        .iter()
+                        .map(Self::call_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let more = calls.len() > limit as usize;
+                    calls.truncate(limit as usize);
+                    let next =
+                        more.then(|| calls.last())
+                            .flatten()
+                            .map(|c| $crate::store::CallCursor {
+                                started_at: c.started_at,
+                                call_sid: c.call_sid.clone(),
+                            });
+                    Ok($crate::store::CallPage { calls, next })
+                })
+            }
+
+            fn get_call<'a>(
+                &'a self,
+                call_sid: &'a str,
+            ) -> futures::future::BoxFuture<
+                'a,
+                $crate::store::StoreResult<Option<$crate::store::CallDetail>>,
+            > {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query($crate::store::sql::GET_CALL)
+                        .bind(call_sid)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    let Some(row) = row else {
+                        return Ok(None);
+                    };
+                    Ok(Some($crate::store::CallDetail {
+                        call: Self::call_from_row(&row)?,
+                        transcript_turns: row.try_get("n_turns")?,
+                        tool_calls: row.try_get("n_tool_calls")?,
+                        appointments: row.try_get("n_appointments")?,
+                    }))
+                })
+            }
+
+            fn transcript_page<'a>(
+                &'a self,
+                call_sid: &'a str,
+                after: Option<i64>,
+                limit: u32,
+            ) -> futures::future::BoxFuture<
+                'a,
+                $crate::store::StoreResult<Option<$crate::store::Transcript>>,
+            > {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let exists = sqlx::query($crate::store::sql::CALL_EXISTS)
+                        .bind(call_sid)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    if exists.is_none() {
+                        return Ok(None);
+                    }
+                    // One more than asked tells whether another page follows.
+                    let mut turns = sqlx::query($crate::store::sql::TURNS)
+                        .bind(call_sid)
+                        .bind(after.unwrap_or(-1))
+                        .bind(i64::from(limit).saturating_add(1))
+                        .fetch_all(&self.pool)
+                        .await?
+                        .iter()
+                        .map(|row| {
+                            Ok::<_, sqlx::Error>($crate::store::Turn {
+                                seq: row.try_get("seq")?,
+                                role: row.try_get("role")?,
+                                text: row.try_get("text")?,
+                                interrupted: row.try_get("interrupted")?,
+                                heard: row.try_get("heard")?,
+                                started_at: row.try_get("started_at")?,
+                                ended_at: row.try_get("ended_at")?,
+                                time_to_first_token_ms: row.try_get("time_to_first_token_ms")?,
+                                partial: row.try_get("partial")?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let next = (turns.len() > limit as usize)
+                        .then(|| turns.pop())
+                        .flatten();
+                    let from = match after {
+                        None => i64::MIN,
+                        Some(_) => turns.first().map_or(i64::MAX, |t| t.started_at),
+                    };
+                    let until = next.as_ref().map_or(i64::MAX, |t| t.started_at);
+                    let next_after = next.and(turns.last().map(|t| t.seq));
+                    let tool_calls = sqlx::query($crate::store::sql::TOOL_CALLS)
+                        .bind(call_sid)
+                        .bind(from)
+                        .bind(until)
+                        .fetch_all(&self.pool)
+                        .await?
+                        .iter()
+                        .map(|row| {
+                            Ok::<_, sqlx::Error>($crate::store::ToolCall {
+                                seq: row.try_get("seq")?,
+                                name: row.try_get("name")?,
+                                arguments: row.try_get("arguments")?,
+                                result: row.try_get("result")?,
+                                ok: row.try_get("ok")?,
+                                started_at: row.try_get("started_at")?,
+                                duration_ms: row.try_get("duration_ms")?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(Some($crate::store::Transcript {
+                        turns,
+                        tool_calls,
+                        next_after,
+                    }))
+                })
+            }
+
+            fn list_appointments(
+                &self,
+                limit: u32,
+                before: Option<i64>,
+            ) -> futures::future::BoxFuture<
+                '_,
+                $crate::store::StoreResult<$crate::store::AppointmentPage>,
+            > {
+                Box::pin(async move {
+                    let fetch = i64::from(limit) + 1;
+                    let rows = match before {
+                        None => {
+                            sqlx::query($crate::store::sql::LIST_APPOINTMENTS)
+                                .bind(fetch)
+                                .fetch_all(&self.pool)
+                                .await?
+                        }
+                        Some(id) => {
+                            sqlx::query($crate::store::sql::LIST_APPOINTMENTS_BEFORE)
+                                .bind(fetch)
+                                .bind(id)
+                                .fetch_all(&self.pool)
+                                .await?
+                        }
+                    };
+                    let mut appointments = rows
+                        .iter()
+                        .map(Self::appointment_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let more = appointments.len() > limit as usize;
+                    appointments.truncate(limit as usize);
+                    let next_before = more.then(|| appointments.last().map(|a| a.id)).flatten();
+                    Ok($crate::store::AppointmentPage {
+                        appointments,
+                        next_before,
+                    })
+                })
+            }
+
+            fn notify<'a>(
+                &'a self,
+                payload: &'a str,
+            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<bool>> {
+                Box::pin(self.notify_calls(payload))
+            }
+
+            fn listen(
+                &self,
+            ) -> futures::future::BoxFuture<
+                '_,
+                $crate::store::StoreResult<Option<futures::stream::BoxStream<'static, String>>>,
+            > {
+                Box::pin(self.listen_calls())
+            }
+
+            fn close(&self) -> futures::future::BoxFuture<'_, ()> {
+                Box::pin(async move { self.pool.close().await })
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;
