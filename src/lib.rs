@@ -2,10 +2,12 @@
 //!
 //! Module map (dependencies point down this list, never up):
 //!
+//! - [`server`]: `run`, which serves a bound listener through [`http`] and drains
+//!   live calls on shutdown; the runtime and the listener.
 //! - [`http`]: the warp edge (routes, TwiML webhooks, WebSocket upgrades); the only
 //!   module that imports warp.
-//! - [`server`]: shared state and `run`, which serves a bound listener and drains
-//!   live calls on shutdown.
+//! - [`state`]: [`AppState`], what every handler and session shares (`.ci/run`
+//!   checks that the edge and the sessions import it, never [`server`]).
 //! - [`relay`]: the ConversationRelay transport (protocol types and the call session).
 //! - [`media`]: the Media Streams transport (raw μ-law call audio; protocol types).
 //! - [`transport`]: the frame type every WebSocket transport reads.
@@ -42,6 +44,7 @@ pub mod server;
 pub mod shutdown;
 pub mod sim;
 pub mod speech;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod text;

@@ -22,7 +22,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::{auth, json_error, with_state};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{Appointment, Call, CallCursor, CallDetail, StoreError, Transcript};
 
 /// Page size when `limit` is not given.

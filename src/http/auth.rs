@@ -4,7 +4,7 @@
 use subtle::ConstantTimeEq;
 use warp::{Filter, Rejection};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The request had no valid bearer token.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::{json_error, twilio_auth, with_state};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{Recording, StatusUpdate, StoreError, now_millis};
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {

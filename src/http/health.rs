@@ -10,7 +10,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::with_state;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let health = warp::path!("health")

@@ -7,7 +7,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::{auth, with_state};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("metrics")

@@ -24,7 +24,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Largest webhook body we read (Twilio's are a few KiB).
 pub const MAX_BODY_BYTES: u64 = 64 * 1024;

@@ -20,7 +20,7 @@ use super::twiml::socket_url;
 use super::{PublicBase, auth, limited_body, public_base, with_state};
 use crate::agent::GREETING_PARAMETER;
 use crate::config::is_e164;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::twilio::admission::unix_now;
 use crate::twilio::call_token::Route;
 use crate::twilio::client::{MAX_INLINE_TWIML, NewCall, TwilioClient, TwilioError};

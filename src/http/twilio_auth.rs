@@ -14,7 +14,7 @@ use warp::{Filter, Rejection};
 use super::twiml::form_body;
 use super::{PublicBase, public_base};
 use crate::config::TwilioConfig;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::twilio::signature::{self, RequestKind};
 
 /// A Twilio-facing request without a valid `X-Twilio-Signature`.

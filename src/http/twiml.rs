@@ -15,7 +15,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::{PublicBase, limited_body, public_base, twilio_auth, with_state};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::twilio::admission::{RESUME_ARMED, RESUME_ARMED_TTL, unix_now};
 use crate::twilio::call_token::Route;
 use crate::twiml;

@@ -33,7 +33,7 @@ use crate::media::protocol::Outbound as MediaOutbound;
 use crate::media::session::MediaDeps;
 use crate::relay::protocol::Outbound;
 use crate::relay::session::SessionDeps;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::transport::Frame;
 use crate::twilio::admission::{Admission, unix_now};
 use crate::twilio::call_token::{Route, TokenError};

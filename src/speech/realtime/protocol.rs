@@ -470,7 +470,7 @@ pub enum ServerEvent {
     },
     /// `response.function_call_arguments.done`.
     FunctionCallDone(FunctionCall),
-    /// `response.done`. From [`RealtimeClient::next_event`], `function_calls` holds only
+    /// `response.done`. From [`super::RealtimeClient::next_event`], `function_calls` holds only
     /// the calls not already reported by [`ServerEvent::FunctionCallDone`] (the
     /// fallback), so every call is seen exactly once.
     ResponseDone {
