@@ -54,8 +54,52 @@ pub struct SessionDeps {
 /// `reasonCode` of a call ended through the API.
 pub const REASON_API_END: &str = "api-end";
 
-/// Why a session ended when its socket went away without a close frame.
-const SOCKET_DROPPED: &str = "socket dropped";
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndReason {
+    CallerHungUp,
+    EndedByAgent,
+    EndedThroughApi,
+    /// The socket went away without a close frame.
+    SocketDropped,
+    SocketError,
+    SocketClosedWhileSending,
+    NoSetup,
+    WrongCall,
+    ServerShutDown,
+}
+
+impl EndReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CallerHungUp => "caller hung up",
+            EndReason::EndedByAgent => "ended by the agent",
+            EndReason::EndedThroughApi => "ended through the API",
+            EndReason::SocketDropped => "socket dropped",
+            EndReason::SocketError => "socket error",
+            EndReason::SocketClosedWhileSending => "socket closed while sending",
+            EndReason::NoSetup => "no setup message",
+            EndReason::WrongCall => "wrong call",
+            EndReason::ServerShutDown => "server shut down",
+        }
+    }
+
+    /// The socket went away under the call: Twilio may bring it back.
+    fn dropped(self) -> bool {
+        matches!(
+            self,
+            EndReason::SocketDropped | EndReason::SocketError | EndReason::SocketClosedWhileSending
+        )
+    }
+
+    /// The call's record status for this end.
+    fn status(self) -> &'static str {
+        match self {
+            EndReason::SocketError | EndReason::SocketDropped | EndReason::WrongCall => "failed",
+            _ => "completed",
+        }
+    }
+}
 
 /// How long we wait for Twilio to close the socket after our `end`.
 const END_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -89,7 +133,9 @@ where
     let mut timed_out = false;
     // Commands from the API for this call, once `setup` has named it.
     let mut registration: Option<super::live::Registration> = None;
-    let end_reason: &str = loop {
+    // Who asked for the `end` we sent: the agent, or the API.
+    let mut ended_by = EndReason::EndedByAgent;
+    let end_reason: EndReason = loop {
         let end_due = async move {
             match ending {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -112,13 +158,13 @@ where
             // Caller input first: an interrupt must win over a token that is ready.
             biased;
             frame = socket.next() => match frame {
-                None | Some(Ok(Frame::Close)) if ending.is_some() => break "ended by the agent",
-                Some(Ok(Frame::Close)) => break "caller hung up",
-                None => break SOCKET_DROPPED,
-                Some(Err(_)) if ending.is_some() => break "ended by the agent",
+                None | Some(Ok(Frame::Close)) if ending.is_some() => break ended_by,
+                Some(Ok(Frame::Close)) => break EndReason::CallerHungUp,
+                None => break EndReason::SocketDropped,
+                Some(Err(_)) if ending.is_some() => break ended_by,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "WebSocket error; ending this call");
-                    break "socket error";
+                    break EndReason::SocketError;
                 }
                 Some(Ok(Frame::Binary(len))) => {
                     frames_rejected += 1;
@@ -163,16 +209,16 @@ where
                 }
                 if let Err(e) = sent {
                     tracing::info!(error = %e, "could not write to Twilio; ending this call");
-                    break "socket closed while sending";
+                    break EndReason::SocketClosedWhileSending;
                 }
             }
             () = end_due => {
                 tracing::info!("Twilio did not close the socket after our end; closing it");
-                break "ended by the agent";
+                break ended_by;
             }
             () = &mut setup_due, if waiting_for_setup => {
                 tracing::warn!(timeout_secs = deps.limits.setup_timeout.as_secs(), "no setup message in time; closing");
-                break "no setup message";
+                break EndReason::NoSetup;
             }
             () = &mut time_up, if !timed_out => {
                 timed_out = true;
@@ -186,14 +232,15 @@ where
                 let handoff = serde_json::json!({"reasonCode": REASON_API_END}).to_string();
                 if let Err(e) = socket.send(Outbound::End { handoff_data: Some(handoff) }).await {
                     tracing::info!(error = %e, "could not write to Twilio; ending this call");
-                    break "socket closed while sending";
+                    break EndReason::SocketClosedWhileSending;
                 }
                 ending = Some(tokio::time::Instant::now() + END_GRACE);
+                ended_by = EndReason::EndedThroughApi;
             }
             () = deps.stop.cancelled() => {
                 let handoff = serde_json::json!({"reasonCode": "server-shutdown"}).to_string();
                 let _ = socket.send(Outbound::End { handoff_data: Some(handoff) }).await;
-                break "server shut down";
+                break EndReason::ServerShutDown;
             }
         }
     };
@@ -202,18 +249,10 @@ where
     agent.handle(AgentInput::Hangup);
     if let Some(admission) = &deps.admission {
         // A socket gone without a close frame may come back (applicationReconnect).
-        let dropped = agent.ended().is_none()
-            && matches!(
-                end_reason,
-                SOCKET_DROPPED | "socket error" | "socket closed while sending"
-            );
+        let dropped = agent.ended().is_none() && end_reason.dropped();
         admission.release(dropped).await;
     }
-    let status = if matches!(end_reason, "socket error" | SOCKET_DROPPED | "wrong call") {
-        "failed"
-    } else {
-        "completed"
-    };
+    let status = end_reason.status();
     agent.finish(status, None);
     let stats = agent.stats().clone();
     tracing::info!(
@@ -223,7 +262,7 @@ where
         interrupts = stats.interrupts,
         llm_errors = stats.llm_errors,
         rejected_frames = frames_rejected,
-        reason = end_reason,
+        reason = end_reason.as_str(),
         "call ended"
     );
     stats
@@ -330,7 +369,7 @@ async fn start_call(
     setup: super::protocol::Setup,
     agent: &mut Agent,
     deps: &SessionDeps,
-) -> Result<(), &'static str> {
+) -> Result<(), EndReason> {
     if agent.call().is_some() {
         tracing::warn!(
             session_id = excerpt(&setup.session_id, 64),
@@ -356,7 +395,7 @@ async fn start_call(
             claimed_call_sid = excerpt(&setup.call_sid, 64),
             "setup names a call other than the one this WebSocket's token was minted for; ending the session"
         );
-        return Err("wrong call");
+        return Err(EndReason::WrongCall);
     }
     let call_sid = bound_field(setup.call_sid);
     let session_id = bound_field(setup.session_id);
@@ -541,5 +580,15 @@ mod tests {
         assert_eq!(out.len(), 4);
         assert!(matches!(&out[1], Outbound::SendDigits { digits } if digits == "12#"));
         assert!(!speaking);
+    }
+
+    #[test]
+    fn end_reasons_say_whether_the_socket_may_come_back_and_how_the_call_is_recorded() {
+        assert!(EndReason::SocketDropped.dropped() && EndReason::SocketError.dropped());
+        assert!(!EndReason::CallerHungUp.dropped() && !EndReason::EndedThroughApi.dropped());
+        assert_eq!(EndReason::SocketDropped.status(), "failed");
+        assert_eq!(EndReason::WrongCall.status(), "failed");
+        assert_eq!(EndReason::EndedThroughApi.status(), "completed");
+        assert_eq!(EndReason::ServerShutDown.as_str(), "server shut down");
     }
 }
