@@ -184,6 +184,24 @@ pub struct AppointmentRecord {
     pub created_at: Option<std::time::SystemTime>,
 }
 
+impl AppointmentRecord {
+    /// The record of an appointment the tool booked just now on a call from
+    /// `caller` (whose number stands in when the caller gave none).
+    pub fn booked(a: crate::tools::Appointment, caller: &str) -> Self {
+        Self {
+            name: a.name,
+            email: a.email,
+            preferred_day: a.day,
+            preferred_time: a.time,
+            phone: a
+                .phone
+                .or_else(|| Some(caller.to_string()).filter(|f| !f.is_empty())),
+            notes: a.notes,
+            created_at: Some(std::time::SystemTime::now()),
+        }
+    }
+}
+
 /// How a call ended, for its record.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallSummary {

@@ -313,24 +313,20 @@ impl Agent {
     /// Records the reply in flight as it stands: when its first words go out (it
     /// takes its transcript number then) and every [`PROGRESS_INTERVAL`] after.
     fn record_progress(&mut self, now: Instant) {
-        let due = match &self.turn {
-            Some(turn) if turn.seq.is_none() => true,
-            Some(turn) => turn
-                .recorded_at
-                .is_none_or(|at| now.duration_since(at) >= PROGRESS_INTERVAL),
-            None => false,
-        };
-        if !due {
-            return;
-        }
-        let fresh = self.next_seq;
         let Some(turn) = self.turn.as_mut() else {
             return;
         };
-        let seq = *turn.seq.get_or_insert(fresh);
-        if seq == fresh {
-            self.next_seq += 1;
+        let recent = turn
+            .recorded_at
+            .is_some_and(|at| now.duration_since(at) < PROGRESS_INTERVAL);
+        if turn.seq.is_some() && recent {
+            return;
         }
+        let seq = *turn.seq.get_or_insert_with(|| {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            seq
+        });
         turn.recorded_at = Some(now);
         self.last_agent_seq = Some(seq);
         if let Some(call) = &self.call {

@@ -379,20 +379,8 @@ impl Agent {
             }
             ToolEffect::Appointment(a) => {
                 tracing::info!(day = %a.day, "appointment booked");
-                self.observer.appointment(
-                    &call.call_sid,
-                    &AppointmentRecord {
-                        name: a.name,
-                        email: a.email,
-                        preferred_day: a.day,
-                        preferred_time: a.time,
-                        phone: a
-                            .phone
-                            .or_else(|| Some(call.from.clone()).filter(|f| !f.is_empty())),
-                        notes: a.notes,
-                        created_at: Some(SystemTime::now()),
-                    },
-                );
+                self.observer
+                    .appointment(&call.call_sid, &AppointmentRecord::booked(a, &call.from));
             }
             ToolEffect::EndCall { reason } if ending.is_none() => {
                 *ending = Some(Handoff {

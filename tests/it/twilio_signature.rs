@@ -45,7 +45,16 @@ pub async fn ws_connect(
     signature: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Result<RelayClient, u16> {
-    let mut request = app.ws_url(path_and_query).into_client_request().unwrap();
+    ws_connect_to(&app.ws_url(path_and_query), signature, headers).await
+}
+
+/// Opens the WebSocket at `url` with the given signature header and `headers`.
+async fn ws_connect_to(
+    url: &str,
+    signature: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<RelayClient, u16> {
+    let mut request = url.into_client_request().unwrap();
     if let Some(sig) = signature {
         request
             .headers_mut()
@@ -68,15 +77,7 @@ pub async fn ws_connect(
 /// refusal.
 #[allow(dead_code)]
 pub async fn ws_connect_url(url: &str, signature: &str) -> Result<RelayClient, u16> {
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("x-twilio-signature", signature.parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(RelayClient { ws }),
-        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(e) => panic!("unexpected handshake error: {e}"),
-    }
+    ws_connect_to(url, Some(signature), &[]).await
 }
 
 /// Answers `call_sid` through the signed webhook `path` as Twilio would, and

@@ -307,20 +307,8 @@ impl CallLog {
             }
             crate::tools::ToolEffect::Appointment(a) => {
                 tracing::info!(day = %a.day, "appointment booked");
-                self.observer.appointment(
-                    &call.call_sid,
-                    &AppointmentRecord {
-                        name: a.name,
-                        email: a.email,
-                        preferred_day: a.day,
-                        preferred_time: a.time,
-                        phone: a
-                            .phone
-                            .or_else(|| Some(call.from.clone()).filter(|f| !f.is_empty())),
-                        notes: a.notes,
-                        created_at: Some(std::time::SystemTime::now()),
-                    },
-                );
+                self.observer
+                    .appointment(&call.call_sid, &AppointmentRecord::booked(a, &call.from));
                 None
             }
             crate::tools::ToolEffect::SwitchLanguage(code) => {
