@@ -50,7 +50,7 @@ pub struct MediaConfig {
 }
 
 /// The `[media]` part of the configuration.
-pub(super) fn media_config(env: &mut Vars, llm: &LlmConfig, speech: &SpeechConfig) -> MediaConfig {
+pub(super) fn read(env: &mut Vars, llm: &LlmConfig, speech: &SpeechConfig) -> MediaConfig {
     let pipeline = match env.get("MEDIA_PIPELINE") {
         Some(name) => {
             let kind = MediaPipelineKind::parse(&name);

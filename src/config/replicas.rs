@@ -26,7 +26,7 @@ impl ReplicasConfig {
     }
 }
 
-pub(super) fn replicas_config(env: &mut Vars, database_url: &str) -> ReplicasConfig {
+pub(super) fn read(env: &mut Vars, database_url: &str) -> ReplicasConfig {
     let expected: usize = env.parse("REPLICAS", 1);
     if expected > 1 && database_url.starts_with("sqlite:") {
         env.errors.push(format!(

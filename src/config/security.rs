@@ -55,7 +55,7 @@ impl SecurityConfig {
     }
 }
 
-pub(super) fn security_config(env: &mut Vars) -> SecurityConfig {
+pub(super) fn read(env: &mut Vars) -> SecurityConfig {
     let trusted_proxies: Option<usize> = env.parse_opt("TRUSTED_PROXIES");
     if trusted_proxies.is_some_and(|n| n > 16) {
         env.errors
@@ -76,7 +76,7 @@ pub(super) fn security_config(env: &mut Vars) -> SecurityConfig {
     }
 }
 
-pub(super) fn limits_config(env: &mut Vars, max_calls: usize) -> LimitsConfig {
+pub(super) fn read_limits(env: &mut Vars, max_calls: usize) -> LimitsConfig {
     let secs = |env: &mut Vars, name: &str, default: u64| {
         let value = env.parse(name, default);
         if value == 0 {

@@ -53,7 +53,7 @@ impl std::str::FromStr for CascadeStt {
 }
 
 /// The `[speech]` part of the configuration.
-pub(super) fn speech_config(env: &mut Vars) -> SpeechConfig {
+pub(super) fn read(env: &mut Vars) -> SpeechConfig {
     let openai_realtime_url = env
         .get("OPENAI_REALTIME_URL")
         .unwrap_or_else(|| "wss://api.openai.com/v1/realtime".to_string());
@@ -103,5 +103,54 @@ pub(super) fn speech_config(env: &mut Vars) -> SpeechConfig {
             .unwrap_or_else(|| "scribe_v2_realtime".to_string()),
         connect_timeout: Duration::from_millis(connect_timeout_ms),
         cascade_stt: env.parse("CASCADE_STT", CascadeStt::default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = read(&mut Vars::of(&[]));
+        assert_eq!(c.openai_realtime_url, "wss://api.openai.com/v1/realtime");
+        assert_eq!(c.openai_realtime_model, "gpt-realtime");
+        assert_eq!(c.openai_realtime_voice, "marin");
+        assert_eq!(c.elevenlabs_api_base, "wss://api.elevenlabs.io");
+        assert_eq!(c.elevenlabs_tts_model, "eleven_flash_v2_5");
+        assert_eq!(c.elevenlabs_stt_model, "scribe_v2_realtime");
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        let c = read(&mut Vars::of(&[
+            ("ELEVENLABS_API_KEY", "xi-secret"),
+            (
+                "ELEVENLABS_API_BASE",
+                "wss://api.eu.residency.elevenlabs.io/",
+            ),
+            ("ELEVENLABS_AGENT_ID", "agent_1"),
+        ]));
+        assert_eq!(
+            c.elevenlabs_api_base,
+            "wss://api.eu.residency.elevenlabs.io"
+        );
+        assert_eq!(c.elevenlabs_agent_id.as_deref(), Some("agent_1"));
+        assert!(!format!("{c:?}").contains("xi-secret"));
+        let mut env = Vars::of(&[
+            ("OPENAI_REALTIME_URL", "https://api.openai.com/v1/realtime"),
+            ("ELEVENLABS_API_BASE", "api.elevenlabs.io"),
+        ]);
+        read(&mut env);
+        let err = env.errors.join("\n");
+        assert!(err.contains("OPENAI_REALTIME_URL"), "{err}");
+        assert!(err.contains("ELEVENLABS_API_BASE"), "{err}");
+    }
+
+    #[test]
+    fn cascade_stt_choice() {
+        assert_eq!(read(&mut Vars::of(&[])).cascade_stt, CascadeStt::ElevenLabs);
+        let c = read(&mut Vars::of(&[("CASCADE_STT", "OpenAI")]));
+        assert_eq!(c.cascade_stt, CascadeStt::OpenAi);
+        let mut env = Vars::of(&[("CASCADE_STT", "whisper")]);
+        read(&mut env);
+        assert!(env.errors.join("").contains("CASCADE_STT"));
     }
 }

@@ -16,8 +16,8 @@ pub struct TwilioConfig {
     /// `SK…`: an API key for the REST API (recommended over the auth token).
     pub api_key_sid: Option<String>,
     pub api_key_secret: Option<Secret>,
-    /// Default caller id for outbound calls (E.164).
-    pub phone_number: Option<String>,
+    /// Default caller id for outbound calls.
+    pub phone_number: Option<E164>,
     /// REST API base URL (no trailing slash); tests point it at a local fake.
     pub api_base: String,
     /// Time allowed for one REST request to Twilio.
@@ -56,17 +56,37 @@ impl TwilioConfig {
     }
 }
 
-/// Whether `number` is an E.164 phone number: `+`, then 2 to 15 digits, not starting with 0.
-pub fn is_e164(number: &str) -> bool {
-    let Some(digits) = number.strip_prefix('+') else {
-        return false;
-    };
-    (2..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
+/// An E.164 phone number: `+`, then 2 to 15 digits, not starting with 0.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct E164(String);
+
+impl E164 {
+    pub fn parse(number: &str) -> Option<Self> {
+        let digits = number.strip_prefix('+')?;
+        let valid = (2..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        valid.then(|| Self(number.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-pub(super) fn twilio_config(env: &mut Vars) -> TwilioConfig {
+impl std::fmt::Display for E164 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<E164> for String {
+    fn from(number: E164) -> Self {
+        number.0
+    }
+}
+
+pub(super) fn read(env: &mut Vars) -> TwilioConfig {
     let account_sid = env.get("TWILIO_ACCOUNT_SID");
     if let Some(sid) = &account_sid
         && !sid.starts_with("AC")
@@ -89,14 +109,15 @@ pub(super) fn twilio_config(env: &mut Vars) -> TwilioConfig {
             "TWILIO_API_KEY_SID must start with SK, got {sid:?}"
         ));
     }
-    let phone_number = env.get("TWILIO_PHONE_NUMBER");
-    if let Some(number) = &phone_number
-        && !is_e164(number)
-    {
-        env.errors.push(format!(
-            "TWILIO_PHONE_NUMBER must be an E.164 number like +5511999990000, got {number:?}"
-        ));
-    }
+    let phone_number = env.get("TWILIO_PHONE_NUMBER").and_then(|number| {
+        let parsed = E164::parse(&number);
+        if parsed.is_none() {
+            env.errors.push(format!(
+                "TWILIO_PHONE_NUMBER must be an E.164 number like +5511999990000, got {number:?}"
+            ));
+        }
+        parsed
+    });
     let api_base = env
         .get("TWILIO_API_BASE")
         .map(|u| u.trim_end_matches('/').to_string())
@@ -135,5 +156,90 @@ pub(super) fn twilio_config(env: &mut Vars) -> TwilioConfig {
         phone_number,
         api_base,
         timeout: Duration::from_millis(env.parse("TWILIO_TIMEOUT_MS", 15_000u64)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_follows_the_auth_token() {
+        let c = read(&mut Vars::of(&[]));
+        assert!(!c.validate_signatures);
+        assert!(c.rest_credentials().is_none());
+        assert_eq!(c.api_base, "https://api.twilio.com");
+        assert!(c.security_warning().unwrap().contains("TWILIO_AUTH_TOKEN"));
+        let c = read(&mut Vars::of(&[
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "tok-secret"),
+        ]));
+        assert!(c.validate_signatures);
+        assert_eq!(c.security_warning(), None);
+        let (user, pass) = c.rest_credentials().unwrap();
+        assert_eq!((user.as_str(), pass.expose()), ("AC123", "tok-secret"));
+        assert!(!format!("{c:?}").contains("tok-secret"));
+        let c = read(&mut Vars::of(&[
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TWILIO_VALIDATE_SIGNATURES", "false"),
+        ]));
+        assert!(!c.validate_signatures);
+        assert!(c.validation_disabled_by_config);
+        assert!(c.security_warning().unwrap().contains("NOT checked"));
+    }
+
+    #[test]
+    fn an_api_key_wins_over_the_auth_token_for_rest() {
+        let c = read(&mut Vars::of(&[
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TWILIO_API_KEY_SID", "SK9"),
+            ("TWILIO_API_KEY_SECRET", "key-secret"),
+            ("TWILIO_API_BASE", "http://127.0.0.1:9/"),
+        ]));
+        let (user, pass) = c.rest_credentials().unwrap();
+        assert_eq!((user.as_str(), pass.expose()), ("SK9", "key-secret"));
+        assert_eq!(c.api_base, "http://127.0.0.1:9");
+        assert!(!format!("{c:?}").contains("key-secret"));
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let mut env = Vars::of(&[
+            ("TWILIO_ACCOUNT_SID", "XX1"),
+            ("TWILIO_API_KEY_SID", "SK1"),
+            ("TWILIO_PHONE_NUMBER", "11 9999-0000"),
+            ("TWILIO_VALIDATE_SIGNATURES", "true"),
+        ]);
+        let c = read(&mut env);
+        assert_eq!(c.phone_number, None);
+        let err = env.errors.join("\n");
+        for needle in [
+            "TWILIO_ACCOUNT_SID must start with AC",
+            "TWILIO_API_KEY_SECRET",
+            "TWILIO_PHONE_NUMBER",
+            "TWILIO_VALIDATE_SIGNATURES=true needs TWILIO_AUTH_TOKEN",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from {err}");
+        }
+        let c = read(&mut Vars::of(&[("TWILIO_PHONE_NUMBER", "+5511999990000")]));
+        assert_eq!(c.phone_number.unwrap().as_str(), "+5511999990000");
+    }
+
+    #[test]
+    fn e164_numbers() {
+        for ok in ["+5511999990000", "+14155550100", "+44"] {
+            assert_eq!(E164::parse(ok).unwrap().to_string(), ok);
+        }
+        for bad in [
+            "5511999990000",
+            "+0551199",
+            "+55 11 99999",
+            "+",
+            "+1234567890123456",
+            "+55a1",
+        ] {
+            assert!(E164::parse(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -60,6 +60,30 @@ impl Vars {
         }
     }
 
+    /// A value from a fixed list (`default` when unset); anything else is a problem.
+    pub(super) fn one_of(&mut self, name: &str, default: &str, allowed: &[&str]) -> String {
+        let value = self.get(name).unwrap_or_else(|| default.to_string());
+        if !allowed.contains(&value.as_str()) {
+            self.errors.push(format!(
+                "{name} must be one of {}; got {value:?}",
+                allowed.join(", ")
+            ));
+        }
+        value
+    }
+
+    /// Variables for a section's unit tests.
+    #[cfg(test)]
+    pub(super) fn of(pairs: &[(&str, &str)]) -> Self {
+        Self {
+            vars: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            errors: Vec::new(),
+        }
+    }
+
     pub(super) fn parse<T: std::str::FromStr>(&mut self, name: &str, default: T) -> T {
         self.parse_opt(name).unwrap_or(default)
     }

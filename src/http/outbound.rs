@@ -19,7 +19,7 @@ use warp::{Filter, Reply};
 use super::twiml::socket_url;
 use super::{PublicBase, auth, limited_body, public_base, with_state};
 use crate::agent::GREETING_PARAMETER;
-use crate::config::is_e164;
+use crate::config::E164;
 use crate::state::AppState;
 use crate::twilio::admission::unix_now;
 use crate::twilio::call_token::Route;
@@ -251,7 +251,7 @@ impl JsonBody {
             self.string(name)?
         };
         match value.map(|v| v.trim().to_string()) {
-            Some(number) if !is_e164(&number) => Err(ApiError::field(
+            Some(number) if E164::parse(&number).is_none() => Err(ApiError::field(
                 name,
                 format!("{number:?} is not an E.164 phone number (like +5511999990000)"),
             )),
@@ -469,7 +469,7 @@ async fn create_call(
     let from = match request
         .from
         .clone()
-        .or_else(|| state.config.twilio.phone_number.clone())
+        .or_else(|| state.config.twilio.phone_number.clone().map(String::from))
     {
         Some(from) => from,
         None => client

@@ -1,9 +1,11 @@
-//! The built-in tools. Their names and parameter names are part of voxrelay's
-//! interface (prompts and tests rely on them): `end_call`, `transfer_to_human`,
-//! `send_dtmf`, `switch_language`, `schedule_appointment`.
+//! The built-in tools. Their names ([`BuiltinTool`], the one list of them) and
+//! parameter names are part of voxrelay's interface (prompts and tests rely on
+//! them): `end_call`, `transfer_to_human`, `send_dtmf`, `switch_language`,
+//! `schedule_appointment`.
 //!
 //! Each validates its arguments and returns a [`ToolEffect`]; the agent carries it
 //! out. Validation problems go back to the model as errors so it can ask again.
+//! May import `tools` and `config`.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -14,80 +16,83 @@ use serde_json::{Map, Value, json};
 
 use super::dates::{self, Date};
 use super::{Appointment, Tool, ToolContext, ToolEffect, ToolError, ToolOutput, string_arg};
-use crate::config::Config;
+use crate::config::{BuiltinTool, Config};
 use crate::llm::ToolSpec;
 
 /// The built-in tools the configuration turns on.
 pub fn enabled(config: &Config) -> Vec<Arc<dyn Tool>> {
-    let tools = &config.tools;
-    let timeout = tools.timeout;
-    let mut out: Vec<Arc<dyn Tool>> = Vec::new();
-    for name in &tools.enabled {
-        let tool: Arc<dyn Tool> = match name.as_str() {
-            "end_call" => Arc::new(EndCall { timeout }),
-            "transfer_to_human" => Arc::new(TransferToHuman { timeout }),
-            "send_dtmf" => Arc::new(SendDtmf { timeout }),
-            "switch_language" => Arc::new(SwitchLanguage::new(
-                config
-                    .relay
-                    .languages
-                    .iter()
-                    .map(|l| l.code.clone())
-                    .collect(),
-                timeout,
-            )),
-            "schedule_appointment" => Arc::new(ScheduleAppointment {
-                utc_offset_minutes: tools.utc_offset_minutes,
-                timeout,
-            }),
-            other => {
-                tracing::warn!(tool = other, "unknown built-in tool; skipping it");
-                continue;
-            }
-        };
-        out.push(tool);
-    }
-    out
+    config
+        .tools
+        .enabled
+        .iter()
+        .map(|&kind| Arc::new(Builtin::new(kind, config)) as Arc<dyn Tool>)
+        .collect()
 }
 
-fn spec(name: &str, description: &str, parameters: &Arc<Value>) -> ToolSpec {
-    ToolSpec {
-        name: name.to_string(),
-        description: description.to_string(),
-        parameters: parameters.clone(),
-    }
-}
-
-/// A parameter schema built once, on first use, and shared by every request.
-type Schema = LazyLock<Arc<Value>>;
-
-fn done(
-    output: Result<ToolOutput, ToolError>,
-) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
-    futures::future::ready(output).boxed()
-}
-
-static END_CALL_SCHEMA: Schema = LazyLock::new(|| {
-    Arc::new(json!({"type": "object", "properties": {
-        "reason": {"type": "string", "description": "Why the call ends, in a few words."}
-    }}))
-});
-
-/// Says goodbye and hangs up.
-pub struct EndCall {
+/// One built-in tool: what it tells the model, and what its arguments do.
+pub struct Builtin {
+    kind: BuiltinTool,
+    schema: Arc<Value>,
     timeout: Duration,
+    /// The language codes `switch_language` may move to.
+    languages: Vec<String>,
+    /// The business's offset from UTC, for "today" in `schedule_appointment`.
+    utc_offset_minutes: i32,
 }
 
-impl Tool for EndCall {
-    fn name(&self) -> &str {
-        "end_call"
+impl Builtin {
+    pub fn new(kind: BuiltinTool, config: &Config) -> Self {
+        let languages: Vec<String> = config
+            .relay
+            .languages
+            .iter()
+            .map(|l| l.code.clone())
+            .collect();
+        let schema = match kind {
+            BuiltinTool::EndCall => END_CALL_SCHEMA.clone(),
+            BuiltinTool::TransferToHuman => TRANSFER_SCHEMA.clone(),
+            BuiltinTool::SendDtmf => SEND_DTMF_SCHEMA.clone(),
+            BuiltinTool::ScheduleAppointment => APPOINTMENT_SCHEMA.clone(),
+            BuiltinTool::SwitchLanguage => Arc::new(json!({"type": "object", "properties": {
+                "language": {"type": "string", "enum": languages, "description": "The language code."}
+            }, "required": ["language"]})),
+        };
+        Self {
+            kind,
+            schema,
+            timeout: config.tools.timeout,
+            languages,
+            utc_offset_minutes: config.tools.utc_offset_minutes,
+        }
     }
-    fn spec(&self, _: &ToolContext) -> ToolSpec {
-        spec(
-            "end_call",
-            "End the phone call. Use it when the caller says goodbye or the conversation is over. Say a short goodbye in the same reply.",
-            &END_CALL_SCHEMA,
-        )
+
+    fn description(&self, ctx: &ToolContext) -> String {
+        match self.kind {
+            BuiltinTool::EndCall => "End the phone call. Use it when the caller says goodbye or the conversation is over. Say a short goodbye in the same reply.".into(),
+            BuiltinTool::TransferToHuman => "Transfer the caller to a human attendant. Use it when the caller asks for a person or you cannot help. Tell the caller you are transferring them.".into(),
+            BuiltinTool::SendDtmf => "Press keypad keys on the call, e.g. to navigate a phone menu. Digits 0-9, * and #; w waits half a second.".into(),
+            BuiltinTool::SwitchLanguage => "Switch the language you speak and listen in, when the caller prefers another language. Then continue in that language.".into(),
+            BuiltinTool::ScheduleAppointment => {
+                let today = Date::today(ctx.now, self.utc_offset_minutes);
+                format!(
+                    "Book an appointment for the caller once you know their name and the day (and preferably the time). Today is {}, {today}. Confirm the booking out loud afterwards.",
+                    today.weekday_pt()
+                )
+            }
+        }
+    }
+}
+
+impl Tool for Builtin {
+    fn name(&self) -> &str {
+        self.kind.name()
+    }
+    fn spec(&self, ctx: &ToolContext) -> ToolSpec {
+        ToolSpec {
+            name: self.kind.name().to_string(),
+            description: self.description(ctx),
+            parameters: self.schema.clone(),
+        }
     }
     fn timeout(&self) -> Duration {
         self.timeout
@@ -95,15 +100,29 @@ impl Tool for EndCall {
     fn call(
         &self,
         args: Map<String, Value>,
-        _: &ToolContext,
+        ctx: &ToolContext,
     ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
-        let reason = string_arg(&args, "reason");
-        done(Ok(ToolOutput::json(
-            json!({"ok": true, "status": "the call ends after your goodbye"}),
-        )
-        .with_effect(ToolEffect::EndCall { reason })))
+        let result = match self.kind {
+            BuiltinTool::EndCall => end_call(&args),
+            BuiltinTool::TransferToHuman => transfer(&args),
+            BuiltinTool::SendDtmf => send_dtmf(&args),
+            BuiltinTool::SwitchLanguage => switch_language(&args, &self.languages),
+            BuiltinTool::ScheduleAppointment => {
+                schedule(&args, Date::today(ctx.now, self.utc_offset_minutes))
+            }
+        };
+        futures::future::ready(result).boxed()
     }
 }
+
+/// A parameter schema built once, on first use, and shared by every request.
+type Schema = LazyLock<Arc<Value>>;
+
+static END_CALL_SCHEMA: Schema = LazyLock::new(|| {
+    Arc::new(json!({"type": "object", "properties": {
+        "reason": {"type": "string", "description": "Why the call ends, in a few words."}
+    }}))
+});
 
 static TRANSFER_SCHEMA: Schema = LazyLock::new(|| {
     Arc::new(json!({"type": "object", "properties": {
@@ -112,154 +131,12 @@ static TRANSFER_SCHEMA: Schema = LazyLock::new(|| {
     }}))
 });
 
-/// Hands the caller to a person (ConversationRelay `end` with `live-agent-handoff`).
-pub struct TransferToHuman {
-    timeout: Duration,
-}
-
-impl Tool for TransferToHuman {
-    fn name(&self) -> &str {
-        "transfer_to_human"
-    }
-    fn spec(&self, _: &ToolContext) -> ToolSpec {
-        spec(
-            "transfer_to_human",
-            "Transfer the caller to a human attendant. Use it when the caller asks for a person or you cannot help. Tell the caller you are transferring them.",
-            &TRANSFER_SCHEMA,
-        )
-    }
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-    fn call(
-        &self,
-        args: Map<String, Value>,
-        _: &ToolContext,
-    ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
-        let reason =
-            string_arg(&args, "reason").unwrap_or_else(|| "the caller asked for a person".into());
-        let summary = string_arg(&args, "summary");
-        done(Ok(ToolOutput::json(
-            json!({"ok": true, "status": "transferring the caller to a person"}),
-        )
-        .with_effect(ToolEffect::Handoff { reason, summary })))
-    }
-}
-
-/// The longest digit string one call may send.
-const MAX_DIGITS: usize = 64;
-
 static SEND_DTMF_SCHEMA: Schema = LazyLock::new(|| {
     Arc::new(json!({"type": "object", "properties": {
         "digits": {"type": "string", "description": "Keys to press, e.g. \"1\" or \"123#\"; only 0-9 * # w.", "pattern": "^[0-9*#w]+$"}
     }, "required": ["digits"]}))
 });
 
-/// Presses keys towards the far end (an IVR menu on an outbound call).
-pub struct SendDtmf {
-    timeout: Duration,
-}
-
-impl Tool for SendDtmf {
-    fn name(&self) -> &str {
-        "send_dtmf"
-    }
-    fn spec(&self, _: &ToolContext) -> ToolSpec {
-        spec(
-            "send_dtmf",
-            "Press keypad keys on the call, e.g. to navigate a phone menu. Digits 0-9, * and #; w waits half a second.",
-            &SEND_DTMF_SCHEMA,
-        )
-    }
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-    fn call(
-        &self,
-        args: Map<String, Value>,
-        _: &ToolContext,
-    ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
-        let digits: String = string_arg(&args, "digits")
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        let result = if digits.is_empty() {
-            Err(ToolError::InvalidArguments("digits is required".into()))
-        } else if let Some(bad) = digits
-            .chars()
-            .find(|c| !matches!(c, '0'..='9' | '*' | '#' | 'w'))
-        {
-            Err(ToolError::InvalidArguments(format!(
-                "digits may only contain 0-9, *, # and w; got {bad:?}"
-            )))
-        } else if digits.len() > MAX_DIGITS {
-            Err(ToolError::InvalidArguments(format!(
-                "at most {MAX_DIGITS} digits at once"
-            )))
-        } else {
-            Ok(ToolOutput::json(json!({"ok": true, "sent": digits}))
-                .with_effect(ToolEffect::SendDigits(digits)))
-        };
-        done(result)
-    }
-}
-
-/// Moves speech and transcription to another configured language.
-pub struct SwitchLanguage {
-    codes: Vec<String>,
-    schema: Arc<Value>,
-    timeout: Duration,
-}
-
-impl SwitchLanguage {
-    pub fn new(codes: Vec<String>, timeout: Duration) -> Self {
-        let schema = Arc::new(json!({"type": "object", "properties": {
-            "language": {"type": "string", "enum": codes, "description": "The language code."}
-        }, "required": ["language"]}));
-        Self {
-            codes,
-            schema,
-            timeout,
-        }
-    }
-}
-
-impl Tool for SwitchLanguage {
-    fn name(&self) -> &str {
-        "switch_language"
-    }
-    fn spec(&self, _: &ToolContext) -> ToolSpec {
-        spec(
-            "switch_language",
-            "Switch the language you speak and listen in, when the caller prefers another language. Then continue in that language.",
-            &self.schema,
-        )
-    }
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-    fn call(
-        &self,
-        args: Map<String, Value>,
-        _: &ToolContext,
-    ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
-        let asked = string_arg(&args, "language").unwrap_or_default();
-        let result = match self.codes.iter().find(|c| c.eq_ignore_ascii_case(&asked)) {
-            Some(code) => Ok(ToolOutput::json(
-                json!({"ok": true, "language": code, "status": format!("now speaking {code}; continue in that language")}),
-            )
-            .with_effect(ToolEffect::SwitchLanguage(code.clone()))),
-            None => Err(ToolError::InvalidArguments(format!(
-                "language must be one of {}; got {asked:?}",
-                self.codes.join(", ")
-            ))),
-        };
-        done(result)
-    }
-}
-
-/// Books an appointment for the caller.
 static APPOINTMENT_SCHEMA: Schema = LazyLock::new(|| {
     Arc::new(json!({"type": "object", "properties": {
         "name": {"type": "string", "description": "The caller's name."},
@@ -271,39 +148,71 @@ static APPOINTMENT_SCHEMA: Schema = LazyLock::new(|| {
     }, "required": ["name", "preferred_day"]}))
 });
 
-pub struct ScheduleAppointment {
-    utc_offset_minutes: i32,
-    timeout: Duration,
+/// Says goodbye and hangs up.
+fn end_call(args: &Map<String, Value>) -> Result<ToolOutput, ToolError> {
+    let reason = string_arg(args, "reason");
+    Ok(
+        ToolOutput::json(json!({"ok": true, "status": "the call ends after your goodbye"}))
+            .with_effect(ToolEffect::EndCall { reason }),
+    )
 }
 
-impl Tool for ScheduleAppointment {
-    fn name(&self) -> &str {
-        "schedule_appointment"
+/// Hands the caller to a person (ConversationRelay `end` with `live-agent-handoff`).
+fn transfer(args: &Map<String, Value>) -> Result<ToolOutput, ToolError> {
+    let reason =
+        string_arg(args, "reason").unwrap_or_else(|| "the caller asked for a person".into());
+    let summary = string_arg(args, "summary");
+    Ok(
+        ToolOutput::json(json!({"ok": true, "status": "transferring the caller to a person"}))
+            .with_effect(ToolEffect::Handoff { reason, summary }),
+    )
+}
+
+/// The longest digit string one call may send.
+const MAX_DIGITS: usize = 64;
+
+/// Presses keys towards the far end (an IVR menu on an outbound call).
+fn send_dtmf(args: &Map<String, Value>) -> Result<ToolOutput, ToolError> {
+    let digits: String = string_arg(args, "digits")
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    if digits.is_empty() {
+        Err(ToolError::InvalidArguments("digits is required".into()))
+    } else if let Some(bad) = digits
+        .chars()
+        .find(|c| !matches!(c, '0'..='9' | '*' | '#' | 'w'))
+    {
+        Err(ToolError::InvalidArguments(format!(
+            "digits may only contain 0-9, *, # and w; got {bad:?}"
+        )))
+    } else if digits.len() > MAX_DIGITS {
+        Err(ToolError::InvalidArguments(format!(
+            "at most {MAX_DIGITS} digits at once"
+        )))
+    } else {
+        Ok(ToolOutput::json(json!({"ok": true, "sent": digits}))
+            .with_effect(ToolEffect::SendDigits(digits)))
     }
-    fn spec(&self, ctx: &ToolContext) -> ToolSpec {
-        let today = Date::today(ctx.now, self.utc_offset_minutes);
-        spec(
-            "schedule_appointment",
-            &format!(
-                "Book an appointment for the caller once you know their name and the day (and preferably the time). Today is {}, {today}. Confirm the booking out loud afterwards.",
-                today.weekday_pt()
-            ),
-            &APPOINTMENT_SCHEMA,
+}
+
+/// Moves speech and transcription to another configured language.
+fn switch_language(args: &Map<String, Value>, codes: &[String]) -> Result<ToolOutput, ToolError> {
+    let asked = string_arg(args, "language").unwrap_or_default();
+    match codes.iter().find(|c| c.eq_ignore_ascii_case(&asked)) {
+        Some(code) => Ok(ToolOutput::json(
+            json!({"ok": true, "language": code, "status": format!("now speaking {code}; continue in that language")}),
         )
-    }
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-    fn call(
-        &self,
-        args: Map<String, Value>,
-        ctx: &ToolContext,
-    ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
-        let today = Date::today(ctx.now, self.utc_offset_minutes);
-        done(schedule(&args, today))
+        .with_effect(ToolEffect::SwitchLanguage(code.clone()))),
+        None => Err(ToolError::InvalidArguments(format!(
+            "language must be one of {}; got {asked:?}",
+            codes.join(", ")
+        ))),
     }
 }
 
+/// Books an appointment for the caller.
 fn schedule(args: &Map<String, Value>, today: Date) -> Result<ToolOutput, ToolError> {
     let Some(name) = string_arg(args, "name") else {
         return Err(ToolError::InvalidArguments(
