@@ -34,7 +34,7 @@ use futures::channel::mpsc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use voxrelay::agent::{AgentSettings, NoObserver};
+use voxrelay::agent::{AgentDeps, AgentSettings, NoObserver};
 use voxrelay::media::playback::Playback;
 use voxrelay::media::protocol::{Inbound, Media, MediaEvent, Outbound, Start, StartEvent};
 use voxrelay::media::session::{self, MediaDeps};
@@ -447,13 +447,15 @@ fn main() {
         vars.insert("LOG_DIR".to_string(), std::env::temp_dir().join("voxrelay-bench").display().to_string());
         let config = voxrelay::Config::from_vars(vars).expect("config");
         let deps = MediaDeps {
-            llm: voxrelay::llm::from_config(&config.llm).expect("llm"),
-            settings: Arc::new(AgentSettings::from_config(&config)),
-            tools: Arc::new(ToolRegistry::from_config(&config)),
+            agent: AgentDeps {
+                llm: voxrelay::llm::from_config(&config.llm).expect("llm"),
+                settings: Arc::new(AgentSettings::from_config(&config)),
+                tools: Arc::new(ToolRegistry::from_config(&config)),
+                metrics: Arc::new(Metrics::default()),
+                observer: Arc::new(NoObserver),
+            },
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::default()),
             stop: CancellationToken::new(),
-            observer: Arc::new(NoObserver),
             endings: Arc::new(voxrelay::media::Endings::new(
                 voxrelay::store::open("sqlite::memory:").await.expect("store"),
             )),

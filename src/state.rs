@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{AgentSettings, CallObserver, RecentCalls};
+use crate::agent::{AgentDeps, AgentSettings, CallObserver, RecentCalls};
 use crate::config::Config;
 use crate::llm::{self, LlmError, LlmProvider};
 use crate::metrics::Metrics;
@@ -112,15 +112,22 @@ impl AppState {
         }
     }
 
+    /// What every call's agent needs.
+    pub fn agent_deps(&self) -> AgentDeps {
+        AgentDeps {
+            llm: self.llm.clone(),
+            settings: self.agent_settings.clone(),
+            tools: self.tools.clone(),
+            observer: self.observer.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// What a ConversationRelay session needs.
     pub fn session_deps(&self) -> SessionDeps {
         SessionDeps {
-            llm: self.llm.clone(),
-            settings: self.agent_settings.clone(),
-            metrics: self.metrics.clone(),
+            agent: self.agent_deps(),
             stop: self.stop.clone(),
-            observer: self.observer.clone(),
-            tools: self.tools.clone(),
             recent: self.recent_calls.clone(),
             limits: self.config.limits.clone(),
             admission: None,
@@ -133,12 +140,8 @@ impl AppState {
     pub fn media_deps(&self) -> crate::media::session::MediaDeps {
         crate::media::session::MediaDeps {
             config: self.config.clone(),
-            llm: self.llm.clone(),
-            settings: self.agent_settings.clone(),
-            metrics: self.metrics.clone(),
+            agent: self.agent_deps(),
             stop: self.stop.clone(),
-            observer: self.observer.clone(),
-            tools: self.tools.clone(),
             endings: self.media_endings.clone(),
             twilio: self.twilio.clone(),
             admission: None,

@@ -22,6 +22,7 @@
 //! for a reconnect; [`dtmf`] keypad entries; [`event`] the types a transport and
 //! an observer see. The core imports no transport (`.ci/run` checks it).
 
+pub mod call_log;
 pub mod dtmf;
 pub mod event;
 pub mod history;
@@ -37,6 +38,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
+pub use call_log::{CallLog, ToolFollowUp};
 pub use event::{
     AgentInput, AgentOutput, AppointmentRecord, CallInfo, CallObserver, CallSummary, Handoff,
     NoObserver, REASON_END_CALL, REASON_LIVE_AGENT, REASON_MAX_DURATION, Speaker, ToolCallRecord,
@@ -48,7 +50,7 @@ pub use resume::{RecentCalls, Resume, Snapshot};
 use crate::config::Config;
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream, ToolCall};
 use crate::metrics::Metrics;
-use crate::tools::{ToolContext, ToolEffect, ToolRegistry, ToolRun};
+use crate::tools::{ToolContext, ToolRegistry, ToolRun};
 
 /// The `<Parameter>` carrying a per-call greeting (set by the outbound-call API):
 /// what Twilio spoke first, recorded as the agent's first turn instead of the
@@ -104,6 +106,35 @@ impl AgentSettings {
     }
 }
 
+/// What every call's agent needs from the server, whatever the transport: the
+/// ConversationRelay session, the media pipelines and any later bridge build their
+/// agent (or their [`CallLog`]) from this one struct.
+#[derive(Clone)]
+pub struct AgentDeps {
+    pub llm: Arc<dyn LlmProvider>,
+    pub settings: Arc<AgentSettings>,
+    /// The tools offered to the model.
+    pub tools: Arc<ToolRegistry>,
+    /// Where turns, tool calls and call records go (the recorder).
+    pub observer: Arc<dyn CallObserver>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AgentDeps {
+    /// An agent for one call, reporting to `observer`.
+    pub fn agent_with(&self, observer: Arc<dyn CallObserver>) -> Agent {
+        Agent::new(self.llm.clone(), self.settings.clone())
+            .with_observer(observer)
+            .with_tools(self.tools.clone())
+            .with_metrics(self.metrics.clone())
+    }
+
+    /// An agent for one call, reporting to the shared observer.
+    pub fn agent(&self) -> Agent {
+        self.agent_with(self.observer.clone())
+    }
+}
+
 /// Counters for the call's summary line and metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallStats {
@@ -149,16 +180,12 @@ pub struct Agent {
     turn: Option<Turn>,
     pending: VecDeque<AgentOutput>,
     digits: dtmf::DigitBuffer,
-    call: Option<CallInfo>,
     stats: CallStats,
     /// Time to the LLM's first token of the most recent reply.
     last_llm_first_token: Option<Duration>,
-    observer: Arc<dyn CallObserver>,
+    /// The call, its transcript numbering and its records.
+    log: CallLog,
     recent: Option<Arc<RecentCalls>>,
-    /// Sequence number of the next transcript turn.
-    next_seq: u32,
-    /// The newest agent turn recorded, which an interruption refers to.
-    last_agent_seq: Option<u32>,
     /// Set once the agent has ended the call: nothing more is said.
     ended: Option<Handoff>,
     /// The language switched to, if not the main one.
@@ -190,13 +217,10 @@ impl Agent {
             turn: None,
             pending: VecDeque::new(),
             digits: dtmf::DigitBuffer::new(dtmf_timeout),
-            call: None,
             stats: CallStats::default(),
             last_llm_first_token: None,
-            observer: Arc::new(NoObserver),
+            log: CallLog::default(),
             recent: None,
-            next_seq: 0,
-            last_agent_seq: None,
             ended: None,
             language: None,
             resumed: false,
@@ -215,7 +239,7 @@ impl Agent {
 
     /// Reports turns, tool calls and the call's end to `observer` (the store).
     pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
-        self.observer = observer;
+        self.log = CallLog::new(observer);
         self
     }
 
@@ -242,13 +266,13 @@ impl Agent {
     pub fn finish(&mut self, status: &str, handoff_data: Option<String>) {
         self.stop_reply();
         self.clear_pending();
-        let Some(call) = &self.call else {
+        let Some(call_sid) = self.log.call().map(|c| c.call_sid.clone()) else {
             return;
         };
         if self.ended.is_none()
             && let Some(recent) = &self.recent
         {
-            recent.save(&call.call_sid, self.snapshot());
+            recent.save(&call_sid, self.snapshot());
         }
         let (status, handoff_data) = match &self.ended {
             Some(handoff) if handoff.is_live_agent() => (
@@ -261,23 +285,20 @@ impl Agent {
             ),
             None => (status.to_string(), handoff_data),
         };
-        self.observer.call_ended(
-            &call.call_sid,
-            &CallSummary {
-                status,
-                handoff_data,
-                turns: self.stats.turns,
-                interrupts: self.stats.interrupts,
-                llm_errors: self.stats.llm_errors,
-            },
-        );
+        self.log.ended(&CallSummary {
+            status,
+            handoff_data,
+            turns: self.stats.turns,
+            interrupts: self.stats.interrupts,
+            llm_errors: self.stats.llm_errors,
+        });
     }
 
     /// The conversation as a resumed call needs it.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             history: self.history.clone(),
-            next_seq: self.next_seq,
+            next_seq: self.log.next_seq(),
             language: self.language.clone(),
         }
     }
@@ -292,21 +313,9 @@ impl Agent {
         time_to_first_token: Option<Duration>,
         seq: Option<u32>,
     ) -> u32 {
-        let seq = seq.unwrap_or_else(|| self.take_seq());
-        if speaker == Speaker::Agent {
-            self.last_agent_seq = Some(seq);
-        }
-        if let Some(call) = &self.call {
-            let record =
-                TurnRecord::now(seq, speaker, text, started_at, time_to_first_token, false);
-            self.observer.turn(&call.call_sid, &record);
-        }
-        seq
-    }
-
-    fn take_seq(&mut self) -> u32 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = seq.unwrap_or_else(|| self.log.reserve());
+        self.log
+            .record(seq, speaker, text, started_at, time_to_first_token, false);
         seq
     }
 
@@ -322,24 +331,16 @@ impl Agent {
         if turn.seq.is_some() && recent {
             return;
         }
-        let seq = *turn.seq.get_or_insert_with(|| {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            seq
-        });
+        let seq = *turn.seq.get_or_insert_with(|| self.log.reserve());
         turn.recorded_at = Some(now);
-        self.last_agent_seq = Some(seq);
-        if let Some(call) = &self.call {
-            let record = TurnRecord::now(
-                seq,
-                Speaker::Agent,
-                &turn.text,
-                turn.started_at,
-                turn.llm_first_token,
-                true,
-            );
-            self.observer.turn(&call.call_sid, &record);
-        }
+        self.log.record(
+            seq,
+            Speaker::Agent,
+            &turn.text,
+            turn.started_at,
+            turn.llm_first_token,
+            true,
+        );
     }
 
     /// The conversation so far, system prompt first.
@@ -352,7 +353,7 @@ impl Agent {
     }
 
     pub fn call(&self) -> Option<&CallInfo> {
-        self.call.as_ref()
+        self.log.call()
     }
 
     /// Whether a reply is being generated right now.
@@ -427,9 +428,8 @@ impl Agent {
                 self.pending
                     .retain(|o| !matches!(o, AgentOutput::Token(_) | AgentOutput::TurnEnd));
                 let kept = self.history.truncate_to_heard(&heard);
-                if let (Some(kept), Some(seq), Some(call)) = (kept, self.last_agent_seq, &self.call)
-                {
-                    self.observer.turn_interrupted(&call.call_sid, seq, &kept);
+                if let (Some(kept), Some(seq)) = (kept, self.log.last_agent_seq()) {
+                    self.log.interrupted(seq, &kept);
                 }
             }
             AgentInput::TimeUp => self.time_up(),
@@ -462,7 +462,7 @@ impl Agent {
         let handoff = Handoff {
             reason_code: REASON_MAX_DURATION.into(),
             reason: Some("the call reached its maximum duration".into()),
-            call_sid: self.call.as_ref().map(|c| c.call_sid.clone()),
+            call_sid: self.log.call().map(|c| c.call_sid.clone()),
             ..Handoff::default()
         };
         self.pending.push_back(AgentOutput::End(handoff.clone()));
@@ -474,8 +474,7 @@ impl Agent {
     fn continue_call(&mut self, mut info: CallInfo) {
         self.resumed = true;
         info.resumed = true;
-        self.observer.call_started(&info);
-        self.call = Some(info);
+        self.log.started(&info);
     }
 
     /// The system prompt, with the call's TwiML parameters when it has some.
@@ -502,7 +501,7 @@ impl Agent {
                 "resuming the conversation of this call"
             );
             self.history = snapshot.history;
-            self.next_seq = snapshot.next_seq;
+            self.log.resume_at(snapshot.next_seq);
             if let Some(language) = snapshot.language {
                 self.pending
                     .push_back(AgentOutput::SwitchLanguage(language.clone()));
@@ -528,7 +527,7 @@ impl Agent {
                     Speaker::Agent => ChatMessage::assistant(text),
                 });
             }
-            self.next_seq = next_seq;
+            self.log.resume_at(next_seq);
             self.continue_call(info);
             return;
         }
@@ -541,8 +540,7 @@ impl Agent {
         if !greeting.is_empty() && !greeted {
             self.history.push(ChatMessage::assistant(greeting));
         }
-        self.observer.call_started(&info);
-        self.call = Some(info);
+        self.log.started(&info);
     }
 
     /// The next thing for the transport to do. Cancel-safe: dropping the future

@@ -72,15 +72,11 @@ impl Agent {
     pub(super) fn tool_context(&self) -> ToolContext {
         ToolContext {
             call_sid: self
-                .call
-                .as_ref()
+                .log
+                .call()
                 .map(|c| c.call_sid.clone())
                 .unwrap_or_default(),
-            from: self
-                .call
-                .as_ref()
-                .map(|c| c.from.clone())
-                .unwrap_or_default(),
+            from: self.log.call().map(|c| c.from.clone()).unwrap_or_default(),
             now: SystemTime::now(),
         }
     }
@@ -248,7 +244,7 @@ impl Agent {
                 // Some servers (Ollama) send no ids; the history needs them.
                 id: c
                     .id
-                    .unwrap_or_else(|| format!("call_{}_{round_no}_{i}", self.next_seq)),
+                    .unwrap_or_else(|| format!("call_{}_{round_no}_{i}", self.log.next_seq())),
                 name: c.name,
                 arguments: c.arguments,
             })
@@ -335,21 +331,15 @@ impl Agent {
         self.history.push(round.message);
         let mut ending: Option<Handoff> = None;
         for run in &runs {
-            let content = run.content();
-            self.report_tool(
-                &run.call,
-                &content,
-                run.result.is_ok(),
-                run.started_at,
-                run.duration,
-            );
+            self.stats.tool_calls += 1;
+            let follow_up = self.log.tool_run(run);
             if let Err(e) = &run.result {
                 tracing::info!(tool = %run.call.name, error = %e, "tool call failed; the model is told");
             }
             self.history
-                .push(ChatMessage::tool(run.call.id.clone(), content));
-            if let Some(effect) = run.effect() {
-                self.apply_effect(effect.clone(), &mut ending);
+                .push(ChatMessage::tool(run.call.id.clone(), run.content()));
+            if let Some(follow_up) = follow_up {
+                self.follow_up(follow_up, &mut ending);
             }
         }
         match ending {
@@ -367,40 +357,18 @@ impl Agent {
         }
     }
 
-    pub(super) fn apply_effect(&mut self, effect: ToolEffect, ending: &mut Option<Handoff>) {
-        let call = self.call.clone().unwrap_or_default();
-        match effect {
-            ToolEffect::SendDigits(digits) => {
+    /// Carries out what a tool run asked of the call; the first ending wins.
+    pub(super) fn follow_up(&mut self, follow_up: ToolFollowUp, ending: &mut Option<Handoff>) {
+        match follow_up {
+            ToolFollowUp::SendDigits(digits) => {
                 self.pending.push_back(AgentOutput::SendDigits(digits));
             }
-            ToolEffect::SwitchLanguage(code) => {
+            ToolFollowUp::SwitchLanguage(code) => {
                 self.language = (code != self.settings.language).then(|| code.clone());
                 self.pending.push_back(AgentOutput::SwitchLanguage(code));
             }
-            ToolEffect::Appointment(a) => {
-                tracing::info!(day = %a.day, "appointment booked");
-                self.observer
-                    .appointment(&call.call_sid, &AppointmentRecord::booked(a, &call.from));
-            }
-            ToolEffect::EndCall { reason } if ending.is_none() => {
-                *ending = Some(Handoff {
-                    reason_code: REASON_END_CALL.into(),
-                    reason,
-                    summary: None,
-                    call_sid: Some(call.call_sid).filter(|s| !s.is_empty()),
-                    from: Some(call.from).filter(|s| !s.is_empty()),
-                });
-            }
-            ToolEffect::Handoff { reason, summary } if ending.is_none() => {
-                *ending = Some(Handoff {
-                    reason_code: REASON_LIVE_AGENT.into(),
-                    reason: Some(reason),
-                    summary,
-                    call_sid: Some(call.call_sid).filter(|s| !s.is_empty()),
-                    from: Some(call.from).filter(|s| !s.is_empty()),
-                });
-            }
-            ToolEffect::EndCall { .. } | ToolEffect::Handoff { .. } => {
+            ToolFollowUp::End(handoff) if ending.is_none() => *ending = Some(handoff),
+            ToolFollowUp::End(_) => {
                 tracing::warn!("the model ended the call twice; keeping the first");
             }
         }
@@ -434,6 +402,7 @@ impl Agent {
         self.ended = Some(handoff);
     }
 
+    /// Records a tool call that did not run (cancelled or refused).
     pub(super) fn report_tool(
         &mut self,
         call: &ToolCall,
@@ -443,19 +412,7 @@ impl Agent {
         duration: Duration,
     ) {
         self.stats.tool_calls += 1;
-        if let Some(info) = &self.call {
-            self.observer.tool_call(
-                &info.call_sid,
-                &ToolCallRecord {
-                    name: call.name.clone(),
-                    arguments: call.arguments.clone(),
-                    result: result.to_string(),
-                    ok,
-                    started_at,
-                    duration_ms: duration.as_millis() as u64,
-                },
-            );
-        }
+        self.log.tool_call(call, result, ok, started_at, duration);
     }
 
     /// Ends the reply in flight with the spoken apology; the call goes on.

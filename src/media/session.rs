@@ -44,14 +44,10 @@ use super::pipeline::{
 use super::playback::Playback;
 use super::protocol::{Inbound, Outbound, StartEvent, parse_inbound};
 use super::recording::Recording;
-use crate::agent::{
-    AgentSettings, CallInfo, CallObserver, CallSummary, Handoff, REASON_MAX_DURATION,
-};
+use crate::agent::{AgentDeps, CallInfo, CallSummary, Handoff, REASON_MAX_DURATION};
 use crate::audio::frame::Pace;
 use crate::config::Config;
-use crate::llm::LlmProvider;
-use crate::metrics::{CallMode, Metrics};
-use crate::tools::ToolRegistry;
+use crate::metrics::CallMode;
 use crate::transport::{Frame, bound_field, bound_parameters, excerpt};
 use crate::twilio::admission::Admission;
 use crate::twilio::client::TwilioClient;
@@ -60,13 +56,9 @@ use crate::twilio::client::TwilioClient;
 #[derive(Clone)]
 pub struct MediaDeps {
     pub config: Arc<Config>,
-    pub llm: Arc<dyn LlmProvider>,
-    pub settings: Arc<AgentSettings>,
-    pub metrics: Arc<Metrics>,
+    pub agent: AgentDeps,
     /// Cancelled when the server's drain time is up: end the call now.
     pub stop: CancellationToken,
-    pub observer: Arc<dyn CallObserver>,
-    pub tools: Arc<ToolRegistry>,
     /// Receives the way the call ended (transfer or hang-up), for the TwiML follow-up
     /// (`/twiml/stream/next`).
     pub endings: Arc<super::Endings>,
@@ -138,7 +130,7 @@ where
     E: Display,
     <S as Sink<Outbound>>::Error: Display,
 {
-    let _active = deps.metrics.call_started(CallMode::Stream);
+    let _active = deps.agent.metrics.call_started(CallMode::Stream);
     let started = Instant::now();
     let mut call = Call {
         info: None,
@@ -384,9 +376,9 @@ where
     };
     if let Some(sid) = &call_sid {
         if let Some(path) = &recording {
-            deps.observer.recording(sid, path);
+            deps.agent.observer.recording(sid, path);
         }
-        deps.observer.call_ended(
+        deps.agent.observer.call_ended(
             sid,
             &CallSummary {
                 status: status.to_string(),
@@ -493,18 +485,14 @@ impl Call {
             parameters = info.parameters.len(),
             "media stream started"
         );
-        deps.observer.call_started(&info);
+        deps.agent.observer.call_started(&info);
         self.stream_sid = stream_sid.clone();
         self.info = Some(info.clone());
         PipelineContext {
             call: info,
             stream_sid,
             config: deps.config.clone(),
-            settings: deps.settings.clone(),
-            llm: deps.llm.clone(),
-            tools: deps.tools.clone(),
-            observer: deps.observer.clone(),
-            metrics: deps.metrics.clone(),
+            agent: deps.agent.clone(),
         }
     }
 

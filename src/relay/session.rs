@@ -15,29 +15,20 @@ use tracing::Span;
 
 use super::protocol::{Inbound, Outbound, parse_inbound};
 use crate::agent::{
-    Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallObserver, CallStats, RecentCalls,
-    Resume,
+    Agent, AgentDeps, AgentInput, AgentOutput, CallInfo, CallStats, RecentCalls, Resume,
 };
 use crate::config::LimitsConfig;
-use crate::llm::LlmProvider;
-use crate::metrics::{CallMode, Metrics};
+use crate::metrics::CallMode;
 use crate::store::Store;
-use crate::tools::ToolRegistry;
 use crate::transport::{Frame, bound_field, bound_parameters, excerpt};
 use crate::twilio::admission::{Admission, RESUME_ARMED};
 
 /// What a session needs from the server.
 #[derive(Clone)]
 pub struct SessionDeps {
-    pub llm: Arc<dyn LlmProvider>,
-    pub settings: Arc<AgentSettings>,
-    pub metrics: Arc<Metrics>,
+    pub agent: AgentDeps,
     /// Cancelled when the server's drain time is up: end the call now.
     pub stop: CancellationToken,
-    /// Where turns and call records go (the store).
-    pub observer: Arc<dyn CallObserver>,
-    /// The tools offered to the model.
-    pub tools: Arc<ToolRegistry>,
     /// Conversations of recently dropped calls, to resume after a reconnect.
     pub recent: Arc<RecentCalls>,
     /// Time and size bounds (setup deadline, longest call).
@@ -114,13 +105,9 @@ where
     E: Display,
     <S as Sink<Outbound>>::Error: Display,
 {
-    let _active = deps.metrics.call_started(CallMode::Relay);
+    let _active = deps.agent.metrics.call_started(CallMode::Relay);
     let started = Instant::now();
-    let mut agent = Agent::new(deps.llm.clone(), deps.settings.clone())
-        .with_observer(deps.observer.clone())
-        .with_tools(deps.tools.clone())
-        .with_recent_calls(deps.recent.clone())
-        .with_metrics(deps.metrics.clone());
+    let mut agent = deps.agent.agent().with_recent_calls(deps.recent.clone());
     let mut frames_rejected: u32 = 0;
     // Set once we sent `end`: Twilio closes the socket, or we do after a grace time.
     let mut ending: Option<tokio::time::Instant> = None;

@@ -133,16 +133,15 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         transcriber_up = stt.is_some(),
         "cascade pipeline connected"
     );
-    let agent = Agent::new(ctx.llm.clone(), ctx.settings.clone())
-        .with_observer(Arc::new(TurnsOnly(ctx.observer.clone())))
-        .with_tools(ctx.tools.clone())
-        .with_metrics(ctx.metrics.clone());
+    let agent = ctx
+        .agent
+        .agent_with(Arc::new(TurnsOnly(ctx.agent.observer.clone())));
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
     let (out_tx, out_rx) = mpsc::channel(OUTBOX);
     let task = Task {
         agent,
-        metrics: ctx.metrics.clone(),
-        settings: ctx.settings.clone(),
+        metrics: ctx.agent.metrics.clone(),
+        settings: ctx.agent.settings.clone(),
         stt,
         tts: Some(tts),
         base_tts: tts_options.clone(),

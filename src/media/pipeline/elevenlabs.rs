@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use super::bridge::Upstream;
 use super::{
     CallEvent, CallLog, CallerAudio, ELEVENLABS_AGENT_UNSUPPORTED_TOOLS, Pipeline, PipelineContext,
-    PipelineError, PipelineOutput, PipelineStats, ToolFollowUp, heard_part,
+    PipelineError, PipelineOutput, PipelineStats, ToolFollowUp, heard_part, is_one_of,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
@@ -122,14 +122,14 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
     let agent = ElevenLabsAgent::connect(&options, &init).await?;
     Ok(Box::new(ElevenLabsPipeline {
         agent,
-        log: CallLog::new(ctx.call.clone(), ctx.observer.clone()),
-        tools: ctx.tools.clone(),
+        log: CallLog::for_call(ctx.call.clone(), ctx.agent.observer.clone()),
+        tools: ctx.agent.tools.clone(),
         tool_ctx: ToolContext {
             call_sid: ctx.call.call_sid.clone(),
             from: ctx.call.from.clone(),
             now: SystemTime::now(),
         },
-        settings: ctx.settings.clone(),
+        settings: ctx.agent.settings.clone(),
         config: ctx.config.clone(),
         upstream: Upstream::new("the ElevenLabs agent"),
         out: VecDeque::new(),
@@ -138,12 +138,12 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         next_turn: 1,
         last_agent_seq: None,
         running: FuturesUnordered::new(),
-        digits: DigitBuffer::new(ctx.settings.dtmf_timeout),
+        digits: DigitBuffer::new(ctx.agent.settings.dtmf_timeout),
         ending: None,
         last_audio_at: Instant::now(),
         finished: false,
         stats: PipelineStats::default(),
-        metrics: ctx.metrics.clone(),
+        metrics: ctx.agent.metrics.clone(),
         dropped_audio: 0,
     }))
 }
@@ -281,7 +281,7 @@ impl ElevenLabsPipeline {
         tracing::info!(tool = %name, "the ElevenLabs agent calls a client tool");
         self.stats.tool_calls += 1;
         let known = self.tools.names().contains(&name)
-            && !ELEVENLABS_AGENT_UNSUPPORTED_TOOLS.contains(&name.as_str());
+            && !is_one_of(ELEVENLABS_AGENT_UNSUPPORTED_TOOLS, &name);
         if !known || self.running.len() >= MAX_RUNNING_TOOLS {
             let error = if known {
                 "too many tools running".to_string()
@@ -324,8 +324,8 @@ impl ElevenLabsPipeline {
         let handoff = match follow_up {
             Some(ToolFollowUp::End(handoff)) => Some(handoff),
             // Never offered (ELEVENLABS_AGENT_UNSUPPORTED_TOOLS).
-            Some(ToolFollowUp::SwitchLanguage(code)) => {
-                tracing::warn!(language = %code, "the ElevenLabs agent cannot switch language from here");
+            Some(ToolFollowUp::SwitchLanguage(_) | ToolFollowUp::SendDigits(_)) => {
+                tracing::warn!(tool = %run.call.name, "this tool's action is not available in this media pipeline");
                 None
             }
             None => None,

@@ -38,13 +38,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::agent::{
-    AgentSettings, AppointmentRecord, CallInfo, CallObserver, CallSummary, Handoff, ToolCallRecord,
+    AgentDeps, AppointmentRecord, CallInfo, CallObserver, CallSummary, Handoff, ToolCallRecord,
     TurnRecord,
 };
-use crate::config::{Config, MediaPipelineKind};
-use crate::llm::LlmProvider;
-use crate::metrics::Metrics;
-use crate::tools::ToolRegistry;
+pub use crate::agent::{CallLog, ToolFollowUp};
+use crate::config::{BuiltinTool, Config, MediaPipelineKind};
 
 /// Everything a pipeline may need to start, built by the session after Twilio's
 /// `start` message.
@@ -54,14 +52,10 @@ pub struct PipelineContext {
     pub call: CallInfo,
     pub stream_sid: String,
     pub config: Arc<Config>,
-    pub settings: Arc<AgentSettings>,
-    pub llm: Arc<dyn LlmProvider>,
-    /// The same registry ConversationRelay calls use.
-    pub tools: Arc<ToolRegistry>,
-    /// Where turns, tool calls, appointments and interruptions go. The session
-    /// itself reports `call_started` and `call_ended`; see [`TurnsOnly`].
-    pub observer: Arc<dyn CallObserver>,
-    pub metrics: Arc<Metrics>,
+    /// The agent's dependencies, the same as ConversationRelay calls use. Turns,
+    /// tool calls, appointments and interruptions go to its observer; the session
+    /// itself reports `call_started` and `call_ended` (see [`TurnsOnly`]).
+    pub agent: AgentDeps,
 }
 
 /// One frame of caller audio (normally 20 ms, 160 bytes).
@@ -209,135 +203,19 @@ impl CallObserver for TurnsOnly {
     fn call_ended(&self, _call_sid: &str, _summary: &CallSummary) {}
 }
 
-/// The transcript side of a pipeline that does not run our [`crate::agent::Agent`]
-/// (Realtime, ElevenLabs agent): numbers turns and reports them, tool calls and
-/// appointments to the observer, and turns tool effects into call endings.
-pub struct CallLog {
-    call: CallInfo,
-    observer: Arc<dyn CallObserver>,
-    next_seq: u32,
-}
-
-impl CallLog {
-    pub fn new(call: CallInfo, observer: Arc<dyn CallObserver>) -> Self {
-        Self {
-            call,
-            observer,
-            next_seq: 0,
-        }
-    }
-
-    pub fn call(&self) -> &CallInfo {
-        &self.call
-    }
-
-    /// Records a finished turn; returns its sequence number.
-    pub fn turn(
-        &mut self,
-        speaker: crate::agent::Speaker,
-        text: &str,
-        started_at: std::time::SystemTime,
-        time_to_first_token: Option<Duration>,
-    ) -> u32 {
-        let seq = self.reserve();
-        self.record(seq, speaker, text, started_at, time_to_first_token, false);
-        seq
-    }
-
-    /// Takes the next turn number (for a reply recorded while it is spoken).
-    pub fn reserve(&mut self) -> u32 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
-    }
-
-    /// Records turn `seq` as it stands: `partial` while it is still being spoken
-    /// (a later record of the same number completes it).
-    pub fn record(
-        &self,
-        seq: u32,
-        speaker: crate::agent::Speaker,
-        text: &str,
-        started_at: std::time::SystemTime,
-        time_to_first_token: Option<Duration>,
-        partial: bool,
-    ) {
-        let record = TurnRecord::now(seq, speaker, text, started_at, time_to_first_token, partial);
-        self.observer.turn(&self.call.call_sid, &record);
-    }
-
-    /// An agent turn was cut short; the caller heard `heard`.
-    pub fn interrupted(&self, seq: u32, heard: &str) {
-        self.observer
-            .turn_interrupted(&self.call.call_sid, seq, heard);
-    }
-
-    /// Reports a tool run and applies what it can of its effect: appointments are
-    /// reported; the end of the call, a transfer and a language switch are returned
-    /// for the pipeline to carry out ([`ToolFollowUp`]). Keypad digits towards the far
-    /// end cannot be sent by these pipelines and are logged.
-    pub fn tool_run(&self, run: &crate::tools::ToolRun) -> Option<ToolFollowUp> {
-        self.observer.tool_call(
-            &self.call.call_sid,
-            &ToolCallRecord {
-                name: run.call.name.clone(),
-                arguments: run.call.arguments.clone(),
-                result: run.content(),
-                ok: run.result.is_ok(),
-                started_at: run.started_at,
-                duration_ms: run.duration.as_millis() as u64,
-            },
-        );
-        let call = &self.call;
-        let handoff = |reason_code: &str, reason: Option<String>, summary: Option<String>| {
-            Some(ToolFollowUp::End(Handoff {
-                reason_code: reason_code.into(),
-                reason,
-                summary,
-                call_sid: Some(call.call_sid.clone()).filter(|s| !s.is_empty()),
-                from: Some(call.from.clone()).filter(|s| !s.is_empty()),
-            }))
-        };
-        match run.effect()?.clone() {
-            crate::tools::ToolEffect::EndCall { reason } => {
-                handoff(crate::agent::REASON_END_CALL, reason, None)
-            }
-            crate::tools::ToolEffect::Handoff { reason, summary } => {
-                handoff(crate::agent::REASON_LIVE_AGENT, Some(reason), summary)
-            }
-            crate::tools::ToolEffect::Appointment(a) => {
-                tracing::info!(day = %a.day, "appointment booked");
-                self.observer
-                    .appointment(&call.call_sid, &AppointmentRecord::booked(a, &call.from));
-                None
-            }
-            crate::tools::ToolEffect::SwitchLanguage(code) => {
-                Some(ToolFollowUp::SwitchLanguage(code))
-            }
-            crate::tools::ToolEffect::SendDigits(_) => {
-                tracing::warn!(tool = %run.call.name, "this tool's action is not available in this media pipeline");
-                None
-            }
-        }
-    }
-}
-
-/// What a pipeline must carry out after a tool run ([`CallLog::tool_run`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToolFollowUp {
-    /// End the call (hang up or hand it to a person) once the goodbye has played.
-    End(Handoff),
-    /// Speak and listen in this configured language from now on.
-    SwitchLanguage(String),
-}
-
 /// Built-in tools the `openai-realtime` pipeline does not offer: keypad tones towards
 /// the far end (`send_dtmf`) need ConversationRelay or our own audio (`cascade`).
-pub const REALTIME_UNSUPPORTED_TOOLS: [&str; 1] = ["send_dtmf"];
+pub const REALTIME_UNSUPPORTED_TOOLS: &[BuiltinTool] = &[BuiltinTool::SendDtmf];
 
 /// Built-in tools the `elevenlabs-agent` pipeline does not offer: keypad tones, and
 /// `switch_language` (the agent's voice and language are set on ElevenLabs' side).
-pub const ELEVENLABS_AGENT_UNSUPPORTED_TOOLS: [&str; 2] = ["send_dtmf", "switch_language"];
+pub const ELEVENLABS_AGENT_UNSUPPORTED_TOOLS: &[BuiltinTool] =
+    &[BuiltinTool::SendDtmf, BuiltinTool::SwitchLanguage];
+
+/// Whether `name` is one of `tools`.
+pub fn is_one_of(tools: &[BuiltinTool], name: &str) -> bool {
+    tools.iter().any(|tool| tool.name() == name)
+}
 
 /// The first `played` of `generated` of a spoken text, cut at a word boundary: an
 /// estimate of what the caller heard of an interrupted turn (speech is close enough

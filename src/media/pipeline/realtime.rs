@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use super::bridge::Upstream;
 use super::{
     CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
-    PipelineStats, REALTIME_UNSUPPORTED_TOOLS, ToolFollowUp, heard_part,
+    PipelineStats, REALTIME_UNSUPPORTED_TOOLS, ToolFollowUp, heard_part, is_one_of,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
@@ -129,10 +129,11 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         now: SystemTime::now(),
     };
     let tools: Vec<FunctionTool> = ctx
+        .agent
         .tools
         .specs(&tool_ctx)
         .into_iter()
-        .filter(|spec| !REALTIME_UNSUPPORTED_TOOLS.contains(&spec.name.as_str()))
+        .filter(|spec| !is_one_of(REALTIME_UNSUPPORTED_TOOLS, &spec.name))
         .map(|spec| FunctionTool {
             name: spec.name,
             description: spec.description,
@@ -143,18 +144,18 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
     // A per-call greeting (outbound API) replaces the configured one.
     let greeting = parameters
         .remove(GREETING_PARAMETER)
-        .unwrap_or_else(|| ctx.settings.welcome_greeting.clone());
+        .unwrap_or_else(|| ctx.agent.settings.welcome_greeting.clone());
     parameters.retain(|name, _| !name.starts_with("voxrelay_") && name != "pipeline");
     let instructions =
-        crate::agent::prompt_with_parameters(&ctx.settings.system_prompt, &parameters);
+        crate::agent::prompt_with_parameters(&ctx.agent.settings.system_prompt, &parameters);
     let session = ConversationSettings::from_config(&ctx.config, instructions.clone(), tools);
     let client = RealtimeClient::connect_conversation(&options, &session).await?;
     let mut pipeline = RealtimePipeline {
         client,
-        log: CallLog::new(ctx.call.clone(), ctx.observer.clone()),
-        tools: ctx.tools.clone(),
+        log: CallLog::for_call(ctx.call.clone(), ctx.agent.observer.clone()),
+        tools: ctx.agent.tools.clone(),
         tool_ctx,
-        settings: ctx.settings.clone(),
+        settings: ctx.agent.settings.clone(),
         config: ctx.config.clone(),
         session,
         base_instructions: instructions.clone(),
@@ -167,13 +168,13 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         truncated: VecDeque::new(),
         running: FuturesUnordered::new(),
         spoke: false,
-        digits: DigitBuffer::new(ctx.settings.dtmf_timeout),
+        digits: DigitBuffer::new(ctx.agent.settings.dtmf_timeout),
         ending: None,
         goodbye_response: None,
         speech_stopped_at: None,
         finished: false,
         stats: PipelineStats::default(),
-        metrics: ctx.metrics.clone(),
+        metrics: ctx.agent.metrics.clone(),
         dropped_audio: 0,
     };
     let response = (!greeting.is_empty()).then(|| ResponseParams {
@@ -453,6 +454,11 @@ impl RealtimePipeline {
             Some(ToolFollowUp::SwitchLanguage(code)) => {
                 // Before the result, so that the model answers in the new language.
                 self.switch_language(code);
+                None
+            }
+            // Never offered (REALTIME_UNSUPPORTED_TOOLS).
+            Some(ToolFollowUp::SendDigits(_)) => {
+                tracing::warn!(tool = %run.call.name, "this tool's action is not available in this media pipeline");
                 None
             }
             None => None,
