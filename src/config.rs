@@ -92,6 +92,16 @@ impl Config {
         Self::from_vars(std::env::vars().collect())
     }
 
+    /// Builds and validates a configuration from name/value pairs (tests, benches).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::from_vars(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     /// Builds and validates a configuration from a map of variables.
     pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut env = Vars {

@@ -98,3 +98,38 @@ mod tests {
         assert_eq!(text, "aç", "cut on a character boundary");
     }
 }
+
+/// Serde helpers both Twilio protocols use for fields Twilio may send as `null`.
+pub mod lenient {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// The field's value, or its default when it is `null`.
+    pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Default,
+    {
+        Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+    }
+
+    /// `customParameters`: a JSON object (or `null`) whose values are strings in
+    /// practice; numbers or booleans are turned into their text.
+    pub fn params_or_null<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<String, String>, D::Error> {
+        let raw = Option::<HashMap<String, serde_json::Value>>::deserialize(d)?.unwrap_or_default();
+        Ok(raw
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect())
+    }
+}

@@ -54,9 +54,9 @@ pub enum Inbound {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Connected {
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub protocol: String,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub version: String,
 }
 
@@ -66,9 +66,9 @@ pub struct Connected {
 pub struct StartEvent {
     #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub sequence_number: Option<u64>,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub stream_sid: String,
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub start: Start,
 }
 
@@ -76,17 +76,17 @@ pub struct StartEvent {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Start {
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub account_sid: String,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub stream_sid: String,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub call_sid: String,
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub tracks: Vec<String>,
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub media_format: MediaFormat,
-    #[serde(deserialize_with = "params_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::params_or_null")]
     pub custom_parameters: HashMap<String, String>,
 }
 
@@ -95,7 +95,7 @@ pub struct Start {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MediaFormat {
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub encoding: String,
     #[serde(with = "lenient_u32")]
     pub sample_rate: u32,
@@ -131,9 +131,9 @@ impl MediaFormat {
 pub struct MediaEvent {
     #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub sequence_number: Option<u64>,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub stream_sid: String,
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub media: Media,
 }
 
@@ -151,7 +151,7 @@ pub struct Media {
     #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<u64>,
     /// Base64 of raw 8 kHz μ-law, no header.
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub payload: String,
 }
 
@@ -218,9 +218,9 @@ impl Media {
 pub struct DtmfEvent {
     #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub sequence_number: Option<u64>,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub stream_sid: String,
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub dtmf: Dtmf,
 }
 
@@ -231,7 +231,7 @@ pub struct Dtmf {
     /// `inbound_track` in Twilio's docs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track: Option<String>,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub digit: String,
 }
 
@@ -241,9 +241,9 @@ pub struct Dtmf {
 pub struct MarkEvent {
     #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub sequence_number: Option<u64>,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub stream_sid: String,
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub mark: Mark,
 }
 
@@ -251,7 +251,7 @@ pub struct MarkEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Mark {
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub name: String,
 }
 
@@ -261,9 +261,9 @@ pub struct Mark {
 pub struct StopEvent {
     #[serde(with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub sequence_number: Option<u64>,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub stream_sid: String,
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub stop: Stop,
 }
 
@@ -271,9 +271,9 @@ pub struct StopEvent {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Stop {
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub account_sid: String,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub call_sid: String,
 }
 
@@ -390,36 +390,6 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, ParseError> {
 /// Parses one text frame we (would) send; used by fake Twilio peers in tests.
 pub fn parse_outbound(text: &str) -> Result<Outbound, serde_json::Error> {
     serde_json::from_str(text)
-}
-
-fn string_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
-}
-
-/// `null` reads as the default (an empty list, the documented media format, an
-/// empty body).
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-fn params_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
-    // Values are strings in practice; numbers or booleans are turned into their text.
-    let raw = Option::<HashMap<String, serde_json::Value>>::deserialize(d)?.unwrap_or_default();
-    Ok(raw
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Null => String::new(),
-                other => other.to_string(),
-            };
-            (k, v)
-        })
-        .collect())
 }
 
 /// A number that may arrive as a JSON number or a numeric string.

@@ -31,12 +31,12 @@ pub enum Inbound {
 pub struct Setup {
     pub session_id: String,
     pub call_sid: String,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub account_sid: String,
     pub parent_call_sid: Option<String>,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub from: String,
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub to: String,
     pub forwarded_from: Option<String>,
     pub call_type: Option<String>,
@@ -44,7 +44,7 @@ pub struct Setup {
     pub direction: Option<String>,
     pub call_status: Option<String>,
     pub application_sid: Option<String>,
-    #[serde(deserialize_with = "params_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::params_or_null")]
     pub custom_parameters: HashMap<String, String>,
 }
 
@@ -52,7 +52,7 @@ pub struct Setup {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Prompt {
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub voice_prompt: String,
     pub lang: Option<String>,
     /// `None` when Twilio left it out; treated as final.
@@ -72,7 +72,7 @@ impl Prompt {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Dtmf {
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub digit: String,
 }
 
@@ -81,7 +81,7 @@ pub struct Dtmf {
 #[serde(rename_all = "camelCase", default)]
 pub struct Interrupt {
     /// What of our text had been spoken when the caller barged in.
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub utterance_until_interrupt: String,
     #[serde(deserialize_with = "number_or_string")]
     pub duration_until_interrupt_ms: Option<f64>,
@@ -91,7 +91,7 @@ pub struct Interrupt {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct ErrorMessage {
-    #[serde(deserialize_with = "string_or_null")]
+    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
     pub description: String,
 }
 
@@ -201,26 +201,6 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, ParseError> {
         None => return Err(ParseError::MissingType),
     };
     serde_json::from_value(value).map_err(|source| ParseError::Fields { kind, source })
-}
-
-fn string_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
-}
-
-fn params_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
-    // Values are strings in practice; numbers or booleans are turned into their text.
-    let raw = Option::<HashMap<String, serde_json::Value>>::deserialize(d)?.unwrap_or_default();
-    Ok(raw
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Null => String::new(),
-                other => other.to_string(),
-            };
-            (k, v)
-        })
-        .collect())
 }
 
 fn number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::ws::{self, WsLink};
 use super::{Service, SpeechError, http_base, query, str_field, ws_base};
@@ -210,12 +209,7 @@ impl ElevenLabsAgent {
                 query(&[("agent_id", options.agent_id.as_str())])
             ),
         };
-        let request = url
-            .into_client_request()
-            .map_err(|_| SpeechError::Connect {
-                service: SERVICE,
-                message: "invalid conversation URL".into(),
-            })?;
+        let request = ws::request(SERVICE, &url, None)?;
         let link = ws::connect(SERVICE, request, options.connect_timeout).await?;
         let mut message = serde_json::to_value(init).unwrap_or_else(|_| json!({}));
         message["type"] = json!("conversation_initiation_client_data");

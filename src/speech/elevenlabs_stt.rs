@@ -6,8 +6,6 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::ws::{self, WsLink};
 use super::{Service, SpeechError, query, str_field, ws_base};
@@ -146,21 +144,11 @@ pub struct ElevenLabsStt {
 impl ElevenLabsStt {
     /// Opens the socket with header `xi-api-key`.
     pub async fn connect(options: &SttOptions) -> Result<Self, SpeechError> {
-        let mut request =
-            options
-                .url()
-                .into_client_request()
-                .map_err(|e| SpeechError::Connect {
-                    service: SERVICE,
-                    message: e.to_string(),
-                })?;
-        let mut key =
-            HeaderValue::from_str(options.api_key.expose()).map_err(|_| SpeechError::Connect {
-                service: SERVICE,
-                message: "the API key is not a valid header value".into(),
-            })?;
-        key.set_sensitive(true);
-        request.headers_mut().insert("xi-api-key", key);
+        let request = ws::request(
+            SERVICE,
+            &options.url(),
+            Some(("xi-api-key", options.api_key.expose())),
+        )?;
         let link = ws::connect(SERVICE, request, options.connect_timeout).await?;
         Ok(Self { link })
     }

@@ -27,8 +27,6 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::ws::{self, WsLink};
 use super::{Service, SpeechError, query, str_field, ws_base};
@@ -253,21 +251,11 @@ pub struct ElevenLabsTts {
 impl ElevenLabsTts {
     /// Opens the socket (header `xi-api-key`) and initialises the first context.
     pub async fn connect(options: &TtsOptions) -> Result<Self, SpeechError> {
-        let mut request =
-            options
-                .url()
-                .into_client_request()
-                .map_err(|e| SpeechError::Connect {
-                    service: SERVICE,
-                    message: e.to_string(),
-                })?;
-        let mut key =
-            HeaderValue::from_str(options.api_key.expose()).map_err(|_| SpeechError::Connect {
-                service: SERVICE,
-                message: "the API key is not a valid header value".into(),
-            })?;
-        key.set_sensitive(true);
-        request.headers_mut().insert("xi-api-key", key);
+        let request = ws::request(
+            SERVICE,
+            &options.url(),
+            Some(("xi-api-key", options.api_key.expose())),
+        )?;
         let link = ws::connect(SERVICE, request, options.connect_timeout).await?;
         let mut tts = Self {
             link,
@@ -579,16 +567,7 @@ mod tests {
 
     #[test]
     fn options_need_a_key_and_a_voice() {
-        use std::collections::HashMap;
-        let config = |pairs: &[(&str, &str)]| {
-            Config::from_vars(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<HashMap<_, _>>(),
-            )
-            .unwrap()
-        };
+        let config = |pairs: &[(&str, &str)]| Config::from_pairs(pairs).unwrap();
         assert!(matches!(
             TtsOptions::from_config(&config(&[("TTS_VOICE", "v")])),
             Err(SpeechError::NotConfigured {

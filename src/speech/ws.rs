@@ -36,6 +36,32 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// Longest server error body kept in [`SpeechError::Rejected`].
 const MAX_ERROR_BODY: usize = 300;
 
+/// The handshake request for `url`, with `secret_header` (a key or a bearer
+/// token) marked sensitive so it never shows in a debug print.
+pub(crate) fn request(
+    service: Service,
+    url: &str,
+    secret_header: Option<(&'static str, &str)>,
+) -> Result<Request, SpeechError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| SpeechError::Connect {
+            service,
+            message: format!("invalid URL: {e}"),
+        })?;
+    if let Some((name, value)) = secret_header {
+        let mut value = HeaderValue::from_str(value).map_err(|_| SpeechError::Connect {
+            service,
+            message: "the API key is not a valid header value".into(),
+        })?;
+        value.set_sensitive(true);
+        request.headers_mut().insert(name, value);
+    }
+    Ok(request)
+}
+
 /// One open upstream socket.
 pub(crate) struct WsLink {
     service: Service,

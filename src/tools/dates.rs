@@ -257,21 +257,10 @@ fn next_with(today: Date, month: u32, day: u32) -> Option<Date> {
 }
 
 fn month_number(word: &str) -> Option<u32> {
-    const MONTHS: [&str; 12] = [
-        "janeiro",
-        "fevereiro",
-        "marco",
-        "abril",
-        "maio",
-        "junho",
-        "julho",
-        "agosto",
-        "setembro",
-        "outubro",
-        "novembro",
-        "dezembro",
-    ];
-    MONTHS.iter().position(|m| *m == word).map(|i| i as u32 + 1)
+    MONTHS_PT
+        .iter()
+        .position(|m| crate::text::fold(m) == word)
+        .map(|i| i as u32 + 1)
 }
 
 /// A time of day as `HH:MM` ("15h", "15:30", "3 da tarde", "meio-dia"), or `None`.

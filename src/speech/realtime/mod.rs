@@ -21,9 +21,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-
 mod protocol;
 pub use protocol::*;
 
@@ -208,22 +205,11 @@ impl RealtimeClient {
         url: &str,
         session: Session,
     ) -> Result<Self, SpeechError> {
-        let mut request = url
-            .into_client_request()
-            .map_err(|e| SpeechError::Connect {
-                service: SERVICE,
-                message: e.to_string(),
-            })?;
         let (name, value) = match &options.auth {
             RealtimeAuth::Bearer(key) => ("authorization", format!("Bearer {}", key.expose())),
             RealtimeAuth::ApiKey(key) => ("api-key", key.expose().to_string()),
         };
-        let mut value = HeaderValue::from_str(&value).map_err(|_| SpeechError::Connect {
-            service: SERVICE,
-            message: "the API key is not a valid header value".into(),
-        })?;
-        value.set_sensitive(true);
-        request.headers_mut().insert(name, value);
+        let request = ws::request(SERVICE, url, Some((name, &value)))?;
         let link = ws::connect(SERVICE, request, options.connect_timeout).await?;
         let client = Self {
             link,
@@ -721,16 +707,7 @@ mod tests {
 
     #[test]
     fn options_come_from_config() {
-        use std::collections::HashMap;
-        let config = |pairs: &[(&str, &str)]| {
-            Config::from_vars(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<HashMap<_, _>>(),
-            )
-            .unwrap()
-        };
+        let config = |pairs: &[(&str, &str)]| Config::from_pairs(pairs).unwrap();
         assert!(matches!(
             RealtimeOptions::from_config(&config(&[])),
             Err(SpeechError::NotConfigured {
