@@ -20,31 +20,10 @@ use crate::twilio::admission::{RESUME_ARMED, RESUME_ARMED_TTL, unix_now};
 use crate::twilio::call_token::Route;
 use crate::twiml;
 
+/// A TwiML answer: what a webhook gets, GET or POST, from the fields Twilio sent.
+type Answer = fn(&AppState, &PublicBase, &[(String, String)]) -> Response;
+
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let answer_get = warp::path!("twiml")
-        .and(warp::get())
-        .and(twilio_auth::webhook(state.clone()))
-        .and(warp::query::<Vec<(String, String)>>())
-        .and(with_state(state.clone()))
-        .and(public_base(state.clone()))
-        .map(
-            |_form: Vec<(String, String)>,
-             query: Vec<(String, String)>,
-             state: AppState,
-             base: PublicBase| { answer(&state, &base, &query) },
-        );
-    let answer_post = warp::path!("twiml")
-        .or(warp::path!("incoming-call"))
-        .unify()
-        .and(warp::post())
-        .and(twilio_auth::webhook(state.clone()))
-        .and(with_state(state.clone()))
-        .and(public_base(state.clone()))
-        .map(
-            |form: Vec<(String, String)>, state: AppState, base: PublicBase| {
-                answer(&state, &base, &form)
-            },
-        );
     let action = warp::path!("twiml" / "action")
         .and(warp::post())
         .and(twilio_auth::webhook(state.clone()))
@@ -55,28 +34,6 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
                 session_ended(&state, &base, &form).await
             },
         );
-    let stream_get = warp::path!("twiml" / "stream")
-        .and(warp::get())
-        .and(twilio_auth::webhook(state.clone()))
-        .and(warp::query::<Vec<(String, String)>>())
-        .and(with_state(state.clone()))
-        .and(public_base(state.clone()))
-        .map(
-            |_form: Vec<(String, String)>,
-             query: Vec<(String, String)>,
-             state: AppState,
-             base: PublicBase| { answer_stream(&state, &base, &query) },
-        );
-    let stream_post = warp::path!("twiml" / "stream")
-        .and(warp::post())
-        .and(twilio_auth::webhook(state.clone()))
-        .and(with_state(state.clone()))
-        .and(public_base(state.clone()))
-        .map(
-            |form: Vec<(String, String)>, state: AppState, base: PublicBase| {
-                answer_stream(&state, &base, &form)
-            },
-        );
     let stream_next = warp::path!("twiml" / "stream" / "next")
         .and(warp::post())
         .and(twilio_auth::webhook(state.clone()))
@@ -84,17 +41,49 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .then(|form: Vec<(String, String)>, state: AppState| async move {
             stream_ended(&state, &form).await
         });
+    let answer_paths = warp::path!("twiml")
+        .or(warp::path!("incoming-call"))
+        .unify()
+        .boxed();
     action
         .or(stream_next)
         .unify()
-        .or(stream_get)
+        .or(get_or_post(
+            warp::path!("twiml" / "stream").boxed(),
+            &state,
+            answer_stream,
+        ))
         .unify()
-        .or(stream_post)
+        .or(get_or_post(answer_paths, &state, answer))
         .unify()
-        .or(answer_get)
+        .boxed()
+}
+
+/// A signed webhook at `path` answered by `answer`: its fields come from the query
+/// of a GET, or from the form of a POST (the query of a POST is only signed).
+fn get_or_post(
+    path: BoxedFilter<()>,
+    state: &AppState,
+    answer: Answer,
+) -> BoxedFilter<(Response,)> {
+    let get = path
+        .clone()
+        .and(warp::get())
+        .and(twilio_auth::webhook(state.clone()))
+        .and(warp::query::<Vec<(String, String)>>())
+        .map(|_form: Vec<(String, String)>, query: Vec<(String, String)>| query);
+    let post = path
+        .and(warp::post())
+        .and(twilio_auth::webhook(state.clone()));
+    get.or(post)
         .unify()
-        .or(answer_post)
-        .unify()
+        .and(with_state(state.clone()))
+        .and(public_base(state.clone()))
+        .map(
+            move |fields: Vec<(String, String)>, state: AppState, base: PublicBase| {
+                answer(&state, &base, &fields)
+            },
+        )
         .boxed()
 }
 

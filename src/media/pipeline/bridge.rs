@@ -5,7 +5,9 @@
 //! the upstream's own voice is gone.
 //!
 //! The pipelines keep their own clients and counters and send each message in
-//! their own protocol: [`Upstream::next_to_send`], then [`Upstream::sent`].
+//! their own protocol: [`Upstream::next_to_send`], then [`Upstream::sent`]. What
+//! they have to say to the session waits in [`Outputs`], which also numbers their
+//! turns.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,6 +17,57 @@ use tokio::task::JoinHandle;
 use super::{PipelineOutput, apology_audio};
 use crate::config::Config;
 use crate::speech::SpeechError;
+
+/// What a bridging pipeline has to say to the session, in order, and its turn
+/// numbers. Once `End` or `Failed` has been taken, nothing more is said.
+pub struct Outputs {
+    queue: VecDeque<PipelineOutput>,
+    finished: bool,
+    next_turn: u64,
+}
+
+impl Default for Outputs {
+    fn default() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            finished: false,
+            next_turn: 1,
+        }
+    }
+}
+
+impl Outputs {
+    pub fn push(&mut self, output: PipelineOutput) {
+        self.queue.push_back(output);
+    }
+
+    /// A new turn number.
+    pub fn new_turn(&mut self) -> u64 {
+        let turn = self.next_turn;
+        self.next_turn += 1;
+        turn
+    }
+
+    /// Whether `End` or `Failed` has been taken.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The oldest output waiting, if any; pending forever once the pipeline has
+    /// finished (a pipeline with nothing left to say stays quiet).
+    pub async fn next_queued(&mut self) -> Option<PipelineOutput> {
+        if let Some(output) = self.queue.pop_front() {
+            if matches!(output, PipelineOutput::End(_) | PipelineOutput::Failed(_)) {
+                self.finished = true;
+            }
+            return Some(output);
+        }
+        if self.finished {
+            std::future::pending::<()>().await;
+        }
+        None
+    }
+}
 
 /// Control messages waiting to go upstream, at most.
 const MAX_SENDS: usize = 64;
@@ -99,21 +152,20 @@ impl<M> Upstream<M> {
         true
     }
 
-    /// What a call whose upstream died says last: the apology as turn `turn` (when
-    /// it could be synthesised), then [`PipelineOutput::Failed`]. Cancel-safe: the
+    /// What a call whose upstream died says last: the apology as a turn of its own
+    /// (when it could be synthesised), then [`PipelineOutput::Failed`]. Cancel-safe: the
     /// synthesis is kept until it has been awaited to the end.
-    pub async fn last_outputs(&mut self, turn: u64) -> Vec<PipelineOutput> {
-        let mut outputs = Vec::with_capacity(3);
+    pub async fn say_last(&mut self, outputs: &mut Outputs) {
         if let Some(handle) = self.apology.as_mut() {
             let audio = handle.await.ok().flatten();
             self.apology = None;
             if let Some(mulaw) = audio {
+                let turn = outputs.new_turn();
                 outputs.push(PipelineOutput::Audio { turn, mulaw });
                 outputs.push(PipelineOutput::TurnDone { turn });
             }
         }
         outputs.push(PipelineOutput::Failed(format!("{} is gone", self.name)));
-        outputs
     }
 
     /// The call is over: an apology still being synthesised is abandoned.
@@ -196,11 +248,15 @@ mod tests {
         .unwrap();
         assert_eq!(sent, 0);
         // No ElevenLabs key in this configuration: no apology audio, only the end.
-        let last = upstream.last_outputs(7).await;
+        let mut outputs = Outputs::default();
+        upstream.say_last(&mut outputs).await;
+        let last = outputs.next_queued().await;
         assert!(
-            matches!(&last[..], [PipelineOutput::Failed(why)] if why == "test is gone"),
+            matches!(&last, Some(PipelineOutput::Failed(why)) if why == "test is gone"),
             "{last:?}"
         );
+        assert!(outputs.is_finished());
+        assert_eq!(outputs.queue.len(), 0);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! - Upstream failure: an apology through ElevenLabs TTS when configured, then
 //!   hang-up.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -28,7 +28,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 
-use super::bridge::Upstream;
+use super::bridge::{Outputs, Upstream};
 use super::{
     CallEvent, CallLog, CallerAudio, ELEVENLABS_AGENT_UNSUPPORTED_TOOLS, Pipeline, PipelineContext,
     PipelineError, PipelineOutput, PipelineStats, ToolFollowUp, heard_part, is_one_of,
@@ -80,17 +80,15 @@ pub struct ElevenLabsPipeline {
     config: Arc<Config>,
     /// Messages waiting to go to the agent; whether it is gone.
     upstream: Upstream<Outgoing>,
-    out: VecDeque<PipelineOutput>,
+    out: Outputs,
     speaking: Option<Speaking>,
     /// The next audio starts a new turn (a new response began).
     new_turn: bool,
-    next_turn: u64,
     last_agent_seq: Option<u32>,
     running: FuturesUnordered<BoxFuture<'static, ToolRun>>,
     digits: DigitBuffer,
     ending: Option<(Handoff, Instant)>,
     last_audio_at: Instant,
-    finished: bool,
     stats: PipelineStats,
     /// Process-wide counters (turns, interrupts, upstream errors).
     metrics: Arc<crate::metrics::Metrics>,
@@ -132,16 +130,14 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         settings: ctx.agent.settings.clone(),
         config: ctx.config.clone(),
         upstream: Upstream::new("the ElevenLabs agent"),
-        out: VecDeque::new(),
+        out: Outputs::default(),
         speaking: None,
         new_turn: true,
-        next_turn: 1,
         last_agent_seq: None,
         running: FuturesUnordered::new(),
         digits: DigitBuffer::new(ctx.agent.settings.dtmf_timeout),
         ending: None,
         last_audio_at: Instant::now(),
-        finished: false,
         stats: PipelineStats::default(),
         metrics: ctx.agent.metrics.clone(),
         dropped_audio: 0,
@@ -186,7 +182,7 @@ impl ElevenLabsPipeline {
             AgentEvent::Metadata { .. } => {
                 if !formats_fit_twilio(&event) {
                     // Logged by the client in detail.
-                    self.out.push_back(PipelineOutput::Failed(
+                    self.out.push(PipelineOutput::Failed(
                         "the ElevenLabs agent does not use ulaw_8000".into(),
                     ));
                 }
@@ -208,7 +204,7 @@ impl ElevenLabsPipeline {
                     return;
                 };
                 speaking.bytes += bytes.len() as u64;
-                self.out.push_back(PipelineOutput::Audio {
+                self.out.push(PipelineOutput::Audio {
                     turn: speaking.turn,
                     mulaw: bytes,
                 });
@@ -218,7 +214,7 @@ impl ElevenLabsPipeline {
                     tracing::debug!("barge-in: the agent was interrupted");
                     self.stats.interrupts += 1;
                     self.metrics.interrupt();
-                    self.out.push_back(PipelineOutput::Clear);
+                    self.out.push(PipelineOutput::Clear);
                 }
                 self.new_turn = true;
             }
@@ -260,11 +256,9 @@ impl ElevenLabsPipeline {
     /// Closes the current turn (its last partial frame can go) and opens the next.
     fn start_turn(&mut self) {
         if let Some(old) = self.speaking.take().filter(|s| !s.done) {
-            self.out
-                .push_back(PipelineOutput::TurnDone { turn: old.turn });
+            self.out.push(PipelineOutput::TurnDone { turn: old.turn });
         }
-        let turn = self.next_turn;
-        self.next_turn += 1;
+        let turn = self.out.new_turn();
         self.stats.turns += 1;
         self.metrics.turn();
         self.speaking = Some(Speaking {
@@ -365,21 +359,12 @@ impl ElevenLabsPipeline {
 
     async fn next(&mut self) -> PipelineOutput {
         loop {
-            if let Some(output) = self.out.pop_front() {
-                if matches!(output, PipelineOutput::End(_) | PipelineOutput::Failed(_)) {
-                    self.finished = true;
-                }
+            if let Some(output) = self.out.next_queued().await {
                 return output;
-            }
-            if self.finished {
-                return std::future::pending().await;
             }
             self.flush().await;
             if self.upstream.is_dead() {
-                let turn = self.next_turn;
-                self.next_turn += 1;
-                let last = self.upstream.last_outputs(turn).await;
-                self.out.extend(last);
+                self.upstream.say_last(&mut self.out).await;
                 continue;
             }
             let digits_due = self.digits.due();
@@ -408,7 +393,7 @@ impl ElevenLabsPipeline {
                     if let Some(speaking) = self.speaking.as_mut() {
                         speaking.done = true;
                         let turn = speaking.turn;
-                        self.out.push_back(PipelineOutput::TurnDone { turn });
+                        self.out.push(PipelineOutput::TurnDone { turn });
                     }
                 }
                 () = sleep_until_opt(end_due) => {
@@ -418,9 +403,9 @@ impl ElevenLabsPipeline {
                     });
                     if ready && let Some((handoff, _)) = self.ending.take() {
                         if let Some(speaking) = self.speaking.take().filter(|s| !s.done) {
-                            self.out.push_back(PipelineOutput::TurnDone { turn: speaking.turn });
+                            self.out.push(PipelineOutput::TurnDone { turn: speaking.turn });
                         }
-                        self.out.push_back(PipelineOutput::End(handoff));
+                        self.out.push(PipelineOutput::End(handoff));
                     }
                 }
             }
@@ -434,7 +419,7 @@ impl Pipeline for ElevenLabsPipeline {
     }
 
     fn caller_audio(&mut self, audio: CallerAudio<'_>) {
-        if self.upstream.is_dead() || self.finished {
+        if self.upstream.is_dead() || self.out.is_finished() {
             return;
         }
         let sent = self.agent.send_audio(audio.payload_b64);

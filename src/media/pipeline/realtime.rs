@@ -39,7 +39,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 
-use super::bridge::Upstream;
+use super::bridge::{Outputs, Upstream};
 use super::{
     CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
     PipelineStats, REALTIME_UNSUPPORTED_TOOLS, ToolFollowUp, heard_part, is_one_of,
@@ -97,10 +97,9 @@ pub struct RealtimePipeline {
     language: String,
     /// Control events waiting to go to Realtime; whether it is gone.
     upstream: Upstream<ClientEvent>,
-    out: VecDeque<PipelineOutput>,
+    out: Outputs,
     audio: AssistantAudio,
     items: VecDeque<AgentItem>,
-    next_turn: u64,
     truncated: VecDeque<String>,
     running: FuturesUnordered<BoxFuture<'static, ToolRun>>,
     /// Whether the response in progress produced audio.
@@ -112,8 +111,6 @@ pub struct RealtimePipeline {
     /// after we asked for it).
     goodbye_response: Option<String>,
     speech_stopped_at: Option<Instant>,
-    /// End or Failed was returned: nothing more to say.
-    finished: bool,
     stats: PipelineStats,
     /// Process-wide counters (turns, interrupts, upstream errors).
     metrics: Arc<crate::metrics::Metrics>,
@@ -161,10 +158,9 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         base_instructions: instructions.clone(),
         language: ctx.config.relay.language.clone(),
         upstream: Upstream::new("OpenAI Realtime"),
-        out: VecDeque::new(),
+        out: Outputs::default(),
         audio: AssistantAudio::default(),
         items: VecDeque::new(),
-        next_turn: 1,
         truncated: VecDeque::new(),
         running: FuturesUnordered::new(),
         spoke: false,
@@ -172,7 +168,6 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         ending: None,
         goodbye_response: None,
         speech_stopped_at: None,
-        finished: false,
         stats: PipelineStats::default(),
         metrics: ctx.agent.metrics.clone(),
         dropped_audio: 0,
@@ -236,8 +231,7 @@ impl RealtimePipeline {
         if self.items.len() >= MAX_ITEMS {
             self.items.pop_front();
         }
-        let turn = self.next_turn;
-        self.next_turn += 1;
+        let turn = self.out.new_turn();
         self.stats.turns += 1;
         self.metrics.turn();
         self.items.push_back(AgentItem {
@@ -325,8 +319,7 @@ impl RealtimePipeline {
                 self.audio.on_delta(&item_id, &delta);
                 self.spoke = true;
                 let turn = self.item_or_new(&item_id).turn;
-                self.out
-                    .push_back(PipelineOutput::Audio { turn, mulaw: bytes });
+                self.out.push(PipelineOutput::Audio { turn, mulaw: bytes });
             }
             ServerEvent::AudioDone { item_id } => {
                 if self.is_truncated(&item_id) {
@@ -335,7 +328,7 @@ impl RealtimePipeline {
                 if let Some(item) = self.item_mut(&item_id) {
                     item.audio_done = true;
                     let turn = item.turn;
-                    self.out.push_back(PipelineOutput::TurnDone { turn });
+                    self.out.push(PipelineOutput::TurnDone { turn });
                 }
             }
             ServerEvent::TranscriptDelta { item_id, delta } => {
@@ -373,7 +366,7 @@ impl RealtimePipeline {
                     tracing::debug!("barge-in: the caller speaks over the agent");
                     self.stats.interrupts += 1;
                     self.metrics.interrupt();
-                    self.out.push_back(PipelineOutput::Clear);
+                    self.out.push(PipelineOutput::Clear);
                 }
             }
             ServerEvent::SpeechStopped { .. } => {
@@ -516,7 +509,7 @@ impl RealtimePipeline {
     }
 
     fn end(&mut self, handoff: Handoff) {
-        self.out.push_back(PipelineOutput::End(handoff));
+        self.out.push(PipelineOutput::End(handoff));
         self.ending = None;
     }
 
@@ -577,21 +570,12 @@ impl RealtimePipeline {
 
     async fn next(&mut self) -> PipelineOutput {
         loop {
-            if let Some(output) = self.out.pop_front() {
-                if matches!(output, PipelineOutput::End(_) | PipelineOutput::Failed(_)) {
-                    self.finished = true;
-                }
+            if let Some(output) = self.out.next_queued().await {
                 return output;
-            }
-            if self.finished {
-                return std::future::pending().await;
             }
             self.flush().await;
             if self.upstream.is_dead() {
-                let turn = self.next_turn;
-                self.next_turn += 1;
-                let last = self.upstream.last_outputs(turn).await;
-                self.out.extend(last);
+                self.upstream.say_last(&mut self.out).await;
                 continue;
             }
             let digits_due = self.digits.due();
@@ -624,7 +608,7 @@ impl Pipeline for RealtimePipeline {
     }
 
     fn caller_audio(&mut self, audio: CallerAudio<'_>) {
-        if self.upstream.is_dead() || self.finished {
+        if self.upstream.is_dead() || self.out.is_finished() {
             return;
         }
         let sent = self.client.append_audio(audio.payload_b64);
