@@ -132,10 +132,10 @@ impl Agent {
     /// answering any tool calls it had started, so the history stays valid).
     /// Returns whether any of it had been sent.
     pub(super) fn stop_reply(&mut self) -> bool {
-        let Some(turn) = self.turn.take() else {
+        let Some(mut turn) = self.turn.take() else {
             return false;
         };
-        match turn.phase {
+        match std::mem::replace(&mut turn.phase, Phase::Idle) {
             Phase::Tools(round) => {
                 tracing::info!(
                     tools = round.message.tool_calls.len(),
@@ -151,13 +151,20 @@ impl Agent {
             }
             Phase::Streaming(_) | Phase::Idle => {
                 if !turn.round_text.is_empty() {
-                    self.history.push(ChatMessage::assistant(turn.round_text));
+                    let said = std::mem::take(&mut turn.round_text);
+                    self.history.push(ChatMessage::assistant(said));
                 }
             }
         }
         if turn.text.is_empty() {
             return false;
         }
+        self.record_reply(&turn);
+        true
+    }
+
+    /// Records a reply that is over (complete, or cut short) under its number.
+    fn record_reply(&mut self, turn: &Turn) {
         self.record_turn(
             Speaker::Agent,
             &turn.text,
@@ -165,25 +172,19 @@ impl Agent {
             turn.llm_first_token,
             turn.seq,
         );
-        true
     }
 
     /// Ends the reply normally: keeps its last round and closes the talk cycle.
     pub(super) fn complete_reply(&mut self) {
-        let Some(turn) = self.turn.take() else {
+        let Some(mut turn) = self.turn.take() else {
             return;
         };
         if !turn.round_text.is_empty() {
-            self.history.push(ChatMessage::assistant(turn.round_text));
+            let said = std::mem::take(&mut turn.round_text);
+            self.history.push(ChatMessage::assistant(said));
         }
         if !turn.text.is_empty() {
-            self.record_turn(
-                Speaker::Agent,
-                &turn.text,
-                turn.started_at,
-                turn.llm_first_token,
-                turn.seq,
-            );
+            self.record_reply(&turn);
             self.pending.push_back(AgentOutput::TurnEnd);
         }
     }

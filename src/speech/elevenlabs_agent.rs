@@ -209,8 +209,7 @@ impl ElevenLabsAgent {
                 query(&[("agent_id", options.agent_id.as_str())])
             ),
         };
-        let request = ws::request(SERVICE, &url, None)?;
-        let link = ws::connect(SERVICE, request, options.connect_timeout).await?;
+        let link = ws::open(SERVICE, &url, None, options.connect_timeout).await?;
         let mut message = serde_json::to_value(init).unwrap_or_else(|_| json!({}));
         message["type"] = json!("conversation_initiation_client_data");
         link.send_text(message.to_string()).await?;

@@ -144,12 +144,8 @@ pub struct ElevenLabsStt {
 impl ElevenLabsStt {
     /// Opens the socket with header `xi-api-key`.
     pub async fn connect(options: &SttOptions) -> Result<Self, SpeechError> {
-        let request = ws::request(
-            SERVICE,
-            &options.url(),
-            Some(("xi-api-key", options.api_key.expose())),
-        )?;
-        let link = ws::connect(SERVICE, request, options.connect_timeout).await?;
+        let key = Some(("xi-api-key", options.api_key.expose()));
+        let link = ws::open(SERVICE, &options.url(), key, options.connect_timeout).await?;
         Ok(Self { link })
     }
 

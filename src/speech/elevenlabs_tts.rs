@@ -251,12 +251,8 @@ pub struct ElevenLabsTts {
 impl ElevenLabsTts {
     /// Opens the socket (header `xi-api-key`) and initialises the first context.
     pub async fn connect(options: &TtsOptions) -> Result<Self, SpeechError> {
-        let request = ws::request(
-            SERVICE,
-            &options.url(),
-            Some(("xi-api-key", options.api_key.expose())),
-        )?;
-        let link = ws::connect(SERVICE, request, options.connect_timeout).await?;
+        let key = Some(("xi-api-key", options.api_key.expose()));
+        let link = ws::open(SERVICE, &options.url(), key, options.connect_timeout).await?;
         let mut tts = Self {
             link,
             voice_settings: serde_json::to_value(&options.voice_settings).unwrap_or_default(),

@@ -36,9 +36,18 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// Longest server error body kept in [`SpeechError::Rejected`].
 const MAX_ERROR_BODY: usize = 300;
 
-/// The handshake request for `url`, with `secret_header` (a key or a bearer
-/// token) marked sensitive so it never shows in a debug print.
-pub(crate) fn request(
+/// Opens `url` (see [`connect`]) with `secret_header` (a key or a bearer token)
+/// marked sensitive, so it never shows in a debug print.
+pub(crate) async fn open(
+    service: Service,
+    url: &str,
+    secret_header: Option<(&'static str, &str)>,
+    timeout: Duration,
+) -> Result<WsLink, SpeechError> {
+    connect(service, request(service, url, secret_header)?, timeout).await
+}
+
+fn request(
     service: Service,
     url: &str,
     secret_header: Option<(&'static str, &str)>,
@@ -75,7 +84,7 @@ pub(crate) struct WsLink {
 }
 
 /// Opens `request` within `timeout`.
-pub(crate) async fn connect(
+async fn connect(
     service: Service,
     request: Request,
     timeout: Duration,

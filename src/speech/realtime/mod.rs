@@ -209,8 +209,7 @@ impl RealtimeClient {
             RealtimeAuth::Bearer(key) => ("authorization", format!("Bearer {}", key.expose())),
             RealtimeAuth::ApiKey(key) => ("api-key", key.expose().to_string()),
         };
-        let request = ws::request(SERVICE, url, Some((name, &value)))?;
-        let link = ws::connect(SERVICE, request, options.connect_timeout).await?;
+        let link = ws::open(SERVICE, url, Some((name, &value)), options.connect_timeout).await?;
         let client = Self {
             link,
             reported_calls: HashSet::new(),
