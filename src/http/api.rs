@@ -17,11 +17,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{auth, json_error, with_state};
+use super::error::HttpError;
+use super::{auth, with_state};
 use crate::state::AppState;
 use crate::store::{Appointment, Call, CallCursor, CallDetail, StoreError, Transcript};
 
@@ -114,20 +114,15 @@ fn parse_params(raw: &str) -> Result<Params, String> {
 }
 
 fn bad_request(message: &str) -> Response {
-    json_error(StatusCode::BAD_REQUEST, message)
+    HttpError::BadRequest(message.to_string()).into_response()
 }
 
 fn not_found(call_sid: &str) -> Response {
-    json_error(StatusCode::NOT_FOUND, &format!("no call {call_sid:?}"))
+    HttpError::NotFound(format!("no call {call_sid:?}")).into_response()
 }
 
-/// The database failed: logged here, never shown to the client.
 fn store_failed(error: StoreError) -> Response {
-    tracing::error!(error = %error, "API: the store failed");
-    json_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the call store is unavailable",
-    )
+    HttpError::Store(error).into_response()
 }
 
 async fn list_calls(raw: String, state: AppState) -> Response {

@@ -8,7 +8,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{json_error, twilio_auth, with_state};
+use super::error::HttpError;
+use super::{twilio_auth, with_state};
 use crate::state::AppState;
 use crate::store::{Recording, StatusUpdate, StoreError, now_millis};
 
@@ -45,7 +46,7 @@ fn field(form: &[(String, String)], name: &str) -> Option<String> {
 
 fn missing_call_sid(kind: &str) -> Response {
     tracing::warn!(kind, "a Twilio callback without CallSid; ignoring it");
-    json_error(StatusCode::BAD_REQUEST, "CallSid: is required")
+    HttpError::field("CallSid", "is required").into_response()
 }
 
 /// What a status callback (or an asynchronous AMD callback) says about a call.
@@ -131,7 +132,7 @@ async fn on_status(state: &AppState, update: StatusCallback) -> Response {
         "call status"
     );
     let stored = update.to_store();
-    stored_or_500(state.store.upsert_status(&stored).await, &update.call_sid)
+    stored_or_503(state.store.upsert_status(&stored).await, &update.call_sid)
 }
 
 async fn on_recording(state: &AppState, recording: RecordingCallback) -> Response {
@@ -156,7 +157,7 @@ async fn on_recording(state: &AppState, recording: RecordingCallback) -> Respons
         duration_secs: recording.duration_secs,
         path: None,
     };
-    stored_or_500(
+    stored_or_503(
         state
             .store
             .set_recording(&recording.call_sid, &stored)
@@ -165,16 +166,14 @@ async fn on_recording(state: &AppState, recording: RecordingCallback) -> Respons
     )
 }
 
-/// 204 once stored; 500 (logged) when the store failed, so Twilio's debugger shows it.
-fn stored_or_500(result: Result<(), StoreError>, call_sid: &str) -> Response {
+/// 204 once stored; 503 (logged) when the store failed, so Twilio's debugger
+/// shows it.
+fn stored_or_503(result: Result<(), StoreError>, call_sid: &str) -> Response {
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
-            tracing::error!(%call_sid, error = %e, "cannot store a Twilio callback");
-            json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot store the callback",
-            )
+            tracing::error!(%call_sid, "cannot store a Twilio callback");
+            HttpError::Store(e).into_response()
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod callbacks;
+pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod outbound;
@@ -20,11 +21,11 @@ use std::convert::Infallible;
 use bytes::{Buf, Bytes, BytesMut};
 
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::state::AppState;
+use error::HttpError;
 
 /// Largest webhook body we read (Twilio's are a few KiB).
 pub const MAX_BODY_BYTES: u64 = 64 * 1024;
@@ -173,44 +174,29 @@ pub fn public_base(
         )
 }
 
-/// A JSON error body with a status.
-pub fn json_error(status: StatusCode, message: &str) -> Response {
-    warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({ "error": message })),
-        status,
-    )
-    .into_response()
-}
-
 /// The single place where unmatched requests get their answer.
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
-    if rejection.find::<twilio_auth::Forbidden>().is_some() {
-        return Ok(json_error(
-            StatusCode::FORBIDDEN,
-            "invalid Twilio signature",
-        ));
-    }
-    if rejection.find::<auth::Unauthorized>().is_some() {
-        let reply = json_error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
-        return Ok(warp::reply::with_header(reply, "www-authenticate", "Bearer").into_response());
-    }
-    let (status, message) = if rejection.is_not_found() {
-        (StatusCode::NOT_FOUND, "not found")
+    let error = if rejection.find::<twilio_auth::Forbidden>().is_some() {
+        HttpError::Forbidden("invalid Twilio signature")
+    } else if rejection.find::<auth::Unauthorized>().is_some() {
+        HttpError::Unauthorized
+    } else if rejection.is_not_found() {
+        HttpError::NotFound("not found".into())
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some()
         || rejection.find::<BodyTooLarge>().is_some()
     {
-        (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        HttpError::PayloadTooLarge
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        HttpError::MethodNotAllowed
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        (StatusCode::LENGTH_REQUIRED, "content-length required")
+        HttpError::LengthRequired
     } else if rejection.find::<warp::reject::MissingHeader>().is_some()
         || rejection.find::<warp::reject::InvalidHeader>().is_some()
     {
-        (StatusCode::BAD_REQUEST, "missing or invalid header")
+        HttpError::BadRequest("missing or invalid header".into())
     } else {
         tracing::warn!(?rejection, "unhandled rejection");
-        (StatusCode::BAD_REQUEST, "bad request")
+        HttpError::BadRequest("bad request".into())
     };
-    Ok(json_error(status, message))
+    Ok(error.into_response())
 }

@@ -22,13 +22,14 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
-use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, StatusCode, header};
 use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::reply::Response;
+use warp::{Filter, Reply};
 
-use super::{json_error, twilio_auth, with_state};
+use super::error::HttpError;
+use super::{twilio_auth, with_state};
 use crate::media::protocol::Outbound as MediaOutbound;
 use crate::media::session::MediaDeps;
 use crate::relay::protocol::Outbound;
@@ -100,12 +101,9 @@ async fn admit(
 fn refuse_token(route: Route, error: TokenError) -> Response {
     tracing::warn!(route = ?route, reason = %error, "refusing a WebSocket handshake");
     if error == TokenError::Unavailable {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cannot check the call token right now",
-        );
+        return HttpError::unavailable("cannot check the call token right now").into_response();
     }
-    json_error(StatusCode::FORBIDDEN, "invalid or missing call token")
+    HttpError::Forbidden("invalid or missing call token").into_response()
 }
 
 /// A request to upgrade to a WebSocket (or why it is not one).
@@ -159,10 +157,10 @@ impl Upgrade {
     {
         let accept = match self.accept {
             Ok(accept) => accept,
-            Err(reason) => return json_error(StatusCode::BAD_REQUEST, reason),
+            Err(reason) => return HttpError::BadRequest(reason.to_string()).into_response(),
         };
         let Some(on_upgrade) = self.on_upgrade else {
-            return json_error(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
+            return HttpError::BadRequest("connection cannot be upgraded".into()).into_response();
         };
         tokio::spawn(async move {
             match on_upgrade.await {
@@ -279,26 +277,19 @@ fn refuse_new_call(state: &AppState) -> Option<Response> {
                 "refusing a call: the store writer is behind"
             );
         }
-        return Some(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy: call records are being written",
-        ));
+        return Some(
+            HttpError::unavailable("busy: call records are being written").into_response(),
+        );
     }
     if state.is_draining() {
-        return Some(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server is shutting down",
-        ));
+        return Some(HttpError::unavailable("server is shutting down").into_response());
     }
     if state.calls.len() >= state.config.max_calls {
         tracing::warn!(
             limit = state.config.max_calls,
             "refusing a call: too many live calls"
         );
-        return Some(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many calls",
-        ));
+        return Some(HttpError::unavailable("too many calls").into_response());
     }
     None
 }
