@@ -2,25 +2,20 @@
 //! that measure what a caller would notice (first token, silence after barge-in)
 //! and how much work the server gets through.
 
-use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
-use serde_json::json;
-use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use super::fake_llm::{LONG_MARKER, now_ns, stamped_ns};
+use crate::relay::protocol::Outbound;
+use crate::sim::peer::{Received, RelayPeer, inbound_setup};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = RelayPeer;
 
 /// Longest wait for any one message before the call counts an error.
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -90,17 +85,6 @@ pub struct Saturated {
     pub errors: u64,
 }
 
-/// A message from the server, as far as the benchmark cares.
-#[derive(Deserialize)]
-struct ServerMessage<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(default, borrow)]
-    token: Cow<'a, str>,
-    #[serde(default)]
-    last: bool,
-}
-
 #[derive(Debug)]
 enum Heard {
     Token(String),
@@ -120,61 +104,43 @@ enum CallFailure {
 }
 
 async fn connect(url: &str, id: usize) -> Result<Ws, CallFailure> {
-    // A small read buffer: tungstenite's default zero-fills 128 KiB on every read.
-    let config = WebSocketConfig::default().read_buffer_size(4096);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+    let mut peer = RelayPeer::connect(url)
         .await
         .map_err(|e| CallFailure::Connect(e.to_string()))?;
-    let setup = json!({
-        "type": "setup", "sessionId": format!("VXbench{id:026}"), "accountSid": "ACbench",
-        "parentCallSid": "", "callSid": format!("CAbench{id:026}"), "from": "+5511999990000",
-        "to": "+5511333330000", "forwardedFrom": null, "callType": "PSTN", "callerName": "",
-        "direction": "inbound", "callStatus": "RINGING", "customParameters": {}
-    });
-    send(&mut ws, setup).await?;
-    Ok(ws)
-}
-
-async fn send(ws: &mut Ws, message: serde_json::Value) -> Result<(), CallFailure> {
-    ws.send(Message::text(message.to_string()))
+    let setup = inbound_setup(
+        &format!("CAbench{id:026}"),
+        &format!("VXbench{id:026}"),
+        "+5511999990000",
+        "+5511333330000",
+        HashMap::new(),
+    );
+    peer.setup(setup)
         .await
-        .map_err(|e| CallFailure::Socket(e.to_string()))
+        .map_err(|e| CallFailure::Socket(e.to_string()))?;
+    Ok(peer)
 }
 
 async fn prompt(ws: &mut Ws, text: &str) -> Result<(), CallFailure> {
-    send(
-        ws,
-        json!({"type": "prompt", "voicePrompt": text, "lang": "pt-BR", "last": true}),
-    )
-    .await
+    ws.prompt(text, Some("pt-BR"))
+        .await
+        .map_err(|e| CallFailure::Socket(e.to_string()))
 }
 
 /// The next `text` message, or `None` after `wait` of silence.
 async fn next_text(ws: &mut Ws, wait: Duration) -> Result<Option<Heard>, CallFailure> {
     let deadline = Instant::now() + wait;
     loop {
-        let frame = match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => return Ok(None),
-            Ok(None) => return Err(CallFailure::Closed),
-            Ok(Some(Err(e))) => return Err(CallFailure::Socket(e.to_string())),
-            Ok(Some(Ok(frame))) => frame,
+        let Ok(received) = tokio::time::timeout_at(deadline, ws.next()).await else {
+            return Ok(None);
         };
-        let Message::Text(text) = frame else {
-            if frame.is_close() {
-                return Err(CallFailure::Closed);
+        match received {
+            Received::Closed(_) => return Err(CallFailure::Closed),
+            Received::Message(Outbound::Text { last: true, .. }) => return Ok(Some(Heard::Last)),
+            Received::Message(Outbound::Text { token, .. }) => {
+                return Ok(Some(Heard::Token(token)));
             }
-            continue;
-        };
-        let Ok(message) = serde_json::from_str::<ServerMessage>(&text) else {
-            continue;
-        };
-        if message.kind != "text" {
-            continue;
+            Received::Message(_) | Received::Unreadable(_) => continue,
         }
-        if message.last {
-            return Ok(Some(Heard::Last));
-        }
-        return Ok(Some(Heard::Token(message.token.into_owned())));
     }
 }
 
@@ -231,11 +197,9 @@ async fn interrupted_turn(
             Heard::Last => return Ok((added, Duration::ZERO, 0)),
         }
     }
-    send(
-        ws,
-        json!({"type": "interrupt", "utteranceUntilInterrupt": heard, "durationUntilInterruptMs": 300}),
-    )
-    .await?;
+    ws.interrupt(&heard, Duration::from_millis(300))
+        .await
+        .map_err(|e| CallFailure::Socket(e.to_string()))?;
     let interrupted_at = Instant::now();
     let mut last_heard = interrupted_at;
     let mut after = 0u64;
@@ -325,7 +289,7 @@ pub async fn conversation<F: FnMut(())>(
             done.wait().await;
             hang_up.cancelled().await;
             if let Some(mut socket) = ws {
-                let _ = socket.close(None).await;
+                socket.hang_up(Duration::ZERO).await;
             }
             samples
         }));
@@ -381,7 +345,7 @@ pub async fn saturate(url: &str, n: usize, duration: Duration) -> Saturated {
                                 added.extend(sample);
                             }
                             if now >= end {
-                                let _ = ws.close(None).await;
+                                ws.hang_up(Duration::ZERO).await;
                                 break 'calls;
                             }
                         }
@@ -391,7 +355,7 @@ pub async fn saturate(url: &str, n: usize, duration: Duration) -> Saturated {
                         }
                     }
                 }
-                let _ = ws.close(None).await;
+                ws.hang_up(Duration::ZERO).await;
             }
             (added, errors)
         }));

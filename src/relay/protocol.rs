@@ -1,8 +1,10 @@
 //! The ConversationRelay wire protocol as typed serde enums: pure data, no I/O.
 //!
-//! [`Inbound`] is what Twilio sends us, [`Outbound`] what we send back. Parsing is
+//! [`Inbound`] is what Twilio sends us, [`Outbound`] what we send back; both
+//! serialise both ways, so the simulated Twilio of `sim::peer` (used by
+//! `voxrelay call`, `voxrelay bench` and the tests) speaks the same types. Parsing is
 //! lenient where Twilio's docs and live traffic disagree (see
-//! `conversationrelay.md` §1): optional fields may be missing or `null`,
+//! `docs/conversationrelay.md`): optional fields may be missing or `null`,
 //! `durationUntilInterruptMs` may be a number or a numeric string, and any message
 //! type we do not know parses to [`Inbound::Unknown`] instead of failing.
 
@@ -11,7 +13,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A message from Twilio.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Inbound {
     Setup(Box<Setup>),
@@ -21,12 +23,19 @@ pub enum Inbound {
     Error(ErrorMessage),
     Info(Info),
     /// A type this version does not know yet: logged and ignored.
-    #[serde(other)]
+    #[serde(other, skip_serializing)]
     Unknown,
 }
 
+impl Inbound {
+    /// The message as a JSON text frame (a peer playing Twilio sends these).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// Sent once when the socket opens.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Setup {
     pub session_id: String,
@@ -49,7 +58,7 @@ pub struct Setup {
 }
 
 /// Caller speech, transcribed.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Prompt {
     #[serde(deserialize_with = "crate::transport::lenient::null_default")]
@@ -69,7 +78,7 @@ impl Prompt {
 }
 
 /// One keypad press.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Dtmf {
     #[serde(deserialize_with = "crate::transport::lenient::null_default")]
@@ -77,7 +86,7 @@ pub struct Dtmf {
 }
 
 /// The caller talked over the agent.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Interrupt {
     /// What of our text had been spoken when the caller barged in.
@@ -88,7 +97,7 @@ pub struct Interrupt {
 }
 
 /// Twilio reports a problem (often with something we sent). Never answered.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ErrorMessage {
     #[serde(deserialize_with = "crate::transport::lenient::null_default")]
@@ -97,7 +106,7 @@ pub struct ErrorMessage {
 
 /// Debug and event subscriptions (`agentSpeaking`, `tokensPlayed`, ...); the shape is
 /// undocumented, so every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Info {
     pub name: Option<String>,
@@ -105,7 +114,7 @@ pub struct Info {
 }
 
 /// A message to Twilio.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
     tag = "type",
     rename_all = "camelCase",
@@ -147,6 +156,9 @@ pub enum Outbound {
         #[serde(skip_serializing_if = "Option::is_none")]
         handoff_data: Option<String>,
     },
+    /// A type a peer does not know (never sent by us).
+    #[serde(other, skip_serializing)]
+    Unknown,
 }
 
 impl Outbound {
@@ -191,6 +203,11 @@ pub enum ParseError {
         kind: String,
         source: serde_json::Error,
     },
+}
+
+/// Parses one text frame from the server (what a peer playing Twilio reads).
+pub fn parse_outbound(text: &str) -> Result<Outbound, serde_json::Error> {
+    serde_json::from_str(text)
 }
 
 /// Parses one text frame from Twilio.
@@ -336,6 +353,45 @@ mod tests {
             parse_inbound(r#"{"type":"prompt","voicePrompt":42}"#),
             Err(ParseError::Fields { .. })
         ));
+    }
+
+    #[test]
+    fn every_message_reads_back_as_written() {
+        let inbound = [
+            Inbound::Setup(Box::new(Setup {
+                call_sid: "CA1".into(),
+                custom_parameters: [("lead".to_string(), "Ana".to_string())].into(),
+                ..Setup::default()
+            })),
+            Inbound::Prompt(Prompt {
+                voice_prompt: "Olá".into(),
+                lang: Some("pt-BR".into()),
+                last: Some(true),
+                agent_speaking: None,
+            }),
+            Inbound::Dtmf(Dtmf { digit: "5".into() }),
+            Inbound::Interrupt(Interrupt {
+                utterance_until_interrupt: "Um dois".into(),
+                duration_until_interrupt_ms: Some(460.0),
+            }),
+        ];
+        for message in inbound {
+            assert_eq!(parse_inbound(&message.to_json()).unwrap(), message);
+        }
+        let outbound = [
+            Outbound::token("Olá "),
+            Outbound::end_of_turn(),
+            Outbound::End {
+                handoff_data: Some("{}".into()),
+            },
+        ];
+        for message in outbound {
+            assert_eq!(parse_outbound(&message.to_json()).unwrap(), message);
+        }
+        assert_eq!(
+            parse_outbound(r#"{"type":"somethingNew"}"#).unwrap(),
+            Outbound::Unknown
+        );
     }
 
     #[test]

@@ -8,18 +8,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
 
+use super::peer::{MediaPeer, PeerError, Received};
 use super::{CallError, CallOptions, CallReport, random_sid};
 use crate::audio::wav::{self, WavSpec, WavWriter};
 use crate::audio::{mulaw, resample};
-use crate::media::protocol::{
-    Connected, Inbound, Mark, MarkEvent, Media, MediaEvent, MediaFormat, Outbound, Start,
-    StartEvent, Stop, StopEvent, parse_outbound,
-};
+use crate::media::protocol::{Media, Outbound};
 
 /// Bytes of one 20 ms frame of 8 kHz μ-law.
 const FRAME: usize = 160;
@@ -49,18 +45,15 @@ pub async fn run<W: AsyncWrite + Unpin>(
         return Err(CallError::Audio("--media needs --wav FILE".into()));
     };
     let audio = caller_audio(wav_in)?;
-    let connect_error = |reason: String| CallError::Connect {
-        url: options.url.clone(),
-        reason,
-    };
     let call_sid = random_sid("CA");
     let request = super::handshake::request(options, &call_sid, true).await?;
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+    let mut peer = MediaPeer::connect(request, &random_sid("MZ"))
         .await
-        .map_err(|e| connect_error(e.to_string()))?;
-    let socket_error = |e: tokio_tungstenite::tungstenite::Error| CallError::Socket(e.to_string());
-
-    let stream_sid = random_sid("MZ");
+        .map_err(|e| CallError::Connect {
+            url: options.url.clone(),
+            reason: e.to_string(),
+        })?;
+    let socket_error = |e: PeerError| CallError::Socket(e.to_string());
     let mut parameters: std::collections::HashMap<String, String> =
         options.params.clone().into_iter().collect();
     parameters
@@ -69,29 +62,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
     parameters
         .entry("to".into())
         .or_insert_with(|| options.to.clone());
-    let opening = [
-        Inbound::Connected(Connected {
-            protocol: "Call".into(),
-            version: "1.0.0".into(),
-        }),
-        Inbound::Start(StartEvent {
-            sequence_number: Some(1),
-            stream_sid: stream_sid.clone(),
-            start: Start {
-                account_sid: random_sid("AC"),
-                stream_sid: stream_sid.clone(),
-                call_sid: call_sid.clone(),
-                tracks: vec!["inbound".into()],
-                media_format: MediaFormat::default(),
-                custom_parameters: parameters,
-            },
-        }),
-    ];
-    for message in opening {
-        ws.send(Message::text(message.to_json()))
-            .await
-            .map_err(socket_error)?;
-    }
+    peer.start(&call_sid, parameters)
+        .await
+        .map_err(socket_error)?;
     out.write_all(
         format!(
             "call {call_sid}: streaming {:.1} s of caller audio to {}\n",
@@ -107,9 +80,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let mut clears = 0u32;
     let mut marks = 0u32;
     let mut closed_by_server = false;
-    let started = Instant::now();
-    let mut sequence = 2u64;
-    let mut frames = audio.chunks(FRAME).enumerate();
+    let mut frames = audio.chunks(FRAME);
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut tail_until: Option<Instant> = None;
@@ -123,72 +94,45 @@ pub async fn run<W: AsyncWrite + Unpin>(
         tokio::select! {
             _ = ticker.tick(), if tail_until.is_none() => {
                 match frames.next() {
-                    Some((index, chunk)) => {
+                    Some(chunk) => {
                         let mut frame = chunk.to_vec();
                         frame.resize(FRAME, 0xFF);
-                        let message = Inbound::Media(MediaEvent {
-                            sequence_number: Some(sequence),
-                            stream_sid: stream_sid.clone(),
-                            media: Media {
-                                track: Some("inbound".into()),
-                                chunk: Some(index as u64 + 1),
-                                timestamp: Some(started.elapsed().as_millis() as u64),
-                                ..Media::from_mulaw(&frame)
-                            },
-                        });
-                        sequence += 1;
-                        ws.send(Message::text(message.to_json())).await.map_err(socket_error)?;
+                        peer.media(&frame).await.map_err(socket_error)?;
                     }
                     None => tail_until = Some(Instant::now() + options.tail),
                 }
             }
             () = tail => break,
-            incoming = ws.next() => match incoming {
-                None | Some(Ok(Message::Close(_))) | Some(Err(_)) => {
+            received = peer.next() => match received {
+                Received::Closed(_) => {
                     closed_by_server = true;
                     break;
                 }
-                Some(Ok(Message::Text(text))) => match parse_outbound(&text) {
-                    Ok(Outbound::Media { media, .. }) => {
-                        let payload = Media { payload: media.payload, ..Media::default() };
-                        match payload.decode_payload() {
-                            Ok(bytes) => recorded.extend_from_slice(&bytes),
-                            Err(e) => {
-                                out.write_all(format!("bad audio from the server: {e}\n").as_bytes()).await?;
-                            }
+                Received::Message(Outbound::Media { media, .. }) => {
+                    let payload = Media { payload: media.payload, ..Media::default() };
+                    match payload.decode_payload() {
+                        Ok(bytes) => recorded.extend_from_slice(&bytes),
+                        Err(e) => {
+                            out.write_all(format!("bad audio from the server: {e}\n").as_bytes()).await?;
                         }
                     }
-                    Ok(Outbound::Mark { mark, .. }) => {
-                        // Played at once from the server's point of view: echo it.
-                        marks += 1;
-                        let echo = Inbound::Mark(MarkEvent {
-                            sequence_number: Some(sequence),
-                            stream_sid: stream_sid.clone(),
-                            mark: Mark { name: mark.name },
-                        });
-                        sequence += 1;
-                        ws.send(Message::text(echo.to_json())).await.map_err(socket_error)?;
-                    }
-                    Ok(Outbound::Clear { .. }) => clears += 1,
-                    Err(e) => {
-                        out.write_all(format!("unexpected message from the server: {e}\n").as_bytes()).await?;
-                    }
-                },
-                Some(Ok(_)) => {}
+                }
+                Received::Message(Outbound::Mark { mark, .. }) => {
+                    // Played at once from the server's point of view: echo it.
+                    marks += 1;
+                    peer.mark(&mark.name).await.map_err(socket_error)?;
+                }
+                Received::Message(Outbound::Clear { .. }) => clears += 1,
+                Received::Unreadable(text) => {
+                    let text = crate::transport::excerpt(&text, 200);
+                    out.write_all(format!("unexpected message from the server: {text}\n").as_bytes()).await?;
+                }
             },
         }
     }
     if !closed_by_server {
-        let stop = Inbound::Stop(StopEvent {
-            sequence_number: Some(sequence),
-            stream_sid: stream_sid.clone(),
-            stop: Stop {
-                account_sid: String::new(),
-                call_sid: call_sid.clone(),
-            },
-        });
-        let _ = ws.send(Message::text(stop.to_json())).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+        let _ = peer.stop().await;
+        peer.close(Duration::from_secs(2)).await;
     }
     if let Some(path) = &options.wav_out {
         let mut writer = WavWriter::create(path, WavSpec::mulaw_8k())

@@ -19,6 +19,7 @@
 
 pub mod handshake;
 pub mod media;
+pub mod peer;
 pub mod relay;
 
 use std::collections::BTreeMap;

@@ -5,18 +5,12 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::peer::{PeerError, Received, RelayPeer, inbound_setup};
 use super::{CallError, CallOptions, CallReport, Command, TurnReport, USAGE, random_sid};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::relay::protocol::Outbound;
 
 /// How long to watch for stray tokens after an interrupt in script mode.
 const AFTER_INTERRUPT: Duration = Duration::from_millis(300);
@@ -45,7 +39,7 @@ struct Current {
 
 /// One call from the simulator's side.
 struct Phone<W> {
-    ws: Ws,
+    peer: RelayPeer,
     out: W,
     report: CallReport,
     current: Option<Current>,
@@ -148,8 +142,8 @@ where
                 },
                 Ok(None) | Err(_) => input_open = false,
             },
-            message = phone.ws.next() => {
-                phone.on_frame(message).await?;
+            received = phone.peer.next() => {
+                phone.on_received(received).await?;
             }
         }
     }
@@ -158,31 +152,21 @@ where
 
 impl<W: AsyncWrite + Unpin> Phone<W> {
     async fn dial(options: &CallOptions, mut out: W) -> Result<Self, CallError> {
-        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
         let call_sid = random_sid("CA");
         let request = super::handshake::request(options, &call_sid, false).await?;
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        let peer = RelayPeer::connect(request)
             .await
             .map_err(|e| CallError::Connect {
                 url: options.url.clone(),
                 reason: e.to_string(),
             })?;
-        let setup = json!({
-            "type": "setup",
-            "sessionId": random_sid("VX"),
-            "accountSid": random_sid("AC"),
-            "parentCallSid": "",
-            "callSid": call_sid,
-            "from": options.from,
-            "to": options.to,
-            "forwardedFrom": null,
-            "callType": "PSTN",
-            "callerName": "",
-            "direction": "inbound",
-            "callStatus": "RINGING",
-            "applicationSid": null,
-            "customParameters": options.params,
-        });
+        let setup = inbound_setup(
+            &call_sid,
+            &random_sid("VX"),
+            &options.from,
+            &options.to,
+            options.params.clone().into_iter().collect(),
+        );
         out.write_all(
             format!(
                 "Calling {} from {} to {} (CallSid {call_sid})\n",
@@ -193,7 +177,7 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
         .await?;
         out.flush().await?;
         let mut phone = Self {
-            ws,
+            peer,
             out,
             report: CallReport {
                 call_sid,
@@ -203,19 +187,12 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
             lang: options.lang.clone(),
             mid_line: false,
         };
-        phone.send(setup).await?;
+        phone.peer.setup(setup).await.map_err(socket_error)?;
         Ok(phone)
     }
 
     fn is_over(&self) -> bool {
         self.report.ended_by_agent.is_some() || self.report.closed_by_server
-    }
-
-    async fn send(&mut self, message: Value) -> Result<(), CallError> {
-        self.ws
-            .send(Message::text(message.to_string()))
-            .await
-            .map_err(|e| CallError::Socket(e.to_string()))
     }
 
     /// Prints a line of its own (after ending an `agent:` line in progress).
@@ -243,15 +220,16 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
 
     async fn say(&mut self, text: &str) -> Result<(), CallError> {
         self.begin_turn(text.to_string());
-        let prompt =
-            json!({"type": "prompt", "voicePrompt": text, "lang": self.lang, "last": true});
-        self.send(prompt).await
+        let lang = self.lang.clone();
+        self.peer
+            .prompt(text, Some(&lang))
+            .await
+            .map_err(socket_error)
     }
 
     async fn press(&mut self, keys: &str) -> Result<(), CallError> {
         for key in keys.chars() {
-            self.send(json!({"type": "dtmf", "digit": key.to_string()}))
-                .await?;
+            self.peer.dtmf(key).await.map_err(socket_error)?;
         }
         // The agent answers once the digits are complete; time it from the last key.
         self.begin_turn(format!("DTMF: {keys}"));
@@ -268,12 +246,10 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
             }
             None => (String::new(), Duration::ZERO),
         };
-        self.send(json!({
-            "type": "interrupt",
-            "utteranceUntilInterrupt": heard,
-            "durationUntilInterruptMs": played.as_millis() as u64,
-        }))
-        .await?;
+        self.peer
+            .interrupt(&heard, played)
+            .await
+            .map_err(socket_error)?;
         self.line("  [interrupted]\n").await
     }
 
@@ -282,7 +258,7 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
     async fn await_reply(&mut self, timeout: Duration, barge_in: bool) -> Result<(), CallError> {
         let deadline = Instant::now() + timeout;
         while self.current.is_some() && !self.is_over() {
-            let Ok(frame) = tokio::time::timeout_at(deadline, self.ws.next()).await else {
+            let Ok(received) = tokio::time::timeout_at(deadline, self.peer.next()).await else {
                 if let Some(current) = self.current.take() {
                     self.report.turns[current.turn].timed_out = true;
                 }
@@ -290,7 +266,7 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
                     .line(&format!("  [no reply within {timeout:?}]\n"))
                     .await;
             };
-            let heard = self.on_frame(frame).await?;
+            let heard = self.on_received(received).await?;
             if barge_in && heard == Heard::Token {
                 self.interrupt().await?;
                 self.listen_for(AFTER_INTERRUPT).await?;
@@ -303,9 +279,9 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
     async fn listen_for(&mut self, pause: Duration) -> Result<(), CallError> {
         let until = Instant::now() + pause;
         while !self.is_over() {
-            match tokio::time::timeout_at(until, self.ws.next()).await {
-                Ok(frame) => {
-                    self.on_frame(frame).await?;
+            match tokio::time::timeout_at(until, self.peer.next()).await {
+                Ok(received) => {
+                    self.on_received(received).await?;
                 }
                 Err(_) => break,
             }
@@ -313,35 +289,27 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
         Ok(())
     }
 
-    async fn on_frame(
-        &mut self,
-        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-    ) -> Result<Heard, CallError> {
-        match frame {
-            None | Some(Ok(Message::Close(_))) | Some(Err(_)) => {
+    async fn on_received(&mut self, received: Received<Outbound>) -> Result<Heard, CallError> {
+        match received {
+            Received::Closed(_) => {
                 self.report.closed_by_server = true;
                 self.line("[the server closed the call]\n").await?;
                 Ok(Heard::Closed)
             }
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Value>(&text) {
-                Ok(message) => self.on_message(&message).await,
-                Err(_) => {
-                    self.line(&format!("[not JSON: {text}]\n")).await?;
-                    Ok(Heard::Other)
-                }
-            },
-            Some(Ok(_)) => Ok(Heard::Other),
+            Received::Unreadable(text) => {
+                self.line(&format!("[not a ConversationRelay message: {text}]\n"))
+                    .await?;
+                Ok(Heard::Other)
+            }
+            Received::Message(message) => self.on_message(message).await,
         }
     }
 
-    async fn on_message(&mut self, message: &Value) -> Result<Heard, CallError> {
-        let kind = message["type"].as_str().unwrap_or_default();
-        match kind {
-            "text" => {
-                let token = message["token"].as_str().unwrap_or_default();
-                let last = message["last"].as_bool().unwrap_or(false);
+    async fn on_message(&mut self, message: Outbound) -> Result<Heard, CallError> {
+        match message {
+            Outbound::Text { token, last, .. } => {
                 if !token.is_empty() {
-                    self.on_token(token).await?;
+                    self.on_token(&token).await?;
                 }
                 if last {
                     self.on_turn_end().await?;
@@ -353,28 +321,23 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
                     Heard::Token
                 })
             }
-            "end" => {
-                let data = message["handoffData"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+            Outbound::End { handoff_data } => {
+                let data = handoff_data.unwrap_or_default();
                 self.line(&format!("[the agent ended the call: {data}]\n"))
                     .await?;
                 self.report.ended_by_agent = Some(data);
                 Ok(Heard::Ended)
             }
-            "play" => {
-                let source = message["source"].as_str().unwrap_or_default().to_string();
+            Outbound::Play { source, .. } => {
                 self.line(&format!("[plays {source}]\n")).await?;
                 Ok(Heard::Other)
             }
-            "sendDigits" => {
-                let digits = message["digits"].as_str().unwrap_or_default().to_string();
+            Outbound::SendDigits { digits } => {
                 self.line(&format!("[sends digits {digits}]\n")).await?;
                 Ok(Heard::Other)
             }
-            _ => {
-                self.line(&format!("[{message}]\n")).await?;
+            other => {
+                self.line(&format!("[{}]\n", other.to_json())).await?;
                 Ok(Heard::Other)
             }
         }
@@ -423,12 +386,7 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
     /// Closes the socket as Twilio does when the caller hangs up, and prints a summary.
     async fn hang_up(mut self) -> Result<CallReport, CallError> {
         if !self.is_over() {
-            let _ = self.ws.close(None).await;
-            // Wait briefly for the server's close frame.
-            let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                while let Some(Ok(_)) = self.ws.next().await {}
-            })
-            .await;
+            self.peer.hang_up(CLOSE_WAIT).await;
         }
         let answered: Vec<Duration> = self
             .report
@@ -450,4 +408,8 @@ impl<W: AsyncWrite + Unpin> Phone<W> {
         self.line(&summary).await?;
         Ok(self.report)
     }
+}
+
+fn socket_error(error: PeerError) -> CallError {
+    CallError::Socket(error.to_string())
 }

@@ -72,7 +72,7 @@ async fn wait_status(app: &TestApp, sid: &str, status: &str) -> Value {
 }
 
 async fn hang_up(mut call: RelayClient) {
-    let _ = call.ws.close(None).await;
+    let _ = call.ws().close(None).await;
 }
 
 #[tokio::test]

@@ -4,19 +4,20 @@
 //! every upstream receives, what reaches Twilio (audio bytes unchanged, `clear`),
 //! what the agent reports, and that every socket closes.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use voxrelay::AppState;
 use voxrelay::agent::{CallObserver, CallSummary, ToolCallRecord, TurnRecord};
 use voxrelay::config::{DEFAULT_FALLBACK_MESSAGE, DEFAULT_GOODBYE_MESSAGE};
+use voxrelay::media::protocol::Outbound;
+use voxrelay::sim::peer::{MediaPeer, Received};
 
-use crate::common::{TestApp, Ws, spawn_with_state, test_config};
+use crate::common::{TestApp, spawn_with_state, test_config};
 use crate::fake_llm::{FakeLlm, Reply};
 use crate::fake_speech::{Ending, FakeConn, FakeWsServer};
 use crate::fake_twilio::{self, FakeTwilio};
@@ -150,7 +151,7 @@ async fn upstreams(eleven: &mut FakeWsServer) -> (FakeConn, FakeConn) {
 /// Plays Twilio's side of a Media Streams call; echoes marks as Twilio does once
 /// the audio before them has played (here: at once).
 struct MediaClient {
-    ws: Ws,
+    peer: MediaPeer,
     /// Agent audio received, in order.
     audio: Vec<u8>,
     frames: usize,
@@ -171,93 +172,82 @@ impl MediaClient {
 
     /// Starts a call whose `<Parameter>`s are `extra` (plus the numbers).
     async fn start_with(app: &TestApp, call_sid: &str, extra: Value) -> Self {
-        let mut parameters = json!({"from": "+5511999990000", "to": "+5511333330000"});
+        let mut parameters: HashMap<String, String> = [
+            ("from".to_string(), "+5511999990000".to_string()),
+            ("to".to_string(), "+5511333330000".to_string()),
+        ]
+        .into();
         for (name, value) in extra.as_object().unwrap() {
-            parameters[name] = value.clone();
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string);
+            parameters.insert(name.clone(), value);
         }
-        let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(app.ws_url("/media-stream"), None, true)
-                .await
-                .expect("the media socket opens");
-        let mut client = Self {
-            ws,
+        let mut peer = MediaPeer::connect(app.ws_url("/media-stream"), "MZ1")
+            .await
+            .expect("the media socket opens");
+        peer.start(call_sid, parameters)
+            .await
+            .expect("the media socket is open");
+        Self {
+            peer,
             audio: Vec::new(),
             frames: 0,
             marks: 0,
-        };
-        client
-            .send(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-            .await;
-        client
-            .send(
-                json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
-                "start": {"accountSid": "AC1", "streamSid": "MZ1", "callSid": call_sid,
-                    "tracks": ["inbound"],
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    "customParameters": parameters}}),
-            )
-            .await;
-        client
+        }
     }
 
-    async fn send(&mut self, message: Value) {
-        self.ws
-            .send(Message::text(message.to_string()))
+    /// The caller hangs up.
+    async fn stop(&mut self) {
+        self.peer.stop().await.expect("the media socket is open");
+    }
+
+    /// One 20 ms frame of caller audio; returns its payload as Twilio sent it.
+    async fn speak(&mut self, mulaw: &[u8]) -> String {
+        self.peer
+            .media(mulaw)
             .await
             .expect("the media socket is open");
-    }
-
-    /// One 20 ms frame of caller audio.
-    async fn speak(&mut self, mulaw: &[u8]) -> String {
-        let payload = BASE64.encode(mulaw);
-        self.send(json!({"event": "media", "streamSid": "MZ1",
-            "media": {"track": "inbound", "chunk": "1", "timestamp": "20", "payload": payload}}))
-            .await;
-        payload
+        BASE64.encode(mulaw)
     }
 
     async fn dtmf(&mut self, digit: &str) {
-        self.send(json!({"event": "dtmf", "streamSid": "MZ1",
-            "dtmf": {"track": "inbound_track", "digit": digit}}))
-            .await;
+        for key in digit.chars() {
+            self.peer.dtmf(key).await.expect("the media socket is open");
+        }
     }
 
     /// Reads until something other than media or a mark arrives, or `until` says
-    /// enough audio came; collects the audio on the way.
+    /// enough audio came; collects the audio on the way. Marks are echoed as
+    /// Twilio does once the audio before them has played (here: at once).
     async fn read_until(&mut self, mut until: impl FnMut(&Self) -> bool) -> Option<Got> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if until(self) {
                 return None;
             }
-            let message = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .expect("Twilio receives something in time");
-            let text = match message {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Some(Got::Closed),
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(_)) => continue,
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = match self.peer.receive(wait).await {
+                None => panic!("Twilio receives nothing in time"),
+                Some(Received::Closed(_)) => return Some(Got::Closed),
+                Some(Received::Unreadable(text)) => panic!("not a Media Streams message: {text}"),
+                Some(Received::Message(message)) => message,
             };
-            let value: Value = serde_json::from_str(text.as_str()).unwrap();
-            assert_eq!(value["streamSid"], "MZ1", "{value}");
-            match value["event"].as_str().unwrap() {
-                "media" => {
-                    let bytes = BASE64
-                        .decode(value["media"]["payload"].as_str().unwrap())
-                        .unwrap();
+            match message {
+                Outbound::Media { stream_sid, media } => {
+                    assert_eq!(stream_sid, "MZ1");
+                    let bytes = BASE64.decode(media.payload.as_bytes()).unwrap();
                     assert_eq!(bytes.len(), 160, "one 20 ms frame per message");
                     self.audio.extend_from_slice(&bytes);
                     self.frames += 1;
                 }
-                "mark" => {
+                Outbound::Mark { stream_sid, mark } => {
+                    assert_eq!(stream_sid, "MZ1");
                     self.marks += 1;
-                    let echo = json!({"event": "mark", "streamSid": "MZ1",
-                        "mark": {"name": value["mark"]["name"]}});
                     // The socket may be closing already.
-                    let _ = self.ws.send(Message::text(echo.to_string())).await;
+                    let _ = self.peer.mark(&mark.name).await;
                 }
-                "clear" => return Some(Got::Clear),
-                other => panic!("unexpected message to Twilio: {other}: {value}"),
+                Outbound::Clear { .. } => return Some(Got::Clear),
             }
         }
     }
@@ -423,9 +413,7 @@ async fn a_full_turn_goes_from_caller_audio_to_agent_audio() {
     );
 
     // Twilio stops the stream: both upstream sockets close.
-    twilio
-        .send(json!({"event": "stop", "streamSid": "MZ1", "stop": {"accountSid": "AC1", "callSid": "CA_cascade_turn"}}))
-        .await;
+    twilio.stop().await;
     assert_eq!(stt.until_closed().await.1, Ending::CloseFrame(1000));
     let (sent, ending) = tts.until_closed().await;
     assert_eq!(ending, Ending::CloseFrame(1000));
@@ -460,9 +448,7 @@ async fn a_per_call_greeting_and_parameters_reach_the_cascade() {
             "Oi, Ana! Aqui é da clínica.".to_string()
         )
     );
-    twilio
-        .send(json!({"event": "stop", "streamSid": "MZ1", "stop": {"accountSid": "AC1", "callSid": "CA_cascade_params"}}))
-        .await;
+    twilio.stop().await;
     assert_eq!(tts.until_closed().await.1, Ending::CloseFrame(1000));
 }
 
@@ -1094,9 +1080,7 @@ async fn a_language_switch_moves_the_voice_and_the_scribe_transcriber() {
     );
     assert_eq!(tts_turn_text(&mut new_tts, "ctx-2").await, "Great. ");
 
-    twilio
-        .send(json!({"event": "stop", "streamSid": "MZ1", "stop": {"accountSid": "AC1", "callSid": "CA_cascade_language"}}))
-        .await;
+    twilio.stop().await;
     assert_eq!(new_stt.until_closed().await.1, Ending::CloseFrame(1000));
     assert_eq!(new_tts.until_closed().await.1, Ending::CloseFrame(1000));
 }

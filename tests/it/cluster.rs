@@ -446,7 +446,7 @@ async fn a_draining_replica_finishes_its_calls_while_the_others_take_new_ones() 
     assert_eq!(a.reply().await.text, "Cinco.");
 
     // B hangs up: the drained replica exits cleanly, its records written.
-    b.ws.close(None).await.unwrap();
+    b.ws().close(None).await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(20), replicas[drained].child.wait())
         .await
         .expect("the drained replica exits")

@@ -7,13 +7,11 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use voxrelay::sim::peer::{RelayPeer, inbound_setup};
 use voxrelay::{AppState, Config};
 
 /// Logs stay quiet unless `TEST_LOG` is set.
@@ -163,11 +161,12 @@ impl Drop for TestApp {
     }
 }
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = voxrelay::sim::peer::Ws;
 
-/// Plays Twilio's side of ConversationRelay.
+/// Plays Twilio's side of ConversationRelay: the typed peer of `sim::peer`, with
+/// the test's assertions around it.
 pub struct RelayClient {
-    pub ws: Ws,
+    pub peer: RelayPeer,
 }
 
 /// What arrived for one talk cycle.
@@ -180,58 +179,62 @@ pub struct Reply {
 
 impl RelayClient {
     pub async fn connect(url: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("WebSocket connects");
-        Self { ws }
+        Self {
+            peer: RelayPeer::connect(url).await.expect("WebSocket connects"),
+        }
     }
 
+    /// The raw socket (closing it without a word, oversized frames).
+    pub fn ws(&mut self) -> &mut Ws {
+        self.peer.socket_mut()
+    }
+
+    /// Any JSON, even what Twilio would never send.
     pub async fn send(&mut self, message: Value) {
-        self.ws
-            .send(Message::text(message.to_string()))
-            .await
-            .expect("send");
+        self.send_raw(Message::text(message.to_string())).await;
     }
 
     pub async fn send_raw(&mut self, message: Message) {
-        self.ws.send(message).await.expect("send raw");
+        self.peer.send_frame(message).await.expect("send raw");
     }
 
     pub async fn setup(&mut self, call_sid: &str) {
-        self.send(json!({
-            "type": "setup", "sessionId": "VX0001", "accountSid": "AC0001",
-            "parentCallSid": "", "callSid": call_sid, "from": "+5511999990000", "to": "+5511333330000",
-            "forwardedFrom": null, "callType": "PSTN", "callerName": "", "direction": "inbound",
-            "callStatus": "RINGING", "customParameters": {}
-        }))
-        .await;
+        let setup = inbound_setup(
+            call_sid,
+            "VX0001",
+            "+5511999990000",
+            "+5511333330000",
+            HashMap::new(),
+        );
+        self.peer.setup(setup).await.expect("send setup");
     }
 
     pub async fn prompt(&mut self, text: &str) {
-        self.send(json!({"type": "prompt", "voicePrompt": text, "lang": "pt-BR", "last": true}))
-            .await;
+        self.peer
+            .prompt(text, Some("pt-BR"))
+            .await
+            .expect("send prompt");
     }
 
     pub async fn interrupt(&mut self, heard: &str) {
-        self.send(json!({"type": "interrupt", "utteranceUntilInterrupt": heard, "durationUntilInterruptMs": 460}))
-            .await;
+        self.peer
+            .interrupt(heard, Duration::from_millis(460))
+            .await
+            .expect("send interrupt");
     }
 
     pub async fn dtmf(&mut self, digit: &str) {
-        self.send(json!({"type": "dtmf", "digit": digit})).await;
+        for key in digit.chars() {
+            self.peer.dtmf(key).await.expect("send dtmf");
+        }
     }
 
-    /// The next JSON message, or `None` on close or after `wait` of silence.
+    /// The next JSON message as it came over the wire, or `None` on close or
+    /// after `wait` of silence.
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
-        loop {
-            let next = tokio::time::timeout(wait, self.ws.next()).await.ok()??;
-            match next {
-                Ok(Message::Text(text)) => {
-                    return Some(serde_json::from_str(&text).expect("server sends JSON"));
-                }
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => continue,
-            }
+        match self.peer.receive_text(wait).await? {
+            Ok(text) => Some(serde_json::from_str(&text).expect("server sends JSON")),
+            Err(_closed) => None,
         }
     }
 
@@ -268,13 +271,11 @@ impl RelayClient {
 
     /// Waits for the server to close the socket; returns the close code if any.
     pub async fn closed(&mut self) -> Option<u16> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => panic!("the server did not close the socket"),
-                Ok(None) | Ok(Some(Err(_))) => return None,
-                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code.into()),
-                Ok(Some(Ok(_))) => continue,
+            match self.peer.receive_text(Duration::from_secs(10)).await {
+                None => panic!("the server did not close the socket"),
+                Some(Err(code)) => return code,
+                Some(Ok(_)) => continue,
             }
         }
     }

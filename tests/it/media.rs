@@ -7,19 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use voxrelay::AppState;
 use voxrelay::agent::{
     AppointmentRecord, CallInfo, CallObserver, CallSummary, Speaker, ToolCallRecord, TurnRecord,
 };
-use voxrelay::media::protocol::{
-    Dtmf, DtmfEvent, Inbound, Mark, MarkEvent, Media, MediaEvent, Outbound, Start, StartEvent,
-    Stop, StopEvent, parse_outbound,
-};
+use voxrelay::media::protocol::{Dtmf, DtmfEvent, Inbound, Outbound};
+use voxrelay::sim::peer::{MediaPeer, Received};
 
-use crate::common::{TestApp, Ws, spawn_with_state, test_config};
+use crate::common::{TestApp, spawn_with_state, test_config};
 use crate::fake_speech::{Ending, FakeConn, FakeWsServer};
 use crate::fake_twilio::{self, FakeTwilio};
 
@@ -136,115 +134,60 @@ async fn realtime_app(fake: &FakeWsServer, extra: &[(&str, &str)]) -> (TestApp, 
 
 /// Plays Twilio's side of a bidirectional Media Stream.
 pub struct TwilioMedia {
-    ws: Ws,
-    stream_sid: String,
-    chunk: u64,
+    peer: MediaPeer,
 }
 
 impl TwilioMedia {
     pub async fn connect(app: &TestApp) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(app.ws_url("/media-stream"))
+        let peer = MediaPeer::connect(app.ws_url("/media-stream"), "MZ1")
             .await
             .expect("media-stream upgrade");
-        Self {
-            ws,
-            stream_sid: "MZ1".into(),
-            chunk: 0,
-        }
-    }
-
-    pub async fn send(&mut self, message: Inbound) {
-        self.ws
-            .send(Message::text(message.to_json()))
-            .await
-            .unwrap();
+        Self { peer }
     }
 
     pub async fn send_raw(&mut self, message: Message) {
-        self.ws.send(message).await.unwrap();
+        self.peer.send_frame(message).await.unwrap();
     }
 
     pub async fn start(&mut self, call_sid: &str, params: &[(&str, &str)]) {
-        self.send(Inbound::Connected(Default::default())).await;
-        let custom_parameters: HashMap<String, String> = params
+        let parameters: HashMap<String, String> = params
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        self.send(Inbound::Start(StartEvent {
-            sequence_number: Some(1),
-            stream_sid: self.stream_sid.clone(),
-            start: Start {
-                account_sid: "AC1".into(),
-                stream_sid: self.stream_sid.clone(),
-                call_sid: call_sid.into(),
-                tracks: vec!["inbound".into()],
-                media_format: Default::default(),
-                custom_parameters,
-            },
-        }))
-        .await;
+        self.peer.start(call_sid, parameters).await.unwrap();
     }
 
     pub async fn media(&mut self, mulaw: &[u8]) {
-        self.chunk += 1;
-        let mut media = Media::from_mulaw(mulaw);
-        media.track = Some("inbound".into());
-        media.chunk = Some(self.chunk);
-        media.timestamp = Some(self.chunk * 20);
-        self.send(Inbound::Media(MediaEvent {
-            sequence_number: None,
-            stream_sid: self.stream_sid.clone(),
-            media,
-        }))
-        .await;
+        self.peer.media(mulaw).await.unwrap();
     }
 
+    /// A `dtmf` message carrying `digit` as given (even a malformed one).
     pub async fn dtmf(&mut self, digit: &str) {
-        self.send(Inbound::Dtmf(DtmfEvent {
+        let message = Inbound::Dtmf(DtmfEvent {
             sequence_number: None,
-            stream_sid: self.stream_sid.clone(),
+            stream_sid: self.peer.stream_sid().to_string(),
             dtmf: Dtmf {
                 track: Some("inbound_track".into()),
                 digit: digit.into(),
             },
-        }))
-        .await;
+        });
+        self.peer.send(&message).await.unwrap();
     }
 
     pub async fn mark(&mut self, name: &str) {
-        self.send(Inbound::Mark(MarkEvent {
-            sequence_number: None,
-            stream_sid: self.stream_sid.clone(),
-            mark: Mark { name: name.into() },
-        }))
-        .await;
+        self.peer.mark(name).await.unwrap();
     }
 
     pub async fn stop(&mut self) {
-        self.send(Inbound::Stop(StopEvent {
-            sequence_number: None,
-            stream_sid: self.stream_sid.clone(),
-            stop: Stop::default(),
-        }))
-        .await;
+        self.peer.stop().await.unwrap();
     }
 
     /// The next message from the server, or `None` when the socket closed.
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Outbound> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let message = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()??;
-            match message.ok()? {
-                Message::Text(text) => {
-                    return Some(
-                        parse_outbound(text.as_str()).expect("a valid Media Streams message"),
-                    );
-                }
-                Message::Close(_) => return None,
-                _ => continue,
-            }
+        match self.peer.receive(wait).await? {
+            Received::Message(message) => Some(message),
+            Received::Unreadable(text) => panic!("not a Media Streams message: {text}"),
+            Received::Closed(_) => None,
         }
     }
 
@@ -261,7 +204,7 @@ impl TwilioMedia {
         while audio.len() < bytes {
             match self.recv().await {
                 Outbound::Media { stream_sid, media } => {
-                    assert_eq!(stream_sid, self.stream_sid);
+                    assert_eq!(stream_sid, self.peer.stream_sid());
                     let frame = unb64(&media.payload);
                     assert_eq!(frame.len(), 160, "one 20 ms frame per message");
                     audio.extend(frame);
@@ -1117,13 +1060,11 @@ async fn the_media_stream_handshake_and_webhooks_are_signed() {
     // The stream names another call: the session ends before anything happens
     // (no REST hang-up or transfer could ever touch that call).
     let mut twilio = TwilioMedia {
-        ws: relay.ws,
-        stream_sid: "MZ1".into(),
-        chunk: 0,
+        peer: MediaPeer::from_socket(relay.peer.into_socket(), "MZ1"),
     };
     twilio.start("CAvictim", &[]).await;
     let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while let Some(Ok(message)) = twilio.ws.next().await {
+        while let Some(Ok(message)) = twilio.peer.socket_mut().next().await {
             if matches!(message, Message::Close(_)) {
                 break;
             }

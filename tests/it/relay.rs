@@ -290,7 +290,7 @@ async fn oversized_frame_closes_only_that_socket() {
         r#"{{"type":"prompt","voicePrompt":"{}","last":true}}"#,
         "a".repeat(10_000)
     );
-    let _ = big.ws.send_huge(huge).await;
+    let _ = big.ws().send_huge(huge).await;
     big.closed().await;
     app.wait_active_calls(1).await;
     healthy.prompt("Oi").await;

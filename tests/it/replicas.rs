@@ -161,7 +161,7 @@ async fn application_reconnect_lets_a_dropped_socket_back_once() {
         "{history:?}"
     );
     // A clean close ends the call's use of the URL for good.
-    back.ws.close(None).await.unwrap();
+    back.ws().close(None).await.unwrap();
     b.wait_active_calls(0).await;
     for app in [&a, &b] {
         assert_eq!(
@@ -444,7 +444,7 @@ async fn the_api_ends_a_live_call_on_whichever_replica_carries_it(db: &TestDb) {
         serde_json::from_str(end["handoffData"].as_str().unwrap()).unwrap();
     assert_eq!(handoff["reasonCode"], "api-end");
     // Twilio closes the socket after `end`, as it does when the agent ends a call.
-    call.ws.close(None).await.unwrap();
+    call.ws().close(None).await.unwrap();
     a.wait_active_calls(0).await;
     assert!(a.state.recorder.flush(Duration::from_secs(5)).await);
     let stored = a.state.store.get_call(sid).await.unwrap().unwrap().call;

@@ -165,7 +165,7 @@ async fn sigterm_lets_the_reply_finish_refuses_new_calls_and_exits_zero() {
     assert_eq!(call.reply().await.text, reply_to("Qual o horário?"));
 
     // The caller hangs up; the process exits 0, well within the drain timeout.
-    call.ws.close(None).await.unwrap();
+    call.ws().close(None).await.unwrap();
     let (status, _) = server.exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(term_at.elapsed() < Duration::from_secs(15));
@@ -201,7 +201,7 @@ async fn calls_still_live_at_the_drain_timeout_are_ended_cleanly() {
         serde_json::from_str(end["handoffData"].as_str().unwrap()).unwrap();
     assert_eq!(handoff["reasonCode"], "server-shutdown");
     // Then a close frame: Twilio sees a clean close, not a dropped socket (1006).
-    let next = tokio::time::timeout(Duration::from_secs(5), call.ws.next())
+    let next = tokio::time::timeout(Duration::from_secs(5), call.ws().next())
         .await
         .expect("the server closes the socket");
     assert!(

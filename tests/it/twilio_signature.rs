@@ -67,7 +67,9 @@ async fn ws_connect_to(
         );
     }
     match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(RelayClient { ws }),
+        Ok((ws, _)) => Ok(RelayClient {
+            peer: voxrelay::sim::peer::RelayPeer::from_socket(ws),
+        }),
         Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
         Err(e) => panic!("unexpected handshake error: {e}"),
     }
