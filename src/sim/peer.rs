@@ -8,6 +8,7 @@
 //! tokio-tungstenite; nothing of the server.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -55,56 +56,36 @@ async fn open(request: impl IntoClientRequest + Unpin) -> Result<Ws, PeerError> 
         .map_err(|e| PeerError::Connect(e.to_string()))
 }
 
-/// The next text frame, or the close. Cancel-safe: nothing is lost when the
-/// future is dropped before it completes.
-async fn next_text(ws: &mut Ws) -> Result<String, Option<u16>> {
-    loop {
-        match ws.next().await {
-            None | Some(Err(_)) => return Err(None),
-            Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_string()),
-            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| f.code.into())),
-            Some(Ok(_)) => continue,
-        }
+/// A message the server sends on one of the protocols.
+pub trait ServerMessage: Sized {
+    fn parse(text: &str) -> Option<Self>;
+}
+
+impl ServerMessage for relay::Outbound {
+    fn parse(text: &str) -> Option<Self> {
+        relay::parse_outbound(text).ok()
     }
 }
 
-/// Closes `ws` and waits up to `wait` for the server's side of the close.
-async fn close(ws: &mut Ws, wait: Duration) {
-    let _ = ws.close(None).await;
-    let _ = tokio::time::timeout(wait, async { while let Some(Ok(_)) = ws.next().await {} }).await;
-}
-
-fn read<M>(text: Result<String, Option<u16>>, parse: impl Fn(&str) -> Option<M>) -> Received<M> {
-    match text {
-        Ok(text) => match parse(&text) {
-            Some(message) => Received::Message(message),
-            None => Received::Unreadable(text),
-        },
-        Err(code) => Received::Closed(code),
+impl ServerMessage for media::Outbound {
+    fn parse(text: &str) -> Option<Self> {
+        media::parse_outbound(text).ok()
     }
 }
 
-async fn send_text(ws: &mut Ws, text: String) -> Result<(), PeerError> {
-    ws.send(Message::text(text))
-        .await
-        .map_err(|e| PeerError::Socket(e.to_string()))
-}
-
-/// Twilio's side of a ConversationRelay socket.
-pub struct RelayPeer {
+/// The socket under a peer, and what both peers do with it; each peer derefs to
+/// its link, so `peer.next()` and `peer.receive(wait)` read its protocol.
+pub struct Link<M> {
     ws: Ws,
+    messages: PhantomData<fn() -> M>,
 }
 
-impl RelayPeer {
-    pub async fn connect(request: impl IntoClientRequest + Unpin) -> Result<Self, PeerError> {
-        Ok(Self {
-            ws: open(request).await?,
-        })
-    }
-
-    /// A peer on a socket opened elsewhere (a handshake with custom headers).
-    pub fn from_socket(ws: Ws) -> Self {
-        Self { ws }
+impl<M: ServerMessage> Link<M> {
+    fn new(ws: Ws) -> Self {
+        Self {
+            ws,
+            messages: PhantomData,
+        }
     }
 
     /// The socket, to speak another protocol on it (a test of the wrong route).
@@ -118,16 +99,101 @@ impl RelayPeer {
         &mut self.ws
     }
 
-    pub async fn send(&mut self, message: &relay::Inbound) -> Result<(), PeerError> {
-        send_text(&mut self.ws, message.to_json()).await
-    }
-
     /// Any frame, even one Twilio would never send (for tests of bad input).
     pub async fn send_frame(&mut self, frame: Message) -> Result<(), PeerError> {
         self.ws
             .send(frame)
             .await
             .map_err(|e| PeerError::Socket(e.to_string()))
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), PeerError> {
+        self.send_frame(Message::text(text)).await
+    }
+
+    /// The next text frame, or the close. Cancel-safe: nothing is lost when the
+    /// future is dropped before it completes.
+    async fn next_text(&mut self) -> Result<String, Option<u16>> {
+        loop {
+            match self.ws.next().await {
+                None | Some(Err(_)) => return Err(None),
+                Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_string()),
+                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| f.code.into())),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next text frame as sent (for tests that check the wire itself), or the
+    /// close; `None` after `wait` of silence.
+    pub async fn receive_text(&mut self, wait: Duration) -> Option<Result<String, Option<u16>>> {
+        tokio::time::timeout(wait, self.next_text()).await.ok()
+    }
+
+    /// The next message, however long it takes. Cancel-safe.
+    pub async fn next(&mut self) -> Received<M> {
+        match self.next_text().await {
+            Ok(text) => match M::parse(&text) {
+                Some(message) => Received::Message(message),
+                None => Received::Unreadable(text),
+            },
+            Err(code) => Received::Closed(code),
+        }
+    }
+
+    /// The next message; `None` after `wait` of silence.
+    pub async fn receive(&mut self, wait: Duration) -> Option<Received<M>> {
+        tokio::time::timeout(wait, self.next()).await.ok()
+    }
+
+    /// Closes the socket (a caller hanging up, a dropped connection), waiting up
+    /// to `wait` for the server to close its side.
+    pub async fn close(&mut self, wait: Duration) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(wait, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// Twilio's side of a ConversationRelay socket.
+pub struct RelayPeer {
+    link: Link<relay::Outbound>,
+}
+
+impl std::ops::Deref for RelayPeer {
+    type Target = Link<relay::Outbound>;
+    fn deref(&self) -> &Self::Target {
+        &self.link
+    }
+}
+
+impl std::ops::DerefMut for RelayPeer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.link
+    }
+}
+
+impl RelayPeer {
+    pub async fn connect(request: impl IntoClientRequest + Unpin) -> Result<Self, PeerError> {
+        Ok(Self::from_socket(open(request).await?))
+    }
+
+    /// A peer on a socket opened elsewhere (a handshake with custom headers).
+    pub fn from_socket(ws: Ws) -> Self {
+        Self {
+            link: Link::new(ws),
+        }
+    }
+
+    /// The socket, to speak another protocol on it (a test of the wrong route).
+    pub fn into_socket(self) -> Ws {
+        self.link.into_socket()
+    }
+
+    pub async fn send(&mut self, message: &relay::Inbound) -> Result<(), PeerError> {
+        self.link.send_text(message.to_json()).await
     }
 
     /// The `setup` Twilio sends first, for an inbound call from `from` to `to`.
@@ -162,30 +228,10 @@ impl RelayPeer {
         .await
     }
 
-    /// The next text frame as sent (for tests that check the wire itself), or the
-    /// close; `None` after `wait` of silence.
-    pub async fn receive_text(&mut self, wait: Duration) -> Option<Result<String, Option<u16>>> {
-        tokio::time::timeout(wait, next_text(&mut self.ws))
-            .await
-            .ok()
-    }
-
-    /// The next message, however long it takes. Cancel-safe.
-    pub async fn next(&mut self) -> Received<relay::Outbound> {
-        read(next_text(&mut self.ws).await, |text| {
-            relay::parse_outbound(text).ok()
-        })
-    }
-
-    /// The next message; `None` after `wait` of silence.
-    pub async fn receive(&mut self, wait: Duration) -> Option<Received<relay::Outbound>> {
-        tokio::time::timeout(wait, self.next()).await.ok()
-    }
-
     /// Closes the socket as a hanging-up caller does, waiting up to `wait` for the
     /// server to close its side.
     pub async fn hang_up(&mut self, wait: Duration) {
-        close(&mut self.ws, wait).await;
+        self.link.close(wait).await;
     }
 }
 
@@ -215,11 +261,24 @@ pub fn inbound_setup(
 
 /// Twilio's side of a Media Streams socket: one stream, numbered chunks.
 pub struct MediaPeer {
-    ws: Ws,
+    link: Link<media::Outbound>,
     stream_sid: String,
     /// Set by `start`, repeated in `stop`.
     call_sid: String,
     chunk: u64,
+}
+
+impl std::ops::Deref for MediaPeer {
+    type Target = Link<media::Outbound>;
+    fn deref(&self) -> &Self::Target {
+        &self.link
+    }
+}
+
+impl std::ops::DerefMut for MediaPeer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.link
+    }
 }
 
 impl MediaPeer {
@@ -227,27 +286,17 @@ impl MediaPeer {
         request: impl IntoClientRequest + Unpin,
         stream_sid: &str,
     ) -> Result<Self, PeerError> {
-        Ok(Self {
-            ws: open(request).await?,
-            stream_sid: stream_sid.to_string(),
-            call_sid: String::new(),
-            chunk: 0,
-        })
+        Ok(Self::from_socket(open(request).await?, stream_sid))
     }
 
     /// A peer on a socket opened elsewhere (a handshake with custom headers).
     pub fn from_socket(ws: Ws, stream_sid: &str) -> Self {
         Self {
-            ws,
+            link: Link::new(ws),
             stream_sid: stream_sid.to_string(),
             call_sid: String::new(),
             chunk: 0,
         }
-    }
-
-    /// The socket itself, for what a peer never does.
-    pub fn socket_mut(&mut self) -> &mut Ws {
-        &mut self.ws
     }
 
     pub fn stream_sid(&self) -> &str {
@@ -255,15 +304,7 @@ impl MediaPeer {
     }
 
     pub async fn send(&mut self, message: &media::Inbound) -> Result<(), PeerError> {
-        send_text(&mut self.ws, message.to_json()).await
-    }
-
-    /// Any frame, even one Twilio would never send (for tests of bad input).
-    pub async fn send_frame(&mut self, frame: Message) -> Result<(), PeerError> {
-        self.ws
-            .send(frame)
-            .await
-            .map_err(|e| PeerError::Socket(e.to_string()))
+        self.link.send_text(message.to_json()).await
     }
 
     /// `connected`, then `start` for `call_sid` with these `<Parameter>`s.
@@ -341,23 +382,5 @@ impl MediaPeer {
             },
         }))
         .await
-    }
-
-    /// The next message, however long it takes. Cancel-safe.
-    pub async fn next(&mut self) -> Received<media::Outbound> {
-        read(next_text(&mut self.ws).await, |text| {
-            media::parse_outbound(text).ok()
-        })
-    }
-
-    /// The next message; `None` after `wait` of silence.
-    pub async fn receive(&mut self, wait: Duration) -> Option<Received<media::Outbound>> {
-        tokio::time::timeout(wait, self.next()).await.ok()
-    }
-
-    /// Closes the socket (after a `stop`, or without one: a dropped connection),
-    /// waiting up to `wait` for the server to close its side.
-    pub async fn close(&mut self, wait: Duration) {
-        close(&mut self.ws, wait).await;
     }
 }

@@ -31,16 +31,6 @@ use crate::twiml;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let api = |state: &AppState| auth::bearer(state.clone()).and(with_state(state.clone()));
-    let create = warp::path!("api" / "calls")
-        .and(warp::post())
-        .and(api(&state))
-        .and(limited_body())
-        .and(public_base(state.clone()))
-        .then(
-            |state: AppState, body: Bytes, base: PublicBase| async move {
-                respond(create_call(&state, &base, &body, Style::Api).await)
-            },
-        );
     let end = warp::path!("api" / "calls" / String / "end")
         .and(warp::post())
         .and(api(&state))
@@ -51,26 +41,6 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(api(&state))
         .then(|state: AppState| async move { respond(list_numbers(&state).await) });
-    let make_call = warp::path!("make-call")
-        .and(warp::post())
-        .and(api(&state))
-        .and(limited_body())
-        .and(public_base(state.clone()))
-        .then(
-            |state: AppState, body: Bytes, base: PublicBase| async move {
-                respond(create_call(&state, &base, &body, Style::MakeCall).await)
-            },
-        );
-    let api_call = warp::path!("api" / "call")
-        .and(warp::post())
-        .and(api(&state))
-        .and(limited_body())
-        .and(public_base(state.clone()))
-        .then(
-            |state: AppState, body: Bytes, base: PublicBase| async move {
-                respond(create_call(&state, &base, &body, Style::ApiCall).await)
-            },
-        );
     let end_compat = warp::path!("api" / "end-call")
         .and(warp::post())
         .and(api(&state))
@@ -81,14 +51,25 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
                 Err(e) => e.into_response(),
             }
         });
-    create
+    let place = |path: BoxedFilter<()>, style: Style| {
+        path.and(warp::post())
+            .and(api(&state))
+            .and(limited_body())
+            .and(public_base(state.clone()))
+            .then(
+                move |state: AppState, body: Bytes, base: PublicBase| async move {
+                    respond(create_call(&state, &base, &body, style).await)
+                },
+            )
+    };
+    place(warp::path!("api" / "calls").boxed(), Style::Api)
         .or(end)
         .unify()
         .or(numbers)
         .unify()
-        .or(make_call)
+        .or(place(warp::path!("make-call").boxed(), Style::MakeCall))
         .unify()
-        .or(api_call)
+        .or(place(warp::path!("api" / "call").boxed(), Style::ApiCall))
         .unify()
         .or(end_compat)
         .unify()
