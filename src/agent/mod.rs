@@ -26,8 +26,10 @@ pub mod call_log;
 pub mod dtmf;
 pub mod event;
 pub mod history;
+pub mod prompt;
 mod reply;
 pub mod resume;
+mod settings;
 use reply::{Step, Turn, next_step};
 
 use std::collections::VecDeque;
@@ -45,95 +47,13 @@ pub use event::{
     TurnRecord,
 };
 pub use history::History;
+pub use prompt::{CallOpening, GREETING_PARAMETER, is_call_data, prompt_with_parameters};
 pub use resume::{RecentCalls, Resume, Snapshot};
+pub use settings::{AgentDeps, AgentSettings};
 
-use crate::config::Config;
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream, ToolCall};
 use crate::metrics::Metrics;
 use crate::tools::{ToolContext, ToolRegistry, ToolRun};
-
-/// The `<Parameter>` carrying a per-call greeting (set by the outbound-call API):
-/// what Twilio spoke first, recorded as the agent's first turn instead of the
-/// configured greeting, and never shown to the model as call data.
-pub const GREETING_PARAMETER: &str = "voxrelay_greeting";
-
-/// Per-deployment agent settings, shared by every call.
-#[derive(Debug, Clone)]
-pub struct AgentSettings {
-    pub system_prompt: String,
-    /// What Twilio says when the call connects; recorded as the first reply.
-    pub welcome_greeting: String,
-    /// Spoken when the LLM fails.
-    pub fallback_message: String,
-    /// No first token (or no further token) within this time fails the reply.
-    pub llm_timeout: Duration,
-    /// Keypad digits are gathered until `#` or this much time without a key.
-    pub dtmf_timeout: Duration,
-    /// Tool rounds allowed in one reply.
-    pub max_tool_rounds: u32,
-    /// Spoken when tools run longer than `tool_filler_after` (empty: never).
-    pub tool_filler: String,
-    pub tool_filler_after: Duration,
-    /// Spoken before hanging up when the model said nothing itself.
-    pub goodbye_message: String,
-    /// Spoken before a transfer when the model said nothing itself.
-    pub handoff_message: String,
-    /// The call's main language.
-    pub language: String,
-    /// Longest caller utterance (or heard part of a reply) kept; longer ones are cut.
-    pub max_prompt_bytes: usize,
-    /// Conversation bytes sent to the LLM besides the system prompt.
-    pub max_history_bytes: usize,
-}
-
-impl AgentSettings {
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            system_prompt: config.system_prompt.clone(),
-            welcome_greeting: config.relay.welcome_greeting.clone(),
-            fallback_message: config.fallback_message.clone(),
-            llm_timeout: config.llm.timeout,
-            dtmf_timeout: config.dtmf_timeout,
-            max_tool_rounds: config.tools.max_rounds,
-            tool_filler: config.tools.filler.clone(),
-            tool_filler_after: config.tools.filler_after,
-            goodbye_message: config.tools.goodbye_message.clone(),
-            handoff_message: config.tools.handoff_message.clone(),
-            language: config.relay.language.clone(),
-            max_prompt_bytes: config.limits.max_prompt_bytes,
-            max_history_bytes: config.limits.max_history_bytes,
-        }
-    }
-}
-
-/// What every call's agent needs from the server, whatever the transport: the
-/// ConversationRelay session, the media pipelines and any later bridge build their
-/// agent (or their [`CallLog`]) from this one struct.
-#[derive(Clone)]
-pub struct AgentDeps {
-    pub llm: Arc<dyn LlmProvider>,
-    pub settings: Arc<AgentSettings>,
-    /// The tools offered to the model.
-    pub tools: Arc<ToolRegistry>,
-    /// Where turns, tool calls and call records go (the recorder).
-    pub observer: Arc<dyn CallObserver>,
-    pub metrics: Arc<Metrics>,
-}
-
-impl AgentDeps {
-    /// An agent for one call, reporting to `observer`.
-    pub fn agent_with(&self, observer: Arc<dyn CallObserver>) -> Agent {
-        Agent::new(self.llm.clone(), self.settings.clone())
-            .with_observer(observer)
-            .with_tools(self.tools.clone())
-            .with_metrics(self.metrics.clone())
-    }
-
-    /// An agent for one call, reporting to the shared observer.
-    pub fn agent(&self) -> Agent {
-        self.agent_with(self.observer.clone())
-    }
-}
 
 /// Counters for the call's summary line and metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -146,25 +66,6 @@ pub struct CallStats {
     pub last_error: Option<&'static str>,
     /// Tool calls run (including failed ones).
     pub tool_calls: u32,
-}
-
-/// The system prompt with the call's TwiML parameters listed after it (sorted),
-/// for every pipeline that talks to a model.
-pub fn prompt_with_parameters(
-    system_prompt: &str,
-    parameters: &std::collections::HashMap<String, String>,
-) -> String {
-    if parameters.is_empty() {
-        return system_prompt.to_string();
-    }
-    let mut params: Vec<_> = parameters.iter().collect();
-    params.sort();
-    let listed = params
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    format!("{system_prompt}\n\nDados desta ligação: {listed}")
 }
 
 /// How often the text of a reply still going out is recorded: what a crash of the
@@ -489,10 +390,9 @@ impl Agent {
 
     fn start_call(&mut self, mut info: CallInfo) {
         // A per-call greeting (an outbound call's) replaces the configured one.
-        let greeting = info
-            .parameters
-            .remove(GREETING_PARAMETER)
-            .unwrap_or_else(|| self.settings.welcome_greeting.clone());
+        let opening = CallOpening::new(&self.settings, &info.parameters);
+        let greeting = opening.greeting;
+        info.parameters = opening.call_data;
         let resume = self.resume_with.take().filter(|_| info.may_resume);
         if let Some(Resume::Snapshot(snapshot)) = resume {
             tracing::info!(
@@ -602,21 +502,7 @@ mod tests {
     use futures::stream;
 
     fn settings() -> Arc<AgentSettings> {
-        Arc::new(AgentSettings {
-            system_prompt: "sys".into(),
-            welcome_greeting: "Olá!".into(),
-            fallback_message: "Desculpe.".into(),
-            llm_timeout: Duration::from_millis(500),
-            dtmf_timeout: Duration::from_millis(1500),
-            max_tool_rounds: 3,
-            tool_filler: "Um momento.".into(),
-            tool_filler_after: Duration::from_millis(1000),
-            goodbye_message: "Tchau!".into(),
-            handoff_message: "Transferindo.".into(),
-            language: "pt-BR".into(),
-            max_prompt_bytes: 64,
-            max_history_bytes: 64 * 1024,
-        })
+        Arc::new(AgentSettings::for_tests())
     }
 
     #[tokio::test]
@@ -797,7 +683,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_end_survives_an_interrupt_during_the_goodbye() {
-        let config = Config::from_vars(Default::default()).unwrap();
+        let config = crate::Config::from_vars(Default::default()).unwrap();
         let mut agent = Agent::new(Arc::new(Hangs), settings())
             .with_tools(Arc::new(ToolRegistry::from_config(&config)));
         agent.handle(AgentInput::CallStarted(CallInfo {

@@ -15,7 +15,7 @@ pub const MAX_PARAMETERS: usize = 20;
 const MAX_PARAMETER_NAME: usize = 64;
 const MAX_PARAMETER_VALUE: usize = 500;
 /// Parameter names starting with this are ours (e.g. the per-call greeting).
-const RESERVED_PREFIX: &str = "voxrelay_";
+use crate::agent::prompt::RESERVED_PREFIX;
 
 /// Which route's body shape (and answer shape) a request uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

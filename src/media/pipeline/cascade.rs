@@ -65,7 +65,10 @@ use super::{
     CallEvent, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
     PipelineStats, TurnsOnly,
 };
-use crate::agent::{Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, GREETING_PARAMETER};
+use crate::agent::{
+    Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallOpening, GREETING_PARAMETER,
+    is_call_data,
+};
 use crate::audio::dtmf;
 use crate::config::{Config, LanguageConfig};
 use crate::metrics::Metrics;
@@ -350,14 +353,9 @@ impl Task {
         // A per-call greeting (an outbound call's) replaces the configured one; the
         // agent takes it from the parameters too. Our own parameters are not call data
         // for the model.
-        let greeting = call
-            .parameters
-            .get(GREETING_PARAMETER)
-            .cloned()
-            .unwrap_or_else(|| self.settings.welcome_greeting.clone());
-        call.parameters.retain(|name, _| {
-            name == GREETING_PARAMETER || (!name.starts_with("voxrelay_") && name != "pipeline")
-        });
+        let greeting = CallOpening::new(&self.settings, &call.parameters).greeting;
+        call.parameters
+            .retain(|name, _| name == GREETING_PARAMETER || is_call_data(name));
         self.agent.handle(AgentInput::CallStarted(call));
         if self.stt.is_none() {
             self.fail("the transcriber is unreachable").await;

@@ -34,7 +34,7 @@ use super::{
     PipelineError, PipelineOutput, PipelineStats, ToolFollowUp, heard_part, is_one_of,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
-use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
+use crate::agent::{AgentSettings, CallOpening, GREETING_PARAMETER, Handoff, Speaker};
 use crate::audio::frame::{MULAW_RATE, duration_of};
 use crate::config::Config;
 use crate::llm::ToolCall;
@@ -97,13 +97,8 @@ pub struct ElevenLabsPipeline {
 
 pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, PipelineError> {
     let options = AgentOptions::from_config(&ctx.config)?;
-    let mut variables: BTreeMap<String, String> = ctx
-        .call
-        .parameters
-        .iter()
-        .filter(|(k, _)| !k.starts_with("voxrelay_") && k.as_str() != "pipeline")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let opening = CallOpening::new(&ctx.agent.settings, &ctx.call.parameters);
+    let mut variables: BTreeMap<String, String> = opening.call_data.into_iter().collect();
     variables.insert("call_sid".into(), ctx.call.call_sid.clone());
     variables.insert("caller_number".into(), ctx.call.from.clone());
     // A per-call greeting (outbound API) as the agent's first message; ElevenLabs

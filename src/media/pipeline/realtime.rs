@@ -45,7 +45,7 @@ use super::{
     PipelineStats, REALTIME_UNSUPPORTED_TOOLS, ToolFollowUp, heard_part, is_one_of,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
-use crate::agent::{AgentSettings, GREETING_PARAMETER, Handoff, Speaker};
+use crate::agent::{AgentSettings, CallOpening, Handoff, Speaker};
 use crate::config::Config;
 use crate::llm::ToolCall;
 use crate::speech::SpeechError;
@@ -137,14 +137,10 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
             parameters: (*spec.parameters).clone(),
         })
         .collect();
-    let mut parameters = ctx.call.parameters.clone();
     // A per-call greeting (outbound API) replaces the configured one.
-    let greeting = parameters
-        .remove(GREETING_PARAMETER)
-        .unwrap_or_else(|| ctx.agent.settings.welcome_greeting.clone());
-    parameters.retain(|name, _| !name.starts_with("voxrelay_") && name != "pipeline");
-    let instructions =
-        crate::agent::prompt_with_parameters(&ctx.agent.settings.system_prompt, &parameters);
+    let opening = CallOpening::new(&ctx.agent.settings, &ctx.call.parameters);
+    let instructions = opening.instructions(&ctx.agent.settings);
+    let greeting = opening.greeting;
     let session = ConversationSettings::from_config(&ctx.config, instructions.clone(), tools);
     let client = RealtimeClient::connect_conversation(&options, &session).await?;
     let mut pipeline = RealtimePipeline {
