@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod shared;
 mod sql;
 pub mod sqlite;
+mod writes;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

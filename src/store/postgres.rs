@@ -10,6 +10,7 @@ use sqlx::{Pool, Postgres};
 
 use super::backend::impl_store;
 use super::shared::impl_shared;
+use super::writes::impl_writes;
 use super::{StoreResult, migrations};
 
 /// The longest any statement may run (PostgreSQL's `statement_timeout`).
@@ -92,3 +93,4 @@ impl PgStore {
 
 impl_store!(PgStore, Postgres, "postgres");
 impl_shared!(PgStore);
+impl_writes!(PgStore, Postgres, "postgres");

@@ -9,6 +9,7 @@ use sqlx::{Pool, Sqlite};
 
 use super::backend::impl_store;
 use super::shared::impl_shared;
+use super::writes::impl_writes;
 use super::{StoreError, StoreResult, migrations};
 
 /// Call records in a SQLite file (or in memory, for `sqlite::memory:`).
@@ -81,3 +82,4 @@ impl SqliteStore {
 
 impl_store!(SqliteStore, Sqlite, "sqlite");
 impl_shared!(SqliteStore);
+impl_writes!(SqliteStore, Sqlite, "sqlite");

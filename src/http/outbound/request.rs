@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::agent::prompt::RESERVED_PREFIX;
 use crate::config::E164;
 use crate::http::error::{HttpError, json_body};
 
@@ -14,8 +15,6 @@ pub const MAX_GREETING_CHARS: usize = 1000;
 pub const MAX_PARAMETERS: usize = 20;
 const MAX_PARAMETER_NAME: usize = 64;
 const MAX_PARAMETER_VALUE: usize = 500;
-/// Parameter names starting with this are ours (e.g. the per-call greeting).
-use crate::agent::prompt::RESERVED_PREFIX;
 
 /// Which route's body shape (and answer shape) a request uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
