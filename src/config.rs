@@ -5,6 +5,9 @@
 //!
 //! Tests build a [`Config`] from a plain map with [`Config::from_vars`], so they never
 //! touch the process environment.
+//!
+//! May import nothing of voxrelay: every module may import it (the order is checked
+//! by `.ci/layers`).
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,33 +1,40 @@
 //! voxrelay: puts AI agents on phone calls through Twilio.
 //!
-//! Module map (dependencies point down this list, never up):
+//! Module map. Each module may import only the modules listed after it;
+//! `.ci/layers` checks the order on every CI run, and the README's
+//! "Architecture" section draws it.
 //!
-//! - [`server`]: `run`, which serves a bound listener through [`http`] and drains
-//!   live calls on shutdown; the runtime and the listener.
-//! - [`http`]: the warp edge (routes, TwiML webhooks, WebSocket upgrades); the only
-//!   module that imports warp.
-//! - [`state`]: [`AppState`], what every handler and session shares (`.ci/run`
-//!   checks that the edge and the sessions import it, never [`server`]).
-//! - [`relay`]: the ConversationRelay transport (protocol types and the call session).
-//! - [`media`]: the Media Streams transport (raw μ-law call audio; protocol types).
-//! - [`transport`]: the frame type every WebSocket transport reads.
-//! - [`agent`]: the conversation core: history, streaming replies, interruptions,
-//!   DTMF; independent of the transport.
-//! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
-//! - [`recorder`]: the call observer that queues each call's records for the store.
-//! - [`store`]: durable call records (SQLite or PostgreSQL) and their migrations.
-//! - [`speech`]: upstream speech clients (OpenAI Realtime, ElevenLabs TTS, agent and
-//!   STT), transport-independent, for the Media Streams mode.
-//! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
-//! - [`twiml`]: TwiML documents with every value escaped.
-//! - [`text`]: accent folding shared by the agent core.
-//! - [`audio`]: μ-law, resampling, 20 ms framing and pacing, WAV files; pure code.
-//! - [`twilio`]: Twilio's REST API client and the `X-Twilio-Signature` algorithm.
-//! - [`metrics`]: process-wide counters and latency histograms (`GET /metrics`).
 //! - [`bench`]: `voxrelay bench`, the loopback load benchmark (fake LLM, the server
 //!   as a child process, simulated calls).
-//! - [`sim`]: `voxrelay call`, a terminal softphone playing Twilio's side of a call.
-//! - [`config`], [`telemetry`], [`shutdown`]: configuration read once, logging, signals.
+//! - [`server`]: `run`, which serves a bound listener through [`http`] and drains
+//!   live calls on shutdown; the runtime and the listener.
+//! - [`sim`]: `voxrelay call`, a terminal softphone playing Twilio's side of a
+//!   call, and the typed Twilio peers (`sim::peer`) the benchmark and the tests use.
+//! - [`http`]: the warp edge (routes, TwiML webhooks, WebSocket upgrades, the one
+//!   place errors become statuses); the only module that imports warp.
+//! - [`state`]: [`AppState`], what every handler and session shares.
+//! - [`replica`]: this process among several replicas (heartbeat, closing the calls
+//!   of a replica that died).
+//! - [`relay`]: the ConversationRelay transport (protocol types and the call session).
+//! - [`media`]: the Media Streams transport (raw μ-law call audio, protocol types,
+//!   the speech pipelines that bridge it to an upstream or to our agent).
+//! - [`recorder`]: the call observer that queues each call's records for the store.
+//! - [`agent`]: the conversation core shared by every transport: history, streaming
+//!   replies, tools, interruptions, DTMF, the call log and the prompt.
+//! - [`tools`]: tools the model can call (built-in call actions, appointments, HTTP).
+//! - [`llm`]: the LLM trait and its providers (OpenAI and compatible, Azure, scripted).
+//! - [`speech`]: upstream speech clients (OpenAI Realtime, ElevenLabs TTS, agent and
+//!   STT), transport-independent, for the Media Streams mode.
+//! - [`twilio`]: Twilio's REST API client, the `X-Twilio-Signature` algorithm and
+//!   the per-call WebSocket tokens.
+//! - [`twiml`]: TwiML documents with every value escaped.
+//! - [`store`]: durable call records (SQLite or PostgreSQL) and their migrations.
+//! - [`transport`]: the frame type every WebSocket transport reads.
+//! - [`text`]: accent folding and cutting text on character boundaries.
+//! - [`audio`]: μ-law, resampling, 20 ms framing and pacing, WAV files; pure code.
+//! - [`metrics`]: process-wide counters and latency histograms (`GET /metrics`).
+//! - [`telemetry`], [`shutdown`], [`config`]: logging, signals, configuration read
+//!   once.
 
 pub mod agent;
 pub mod audio;

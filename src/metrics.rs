@@ -7,6 +7,8 @@
 //! recording costs a few nanoseconds on the call's hot path. Calls are counted by
 //! the transport's session; turns, interrupts, errors and latencies by the agent, so
 //! every transport reports them the same way.
+//!
+//! May import nothing of voxrelay (the order is checked by `.ci/layers`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,6 @@
 //! The process's shutdown signal: SIGTERM (what Docker and Railway send) or Ctrl-C.
+//!
+//! May import nothing of voxrelay (the order is checked by `.ci/layers`).
 
 /// Completes on SIGTERM or SIGINT.
 pub async fn signal() {

@@ -1,6 +1,8 @@
 //! Logging: `tracing` to stdout and, through `tracing-appender`, to daily files in
 //! `LOG_DIR`. `RUST_LOG` filters both; the default is `info` (warp's per-request lines at `warn`).
 //! Every field value is escaped on the way out (see [`EscapedFields`]).
+//!
+//! May import nothing of voxrelay (the order is checked by `.ci/layers`).
 
 use std::fmt::{self, Write as _};
 

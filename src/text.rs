@@ -1,6 +1,8 @@
 //! Small text helpers shared by the agent core: accent folding for matching what
 //! callers say (Portuguese and Spanish accents) regardless of case and diacritics,
 //! and cutting text to a byte bound on a character boundary.
+//!
+//! May import nothing: pure functions (the order is checked by `.ci/layers`).
 
 /// `text` cut to at most `max` bytes on a character boundary; whether it was cut.
 pub fn cut_to(text: &mut String, max: usize) -> bool {

@@ -1,6 +1,8 @@
 //! What every WebSocket transport reads: text, binary and close frames, already
 //! separated from the HTTP framework (`http::ws` converts warp's messages into
 //! these), so sessions can be driven by plain channels in tests.
+//!
+//! May import `text` only (the order is checked by `.ci/layers`).
 
 /// One frame from the peer. Pings and pongs are answered below this layer.
 #[derive(Debug, Clone, PartialEq, Eq)]

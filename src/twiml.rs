@@ -1,6 +1,8 @@
 //! TwiML documents, built as elements and rendered with every attribute value and
 //! text XML-escaped (greetings and hints routinely contain `&`, quotes and accents).
 //! Pure: no I/O, no HTTP; used by the webhook routes and by outbound calls.
+//!
+//! May import `config` only (the order is checked by `.ci/layers`).
 
 use std::fmt::Write;
 

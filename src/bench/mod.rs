@@ -12,6 +12,9 @@
 //! - the server's peak RSS and RSS per live call.
 //!
 //! BENCHMARKS.md describes the method and holds the figures.
+//!
+//! May import `server` (the child process it measures), `sim` (its callers) and
+//! `relay`'s protocol types (the order is checked by `.ci/layers`).
 
 pub mod calls;
 pub mod fake_llm;

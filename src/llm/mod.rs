@@ -7,6 +7,8 @@
 //!
 //! Providers: [`openai`] (OpenAI, Azure OpenAI and any OpenAI-compatible server) and
 //! [`scripted`] (offline, deterministic, pt-BR).
+//!
+//! May import `text` and `config` (the order is checked by `.ci/layers`).
 
 pub mod openai;
 pub mod scripted;

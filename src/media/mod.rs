@@ -10,6 +10,10 @@
 //!
 //! [`Endings`] remembers how the agent ended each call (hang up or transfer) for the
 //! TwiML that runs after `</Connect>` (`/twiml/stream/next`).
+//!
+//! May import `agent`, `speech`, `tools`, `llm`, `store`, `twilio`, `twiml`,
+//! `audio`, `transport`, `metrics` and `config`; never `http`, `state` or `server`
+//! (the order is checked by `.ci/layers`).
 
 pub mod control;
 pub mod pipeline;

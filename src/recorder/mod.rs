@@ -23,6 +23,9 @@
 //! cannot lose the others; a failed write is retried with backoff a bounded number
 //! of times, then given up (and counted). On shutdown, [`Recorder::flush`] waits
 //! (bounded) until everything queued is written.
+//!
+//! May import `agent` (the observer trait and records) and `store` (the order is
+//! checked by `.ci/layers`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

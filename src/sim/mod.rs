@@ -16,6 +16,10 @@
 //! Input is either a terminal (lines are sent as they are typed, tokens print as they
 //! stream) or a script (`--script file`: one caller turn per line, each waiting for
 //! the agent's reply before the next), which is what demos and tests use.
+//!
+//! May import the protocol types of `relay` and `media`, `twilio` (signatures),
+//! `audio` and `transport`; nothing of the server (the order is checked by
+//! `.ci/layers`).
 
 pub mod handshake;
 pub mod media;

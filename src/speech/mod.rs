@@ -13,6 +13,9 @@
 //! An upstream close or a broken socket surfaces as `Err(SpeechError::Closed ..)` from
 //! `next_event()` (and again on every later call), never as a hang. Dropping a client,
 //! or calling its `close()`, closes the upstream socket with a WebSocket close frame.
+//!
+//! May import `config` only: no transport, no agent (the order is checked by
+//! `.ci/layers`).
 
 pub mod elevenlabs_agent;
 pub mod elevenlabs_stt;

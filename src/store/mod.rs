@@ -5,6 +5,9 @@
 //! The store knows nothing about calls in progress or transports: the agent's
 //! records reach it through `crate::recorder`, which queues them off the call's path.
 //! Times are milliseconds since the Unix epoch (UTC).
+//!
+//! May import nothing of voxrelay but its own submodules: everything else imports
+//! the store (the order is checked by `.ci/layers`).
 
 mod backend;
 pub mod batch;

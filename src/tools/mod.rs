@@ -6,6 +6,9 @@
 //! [`ToolRegistry::run`] never fails: invalid JSON arguments, unknown tools, tool
 //! errors and timeouts all become a [`ToolRun`] whose content tells the model what
 //! went wrong, so the model can ask the caller again instead of the turn crashing.
+//!
+//! May import `llm` (tool specs), `text` and `config` (the order is checked by
+//! `.ci/layers`).
 
 pub mod builtin;
 pub mod dates;
