@@ -1,5 +1,5 @@
 //! Conversation history: bounded, and truncated to what the caller actually heard
-//! when they interrupt (`conversationrelay.md` §6.2).
+//! when they interrupt (`docs/conversationrelay.md`, "What the caller heard").
 
 use crate::llm::{ChatMessage, Role};
 

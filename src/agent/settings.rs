@@ -83,7 +83,7 @@ impl AgentSettings {
 
 /// What every call's agent needs from the server, whatever the transport: the
 /// ConversationRelay session, the media pipelines and any later bridge build their
-/// agent (or their [`CallLog`]) from this one struct.
+/// agent (or their [`super::CallLog`]) from this one struct.
 #[derive(Clone)]
 pub struct AgentDeps {
     pub llm: Arc<dyn LlmProvider>,

@@ -5,7 +5,7 @@
 //! Azure); the request itself is sent by [`super::sse`] (retries, connection reuse).
 //! The body is plain JSON and each SSE chunk is read as a `serde_json::Value`, leniently,
 //! because compatible servers add, drop or misspell fields that the crate's strict
-//! types reject (`external-apis.md` §3.3, §4.6): chunks without `delta`, tool calls
+//! types reject (`docs/openai.md`): chunks without `delta`, tool calls
 //! without `index`, `finish_reason: ""`, errors inside a 200 stream, keep-alive
 //! comments. A chunk that is not JSON at all is skipped with a warning.
 

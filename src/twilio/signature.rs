@@ -17,7 +17,7 @@ pub enum RequestKind {
     Webhook,
     /// A WebSocket handshake (a GET without body). Twilio signs the `wss://` URL; with a
     /// query string it is unclear whether the query is part of the URL or passed as
-    /// parameters (conversationrelay.md §4.2), so both forms are accepted.
+    /// parameters (`docs/twilio-signatures.md`), so both forms are accepted.
     WebSocket,
 }
 
@@ -128,7 +128,7 @@ mod tests {
         ])
     }
 
-    // Published vectors (twilio-node spec/validation.spec.js; conversationrelay.md §4.4).
+    // Published vectors (twilio-node spec/validation.spec.js; `docs/twilio-signatures.md`).
     #[test]
     fn published_form_vector() {
         let url = "https://mycompany.com/myapp.php?foo=1&bar=2";

@@ -2,7 +2,7 @@
 //!
 //! [`Inbound`] is what Twilio sends (`connected`, `start`, `media`, `dtmf`, `mark`,
 //! `stop`), [`Outbound`] what we send back on a bidirectional stream (`media`,
-//! `mark`, `clear`); both are tagged by `event` (see `conversationrelay.md` §5).
+//! `mark`, `clear`); both are tagged by `event` (see `docs/media-streams.md`).
 //! Parsing is lenient the way `relay::protocol` is: `sequenceNumber`, `chunk` and
 //! `timestamp` may be strings (what Twilio sends) or numbers, optional fields may
 //! be missing or `null`, `customParameters` may be `null`, and an event we do not

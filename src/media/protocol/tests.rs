@@ -12,7 +12,7 @@ fn round_trips(message: &Inbound) {
     assert_eq!(&parse(&message.to_json()), message);
 }
 
-// Fixtures: conversationrelay.md §5.2 and external-apis.md §1.6.
+// Fixtures: the frames of `docs/media-streams.md`, as Twilio's pages show them.
 
 #[test]
 fn connected_and_start_from_the_docs() {
@@ -184,7 +184,7 @@ fn dtmf_mark_stop_and_unknown() {
         ("CA1", "MZ1")
     );
     round_trips(&stop);
-    // external-apis.md's shorter shapes (no sequence numbers) parse too.
+    // The shorter shapes of some samples (no sequence numbers) parse too.
     assert!(matches!(
         parse(
             r##"{"event":"dtmf","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"#"}}"##
