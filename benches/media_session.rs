@@ -457,7 +457,7 @@ fn main() {
             config: Arc::new(config),
             stop: CancellationToken::new(),
             endings: Arc::new(voxrelay::media::Endings::new(
-                voxrelay::store::open("sqlite::memory:").await.expect("store"),
+                voxrelay::store::in_memory().await,
             )),
             twilio: None,
             admission: None,

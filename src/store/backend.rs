@@ -75,57 +75,6 @@ macro_rules! impl_store {
                     Ok(())
                 })
             }
-
-            fn call_started<'a>(
-                &'a self,
-                call: &'a $crate::store::NewCall,
-            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(self.write_one($crate::store::Write::CallStarted(call)))
-            }
-
-            fn add_turn<'a>(
-                &'a self,
-                call_sid: &'a str,
-                turn: &'a $crate::store::Turn,
-            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(self.write_one($crate::store::Write::Turn(call_sid, turn)))
-            }
-
-            fn mark_interrupted<'a>(
-                &'a self,
-                call_sid: &'a str,
-                seq: i64,
-                heard: &'a str,
-            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(self.write_one($crate::store::Write::Interrupted {
-                    call_sid,
-                    seq,
-                    heard,
-                }))
-            }
-
-            fn add_tool_call<'a>(
-                &'a self,
-                call_sid: &'a str,
-                tool_call: &'a $crate::store::ToolCall,
-            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(self.write_one($crate::store::Write::ToolCall(call_sid, tool_call)))
-            }
-
-            fn add_appointment<'a>(
-                &'a self,
-                a: &'a $crate::store::Appointment,
-            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(self.write_one($crate::store::Write::Appointment(a)))
-            }
-
-            fn call_ended<'a>(
-                &'a self,
-                call_sid: &'a str,
-                end: &'a $crate::store::CallEnd,
-            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(self.write_one($crate::store::Write::CallEnded(call_sid, end)))
-            }
             fn upsert_status<'a>(
                 &'a self,
                 u: &'a $crate::store::StatusUpdate,
@@ -162,14 +111,6 @@ macro_rules! impl_store {
                         .await?;
                     Ok(())
                 })
-            }
-
-            fn set_recording_path<'a>(
-                &'a self,
-                call_sid: &'a str,
-                path: &'a str,
-            ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
-                Box::pin(self.write_one($crate::store::Write::RecordingPath(call_sid, path)))
             }
 
             fn write<'a>(

@@ -362,50 +362,16 @@ pub trait Store: SharedState {
     /// A round trip to the database.
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
 
-    /// Records a call that connected (creating it, or completing a record a status
-    /// callback made first).
-    fn call_started<'a>(&'a self, call: &'a NewCall) -> BoxFuture<'a, StoreResult<()>>;
-    /// Adds a transcript turn, or completes a partial one of the same number.
-    fn add_turn<'a>(&'a self, call_sid: &'a str, turn: &'a Turn) -> BoxFuture<'a, StoreResult<()>>;
-    /// Marks an agent turn as interrupted after the caller heard `heard`.
-    fn mark_interrupted<'a>(
-        &'a self,
-        call_sid: &'a str,
-        seq: i64,
-        heard: &'a str,
-    ) -> BoxFuture<'a, StoreResult<()>>;
-    fn add_tool_call<'a>(
-        &'a self,
-        call_sid: &'a str,
-        tool_call: &'a ToolCall,
-    ) -> BoxFuture<'a, StoreResult<()>>;
-    fn add_appointment<'a>(
-        &'a self,
-        appointment: &'a Appointment,
-    ) -> BoxFuture<'a, StoreResult<()>>;
-    /// Closes a call's record.
-    fn call_ended<'a>(
-        &'a self,
-        call_sid: &'a str,
-        end: &'a CallEnd,
-    ) -> BoxFuture<'a, StoreResult<()>>;
     /// Applies a Twilio status callback, creating the call when it is not stored yet.
     fn upsert_status<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, StoreResult<()>>;
     /// Sets a call's recording SID, URL and duration (creating the call if needed).
-    /// `path` is ignored here: see [`Store::set_recording_path`].
+    /// `path` is ignored here: it is a [`Write::RecordingPath`].
     fn set_recording<'a>(
         &'a self,
         call_sid: &'a str,
         recording: &'a Recording,
     ) -> BoxFuture<'a, StoreResult<()>>;
-    /// Sets where a local copy of the call's recording was saved.
-    fn set_recording_path<'a>(
-        &'a self,
-        call_sid: &'a str,
-        path: &'a str,
-    ) -> BoxFuture<'a, StoreResult<()>>;
-
-    /// Applies one write on its own (what the method of the same name does).
+    /// Applies one write on its own.
     fn write<'a>(&'a self, write: Write<'a>) -> BoxFuture<'a, StoreResult<()>>;
 
     /// Applies `writes` in order in one transaction: all of them, or (on an error)
@@ -466,6 +432,49 @@ pub trait Store: SharedState {
     fn close(&self) -> BoxFuture<'_, ()>;
 }
 
+/// One record at a time, each its own [`Store::write`]: what tools and tests use.
+/// The server's own records go through the recorder's batches.
+impl dyn Store {
+    /// Records a call that connected (creating it, or completing a record a status
+    /// callback made first).
+    pub async fn call_started(&self, call: &NewCall) -> StoreResult<()> {
+        self.write(Write::CallStarted(call)).await
+    }
+
+    /// Adds a transcript turn, or completes a partial one of the same number.
+    pub async fn add_turn(&self, call_sid: &str, turn: &Turn) -> StoreResult<()> {
+        self.write(Write::Turn(call_sid, turn)).await
+    }
+
+    /// Marks an agent turn as interrupted after the caller heard `heard`.
+    pub async fn mark_interrupted(&self, call_sid: &str, seq: i64, heard: &str) -> StoreResult<()> {
+        self.write(Write::Interrupted {
+            call_sid,
+            seq,
+            heard,
+        })
+        .await
+    }
+
+    pub async fn add_tool_call(&self, call_sid: &str, tool_call: &ToolCall) -> StoreResult<()> {
+        self.write(Write::ToolCall(call_sid, tool_call)).await
+    }
+
+    pub async fn add_appointment(&self, appointment: &Appointment) -> StoreResult<()> {
+        self.write(Write::Appointment(appointment)).await
+    }
+
+    /// Closes a call's record.
+    pub async fn call_ended(&self, call_sid: &str, end: &CallEnd) -> StoreResult<()> {
+        self.write(Write::CallEnded(call_sid, end)).await
+    }
+
+    /// Sets where a local copy of the call's recording was saved.
+    pub async fn set_recording_path(&self, call_sid: &str, path: &str) -> StoreResult<()> {
+        self.write(Write::RecordingPath(call_sid, path)).await
+    }
+}
+
 /// Opens the store `url` names, creating a SQLite file (and its directory) when
 /// missing, and applies the migrations.
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
@@ -478,9 +487,60 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     }
 }
 
+/// An empty store in memory: SQLite's in-memory database, with the schema and the
+/// SQL of production, for unit tests and benchmarks. Nothing outlives it.
+pub async fn in_memory() -> Arc<dyn Store> {
+    match sqlite::SqliteStore::open("sqlite::memory:").await {
+        Ok(store) => Arc::new(store),
+        // The embedded migrations on an empty in-memory database cannot fail
+        // unless the build itself is broken.
+        Err(e) => panic!("cannot open an in-memory store: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::KnownCalls;
+    use super::*;
+
+    #[tokio::test]
+    async fn one_record_at_a_time_reads_back() {
+        let store = in_memory().await;
+        let call = NewCall {
+            call_sid: "CA1".into(),
+            from: Some("+5511999990000".into()),
+            mode: Some("relay".into()),
+            started_at: 1_000,
+            ..NewCall::default()
+        };
+        store.call_started(&call).await.unwrap();
+        for (seq, role, text) in [(0, "agent", "Olá!"), (1, "caller", "Oi")] {
+            let turn = Turn {
+                seq,
+                role: role.into(),
+                text: text.into(),
+                started_at: 1_000 + seq,
+                ..Turn::default()
+            };
+            store.add_turn("CA1", &turn).await.unwrap();
+        }
+        store.mark_interrupted("CA1", 0, "Ol").await.unwrap();
+        let end = CallEnd {
+            status: "completed".into(),
+            ended_at: 5_000,
+            turns: 1,
+            ..CallEnd::default()
+        };
+        store.call_ended("CA1", &end).await.unwrap();
+        let detail = store.get_call("CA1").await.unwrap().unwrap();
+        assert_eq!(detail.call.status, "completed");
+        assert_eq!(detail.call.duration_ms, Some(4_000));
+        let transcript = store.transcript("CA1").await.unwrap().unwrap();
+        assert_eq!(transcript.turns.len(), 2);
+        assert!(transcript.turns[0].interrupted);
+        assert_eq!(transcript.turns[0].heard.as_deref(), Some("Ol"));
+        assert_eq!(store.next_seqs("CA1").await.unwrap().turn, 2);
+        assert!(store.get_call("CA2").await.unwrap().is_none());
+    }
 
     #[test]
     fn known_calls_remember_forget_and_stay_bounded() {

@@ -315,7 +315,7 @@ mod tests {
     use super::*;
 
     async fn tokens_with(reconnect: ReconnectPolicy) -> Arc<CallTokens> {
-        let store = crate::store::open("sqlite::memory:").await.unwrap();
+        let store = crate::store::in_memory().await;
         let state: Arc<dyn SharedState> = store;
         Arc::new(CallTokens::new(
             TokenKey::derive(b"k"),
