@@ -1,34 +1,15 @@
 //! Integration tests: the real server on `127.0.0.1:0`, real sockets, fake peers on
-//! loopback (Twilio's side, an OpenAI-compatible LLM). One binary for all of them.
+//! loopback (Twilio's side, an OpenAI-compatible LLM, speech servers). One binary
+//! for all of them; `support/` holds the shared set-up, and each suite mirrors the
+//! part of `src/` it tests.
 
-mod api;
-mod audio_sox;
-mod bench;
-mod callbacks;
-mod cascade;
-mod cluster;
-mod common;
-mod db;
-mod fake_http;
-mod fake_llm;
-mod fake_speech;
-mod fake_twilio;
-mod handoff;
+mod audio;
 mod http;
 mod media;
-mod metrics;
-mod outbound;
-mod recorder;
 mod relay;
-mod replicas;
-mod security;
-mod shutdown;
+mod server;
 mod sim;
-mod sim_media;
-mod speech_elevenlabs;
-mod speech_realtime;
+mod speech;
 mod store;
-mod tools;
-mod twilio_signature;
-mod twilio_spec;
-mod twiml_examples;
+mod support;
+mod twilio;

@@ -1,0 +1,3 @@
+//! Pure audio code (`src/audio`) checked against `sox`.
+
+mod sox;

@@ -1,0 +1,9 @@
+//! The HTTP edge (`src/http`): routes, the records API, call control, callbacks, security, metrics, the TwiML we answer.
+
+mod api;
+mod callbacks;
+mod metrics;
+mod outbound;
+mod routes;
+mod security;
+mod twiml;

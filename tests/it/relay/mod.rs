@@ -1,0 +1,5 @@
+//! The ConversationRelay mode (`src/relay`, `src/agent`, `src/tools`): a call over `/websocket`, tools, handoffs.
+
+mod handoff;
+mod session;
+mod tools;

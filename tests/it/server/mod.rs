@@ -1,0 +1,3 @@
+//! The server (`src/server.rs`): drains and shutdown.
+
+mod shutdown;

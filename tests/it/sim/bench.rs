@@ -1,0 +1,90 @@
+//! `voxrelay bench` on a tiny load: the fake LLM, the real server binary as a child
+//! process and simulated calls produce every figure, and the server drains cleanly.
+
+use std::time::Duration;
+
+use voxrelay::bench::{BenchOptions, run};
+
+#[tokio::test]
+async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
+    let options = BenchOptions {
+        calls: vec![3],
+        turns: 3,
+        think: Duration::from_millis(20),
+        saturate: Duration::from_secs(1),
+        server_exe: Some(env!("CARGO_BIN_EXE_voxrelay").into()),
+        sse_done: true,
+        database_url: None,
+    };
+    let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
+        .await
+        .expect("the benchmark stops by itself")
+        .expect("the benchmark runs");
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!(r.errors, 0, "{}", r.markdown());
+    assert!(r.clean_exit, "the server exits 0 after SIGTERM");
+    // Every turn (3 calls x 3 turns) gave a stamped first token.
+    assert_eq!(r.added.count, 9, "{}", r.markdown());
+    assert!(r.added.p50 > Duration::ZERO && r.added.max < Duration::from_secs(1));
+    // Two ordinary turns per call had their time to first token taken; it includes
+    // the fake LLM's own 20 ms.
+    assert_eq!(r.ttft.count, 6);
+    assert!(r.ttft.p50 >= Duration::from_millis(20));
+    assert_eq!(r.interrupt_to_silence.count, 3);
+    assert!(r.turns_per_sec > 0.0);
+    assert!(r.baseline.rss > 0 && r.live.rss > 0 && r.peak_rss >= r.live.rss);
+    // The server's store kept every call record at this load (starts, turns, ends).
+    let writes = r.store_writes.expect("the server reports its store writes");
+    assert!(writes.written >= 3 * 3, "{writes:?}");
+    assert_eq!(writes.dropped, 0, "{writes:?}");
+    let table = r.markdown();
+    assert!(
+        table.contains("| turns per second at saturation |"),
+        "{table}"
+    );
+}
+
+/// The LLM client keeps one HTTP/1.1 connection for a call's finished replies, and
+/// closes it when a reply is interrupted (which is what stops the LLM).
+#[tokio::test]
+async fn finished_replies_reuse_the_llm_connection_and_interrupts_close_it() {
+    use voxrelay::bench::fake_llm::FakeLlm;
+
+    let llm = FakeLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let app = crate::support::spawn_app(&[
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_API_KEY", "sk-test-key"),
+        ("OPENAI_BASE_URL", base.as_str()),
+    ])
+    .await;
+    let mut call = app.relay().await;
+    call.setup("CA_reuse").await;
+    for turn in 0..5 {
+        call.prompt(&format!("Pergunta {turn}")).await;
+        let reply = call.reply().await;
+        assert_eq!(reply.tokens.len(), 12, "{reply:?}");
+    }
+    // Give a background drain a moment (the body normally ends with the reply).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        llm.connections(),
+        1,
+        "five finished replies, one connection"
+    );
+
+    // A long reply, interrupted: its connection is closed, the next turn opens one.
+    call.prompt(&format!(
+        "Conte tudo {}",
+        voxrelay::bench::fake_llm::LONG_MARKER
+    ))
+    .await;
+    let first = call.recv().await;
+    assert_eq!(first["type"], "text");
+    call.interrupt("t").await;
+    call.expect_silence(Duration::from_millis(200)).await;
+    call.prompt("E agora?").await;
+    assert_eq!(call.reply().await.tokens.len(), 12);
+    assert_eq!(llm.connections(), 2);
+}

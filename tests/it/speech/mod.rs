@@ -1,0 +1,4 @@
+//! The upstream speech clients (`src/speech`) against fake OpenAI Realtime and ElevenLabs servers.
+
+mod elevenlabs;
+mod realtime;
