@@ -21,7 +21,7 @@ use crate::support::agent_app::agent_file;
 use crate::support::fake_llm::{FakeLlm, Reply};
 use crate::support::fake_speech::{Ending, FakeConn, FakeWsServer};
 use crate::support::fake_twilio::{self, FakeTwilio};
-use crate::support::{TestApp, spawn_with_state, test_config};
+use crate::support::{TestApp, eventually, spawn_with_state, test_config};
 
 const WAIT: Duration = Duration::from_secs(10);
 const GREETING: &str = "Olá! Como posso ajudar?";
@@ -61,16 +61,10 @@ impl CallObserver for Observed {
 
 impl Observed {
     async fn wait_ended(&self) -> CallSummary {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(summary) = self.ended.lock().unwrap().first().cloned() {
-                    return summary;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        eventually("the call's end", WAIT, || {
+            self.ended.lock().unwrap().first().cloned()
         })
         .await
-        .expect("the call's end is reported")
     }
 
     fn turns(&self) -> Vec<(String, String)> {

@@ -19,7 +19,7 @@ use voxrelay::sim::peer::{MediaPeer, Received};
 
 use crate::support::fake_speech::{Ending, FakeConn, FakeWsServer};
 use crate::support::fake_twilio::{self, FakeTwilio};
-use crate::support::{TestApp, spawn_with_state, test_config};
+use crate::support::{TestApp, eventually, spawn_with_state, test_config};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -80,30 +80,18 @@ impl CallObserver for Seen {
 
 impl Seen {
     async fn wait_ended(&self) -> CallSummary {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some((_, s)) = self.ended.lock().unwrap().first() {
-                    return s.clone();
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        eventually("the call's end", WAIT, || {
+            self.ended.lock().unwrap().first().map(|(_, s)| s.clone())
         })
         .await
-        .expect("the call ends")
     }
 
     async fn wait_turns(&self, n: usize) -> Vec<TurnRecord> {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let turns = self.turns.lock().unwrap().clone();
-                if turns.len() >= n {
-                    return turns;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        eventually(&format!("{n} turns recorded"), WAIT, || {
+            let turns = self.turns.lock().unwrap().clone();
+            (turns.len() >= n).then_some(turns)
         })
         .await
-        .expect("turns are recorded")
     }
 }
 

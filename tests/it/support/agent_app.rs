@@ -8,7 +8,7 @@ use voxrelay::AppState;
 use voxrelay::agent::{AppointmentRecord, CallInfo, CallObserver, CallSummary, ToolCallRecord};
 
 use crate::support::fake_llm::FakeLlm;
-use crate::support::{TestApp, spawn_with_state, test_config};
+use crate::support::{TestApp, eventually, spawn_with_state, test_config};
 
 /// Stands in for the store: keeps everything the agent reports.
 #[derive(Default)]
@@ -46,16 +46,10 @@ impl CallObserver for Recorder {
 impl Recorder {
     /// Waits until the call's end has been reported.
     pub async fn wait_ended(&self) -> (String, CallSummary) {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Some(e) = self.ended.lock().unwrap().first().cloned() {
-                    return e;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        eventually("the call's end", Duration::from_secs(10), || {
+            self.ended.lock().unwrap().first().cloned()
         })
         .await
-        .expect("the call's end was reported")
     }
 }
 

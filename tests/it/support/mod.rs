@@ -146,18 +146,13 @@ impl TestApp {
 
     /// Waits until the server counts `n` live calls.
     pub async fn wait_active_calls(&self, n: u64) {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while self.state.metrics.active_calls() != n {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "expected {n} active calls, have {}",
-                self.state.metrics.active_calls()
-            )
-        });
+        let metrics = &self.state.metrics;
+        eventually(
+            &format!("{n} active calls"),
+            Duration::from_secs(10),
+            || (metrics.active_calls() == n).then_some(()),
+        )
+        .await;
     }
 }
 
@@ -344,4 +339,21 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Polls `check` every 10 ms until it gives a value, and fails the test naming
+/// `what` after `wait`. For what the server reaches on its own time (a record
+/// written, a call counted); nothing about timing is asserted this way.
+pub async fn eventually<T>(what: &str, wait: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still waiting after {wait:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
