@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ws::{self, WsLink};
-use super::{Service, SpeechError, http_base, query, str_field, ws_base};
+use super::{Service, SpeechError, http_base, query, ws_base};
 use crate::config::{Config, Secret};
 
 const SERVICE: Service = Service::ElevenLabsAgent;
@@ -120,64 +120,176 @@ pub enum AgentMessage {
 }
 
 impl AgentMessage {
-    /// Dispatches on `type`; unknown types become [`AgentEvent::Unknown`].
-    pub fn from_value(v: &Value) -> Self {
-        let kind = str_field(v, "type").unwrap_or_default();
-        let part = |key: &str| v.get(key).unwrap_or(&Value::Null);
-        let text = |obj: &Value, key: &str| str_field(obj, key).unwrap_or_default();
-        let event = match kind.as_str() {
-            "ping" => {
-                return Self::Ping {
-                    event_id: part("ping_event")
-                        .get("event_id")
-                        .cloned()
-                        .unwrap_or(Value::Null),
-                };
+    /// Reads one text frame, dispatching on `type`: unknown types become
+    /// [`AgentEvent::Unknown`], and so does a known type whose fields do not fit.
+    /// Only text that is not a JSON object is an error.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        match serde_json::from_str::<wire::Message>(text) {
+            Ok(wire::Message::Other) | Err(_) => {
+                let kind: wire::Kind = serde_json::from_str(text)?;
+                Ok(Self::Event(AgentEvent::Unknown { kind: kind.kind }))
             }
-            "conversation_initiation_metadata" => {
-                let m = part("conversation_initiation_metadata_event");
-                AgentEvent::Metadata {
-                    conversation_id: text(m, "conversation_id"),
-                    agent_output_audio_format: text(m, "agent_output_audio_format"),
-                    user_input_audio_format: text(m, "user_input_audio_format"),
+            Ok(message) => Ok(message.into()),
+        }
+    }
+}
+
+/// The agent's messages as they come over the wire: each type carries its
+/// fields in an object named after it (`audio` → `audio_event`).
+mod wire {
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    use super::{AgentEvent, AgentMessage};
+
+    #[derive(Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub(super) enum Message {
+        Ping {
+            #[serde(default)]
+            ping_event: EventId<Value>,
+        },
+        ConversationInitiationMetadata {
+            #[serde(default)]
+            conversation_initiation_metadata_event: Metadata,
+        },
+        Audio {
+            #[serde(default)]
+            audio_event: Audio,
+        },
+        Interruption {
+            #[serde(default)]
+            interruption_event: EventId<Option<u64>>,
+        },
+        AgentResponse {
+            #[serde(default)]
+            agent_response_event: AgentResponse,
+        },
+        AgentResponseCorrection {
+            #[serde(default)]
+            agent_response_correction_event: Correction,
+        },
+        UserTranscript {
+            #[serde(default)]
+            user_transcription_event: UserTranscript,
+        },
+        ClientToolCall {
+            #[serde(default)]
+            client_tool_call: ToolCall,
+        },
+        #[serde(other)]
+        Other,
+    }
+
+    /// Just the type, of a message that fits none of the above.
+    #[derive(Deserialize)]
+    pub(super) struct Kind {
+        #[serde(rename = "type", default)]
+        pub(super) kind: String,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub(super) struct EventId<T: Default> {
+        event_id: T,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub(super) struct Metadata {
+        conversation_id: String,
+        agent_output_audio_format: String,
+        user_input_audio_format: String,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub(super) struct Audio {
+        audio_base_64: String,
+        event_id: Option<u64>,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub(super) struct AgentResponse {
+        agent_response: String,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub(super) struct Correction {
+        original_agent_response: String,
+        corrected_agent_response: String,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub(super) struct UserTranscript {
+        user_transcript: String,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub(super) struct ToolCall {
+        tool_call_id: String,
+        tool_name: String,
+        parameters: Option<Value>,
+    }
+
+    impl From<Message> for AgentMessage {
+        fn from(message: Message) -> Self {
+            let event = match message {
+                Message::Ping { ping_event } => {
+                    return Self::Ping {
+                        event_id: ping_event.event_id,
+                    };
                 }
-            }
-            "audio" => {
-                let a = part("audio_event");
-                AgentEvent::Audio {
-                    audio: text(a, "audio_base_64"),
-                    event_id: a.get("event_id").and_then(Value::as_u64),
-                }
-            }
-            "interruption" => AgentEvent::Interruption {
-                event_id: part("interruption_event")
-                    .get("event_id")
-                    .and_then(Value::as_u64),
-            },
-            "agent_response" => AgentEvent::AgentResponse {
-                text: text(part("agent_response_event"), "agent_response"),
-            },
-            "agent_response_correction" => {
-                let c = part("agent_response_correction_event");
-                AgentEvent::AgentResponseCorrection {
-                    original: text(c, "original_agent_response"),
-                    corrected: text(c, "corrected_agent_response"),
-                }
-            }
-            "user_transcript" => AgentEvent::UserTranscript {
-                text: text(part("user_transcription_event"), "user_transcript"),
-            },
-            "client_tool_call" => {
-                let c = part("client_tool_call");
-                AgentEvent::ClientToolCall {
-                    tool_call_id: text(c, "tool_call_id"),
-                    tool_name: text(c, "tool_name"),
-                    parameters: c.get("parameters").cloned().unwrap_or(json!({})),
-                }
-            }
-            _ => AgentEvent::Unknown { kind },
-        };
-        Self::Event(event)
+                Message::ConversationInitiationMetadata {
+                    conversation_initiation_metadata_event: m,
+                } => AgentEvent::Metadata {
+                    conversation_id: m.conversation_id,
+                    agent_output_audio_format: m.agent_output_audio_format,
+                    user_input_audio_format: m.user_input_audio_format,
+                },
+                Message::Audio { audio_event: a } => AgentEvent::Audio {
+                    audio: a.audio_base_64,
+                    event_id: a.event_id,
+                },
+                Message::Interruption { interruption_event } => AgentEvent::Interruption {
+                    event_id: interruption_event.event_id,
+                },
+                Message::AgentResponse {
+                    agent_response_event,
+                } => AgentEvent::AgentResponse {
+                    text: agent_response_event.agent_response,
+                },
+                Message::AgentResponseCorrection {
+                    agent_response_correction_event: c,
+                } => AgentEvent::AgentResponseCorrection {
+                    original: c.original_agent_response,
+                    corrected: c.corrected_agent_response,
+                },
+                Message::UserTranscript {
+                    user_transcription_event,
+                } => AgentEvent::UserTranscript {
+                    text: user_transcription_event.user_transcript,
+                },
+                Message::ClientToolCall {
+                    client_tool_call: c,
+                } => AgentEvent::ClientToolCall {
+                    tool_call_id: c.tool_call_id,
+                    tool_name: c.tool_name,
+                    parameters: c
+                        .parameters
+                        .unwrap_or_else(|| Value::Object(Default::default())),
+                },
+                // `from_value` names the type.
+                Message::Other => AgentEvent::Unknown {
+                    kind: String::new(),
+                },
+            };
+            Self::Event(event)
+        }
     }
 }
 
@@ -254,14 +366,14 @@ impl ElevenLabsAgent {
     pub async fn next_event(&mut self) -> Result<AgentEvent, SpeechError> {
         loop {
             let text = self.link.next_text().await?;
-            let value: Value = match serde_json::from_str(text.as_str()) {
-                Ok(value) => value,
+            let message = match AgentMessage::parse(text.as_str()) {
+                Ok(message) => message,
                 Err(e) => {
                     tracing::warn!(service = %SERVICE, error = %e, "skipping a malformed server message");
                     continue;
                 }
             };
-            let event = match AgentMessage::from_value(&value) {
+            let event = match message {
                 AgentMessage::Ping { event_id } => {
                     let pong = json!({"type": "pong", "event_id": event_id}).to_string();
                     if let Err(e) = self.link.try_send_text(pong) {
@@ -363,7 +475,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> AgentMessage {
-        AgentMessage::from_value(&serde_json::from_str(text).unwrap())
+        AgentMessage::parse(text).unwrap()
     }
 
     #[test]
@@ -432,6 +544,28 @@ mod tests {
                 event_id: json!(12345)
             }
         );
+    }
+
+    #[test]
+    fn misfit_fields_are_unknown_and_only_non_json_is_an_error() {
+        assert_eq!(
+            AgentMessage::parse(r#"{"type":"audio","audio_event":"oops"}"#).unwrap(),
+            AgentMessage::Event(AgentEvent::Unknown {
+                kind: "audio".into()
+            })
+        );
+        assert_eq!(
+            AgentMessage::parse(r#"{"type":"vad_score","vad_score_event":{"vad_score":0.9}}"#)
+                .unwrap(),
+            AgentMessage::Event(AgentEvent::Unknown {
+                kind: "vad_score".into()
+            })
+        );
+        assert_eq!(
+            AgentMessage::parse(r#"{"type":"interruption"}"#).unwrap(),
+            AgentMessage::Event(AgentEvent::Interruption { event_id: None })
+        );
+        assert!(AgentMessage::parse("not json").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::{PipelineOutput, apology_audio};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::speech::SpeechError;
 
 /// What a bridging pipeline has to say to the session, in order, and its turn
@@ -79,6 +80,9 @@ pub struct Upstream<M> {
     sends: VecDeque<M>,
     dead: bool,
     apology: Option<JoinHandle<Option<Vec<u8>>>>,
+    /// What its death needs: the configuration (for the TTS), the words of the
+    /// apology, and the metrics that count it.
+    fallback: Option<(Arc<Config>, String, Arc<Metrics>)>,
 }
 
 impl<M> Upstream<M> {
@@ -88,7 +92,20 @@ impl<M> Upstream<M> {
             sends: VecDeque::new(),
             dead: false,
             apology: None,
+            fallback: None,
         }
+    }
+
+    /// When it dies, `apology` is synthesised through ElevenLabs TTS (as
+    /// `config` sets it up) and the death is counted in `metrics`.
+    pub fn apologising(
+        mut self,
+        config: Arc<Config>,
+        apology: &str,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        self.fallback = Some((config, apology.to_string(), metrics));
+        self
     }
 
     /// Queues a control message; drops it (logged) when the queue is full.
@@ -137,18 +154,18 @@ impl<M> Upstream<M> {
     }
 
     /// Marks the upstream dead (once: `false` when it already was), drops what was
-    /// queued and starts synthesising `apology`.
-    pub fn failed(&mut self, error: &SpeechError, config: &Arc<Config>, apology: &str) -> bool {
+    /// queued, counts it and starts synthesising the apology.
+    pub fn failed(&mut self, error: &SpeechError) -> bool {
         if self.dead {
             return false;
         }
         tracing::warn!(error = %error, upstream = self.name, "the upstream is gone mid-call");
         self.dead = true;
         self.sends.clear();
-        self.apology = Some(tokio::spawn(apology_audio(
-            config.clone(),
-            apology.to_string(),
-        )));
+        if let Some((config, apology, metrics)) = &self.fallback {
+            metrics.llm_error("upstream");
+            self.apology = Some(tokio::spawn(apology_audio(config.clone(), apology.clone())));
+        }
         true
     }
 
@@ -233,10 +250,12 @@ mod tests {
     #[tokio::test]
     async fn a_dead_upstream_sends_nothing_and_dies_once() {
         let config = Arc::new(Config::from_vars(Default::default()).unwrap());
-        let mut upstream = Upstream::new("test");
+        let metrics = Arc::new(Metrics::default());
+        let mut upstream = Upstream::new("test").apologising(config, "sorry", metrics.clone());
         upstream.queue(1);
-        assert!(upstream.failed(&fatal(), &config, "sorry"));
-        assert!(!upstream.failed(&fatal(), &config, "sorry"));
+        assert!(upstream.failed(&fatal()));
+        assert!(!upstream.failed(&fatal()));
+        assert_eq!(metrics.llm_errors("upstream"), 1, "counted once");
         assert!(upstream.is_dead());
         upstream.queue(2); // Not kept: nothing goes to a dead upstream.
         assert!(upstream.sends.is_empty());

@@ -34,9 +34,8 @@ use super::{
     PipelineError, PipelineOutput, PipelineStats, ToolFollowUp, heard_part, is_one_of,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
-use crate::agent::{AgentSettings, CallOpening, GREETING_PARAMETER, Handoff, Speaker};
+use crate::agent::{CallOpening, GREETING_PARAMETER, Handoff, Speaker};
 use crate::audio::frame::{MULAW_RATE, duration_of};
-use crate::config::Config;
 use crate::llm::ToolCall;
 use crate::speech::SpeechError;
 use crate::speech::elevenlabs_agent::{
@@ -76,8 +75,6 @@ pub struct ElevenLabsPipeline {
     log: CallLog,
     tools: Arc<ToolRegistry>,
     tool_ctx: ToolContext,
-    settings: Arc<AgentSettings>,
-    config: Arc<Config>,
     /// Messages waiting to go to the agent; whether it is gone.
     upstream: Upstream<Outgoing>,
     out: Outputs,
@@ -122,9 +119,11 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
             from: ctx.call.from.clone(),
             now: SystemTime::now(),
         },
-        settings: ctx.agent.settings.clone(),
-        config: ctx.config.clone(),
-        upstream: Upstream::new("the ElevenLabs agent"),
+        upstream: Upstream::new("the ElevenLabs agent").apologising(
+            ctx.config.clone(),
+            &ctx.agent.settings.fallback_message,
+            ctx.agent.metrics.clone(),
+        ),
         out: Outputs::default(),
         speaking: None,
         new_turn: true,
@@ -163,12 +162,8 @@ impl ElevenLabsPipeline {
     }
 
     fn upstream_failed(&mut self, error: SpeechError) {
-        if self
-            .upstream
-            .failed(&error, &self.config, &self.settings.fallback_message)
-        {
+        if self.upstream.failed(&error) {
             self.stats.errors += 1;
-            self.metrics.llm_error("upstream");
         }
     }
 

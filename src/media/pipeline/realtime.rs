@@ -46,7 +46,6 @@ use super::{
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{AgentSettings, CallOpening, Handoff, Speaker};
-use crate::config::Config;
 use crate::llm::ToolCall;
 use crate::speech::SpeechError;
 use crate::speech::realtime::{
@@ -87,7 +86,6 @@ pub struct RealtimePipeline {
     tools: Arc<ToolRegistry>,
     tool_ctx: ToolContext,
     settings: Arc<AgentSettings>,
-    config: Arc<Config>,
     /// The session as configured so far (instructions and transcription language
     /// change with `switch_language`).
     session: ConversationSettings,
@@ -149,11 +147,14 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         tools: ctx.agent.tools.clone(),
         tool_ctx,
         settings: ctx.agent.settings.clone(),
-        config: ctx.config.clone(),
         session,
         base_instructions: instructions.clone(),
         language: ctx.config.relay.language.clone(),
-        upstream: Upstream::new("OpenAI Realtime"),
+        upstream: Upstream::new("OpenAI Realtime").apologising(
+            ctx.config.clone(),
+            &ctx.agent.settings.fallback_message,
+            ctx.agent.metrics.clone(),
+        ),
         out: Outputs::default(),
         audio: AssistantAudio::default(),
         items: VecDeque::new(),
@@ -206,12 +207,8 @@ impl RealtimePipeline {
     }
 
     fn upstream_failed(&mut self, error: SpeechError) {
-        if self
-            .upstream
-            .failed(&error, &self.config, &self.settings.fallback_message)
-        {
+        if self.upstream.failed(&error) {
             self.stats.errors += 1;
-            self.metrics.llm_error("upstream");
         }
     }
 
