@@ -1,4 +1,4 @@
-//! What the two bridging pipelines ([`super::realtime`], [`super::elevenlabs`])
+//! What the two bridging pipelines ([`super::openai_realtime`], [`super::elevenlabs_agent`])
 //! share about their upstream: a bounded queue of control messages waiting to be
 //! sent, and the upstream's death — it is marked once, the queue is dropped, and the
 //! apology is synthesised elsewhere (ElevenLabs TTS, [`super::apology_audio`]) since

@@ -24,13 +24,14 @@
 //! which is what `conversation.item.truncate` and "history keeps only what was
 //! played" need.
 //!
-//! Pipelines: [`realtime`] (OpenAI Realtime), [`elevenlabs`] (ElevenLabs agent),
+//! Pipelines, named as `MEDIA_PIPELINE` names them: [`openai_realtime`],
+//! [`elevenlabs_agent`],
 //! [`cascade`] (STT → our agent → TTS).
 
 pub mod bridge;
 pub mod cascade;
-pub mod elevenlabs;
-pub mod realtime;
+pub mod elevenlabs_agent;
+pub mod openai_realtime;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,8 +176,8 @@ pub async fn connect(
     ctx: PipelineContext,
 ) -> Result<Box<dyn Pipeline>, PipelineError> {
     match kind {
-        MediaPipelineKind::OpenAiRealtime => realtime::connect(ctx).await,
-        MediaPipelineKind::ElevenLabsAgent => elevenlabs::connect(ctx).await,
+        MediaPipelineKind::OpenAiRealtime => openai_realtime::connect(ctx).await,
+        MediaPipelineKind::ElevenLabsAgent => elevenlabs_agent::connect(ctx).await,
         MediaPipelineKind::Cascade => cascade::connect(ctx).await,
     }
 }
