@@ -19,6 +19,7 @@ mod media;
 mod relay;
 mod replicas;
 mod security;
+mod sip;
 mod speech;
 mod store;
 mod tools;
@@ -30,6 +31,7 @@ pub use media::{MediaConfig, MediaPipelineKind};
 pub use relay::{DEFAULT_WELCOME_GREETING, LanguageConfig, RelayConfig};
 pub use replicas::ReplicasConfig;
 pub use security::{LimitsConfig, SecurityConfig};
+pub use sip::{SipAuth, SipConfig, SipProvider};
 pub use speech::{CascadeStt, SpeechConfig};
 pub use store::{DEFAULT_DATABASE_URL, redact_database_url};
 pub use tools::{
@@ -82,6 +84,8 @@ pub struct Config {
     pub security: SecurityConfig,
     pub limits: LimitsConfig,
     pub replicas: ReplicasConfig,
+    /// SIP mode (OpenAI answers a SIP trunk; README "SIP mode").
+    pub sip: SipConfig,
 }
 
 pub const DEFAULT_SYSTEM_PROMPT: &str = "Você é um assistente de voz simpático e objetivo, atendendo uma ligação telefônica em português do Brasil. \
@@ -154,6 +158,7 @@ impl Config {
         let relay = relay::read(&mut env, &file);
         let speech = speech::read(&mut env);
         let media = media::read(&mut env, &llm, &speech);
+        let sip = sip::read(&mut env, &llm, &speech);
 
         let (api_token, api_token_generated) = match env.get("API_TOKEN") {
             Some(token) if token.len() < 16 => {
@@ -201,6 +206,7 @@ impl Config {
             twilio,
             database_url,
             replicas,
+            sip,
             agent_name: env
                 .get("AGENT_NAME")
                 .unwrap_or_else(|| "voxrelay".to_string()),

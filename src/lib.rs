@@ -18,6 +18,8 @@
 //! - [`relay`]: the ConversationRelay transport (protocol types and the call session).
 //! - [`media`]: the Media Streams transport (raw μ-law call audio, protocol types,
 //!   the speech pipelines that bridge it to an upstream or to our agent).
+//! - [`sip`]: SIP mode (OpenAI answers a SIP trunk; we accept the call from its
+//!   signed webhook and drive it over a sideband WebSocket).
 //! - [`recorder`]: the call observer that queues each call's records for the store.
 //! - [`agent`]: the conversation core shared by every transport: history, streaming
 //!   replies, tools, interruptions, DTMF, the call log and the prompt.
@@ -50,6 +52,7 @@ pub mod replica;
 pub mod server;
 pub mod shutdown;
 pub mod sim;
+pub mod sip;
 pub mod speech;
 pub mod state;
 pub mod store;

@@ -21,16 +21,19 @@ pub enum CallMode {
     Relay,
     /// Media Streams (`/media-stream`): audio both ways.
     Stream,
+    /// SIP (OpenAI answers the trunk; we drive the call over a sideband socket).
+    Sip,
 }
 
 impl CallMode {
-    pub const ALL: [CallMode; 2] = [CallMode::Relay, CallMode::Stream];
+    pub const ALL: [CallMode; 3] = [CallMode::Relay, CallMode::Stream, CallMode::Sip];
 
     /// The label value, also used as `CallInfo::mode`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Relay => "relay",
             Self::Stream => "stream",
+            Self::Sip => "sip",
         }
     }
 
@@ -96,8 +99,8 @@ impl Histogram {
 /// Counters and histograms since the process started.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    active_calls: [AtomicU64; 2],
-    total_calls: [AtomicU64; 2],
+    active_calls: [AtomicU64; 3],
+    total_calls: [AtomicU64; 3],
     turns: AtomicU64,
     interrupts: AtomicU64,
     llm_errors: [AtomicU64; LLM_ERROR_KINDS.len()],

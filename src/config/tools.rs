@@ -47,6 +47,11 @@ impl BuiltinTool {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|tool| tool.name() == name)
     }
+
+    /// Whether the tool named `name` is one of `tools`.
+    pub fn listed(tools: &[Self], name: &str) -> bool {
+        tools.iter().any(|tool| tool.name() == name)
+    }
 }
 
 /// Tool calling settings.

@@ -21,7 +21,7 @@ pub mod elevenlabs_agent;
 pub mod elevenlabs_stt;
 pub mod elevenlabs_tts;
 pub mod realtime;
-mod ws;
+pub(crate) mod ws;
 
 use std::fmt;
 use std::time::Duration;
@@ -35,6 +35,8 @@ pub enum Service {
     ElevenLabsTts,
     ElevenLabsAgent,
     ElevenLabsStt,
+    /// The sideband socket of a SIP call (OpenAI or Azure OpenAI).
+    OpenAiSip,
 }
 
 impl fmt::Display for Service {
@@ -44,6 +46,7 @@ impl fmt::Display for Service {
             Self::ElevenLabsTts => "ElevenLabs TTS",
             Self::ElevenLabsAgent => "ElevenLabs agent",
             Self::ElevenLabsStt => "ElevenLabs STT",
+            Self::OpenAiSip => "OpenAI SIP sideband",
         })
     }
 }

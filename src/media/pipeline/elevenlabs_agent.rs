@@ -31,11 +31,12 @@ use tokio::time::Instant;
 use super::bridge::{Outputs, Upstream};
 use super::{
     CallEvent, CallLog, CallerAudio, ELEVENLABS_AGENT_UNSUPPORTED_TOOLS, Pipeline, PipelineContext,
-    PipelineError, PipelineOutput, PipelineStats, ToolFollowUp, heard_part, is_one_of,
+    PipelineError, PipelineOutput, PipelineStats, ToolFollowUp, heard_part,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{CallOpening, GREETING_PARAMETER, Handoff, Speaker};
 use crate::audio::frame::{MULAW_RATE, duration_of};
+use crate::config::BuiltinTool;
 use crate::llm::ToolCall;
 use crate::speech::SpeechError;
 use crate::speech::elevenlabs_agent::{
@@ -265,7 +266,7 @@ impl ElevenLabsPipeline {
         tracing::info!(tool = %name, "the ElevenLabs agent calls a client tool");
         self.stats.tool_calls += 1;
         let known = self.tools.names().contains(&name)
-            && !is_one_of(ELEVENLABS_AGENT_UNSUPPORTED_TOOLS, &name);
+            && !BuiltinTool::listed(ELEVENLABS_AGENT_UNSUPPORTED_TOOLS, &name);
         if !known || self.running.len() >= MAX_RUNNING_TOOLS {
             let error = if known {
                 "too many tools running".to_string()

@@ -213,11 +213,6 @@ pub const REALTIME_UNSUPPORTED_TOOLS: &[BuiltinTool] = &[BuiltinTool::SendDtmf];
 pub const ELEVENLABS_AGENT_UNSUPPORTED_TOOLS: &[BuiltinTool] =
     &[BuiltinTool::SendDtmf, BuiltinTool::SwitchLanguage];
 
-/// Whether `name` is one of `tools`.
-pub fn is_one_of(tools: &[BuiltinTool], name: &str) -> bool {
-    tools.iter().any(|tool| tool.name() == name)
-}
-
 /// The first `played` of `generated` of a spoken text, cut at a word boundary: an
 /// estimate of what the caller heard of an interrupted turn (speech is close enough
 /// to uniform in time for a transcript).

@@ -42,10 +42,11 @@ use tokio::time::Instant;
 use super::bridge::{Outputs, Upstream};
 use super::{
     CallEvent, CallLog, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
-    PipelineStats, REALTIME_UNSUPPORTED_TOOLS, ToolFollowUp, heard_part, is_one_of,
+    PipelineStats, REALTIME_UNSUPPORTED_TOOLS, ToolFollowUp, heard_part,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{AgentSettings, CallOpening, Handoff, Speaker};
+use crate::config::BuiltinTool;
 use crate::llm::ToolCall;
 use crate::speech::SpeechError;
 use crate::speech::realtime::{
@@ -128,7 +129,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         .tools
         .specs(&tool_ctx)
         .into_iter()
-        .filter(|spec| !is_one_of(REALTIME_UNSUPPORTED_TOOLS, &spec.name))
+        .filter(|spec| !BuiltinTool::listed(REALTIME_UNSUPPORTED_TOOLS, &spec.name))
         .map(|spec| FunctionTool {
             name: spec.name,
             description: spec.description,
@@ -403,6 +404,7 @@ impl RealtimePipeline {
             | ServerEvent::SessionUpdated { .. }
             | ServerEvent::InputTranscriptDelta { .. }
             | ServerEvent::ItemTruncated { .. }
+            | ServerEvent::Dtmf { .. }
             | ServerEvent::Unknown { .. } => {}
         }
     }

@@ -395,7 +395,7 @@ pub enum ClientEvent {
 }
 
 impl ClientEvent {
-    pub(super) fn to_json(&self) -> String {
+    pub fn to_json(&self) -> String {
         // Plain data with string keys: serialization cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -467,6 +467,10 @@ pub enum ServerEvent {
     InputTranscriptFailed {
         item_id: String,
         message: String,
+    },
+    /// A key pressed on a SIP call (only on a SIP sideband).
+    Dtmf {
+        digits: String,
     },
     /// `response.function_call_arguments.done`.
     FunctionCallDone(FunctionCall),
@@ -561,6 +565,13 @@ impl ServerEvent {
                 message: v
                     .get("error")
                     .and_then(|e| str_field(e, "message"))
+                    .unwrap_or_default(),
+            },
+            // A SIP call's keypad (Realtime; GPT-Live names it `transport.dtmf.received`).
+            "input_audio_buffer.dtmf_event_received" | "transport.dtmf.received" => Self::Dtmf {
+                digits: ["event", "digit", "digits"]
+                    .iter()
+                    .find_map(|key| str_field(v, key))
                     .unwrap_or_default(),
             },
             "response.function_call_arguments.done" => Self::FunctionCallDone(FunctionCall {

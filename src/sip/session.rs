@@ -1,0 +1,529 @@
+//! One SIP call after its webhook: accept it with the agent's session, open the
+//! sideband WebSocket, and run one `select!` loop over the sideband's events, the
+//! tools in flight, the keypad, the goodbye deadline, the call's time limit and the
+//! server's stop signal. OpenAI plays the audio; we keep the records (through the
+//! agent core's [`CallLog`]), run the tools and end or transfer the call through
+//! call control. May import `agent`, `tools`, `speech` (the sideband plumbing and
+//! the Realtime protocol), `metrics` and `config`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::control::{Control, refer_target};
+use super::protocol::Surface;
+use crate::agent::dtmf::DigitBuffer;
+use crate::agent::{
+    AgentDeps, CallInfo, CallLog, CallOpening, CallSummary, Handoff, REASON_END_CALL,
+    REASON_MAX_DURATION, Speaker, ToolFollowUp,
+};
+use crate::config::{BuiltinTool, Config};
+use crate::llm::ToolCall;
+use crate::metrics::CallMode;
+use crate::speech::realtime::{
+    ClientEvent, FunctionCall, FunctionTool, Item, ResponseParams, ServerEvent,
+};
+use crate::speech::ws::{self, WsLink};
+use crate::speech::{Service, SpeechError};
+use crate::tools::{ToolContext, ToolRun};
+
+/// Built-in tools a SIP call cannot carry out: OpenAI plays the audio, so we
+/// cannot press keys towards the far end.
+pub const SIP_UNSUPPORTED_TOOLS: &[BuiltinTool] = &[BuiltinTool::SendDtmf];
+/// How long an ending call waits for its goodbye to be spoken.
+const GOODBYE_WAIT: Duration = Duration::from_secs(15);
+/// Tools running at once in one call, at most.
+const MAX_RUNNING_TOOLS: usize = 8;
+/// Longest transcript kept from one event.
+const MAX_TRANSCRIPT_BYTES: usize = 16 * 1024;
+
+/// Everything a SIP call needs from the server.
+#[derive(Clone)]
+pub struct SipDeps {
+    pub config: Arc<Config>,
+    pub agent: AgentDeps,
+    pub control: Control,
+    /// Cancelled when the server's drain time is up: end the call now.
+    pub stop: CancellationToken,
+}
+
+/// How a SIP call went, for its record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SipCallStats {
+    pub accepted: bool,
+    pub turns: u32,
+    pub tool_calls: u32,
+    pub errors: u32,
+    /// How it ended: `completed`, `handoff`, `failed`.
+    pub status: String,
+}
+
+/// Accepts the call on `surface` and runs it to its end.
+pub async fn run(deps: SipDeps, surface: Surface, info: CallInfo) -> SipCallStats {
+    let opening = CallOpening::new(&deps.agent.settings, &info.parameters);
+    let instructions = opening.instructions(&deps.agent.settings);
+    let tool_ctx = ToolContext {
+        call_sid: info.call_sid.clone(),
+        from: info.from.clone(),
+        now: SystemTime::now(),
+    };
+    let tools: Vec<FunctionTool> = deps
+        .agent
+        .tools
+        .specs(&tool_ctx)
+        .into_iter()
+        .filter(|spec| !BuiltinTool::listed(SIP_UNSUPPORTED_TOOLS, &spec.name))
+        .map(|spec| FunctionTool {
+            name: spec.name,
+            description: spec.description,
+            parameters: (*spec.parameters).clone(),
+        })
+        .collect();
+    let body = surface.accept_body(&deps.config.sip, &instructions, &tools);
+    if let Err(e) = deps.control.accept(&surface, body).await {
+        tracing::error!(error = %e, "could not accept the SIP call");
+        return SipCallStats {
+            status: "failed".into(),
+            ..SipCallStats::default()
+        };
+    }
+    tracing::info!(from = %info.from, to = %info.to, "SIP call accepted");
+    let metrics = deps.agent.metrics.clone();
+    let _active = metrics.call_started(CallMode::Sip);
+    let mut log = CallLog::new(deps.agent.observer.clone());
+    log.started(&info);
+    let call = SipCall {
+        surface,
+        log,
+        tool_ctx,
+        digits: DigitBuffer::new(deps.agent.settings.dtmf_timeout),
+        running: FuturesUnordered::new(),
+        ending: None,
+        goodbye_asked: false,
+        goodbye_response: None,
+        stats: SipCallStats {
+            accepted: true,
+            ..SipCallStats::default()
+        },
+        reconnected: false,
+        deps,
+    };
+    let greeting = (!opening.greeting.is_empty()).then_some(opening.greeting);
+    call.run(greeting).await
+}
+
+/// One call in progress.
+struct SipCall {
+    deps: SipDeps,
+    surface: Surface,
+    log: CallLog,
+    tool_ctx: ToolContext,
+    digits: DigitBuffer,
+    running: FuturesUnordered<BoxFuture<'static, ToolRun>>,
+    /// The call ends after the goodbye (or by the deadline).
+    ending: Option<(Handoff, Instant)>,
+    /// A goodbye response was asked for; its id once created.
+    goodbye_asked: bool,
+    goodbye_response: Option<String>,
+    stats: SipCallStats,
+    /// The sideband was opened a second time already.
+    reconnected: bool,
+}
+
+/// What ended the loop.
+enum Finish {
+    /// Hang up, or transfer when the handoff says so.
+    End(Handoff),
+    /// The sideband is gone for good: hang up.
+    Lost,
+}
+
+impl SipCall {
+    async fn run(mut self, greeting: Option<String>) -> SipCallStats {
+        let finish = match self.open().await {
+            Ok(mut link) => {
+                if let Some(greeting) = greeting {
+                    let response = ResponseParams {
+                        instructions: Some(format!(
+                            "Start the call now by saying exactly this greeting, in its own language, and nothing else: \"{greeting}\""
+                        )),
+                    };
+                    self.send(
+                        &link,
+                        ClientEvent::CreateResponse {
+                            response: Some(response),
+                        },
+                    );
+                    self.log
+                        .turn(Speaker::Agent, &greeting, SystemTime::now(), None);
+                }
+                let finish = self.serve(&mut link).await;
+                link.close().await;
+                finish
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the SIP sideband could not be opened");
+                self.stats.errors += 1;
+                Finish::Lost
+            }
+        };
+        self.finish(finish).await
+    }
+
+    async fn open(&self) -> Result<WsLink, SpeechError> {
+        let sip = &self.deps.config.sip;
+        let header = sip.auth.as_ref().map(|auth| auth.header());
+        let url = self.surface.sideband_url(&sip.ws_base());
+        ws::open(
+            Service::OpenAiSip,
+            &url,
+            header.as_ref().map(|(name, value)| (*name, value.as_str())),
+            self.deps.config.speech.connect_timeout,
+        )
+        .await
+    }
+
+    /// Queues an event on the sideband (a full queue drops it, logged).
+    fn send(&self, link: &WsLink, event: ClientEvent) {
+        if let Err(e) = link.try_send_text(event.to_json()) {
+            tracing::warn!(error = %e, "could not queue a sideband event");
+        }
+    }
+
+    /// The call's loop, until it must end.
+    async fn serve(&mut self, link: &mut WsLink) -> Finish {
+        let time_up = tokio::time::sleep(self.deps.config.limits.max_call);
+        tokio::pin!(time_up);
+        loop {
+            if let Some((handoff, at)) = &self.ending
+                && Instant::now() >= *at
+            {
+                tracing::info!("no goodbye in time; ending the SIP call");
+                return Finish::End(handoff.clone());
+            }
+            let ending_due = self.ending.as_ref().map(|(_, at)| *at);
+            let digits_due = self.digits.due();
+            tokio::select! {
+                () = self.deps.stop.cancelled() => {
+                    return Finish::End(self.handoff(REASON_END_CALL, Some("the server is stopping".into()), None));
+                }
+                () = &mut time_up, if self.ending.is_none() => {
+                    tracing::info!("the SIP call reached its maximum duration");
+                    let handoff = self.handoff(REASON_MAX_DURATION, None, None);
+                    self.say_goodbye(link, handoff);
+                }
+                text = link.next_text() => match text {
+                    Ok(text) => {
+                        if let Some(finish) = self.on_text(link, text.as_str()) {
+                            return finish;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the SIP sideband dropped");
+                        self.stats.errors += 1;
+                        if let Some((handoff, _)) = &self.ending {
+                            return Finish::End(handoff.clone());
+                        }
+                        if self.reconnected {
+                            return Finish::Lost;
+                        }
+                        self.reconnected = true;
+                        match self.open().await {
+                            Ok(new_link) => {
+                                tracing::info!("the SIP sideband is open again");
+                                *link = new_link;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the SIP sideband could not be reopened; hanging up");
+                                return Finish::Lost;
+                            }
+                        }
+                    }
+                },
+                Some(run) = self.running.next(), if !self.running.is_empty() => self.on_tool_done(link, run),
+                () = sleep_until(digits_due) => {
+                    if let Some(entry) = self.digits.take() {
+                        self.digits_entered(link, entry);
+                    }
+                }
+                () = sleep_until(ending_due) => {}
+            }
+        }
+    }
+
+    /// One sideband message. Malformed or unknown ones are logged and skipped.
+    fn on_text(&mut self, link: &WsLink, text: &str) -> Option<Finish> {
+        let event = match ServerEvent::parse(text) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a malformed sideband message");
+                return None;
+            }
+        };
+        match event {
+            ServerEvent::InputTranscriptCompleted { transcript, .. } => {
+                let text = bounded(transcript);
+                if !text.trim().is_empty() {
+                    self.log
+                        .turn(Speaker::Caller, &text, SystemTime::now(), None);
+                }
+            }
+            ServerEvent::TranscriptDone { transcript, .. } => {
+                let text = bounded(transcript);
+                if !text.trim().is_empty() {
+                    self.stats.turns += 1;
+                    self.log
+                        .turn(Speaker::Agent, &text, SystemTime::now(), None);
+                }
+            }
+            ServerEvent::FunctionCallDone(call) => self.start_tool(link, call),
+            ServerEvent::Dtmf { digits } => {
+                for key in digits
+                    .chars()
+                    .filter(|c| c.is_ascii_digit() || "*#".contains(*c))
+                {
+                    if let Some(entry) = self.digits.push(key) {
+                        self.digits_entered(link, entry);
+                    }
+                }
+            }
+            ServerEvent::ResponseCreated { response_id }
+                if self.goodbye_asked && self.goodbye_response.is_none() =>
+            {
+                self.goodbye_response = Some(response_id);
+            }
+            ServerEvent::ResponseDone { response_id, .. } => {
+                let is_goodbye = self.goodbye_response.as_deref() == Some(response_id.as_str());
+                if is_goodbye && let Some((handoff, _)) = &self.ending {
+                    return Some(Finish::End(handoff.clone()));
+                }
+            }
+            ServerEvent::Error { message, code, .. } => {
+                tracing::warn!(code = ?code, error = %crate::transport::excerpt(&message, 300), "the sideband reported an error");
+            }
+            ServerEvent::Unknown { kind } if kind.starts_with("transport.") => {
+                tracing::info!(event = %crate::transport::excerpt(&kind, 64), "SIP transport event");
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn start_tool(&mut self, link: &WsLink, call: FunctionCall) {
+        tracing::info!(tool = %crate::transport::excerpt(&call.name, 64), "the model calls a tool");
+        self.stats.tool_calls += 1;
+        if self.running.len() >= MAX_RUNNING_TOOLS {
+            self.send(
+                link,
+                ClientEvent::CreateItem {
+                    item: Item::FunctionCallOutput {
+                        call_id: call.call_id,
+                        output: serde_json::json!({"error": "too many tools running"}).to_string(),
+                    },
+                },
+            );
+            return;
+        }
+        let ctx = ToolContext {
+            now: SystemTime::now(),
+            ..self.tool_ctx.clone()
+        };
+        self.running.push(self.deps.agent.tools.run(
+            ToolCall {
+                id: call.call_id,
+                name: call.name,
+                arguments: call.arguments,
+            },
+            &ctx,
+        ));
+    }
+
+    fn on_tool_done(&mut self, link: &WsLink, run: ToolRun) {
+        let follow_up = self.log.tool_run(&run);
+        self.send(
+            link,
+            ClientEvent::CreateItem {
+                item: Item::FunctionCallOutput {
+                    call_id: run.call.id.clone(),
+                    output: run.content(),
+                },
+            },
+        );
+        match follow_up {
+            Some(ToolFollowUp::End(handoff)) => self.say_goodbye(link, handoff),
+            Some(ToolFollowUp::SwitchLanguage(code)) => {
+                let instructions = format!(
+                    "{}\n\nThe caller prefers another language: from now on, speak {code} to the caller.",
+                    self.deps.agent.settings.system_prompt
+                );
+                let update = serde_json::json!({"type": "session.update",
+                    "session": {"type": "realtime", "instructions": instructions}});
+                if let Err(e) = link.try_send_text(update.to_string()) {
+                    tracing::warn!(error = %e, "could not switch the language");
+                }
+                self.send(link, ClientEvent::CreateResponse { response: None });
+            }
+            Some(ToolFollowUp::SendDigits(_)) => {
+                tracing::warn!("keypad tones cannot be sent on a SIP call");
+                self.send(link, ClientEvent::CreateResponse { response: None });
+            }
+            // After a tool result the model does not speak by itself.
+            None if self.ending.is_none() => {
+                self.send(link, ClientEvent::CreateResponse { response: None });
+            }
+            None => {}
+        }
+    }
+
+    /// The call ends after a goodbye: asks the model for it and starts the clock.
+    fn say_goodbye(&mut self, link: &WsLink, handoff: Handoff) {
+        if self.ending.is_some() {
+            tracing::warn!("the call is already ending; keeping the first ending");
+            return;
+        }
+        let settings = &self.deps.agent.settings;
+        let words = if handoff.is_live_agent() {
+            &settings.handoff_message
+        } else {
+            &settings.goodbye_message
+        };
+        let instructions = format!(
+            "The call is ending now. Say briefly, in the caller's language, something like: \"{words}\""
+        );
+        self.send(
+            link,
+            ClientEvent::CreateResponse {
+                response: Some(ResponseParams {
+                    instructions: Some(instructions),
+                }),
+            },
+        );
+        self.goodbye_asked = true;
+        self.ending = Some((handoff, Instant::now() + GOODBYE_WAIT));
+    }
+
+    fn digits_entered(&mut self, link: &WsLink, digits: String) {
+        tracing::info!(digits = digits.len(), "keypad digits to the model");
+        self.log.turn(
+            Speaker::Caller,
+            &format!("DTMF: {digits}"),
+            SystemTime::now(),
+            None,
+        );
+        self.send(
+            link,
+            ClientEvent::CreateItem {
+                item: Item::user_text(format!("[keypad] {digits}")),
+            },
+        );
+        self.send(link, ClientEvent::CreateResponse { response: None });
+    }
+
+    fn handoff(
+        &self,
+        reason_code: &str,
+        reason: Option<String>,
+        summary: Option<String>,
+    ) -> Handoff {
+        let call = self.log.call();
+        Handoff {
+            reason_code: reason_code.into(),
+            reason,
+            summary,
+            call_sid: call.map(|c| c.call_sid.clone()).filter(|s| !s.is_empty()),
+            from: call.map(|c| c.from.clone()).filter(|s| !s.is_empty()),
+        }
+    }
+
+    /// Hangs up or transfers, and closes the call's record.
+    async fn finish(mut self, finish: Finish) -> SipCallStats {
+        let control = &self.deps.control;
+        let (status, handoff) = match finish {
+            Finish::End(handoff) if handoff.is_live_agent() => {
+                match self.deps.config.handoff.number.as_deref() {
+                    Some(number) => match control.refer(&self.surface, &refer_target(number)).await
+                    {
+                        Ok(()) => ("handoff", Some(handoff)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not transfer the SIP call; hanging up");
+                            self.stats.errors += 1;
+                            hang_up(control, &self.surface).await;
+                            ("completed", Some(handoff))
+                        }
+                    },
+                    None => {
+                        tracing::warn!("a transfer needs HANDOFF_NUMBER on a SIP call; hanging up");
+                        hang_up(control, &self.surface).await;
+                        ("completed", Some(handoff))
+                    }
+                }
+            }
+            Finish::End(handoff) => {
+                hang_up(control, &self.surface).await;
+                ("completed", Some(handoff))
+            }
+            Finish::Lost => {
+                hang_up(control, &self.surface).await;
+                ("failed", None)
+            }
+        };
+        self.stats.status = status.to_string();
+        self.log.ended(&CallSummary {
+            status: status.to_string(),
+            handoff_data: handoff.map(|h| h.to_json()),
+            turns: self.stats.turns,
+            interrupts: 0,
+            llm_errors: self.stats.errors,
+        });
+        tracing::info!(
+            status,
+            turns = self.stats.turns,
+            tools = self.stats.tool_calls,
+            "SIP call ended"
+        );
+        self.stats
+    }
+}
+
+async fn hang_up(control: &Control, surface: &Surface) {
+    if let Err(e) = control.hangup(surface).await {
+        tracing::warn!(error = %e, "could not hang up the SIP call");
+    }
+}
+
+fn bounded(mut text: String) -> String {
+    crate::text::cut_to(&mut text, MAX_TRANSCRIPT_BYTES);
+    text
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The call's record and agent data: `mode: "sip"`, the numbers from the SIP
+/// headers, the custom headers as call data.
+pub fn call_info(
+    surface: &Surface,
+    from: String,
+    to: String,
+    data: HashMap<String, String>,
+) -> CallInfo {
+    CallInfo {
+        call_sid: surface.id().to_string(),
+        from: crate::transport::bound_field(from),
+        to: crate::transport::bound_field(to),
+        direction: Some("inbound".into()),
+        mode: CallMode::Sip.as_str().into(),
+        parameters: crate::transport::bound_parameters(data),
+        ..CallInfo::default()
+    }
+}
