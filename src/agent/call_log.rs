@@ -168,6 +168,24 @@ impl CallLog {
         }
     }
 
+    /// How this call ends, for `reason_code`: the call's SID and the caller's
+    /// number go with it when known.
+    pub fn handoff(
+        &self,
+        reason_code: &str,
+        reason: Option<String>,
+        summary: Option<String>,
+    ) -> Handoff {
+        let call = self.call.as_ref();
+        Handoff {
+            reason_code: reason_code.into(),
+            reason,
+            summary,
+            call_sid: call.map(|c| c.call_sid.clone()).filter(|s| !s.is_empty()),
+            from: call.map(|c| c.from.clone()).filter(|s| !s.is_empty()),
+        }
+    }
+
     /// Reports a tool run and its effect: an appointment is recorded here; the end
     /// of the call, a transfer, a language switch and keypad digits are returned
     /// for the caller of this method to carry out.
@@ -180,20 +198,17 @@ impl CallLog {
             run.duration,
         );
         let call = self.call.clone().unwrap_or_default();
-        let handoff = |reason_code: &str, reason: Option<String>, summary: Option<String>| {
-            ToolFollowUp::End(Handoff {
-                reason_code: reason_code.into(),
-                reason,
-                summary,
-                call_sid: Some(call.call_sid.clone()).filter(|s| !s.is_empty()),
-                from: Some(call.from.clone()).filter(|s| !s.is_empty()),
-            })
-        };
         match run.effect()?.clone() {
-            ToolEffect::EndCall { reason } => Some(handoff(REASON_END_CALL, reason, None)),
-            ToolEffect::Handoff { reason, summary } => {
-                Some(handoff(REASON_LIVE_AGENT, Some(reason), summary))
-            }
+            ToolEffect::EndCall { reason } => Some(ToolFollowUp::End(self.handoff(
+                REASON_END_CALL,
+                reason,
+                None,
+            ))),
+            ToolEffect::Handoff { reason, summary } => Some(ToolFollowUp::End(self.handoff(
+                REASON_LIVE_AGENT,
+                Some(reason),
+                summary,
+            ))),
             ToolEffect::SwitchLanguage(code) => Some(ToolFollowUp::SwitchLanguage(code)),
             ToolEffect::SendDigits(digits) => Some(ToolFollowUp::SendDigits(digits)),
             ToolEffect::Appointment(a) => {

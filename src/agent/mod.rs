@@ -47,7 +47,10 @@ pub use event::{
     TurnRecord,
 };
 pub use history::History;
-pub use prompt::{CallOpening, GREETING_PARAMETER, is_call_data, prompt_with_parameters};
+pub use prompt::{
+    CallOpening, GREETING_PARAMETER, greeting_instructions, is_call_data, language_instructions,
+    prompt_with_parameters,
+};
 pub use resume::{RecentCalls, Resume, Snapshot};
 pub use settings::{AgentDeps, AgentSettings};
 

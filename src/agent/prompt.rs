@@ -51,6 +51,26 @@ impl CallOpening {
     }
 }
 
+/// What a speech-to-speech model is told for its first response: its
+/// instructions, then to say exactly `greeting`.
+pub fn greeting_instructions(instructions: &str, greeting: &str) -> String {
+    format!(
+        "{instructions}\n\nStart the call now by saying exactly this greeting, in its own language, and nothing else: \"{greeting}\""
+    )
+}
+
+/// The call's instructions after a switch to `language`.
+pub fn language_instructions(base: &str, language: &str) -> String {
+    let line = format!(
+        "The caller prefers another language: from now on, speak {language} to the caller."
+    );
+    if base.is_empty() {
+        line
+    } else {
+        format!("{base}\n\n{line}")
+    }
+}
+
 /// The system prompt with the call's TwiML parameters listed after it (sorted),
 /// for every pipeline that talks to a model.
 pub fn prompt_with_parameters(system_prompt: &str, parameters: &HashMap<String, String>) -> String {
@@ -70,6 +90,21 @@ pub fn prompt_with_parameters(system_prompt: &str, parameters: &HashMap<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instructions_list_the_parameters_sorted() {
+        let mut params = HashMap::new();
+        assert_eq!(
+            prompt_with_parameters("Seja breve.", &params),
+            "Seja breve."
+        );
+        params.insert("lead".to_string(), "Ana".to_string());
+        params.insert("empresa".to_string(), "ACME".to_string());
+        assert_eq!(
+            prompt_with_parameters("Seja breve.", &params),
+            "Seja breve.\n\nDados desta ligação: empresa: ACME; lead: Ana"
+        );
+    }
 
     #[test]
     fn our_parameters_are_not_call_data() {
@@ -93,6 +128,14 @@ mod tests {
         assert_eq!(
             opening.instructions(&settings),
             "Seja breve.\n\nDados desta ligação: lead: Ana"
+        );
+        assert_eq!(
+            language_instructions("Seja breve.", "en-US"),
+            "Seja breve.\n\nThe caller prefers another language: from now on, speak en-US to the caller."
+        );
+        assert_eq!(
+            language_instructions("", "es"),
+            "The caller prefers another language: from now on, speak es to the caller."
         );
         let plain = CallOpening::new(&settings, &HashMap::new());
         assert_eq!(plain.greeting, "Olá!");

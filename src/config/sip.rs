@@ -47,6 +47,8 @@ pub struct SipConfig {
     /// The Realtime model (`OPENAI_REALTIME_MODEL`; for Azure the deployment name).
     pub model: String,
     pub voice: String,
+    /// Transcribes the caller for the records (`OPENAI_TRANSCRIPTION_MODEL`).
+    pub transcription_model: String,
     /// The GPT-Live model (`SIP_LIVE_MODEL`).
     pub live_model: String,
 }
@@ -122,6 +124,7 @@ pub(super) fn read(env: &mut Vars, llm: &LlmConfig, speech: &SpeechConfig) -> Si
         auth,
         model,
         voice: speech.openai_realtime_voice.clone(),
+        transcription_model: speech.openai_transcription_model.clone(),
         live_model: env
             .get("SIP_LIVE_MODEL")
             .unwrap_or_else(|| "gpt-live-1".to_string()),

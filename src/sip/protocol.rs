@@ -121,7 +121,7 @@ impl Surface {
                     "model": sip.model,
                     "instructions": instructions,
                     "audio": {
-                        "input": {"transcription": {"model": "gpt-4o-transcribe"}},
+                        "input": {"transcription": {"model": sip.transcription_model}},
                         "output": {"voice": sip.voice},
                     },
                     "tools": tools,

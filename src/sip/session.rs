@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{Control, refer_target};
 use super::protocol::Surface;
-use crate::agent::dtmf::DigitBuffer;
+use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
 use crate::agent::{
     AgentDeps, CallInfo, CallLog, CallOpening, CallSummary, Handoff, REASON_END_CALL,
-    REASON_MAX_DURATION, Speaker, ToolFollowUp,
+    REASON_MAX_DURATION, Speaker, ToolFollowUp, greeting_instructions, language_instructions,
 };
 use crate::config::{BuiltinTool, Config};
 use crate::llm::ToolCall;
@@ -76,9 +76,8 @@ pub async fn run(deps: SipDeps, surface: Surface, info: CallInfo) -> SipCallStat
     let tools: Vec<FunctionTool> = deps
         .agent
         .tools
-        .specs(&tool_ctx)
+        .specs_except(&tool_ctx, SIP_UNSUPPORTED_TOOLS)
         .into_iter()
-        .filter(|spec| !BuiltinTool::listed(SIP_UNSUPPORTED_TOOLS, &spec.name))
         .map(|spec| FunctionTool {
             name: spec.name,
             description: spec.description,
@@ -101,6 +100,7 @@ pub async fn run(deps: SipDeps, surface: Surface, info: CallInfo) -> SipCallStat
     let call = SipCall {
         surface,
         log,
+        instructions,
         tool_ctx,
         digits: DigitBuffer::new(deps.agent.settings.dtmf_timeout),
         running: FuturesUnordered::new(),
@@ -123,6 +123,8 @@ struct SipCall {
     deps: SipDeps,
     surface: Surface,
     log: CallLog,
+    /// The session's instructions at accept (system prompt and call data).
+    instructions: String,
     tool_ctx: ToolContext,
     digits: DigitBuffer,
     running: FuturesUnordered<BoxFuture<'static, ToolRun>>,
@@ -150,9 +152,7 @@ impl SipCall {
             Ok(mut link) => {
                 if let Some(greeting) = greeting {
                     let response = ResponseParams {
-                        instructions: Some(format!(
-                            "Start the call now by saying exactly this greeting, in its own language, and nothing else: \"{greeting}\""
-                        )),
+                        instructions: Some(greeting_instructions(&self.instructions, &greeting)),
                     };
                     self.send(
                         &link,
@@ -211,11 +211,11 @@ impl SipCall {
             let digits_due = self.digits.due();
             tokio::select! {
                 () = self.deps.stop.cancelled() => {
-                    return Finish::End(self.handoff(REASON_END_CALL, Some("the server is stopping".into()), None));
+                    return Finish::End(self.log.handoff(REASON_END_CALL, Some("the server is stopping".into()), None));
                 }
                 () = &mut time_up, if self.ending.is_none() => {
                     tracing::info!("the SIP call reached its maximum duration");
-                    let handoff = self.handoff(REASON_MAX_DURATION, None, None);
+                    let handoff = self.log.handoff(REASON_MAX_DURATION, None, None);
                     self.say_goodbye(link, handoff);
                 }
                 text = link.next_text() => match text {
@@ -247,12 +247,12 @@ impl SipCall {
                     }
                 },
                 Some(run) = self.running.next(), if !self.running.is_empty() => self.on_tool_done(link, run),
-                () = sleep_until(digits_due) => {
+                () = sleep_until_opt(digits_due) => {
                     if let Some(entry) = self.digits.take() {
                         self.digits_entered(link, entry);
                     }
                 }
-                () = sleep_until(ending_due) => {}
+                () = sleep_until_opt(ending_due) => {}
             }
         }
     }
@@ -358,10 +358,7 @@ impl SipCall {
         match follow_up {
             Some(ToolFollowUp::End(handoff)) => self.say_goodbye(link, handoff),
             Some(ToolFollowUp::SwitchLanguage(code)) => {
-                let instructions = format!(
-                    "{}\n\nThe caller prefers another language: from now on, speak {code} to the caller.",
-                    self.deps.agent.settings.system_prompt
-                );
+                let instructions = language_instructions(&self.instructions, &code);
                 let update = serde_json::json!({"type": "session.update",
                     "session": {"type": "realtime", "instructions": instructions}});
                 if let Err(e) = link.try_send_text(update.to_string()) {
@@ -425,22 +422,6 @@ impl SipCall {
         self.send(link, ClientEvent::CreateResponse { response: None });
     }
 
-    fn handoff(
-        &self,
-        reason_code: &str,
-        reason: Option<String>,
-        summary: Option<String>,
-    ) -> Handoff {
-        let call = self.log.call();
-        Handoff {
-            reason_code: reason_code.into(),
-            reason,
-            summary,
-            call_sid: call.map(|c| c.call_sid.clone()).filter(|s| !s.is_empty()),
-            from: call.map(|c| c.from.clone()).filter(|s| !s.is_empty()),
-        }
-    }
-
     /// Hangs up or transfers, and closes the call's record.
     async fn finish(mut self, finish: Finish) -> SipCallStats {
         let control = &self.deps.control;
@@ -500,13 +481,6 @@ async fn hang_up(control: &Control, surface: &Surface) {
 fn bounded(mut text: String) -> String {
     crate::text::cut_to(&mut text, MAX_TRANSCRIPT_BYTES);
     text
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The call's record and agent data: `mode: "sip"`, the numbers from the SIP

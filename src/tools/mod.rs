@@ -21,7 +21,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use crate::config::Config;
+use crate::config::{BuiltinTool, Config};
 use crate::llm::{ToolCall, ToolSpec};
 
 /// What a tool knows about the call it runs in.
@@ -192,6 +192,16 @@ impl ToolRegistry {
     /// What the model is offered.
     pub fn specs(&self, ctx: &ToolContext) -> Vec<ToolSpec> {
         self.tools.iter().map(|t| t.spec(ctx)).collect()
+    }
+
+    /// The specs of the tools a transport can carry out: all but the built-in
+    /// ones in `unsupported`.
+    pub fn specs_except(&self, ctx: &ToolContext, unsupported: &[BuiltinTool]) -> Vec<ToolSpec> {
+        self.tools
+            .iter()
+            .filter(|t| !BuiltinTool::listed(unsupported, t.name()))
+            .map(|t| t.spec(ctx))
+            .collect()
     }
 
     /// Runs one call under the tool's time limit. Never fails: every problem becomes

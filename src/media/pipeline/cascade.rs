@@ -65,6 +65,7 @@ use super::{
     CallEvent, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
     PipelineStats, TurnsOnly,
 };
+use crate::agent::dtmf::sleep_until_opt;
 use crate::agent::{
     Agent, AgentInput, AgentOutput, AgentSettings, CallInfo, CallOpening, GREETING_PARAMETER,
     is_call_data,
@@ -400,11 +401,11 @@ impl Task {
                 heard = next_heard(&mut self.stt), if listening => self.on_heard(heard).await,
                 event = next_tts(&mut self.tts), if !self.done => self.on_tts(event).await,
                 output = self.agent.next_output(), if agent_turns => self.on_agent(output).await,
-                () = sleep_until(clearing) => {
+                () = sleep_until_opt(clearing) => {
                     tracing::warn!("the session did not answer the clear in time");
                     self.finish_clear(None);
                 }
-                () = sleep_until(ending) => {
+                () = sleep_until_opt(ending) => {
                     tracing::warn!("the last words were not generated in time; ending the call");
                     if let Some(ending) = self.ending.take() {
                         self.hand_on_end(ending.output);
@@ -425,7 +426,7 @@ impl Task {
                     }
                 }
                 // Handled by `check_switches` at the top of the loop.
-                () = sleep_until(switch_due) => {}
+                () = sleep_until_opt(switch_due) => {}
             }
         }
         self.shutdown().await
@@ -530,13 +531,6 @@ async fn next_heard(stt: &mut Option<Stt>) -> Result<Heard, SpeechError> {
 async fn next_tts(tts: &mut Option<ElevenLabsTts>) -> Result<TtsEvent, SpeechError> {
     match tts {
         Some(tts) => tts.next_event().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -45,8 +45,9 @@ use super::{
     PipelineStats, REALTIME_UNSUPPORTED_TOOLS, ToolFollowUp, heard_part,
 };
 use crate::agent::dtmf::{DigitBuffer, sleep_until_opt};
-use crate::agent::{AgentSettings, CallOpening, Handoff, Speaker};
-use crate::config::BuiltinTool;
+use crate::agent::{
+    AgentSettings, CallOpening, Handoff, Speaker, greeting_instructions, language_instructions,
+};
 use crate::llm::ToolCall;
 use crate::speech::SpeechError;
 use crate::speech::realtime::{
@@ -127,9 +128,8 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
     let tools: Vec<FunctionTool> = ctx
         .agent
         .tools
-        .specs(&tool_ctx)
+        .specs_except(&tool_ctx, REALTIME_UNSUPPORTED_TOOLS)
         .into_iter()
-        .filter(|spec| !BuiltinTool::listed(REALTIME_UNSUPPORTED_TOOLS, &spec.name))
         .map(|spec| FunctionTool {
             name: spec.name,
             description: spec.description,
@@ -171,24 +171,10 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         dropped_audio: 0,
     };
     let response = (!greeting.is_empty()).then(|| ResponseParams {
-        instructions: Some(format!(
-            "{instructions}\n\nStart the call now by saying exactly this greeting, in its own language, and nothing else: \"{greeting}\""
-        )),
+        instructions: Some(greeting_instructions(&instructions, &greeting)),
     });
     pipeline.queue(ClientEvent::CreateResponse { response });
     Ok(Box::new(pipeline))
-}
-
-/// The call's instructions after a switch to `language`.
-fn language_instructions(base: &str, language: &str) -> String {
-    let line = format!(
-        "The caller prefers another language: from now on, speak {language} to the caller."
-    );
-    if base.is_empty() {
-        line
-    } else {
-        format!("{base}\n\n{line}")
-    }
 }
 
 impl RealtimePipeline {
@@ -647,37 +633,5 @@ impl Pipeline for RealtimePipeline {
             this.client.close().await;
             this.stats
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instructions_list_the_parameters_sorted() {
-        let mut params = std::collections::HashMap::new();
-        assert_eq!(
-            crate::agent::prompt_with_parameters("Seja breve.", &params),
-            "Seja breve."
-        );
-        params.insert("lead".to_string(), "Ana".to_string());
-        params.insert("empresa".to_string(), "ACME".to_string());
-        assert_eq!(
-            crate::agent::prompt_with_parameters("Seja breve.", &params),
-            "Seja breve.\n\nDados desta ligação: empresa: ACME; lead: Ana"
-        );
-    }
-
-    #[test]
-    fn language_instructions_add_one_line() {
-        assert_eq!(
-            language_instructions("Seja breve.", "en-US"),
-            "Seja breve.\n\nThe caller prefers another language: from now on, speak en-US to the caller."
-        );
-        assert_eq!(
-            language_instructions("", "es"),
-            "The caller prefers another language: from now on, speak es to the caller."
-        );
     }
 }
