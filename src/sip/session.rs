@@ -68,11 +68,7 @@ pub struct SipCallStats {
 pub async fn run(deps: SipDeps, surface: Surface, info: CallInfo) -> SipCallStats {
     let opening = CallOpening::new(&deps.agent.settings, &info.parameters);
     let instructions = opening.instructions(&deps.agent.settings);
-    let tool_ctx = ToolContext {
-        call_sid: info.call_sid.clone(),
-        from: info.from.clone(),
-        now: SystemTime::now(),
-    };
+    let tool_ctx = ToolContext::for_call(&info.call_sid, &info.from);
     let tools: Vec<FunctionTool> = deps
         .agent
         .tools

@@ -33,6 +33,17 @@ pub struct ToolContext {
     pub now: SystemTime,
 }
 
+impl ToolContext {
+    /// The context of a call's tools, as of now.
+    pub fn for_call(call_sid: &str, from: &str) -> Self {
+        Self {
+            call_sid: call_sid.to_string(),
+            from: from.to_string(),
+            now: SystemTime::now(),
+        }
+    }
+}
+
 /// An appointment the caller asked for, validated and normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appointment {

@@ -115,11 +115,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         agent,
         log: CallLog::for_call(ctx.call.clone(), ctx.agent.observer.clone()),
         tools: ctx.agent.tools.clone(),
-        tool_ctx: ToolContext {
-            call_sid: ctx.call.call_sid.clone(),
-            from: ctx.call.from.clone(),
-            now: SystemTime::now(),
-        },
+        tool_ctx: ToolContext::for_call(&ctx.call.call_sid, &ctx.call.from),
         upstream: Upstream::new("the ElevenLabs agent").apologising(
             ctx.config.clone(),
             &ctx.agent.settings.fallback_message,

@@ -120,11 +120,7 @@ pub struct RealtimePipeline {
 /// Connects to Realtime and asks for the greeting.
 pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, PipelineError> {
     let options = RealtimeOptions::from_config(&ctx.config)?;
-    let tool_ctx = ToolContext {
-        call_sid: ctx.call.call_sid.clone(),
-        from: ctx.call.from.clone(),
-        now: SystemTime::now(),
-    };
+    let tool_ctx = ToolContext::for_call(&ctx.call.call_sid, &ctx.call.from);
     let tools: Vec<FunctionTool> = ctx
         .agent
         .tools
