@@ -23,6 +23,8 @@ use crate::store::Store;
 
 /// The shared-state kind under which delivered `webhook-id`s are kept.
 const DELIVERED: &str = "sip_webhook";
+/// Longest `webhook-id` kept as a de-duplication key (OpenAI's are ~35 bytes).
+const MAX_WEBHOOK_ID: usize = 256;
 /// How long a `webhook-id` is remembered: OpenAI retries a delivery for about
 /// three days.
 const DELIVERED_TTL_MS: i64 = 4 * 24 * 3600 * 1000;
@@ -52,6 +54,8 @@ pub enum Refusal {
     Body(String),
     #[error("the call id is not one OpenAI issues")]
     BadCallId,
+    #[error("the webhook-id is longer than {MAX_WEBHOOK_ID} bytes")]
+    LongId,
     #[error("the store cannot say whether this delivery is new")]
     Store(#[from] crate::store::StoreError),
 }
@@ -67,6 +71,9 @@ pub async fn decide(
 ) -> Result<Decision, Refusal> {
     let secret = secret.ok_or(Refusal::Disabled)?;
     let id = signature::verify(secret, delivery, body, now_secs)?;
+    if id.len() > MAX_WEBHOOK_ID {
+        return Err(Refusal::LongId);
+    }
     let event: WebhookEvent =
         serde_json::from_slice(body).map_err(|e| Refusal::Body(e.to_string()))?;
     let (surface, headers) = match event {
@@ -174,6 +181,12 @@ mod tests {
         assert!(matches!(
             deliver(&store, "wh_3", "not json", Some(SECRET)).await,
             Err(Refusal::Body(_))
+        ));
+        let long_id = "w".repeat(MAX_WEBHOOK_ID + 1);
+        let call = r#"{"type":"realtime.call.incoming","data":{"call_id":"rtc_1"}}"#;
+        assert!(matches!(
+            deliver(&store, &long_id, call, Some(SECRET)).await,
+            Err(Refusal::LongId)
         ));
     }
 }
