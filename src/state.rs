@@ -68,6 +68,8 @@ pub struct AppState {
     pub tokens: Arc<CallTokens>,
     /// The ConversationRelay calls this process carries (for commands from the API).
     pub live_calls: Arc<crate::relay::live::LiveCalls>,
+    /// Call control of SIP mode (accept, reject, refer, hang up).
+    pub sip_control: crate::sip::control::Control,
 }
 
 impl AppState {
@@ -94,6 +96,7 @@ impl AppState {
             twilio,
             tokens,
             live_calls: Arc::default(),
+            sip_control: crate::sip::control::Control::new(&config.sip),
             agent_settings: Arc::new(AgentSettings::from_config(&config)),
             tools: Arc::new(ToolRegistry::from_config(&config)),
             recent_calls: Arc::new(RecentCalls::new(RECENT_CALLS, RECENT_CALLS_TTL)),
@@ -145,6 +148,16 @@ impl AppState {
             endings: self.media_endings.clone(),
             twilio: self.twilio.clone(),
             admission: None,
+        }
+    }
+
+    /// What a SIP call needs.
+    pub fn sip_deps(&self) -> crate::sip::session::SipDeps {
+        crate::sip::session::SipDeps {
+            config: self.config.clone(),
+            agent: self.agent_deps(),
+            control: self.sip_control.clone(),
+            stop: self.stop.clone(),
         }
     }
 

@@ -110,6 +110,24 @@ impl From<StoreError> for HttpError {
     }
 }
 
+/// A refused SIP webhook: the detail is logged by the route; the answer names
+/// the kind (never the secret). A store failure is a 503, so OpenAI retries.
+impl From<crate::sip::Refusal> for HttpError {
+    fn from(refusal: crate::sip::Refusal) -> Self {
+        use crate::sip::Refusal;
+        match refusal {
+            Refusal::Disabled => {
+                Self::NotFound("SIP mode is off: set OPENAI_WEBHOOK_SECRET to turn it on".into())
+            }
+            Refusal::Signature(_) => Self::Forbidden("invalid webhook signature"),
+            Refusal::Body(_) => Self::BadRequest("the body is not a webhook event".into()),
+            Refusal::BadCallId => Self::BadRequest("the call id is not valid".into()),
+            Refusal::LongId => Self::BadRequest("webhook-id is too long".into()),
+            Refusal::Store(e) => Self::Store(e),
+        }
+    }
+}
+
 impl From<TwilioError> for HttpError {
     fn from(error: TwilioError) -> Self {
         Self::Twilio(error)

@@ -12,6 +12,7 @@ pub mod health;
 pub mod metrics;
 pub mod outbound;
 pub mod serve;
+pub mod sip;
 pub mod twilio_auth;
 pub mod twiml;
 pub mod ws;
@@ -43,7 +44,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(outbound::routes(state.clone()))
         .unify()
-        .or(callbacks::routes(state))
+        .or(callbacks::routes(state.clone()))
+        .unify()
+        .or(sip::routes(state))
         .unify()
         .recover(recover)
         .unify()

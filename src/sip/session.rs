@@ -140,6 +140,8 @@ enum Finish {
     End(Handoff),
     /// The sideband is gone for good: hang up.
     Lost,
+    /// OpenAI closed the sideband normally: the call is over (the caller hung up).
+    Over,
 }
 
 impl SipCall {
@@ -156,8 +158,7 @@ impl SipCall {
                             response: Some(response),
                         },
                     );
-                    self.log
-                        .turn(Speaker::Agent, &greeting, SystemTime::now(), None);
+                    // Its words are recorded from the model's transcript.
                 }
                 let finish = self.serve(&mut link).await;
                 link.close().await;
@@ -172,17 +173,10 @@ impl SipCall {
         self.finish(finish).await
     }
 
-    async fn open(&self) -> Result<WsLink, SpeechError> {
-        let sip = &self.deps.config.sip;
-        let header = sip.auth.as_ref().map(|auth| auth.header());
-        let url = self.surface.sideband_url(&sip.ws_base());
-        ws::open(
-            Service::OpenAiSip,
-            &url,
-            header.as_ref().map(|(name, value)| (*name, value.as_str())),
-            self.deps.config.speech.connect_timeout,
-        )
-        .await
+    /// Opens the call's sideband (a free function's future, so the call's
+    /// non-`Sync` parts are not borrowed across the wait).
+    fn open(&self) -> impl Future<Output = Result<WsLink, SpeechError>> + Send + use<> {
+        open_sideband(self.deps.config.clone(), self.surface.clone())
     }
 
     /// Queues an event on the sideband (a full queue drops it, logged).
@@ -219,6 +213,10 @@ impl SipCall {
                         if let Some(finish) = self.on_text(link, text.as_str()) {
                             return finish;
                         }
+                    }
+                    Err(SpeechError::Closed { code: Some(1000), .. }) if self.ending.is_none() => {
+                        tracing::info!("the SIP sideband closed: the call is over");
+                        return Finish::Over;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "the SIP sideband dropped");
@@ -302,6 +300,11 @@ impl SipCall {
             }
             ServerEvent::Error { message, code, .. } => {
                 tracing::warn!(code = ?code, error = %crate::transport::excerpt(&message, 300), "the sideband reported an error");
+            }
+            ServerEvent::Unknown { kind } if kind == "transport.failed" => {
+                tracing::warn!("OpenAI reports the SIP transport failed");
+                self.stats.errors += 1;
+                return Some(Finish::Lost);
             }
             ServerEvent::Unknown { kind } if kind.starts_with("transport.") => {
                 tracing::info!(event = %crate::transport::excerpt(&kind, 64), "SIP transport event");
@@ -449,6 +452,7 @@ impl SipCall {
                 hang_up(control, &self.surface).await;
                 ("failed", None)
             }
+            Finish::Over => ("completed", None),
         };
         self.stats.status = status.to_string();
         self.log.ended(&CallSummary {
@@ -466,6 +470,19 @@ impl SipCall {
         );
         self.stats
     }
+}
+
+async fn open_sideband(config: Arc<Config>, surface: Surface) -> Result<WsLink, SpeechError> {
+    let sip = &config.sip;
+    let header = sip.auth.as_ref().map(|auth| auth.header());
+    let url = surface.sideband_url(&sip.ws_base());
+    ws::open(
+        Service::OpenAiSip,
+        &url,
+        header.as_ref().map(|(name, value)| (*name, value.as_str())),
+        config.speech.connect_timeout,
+    )
+    .await
 }
 
 async fn hang_up(control: &Control, surface: &Surface) {

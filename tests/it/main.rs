@@ -9,6 +9,7 @@ mod media;
 mod relay;
 mod server;
 mod sim;
+mod sip;
 mod speech;
 mod store;
 mod support;

@@ -5,6 +5,7 @@ pub mod agent_app;
 pub mod db;
 pub mod fake_http;
 pub mod fake_llm;
+pub mod fake_openai;
 pub mod fake_speech;
 pub mod fake_twilio;
 pub mod signed;
