@@ -170,12 +170,15 @@ async fn call(args: &[String]) -> i32 {
         }
     };
     let mut options = options;
+    // The same .env as the server's, so a local call signs like Twilio (or
+    // OpenAI, with --sip) would.
+    let _ = dotenvy::dotenv();
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     if options.auth_token.is_none() {
-        // The same .env as the server's, so a local call signs like Twilio would.
-        let _ = dotenvy::dotenv();
-        options.auth_token = std::env::var("TWILIO_AUTH_TOKEN")
-            .ok()
-            .filter(|t| !t.trim().is_empty());
+        options.auth_token = env("TWILIO_AUTH_TOKEN");
+    }
+    if options.sip && options.webhook_secret.is_none() {
+        options.webhook_secret = env("OPENAI_WEBHOOK_SECRET");
     }
     let input = tokio::io::BufReader::new(tokio::io::stdin());
     match voxrelay::sim::run(&options, input, tokio::io::stdout()).await {

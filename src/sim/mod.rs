@@ -6,6 +6,8 @@
 //! - [`relay`]: the ConversationRelay mode (JSON text over `/websocket`);
 //! - [`media`]: the Media Streams mode (`--media`: a WAV file streamed to
 //!   `/media-stream` in real time, the agent's audio saved to another);
+//! - [`sip`]: SIP mode (`--sip`: plays OpenAI's side of a SIP call, webhook,
+//!   call control and sideband, against the server's `/webhooks/openai`);
 //! - [`handshake`]: how both open their WebSocket (with `--auth-token`, through the
 //!   signed voice webhook and the per-call URL it answers, as Twilio does).
 //!
@@ -17,14 +19,15 @@
 //! stream) or a script (`--script file`: one caller turn per line, each waiting for
 //! the agent's reply before the next), which is what demos and tests use.
 //!
-//! May import the protocol types of `relay` and `media`, `twilio` (signatures),
-//! `audio` and `transport`; nothing of the server (the order is checked by
+//! May import the protocol types of `relay` and `media`, `twilio` and `sip`
+//! (signatures), `audio` and `transport`; nothing of the server (the order is checked by
 //! `.ci/layers`).
 
 pub mod handshake;
 pub mod media;
 pub mod peer;
 pub mod relay;
+pub mod sip;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -58,6 +61,14 @@ pub struct CallOptions {
     pub wav_out: Option<PathBuf>,
     /// How long to keep listening after the caller's audio ends.
     pub tail: Duration,
+    /// SIP mode: play OpenAI's side against the server's webhook at `url`.
+    pub sip: bool,
+    /// SIP mode: send GPT-Live's `live.transport.incoming` instead.
+    pub live: bool,
+    /// SIP mode: signs the webhook (`OPENAI_WEBHOOK_SECRET`).
+    pub webhook_secret: Option<String>,
+    /// SIP mode: where OpenAI's side listens (the server's `SIP_API_BASE` host).
+    pub sip_listen: String,
 }
 
 impl Default for CallOptions {
@@ -75,6 +86,10 @@ impl Default for CallOptions {
             wav_in: None,
             wav_out: None,
             tail: Duration::from_secs(5),
+            sip: false,
+            live: false,
+            webhook_secret: None,
+            sip_listen: "127.0.0.1:8099".into(),
         }
     }
 }
@@ -100,11 +115,21 @@ OPTIONS:
     --wav FILE         the caller's audio (PCM16 or mu-law WAV, any sample rate)
     --out FILE         save the agent's audio here (8 kHz mu-law WAV)
     --tail SECS        keep listening after the caller's audio ends [default: 5]
+    --sip              SIP mode: play OpenAI's side of a SIP call: post a signed
+                       realtime.call.incoming to --url [default:
+                       http://127.0.0.1:8080/webhooks/openai] and serve call control
+                       and the sideband on --listen; each line becomes the caller's
+                       transcript, and what the server asks of the model is printed
+    --live             with --sip: GPT-Live's live.transport.incoming instead
+    --listen ADDR      with --sip: where OpenAI's side listens; start the server with
+                       SIP_API_BASE=http://ADDR/v1 [default: 127.0.0.1:8099]
+    --webhook-secret S with --sip: the whsec_ secret [default: $OPENAI_WEBHOOK_SECRET]
 
 Type what the caller says and press Enter. Commands:
     /dtmf 123#         press keys
     /interrupt         talk over the agent (sends what was heard so far)
     /wait MS           pause (useful in scripts)
+    /tool NAME {json}  with --sip: the model calls a tool (e.g. /tool end_call {})
     /quit              hang up
 
 In a script, a line `/interrupt` right after a caller line interrupts that line's
@@ -146,6 +171,10 @@ impl CallOptions {
                 "--script" => options.script = Some(PathBuf::from(value()?)),
                 "--auth-token" => options.auth_token = Some(value()?),
                 "--media" => options.media = true,
+                "--sip" => options.sip = true,
+                "--live" => options.live = true,
+                "--listen" => options.sip_listen = value()?,
+                "--webhook-secret" => options.webhook_secret = Some(value()?),
                 "--wav" => options.wav_in = Some(PathBuf::from(value()?)),
                 "--out" => options.wav_out = Some(PathBuf::from(value()?)),
                 "--tail" => {
@@ -178,6 +207,9 @@ impl CallOptions {
                 other => return Err(ArgsError::Unknown(other.to_string())),
             }
         }
+        if options.sip && options.url == Self::default().url {
+            options.url = "http://127.0.0.1:8080/webhooks/openai".into();
+        }
         if options.media {
             if options.wav_in.is_none() {
                 return Err(ArgsError::MissingWav);
@@ -201,6 +233,11 @@ pub enum Command {
     Interrupt,
     /// Pause.
     Wait(Duration),
+    /// SIP mode: the model calls this tool with these JSON arguments.
+    Tool {
+        name: String,
+        arguments: String,
+    },
     Quit,
     Help,
     /// Nothing to do (blank line, comment).
@@ -240,6 +277,20 @@ impl Command {
                 .parse::<u64>()
                 .map(|ms| Self::Wait(Duration::from_millis(ms)))
                 .map_err(|_| CommandError(format!("/wait wants milliseconds, got {arg:?}"))),
+            "tool" => {
+                let (name, arguments) = arg.split_once(char::is_whitespace).unwrap_or((arg, "{}"));
+                let arguments = arguments.trim();
+                if name.is_empty() || serde_json::from_str::<serde_json::Value>(arguments).is_err()
+                {
+                    return Err(CommandError(format!(
+                        "/tool wants NAME {{json arguments}}, got {arg:?}"
+                    )));
+                }
+                Ok(Self::Tool {
+                    name: name.to_string(),
+                    arguments: arguments.to_string(),
+                })
+            }
             "quit" | "exit" | "hangup" => Ok(Self::Quit),
             "help" | "?" => Ok(Self::Help),
             other => Err(CommandError(format!(
@@ -314,7 +365,7 @@ where
     if options.media {
         return media::run(options, output).await;
     }
-    match &options.script {
+    let lines = match &options.script {
         Some(path) => {
             let text =
                 tokio::fs::read_to_string(path)
@@ -323,11 +374,38 @@ where
                         path: path.clone(),
                         source,
                     })?;
-            let lines: Vec<String> = text.lines().map(str::to_string).collect();
-            relay::run_script(options, &lines, output).await
+            Some(text.lines().map(str::to_string).collect::<Vec<_>>())
         }
+        None => None,
+    };
+    if options.sip {
+        let script = lines
+            .map(|lines| script_commands(options, &lines))
+            .transpose()?;
+        return sip::run(options, script, input, output).await;
+    }
+    match lines {
+        Some(lines) => relay::run_script(options, &lines, output).await,
         None => relay::run_interactive(options, input, output).await,
     }
+}
+
+/// A script's commands (blank lines and comments left out); a bad line is an
+/// error naming its number.
+pub fn script_commands(options: &CallOptions, lines: &[String]) -> Result<Vec<Command>, CallError> {
+    lines
+        .iter()
+        .enumerate()
+        .filter_map(|(n, line)| match Command::parse(line) {
+            Ok(Command::Nothing) => None,
+            Ok(c) => Some(Ok(c)),
+            Err(e) => Some(Err(format!("script line {}: {e}", n + 1))),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| CallError::Script {
+            path: options.script.clone().unwrap_or_default(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })
 }
 
 /// `XX` followed by 32 random hex digits, like Twilio's SIDs.

@@ -58,19 +58,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut phone = Phone::dial(options, output).await?;
-    let commands: Vec<Command> = lines
-        .iter()
-        .enumerate()
-        .filter_map(|(n, line)| match Command::parse(line) {
-            Ok(Command::Nothing) => None,
-            Ok(c) => Some(Ok(c)),
-            Err(e) => Some(Err(format!("script line {}: {e}", n + 1))),
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| CallError::Script {
-            path: options.script.clone().unwrap_or_default(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })?;
+    let commands = super::script_commands(options, lines)?;
     let mut i = 0;
     while i < commands.len() && !phone.is_over() {
         let command = commands[i].clone();
@@ -96,6 +84,7 @@ where
             }
             Command::Wait(pause) => phone.listen_for(pause).await?,
             Command::Help => phone.line(&format!("{USAGE}\n")).await?,
+            Command::Tool { .. } => phone.line("/tool works with --sip only\n").await?,
             Command::Quit => break,
             Command::Nothing => {}
         }
@@ -136,6 +125,7 @@ where
                     Ok(Command::Interrupt) => phone.interrupt().await?,
                     Ok(Command::Wait(pause)) => phone.listen_for(pause).await?,
                     Ok(Command::Help) => phone.line(&format!("{USAGE}\n")).await?,
+                    Ok(Command::Tool { .. }) => phone.line("/tool works with --sip only\n").await?,
                     Ok(Command::Quit) => break,
                     Ok(Command::Nothing) => {}
                     Err(e) => phone.line(&format!("{e}\n")).await?,

@@ -3,3 +3,4 @@
 mod bench;
 mod call;
 mod media;
+mod sip;
