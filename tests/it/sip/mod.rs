@@ -118,7 +118,7 @@ async fn a_call_is_accepted_with_the_agent_and_its_transcript_is_kept() {
         .await;
     sideband.respond("resp_2", "Claro! Para qual dia?").await;
     // Malformed and unknown events are skipped; the call goes on.
-    sideband.send_raw("{not json").await;
+    assert!(sideband.send_raw("{not json").await);
     sideband.send(json!({"type": "rate_limits.updated"})).await;
     sideband.caller_says("item_c2", "Amanhã.").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -503,4 +503,66 @@ async fn a_sip_call_has_a_hard_time_limit() {
     fake.wait_request("hangup", 1).await;
     let detail = stored_call(&app, "rtc_m1", "completed").await;
     assert!(detail.call.handoff_data.unwrap().contains("max-duration"));
+}
+
+#[tokio::test]
+async fn an_oversized_sideband_message_is_survived_by_reopening() {
+    let mut fake = FakeOpenAi::start().await;
+    let app = sip_app(&fake, &[]).await;
+    let mut sideband = answered(&app, &mut fake, "rtc_o1").await;
+    let huge = format!(
+        r#"{{"type":"response.output_audio_transcript.done","transcript":"{}"}}"#,
+        "a".repeat(5 << 20)
+    );
+    // The server cuts the socket at its 4 MiB limit, maybe while this is sent.
+    let _ = sideband.send_raw(&huge).await;
+    let mut second = fake.sideband().await;
+    assert_eq!(second.uri, "/v1/realtime?call_id=rtc_o1");
+    second.caller_says("item_o", "Ainda está aí?").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    second.close(1000).await;
+    stored_call(&app, "rtc_o1", "completed").await;
+    let transcript = app.state.store.transcript("rtc_o1").await.unwrap().unwrap();
+    assert!(transcript.turns.iter().any(|t| t.text == "Ainda está aí?"));
+    assert!(transcript.turns.iter().all(|t| t.text.len() < 1024));
+}
+
+/// Two replicas on one PostgreSQL database: OpenAI's retry of a delivery reaches
+/// the other replica and is not accepted again.
+#[tokio::test]
+async fn replicas_share_the_delivered_webhook_ids() {
+    let Some(db) =
+        crate::support::db::TestDb::postgres("replicas_share_the_delivered_webhook_ids").await
+    else {
+        return;
+    };
+    let mut fake = FakeOpenAi::start().await;
+    let one = sip_app(
+        &fake,
+        &[("DATABASE_URL", db.url.as_str()), ("REPLICA_ID", "one")],
+    )
+    .await;
+    let two = sip_app(
+        &fake,
+        &[("DATABASE_URL", db.url.as_str()), ("REPLICA_ID", "two")],
+    )
+    .await;
+    let event = incoming("rtc_r1", "+5511999990000", "+5511333330000", &[]);
+    let (status, body) = deliver(&one, "wh_r1", &event).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("accepted")));
+    let (status, body) = deliver(&two, "wh_r1", &event).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")));
+    let sideband = fake.sideband().await;
+    assert!(fake.no_sideband(Duration::from_millis(300)).await);
+    assert_eq!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.action() == "accept")
+            .count(),
+        1
+    );
+    sideband.close(1000).await;
+    stored_call(&one, "rtc_r1", "completed").await;
+    drop((one, two));
+    db.cleanup().await;
 }

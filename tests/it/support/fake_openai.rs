@@ -232,11 +232,9 @@ impl Sideband {
             .expect("sideband send");
     }
 
-    pub async fn send_raw(&mut self, text: &str) {
-        self.ws
-            .send(Message::text(text))
-            .await
-            .expect("sideband send");
+    /// Sends `text` as it is; false when the server cut the socket meanwhile.
+    pub async fn send_raw(&mut self, text: &str) -> bool {
+        self.ws.send(Message::text(text)).await.is_ok()
     }
 
     /// The next event the server sent, or `None` once the socket is closed.
