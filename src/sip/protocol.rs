@@ -99,12 +99,14 @@ impl Surface {
     }
 
     /// The accept body: the session itself (Realtime), or `{"session": …}` (Live).
+    /// `language` is the caller's ISO 639-1 code, for the transcription.
     /// GPT-Live takes no tools in its session (it delegates tool use to a backend of
     /// its own), so a Live call gets instructions and voice only.
     pub fn accept_body(
         &self,
         sip: &SipConfig,
         instructions: &str,
+        language: &str,
         tools: &[FunctionTool],
     ) -> Value {
         match self {
@@ -121,7 +123,8 @@ impl Surface {
                     "model": sip.model,
                     "instructions": instructions,
                     "audio": {
-                        "input": {"transcription": {"model": sip.transcription_model}},
+                        "input": {"transcription": {"model": sip.transcription_model,
+                                                    "language": language}},
                         "output": {"voice": sip.voice},
                     },
                     "tools": tools,

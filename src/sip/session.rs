@@ -27,7 +27,8 @@ use crate::config::{BuiltinTool, Config};
 use crate::llm::ToolCall;
 use crate::metrics::CallMode;
 use crate::speech::realtime::{
-    ClientEvent, FunctionCall, FunctionTool, Item, ResponseParams, ServerEvent,
+    ClientEvent, ConversationSettings, FunctionCall, FunctionTool, Item, ResponseParams,
+    ServerEvent, Session,
 };
 use crate::speech::ws::{self, WsLink};
 use crate::speech::{Service, SpeechError};
@@ -80,7 +81,8 @@ pub async fn run(deps: SipDeps, surface: Surface, info: CallInfo) -> SipCallStat
             parameters: (*spec.parameters).clone(),
         })
         .collect();
-    let body = surface.accept_body(&deps.config.sip, &instructions, &tools);
+    let language = crate::speech::language_code(&deps.config.relay.language);
+    let body = surface.accept_body(&deps.config.sip, &instructions, &language, &tools);
     if let Err(e) = deps.control.accept(&surface, body).await {
         tracing::error!(error = %e, "could not accept the SIP call");
         return SipCallStats {
@@ -357,12 +359,24 @@ impl SipCall {
         match follow_up {
             Some(ToolFollowUp::End(handoff)) => self.say_goodbye(link, handoff),
             Some(ToolFollowUp::SwitchLanguage(code)) => {
-                let instructions = language_instructions(&self.instructions, &code);
-                let update = serde_json::json!({"type": "session.update",
-                    "session": {"type": "realtime", "instructions": instructions}});
-                if let Err(e) = link.try_send_text(update.to_string()) {
-                    tracing::warn!(error = %e, "could not switch the language");
-                }
+                // Instructions and the caller's transcription; never the voice.
+                let settings = ConversationSettings {
+                    instructions: language_instructions(&self.instructions, &code),
+                    language: Some(crate::speech::language_code(&code)),
+                    transcription_model: Some(self.deps.config.sip.transcription_model.clone()),
+                    ..ConversationSettings::from_config(
+                        &self.deps.config,
+                        String::new(),
+                        Vec::new(),
+                    )
+                };
+                tracing::info!(language = %code, "switching language");
+                self.send(
+                    link,
+                    ClientEvent::SessionUpdate {
+                        session: Box::new(Session::language_switch(&settings)),
+                    },
+                );
                 self.send(link, ClientEvent::CreateResponse { response: None });
             }
             Some(ToolFollowUp::SendDigits(_)) => {

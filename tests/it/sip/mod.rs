@@ -566,3 +566,44 @@ async fn replicas_share_the_delivered_webhook_ids() {
     drop((one, two));
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn switch_language_updates_instructions_and_transcription() {
+    let mut fake = FakeOpenAi::start().await;
+    let app = sip_app(
+        &fake,
+        &[
+            ("LANGUAGES", "pt-BR, en-US"),
+            ("AGENT_TOOLS", "end_call,switch_language"),
+        ],
+    )
+    .await;
+    let mut sideband = answered(&app, &mut fake, "rtc_s1").await;
+    let accept = fake.wait_request("accept", 1).await;
+    assert_eq!(
+        accept.body["audio"]["input"]["transcription"]["language"],
+        "pt"
+    );
+    sideband
+        .tool_call("call_s", "switch_language", json!({"language": "en-US"}))
+        .await;
+    sideband.expect("conversation.item.create").await;
+    let update = sideband.expect("session.update").await;
+    let session = &update["session"];
+    assert!(
+        session["instructions"]
+            .as_str()
+            .unwrap()
+            .contains("speak en-US"),
+        "{update}"
+    );
+    assert_eq!(session["audio"]["input"]["transcription"]["language"], "en");
+    assert!(
+        session["audio"].get("output").is_none(),
+        "the voice stays: {update}"
+    );
+    assert!(session.get("tools").is_none());
+    sideband.expect("response.create").await;
+    sideband.close(1000).await;
+    stored_call(&app, "rtc_s1", "completed").await;
+}
