@@ -23,10 +23,17 @@ pub enum CallMode {
     Stream,
     /// SIP (OpenAI answers the trunk; we drive the call over a sideband socket).
     Sip,
+    /// The web console's "Try it" (ConversationRelay protocol from a browser).
+    Console,
 }
 
 impl CallMode {
-    pub const ALL: [CallMode; 3] = [CallMode::Relay, CallMode::Stream, CallMode::Sip];
+    pub const ALL: [CallMode; 4] = [
+        CallMode::Relay,
+        CallMode::Stream,
+        CallMode::Sip,
+        CallMode::Console,
+    ];
 
     /// The label value, also used as `CallInfo::mode`.
     pub fn as_str(self) -> &'static str {
@@ -34,6 +41,7 @@ impl CallMode {
             Self::Relay => "relay",
             Self::Stream => "stream",
             Self::Sip => "sip",
+            Self::Console => "console",
         }
     }
 
@@ -99,8 +107,8 @@ impl Histogram {
 /// Counters and histograms since the process started.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    active_calls: [AtomicU64; 3],
-    total_calls: [AtomicU64; 3],
+    active_calls: [AtomicU64; CallMode::ALL.len()],
+    total_calls: [AtomicU64; CallMode::ALL.len()],
     turns: AtomicU64,
     interrupts: AtomicU64,
     llm_errors: [AtomicU64; LLM_ERROR_KINDS.len()],
@@ -159,6 +167,11 @@ impl Metrics {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Live calls on one transport.
+    pub fn active_calls_in(&self, mode: CallMode) -> u64 {
+        self.active_calls[mode.index()].load(Ordering::Relaxed)
     }
 
     /// Calls since start on every transport.

@@ -229,27 +229,27 @@ macro_rules! impl_store {
                 &'a self,
                 limit: u32,
                 before: Option<&'a $crate::store::CallCursor>,
+                filter: &'a $crate::store::CallFilter,
             ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<$crate::store::CallPage>>
             {
                 Box::pin(async move {
                     // One more than asked tells whether another page follows.
                     let fetch = i64::from(limit) + 1;
-                    let rows = match before {
-                        None => {
-                            sqlx::query($crate::store::sql::LIST_CALLS)
-                                .bind(fetch)
-                                .fetch_all(&self.pool)
-                                .await?
-                        }
-                        Some(cursor) => {
-                            sqlx::query($crate::store::sql::LIST_CALLS_BEFORE)
-                                .bind(fetch)
-                                .bind(cursor.started_at)
-                                .bind(&cursor.call_sid)
-                                .fetch_all(&self.pool)
-                                .await?
-                        }
+                    let (at, sid) = match before {
+                        Some(cursor) => (cursor.started_at, cursor.call_sid.as_str()),
+                        None => (i64::MAX, ""),
                     };
+                    let rows = sqlx::query($crate::store::sql::LIST_CALLS)
+                        .bind(fetch)
+                        .bind(at)
+                        .bind(sid)
+                        .bind(filter.status.as_deref())
+                        .bind(filter.mode.as_deref())
+                        .bind(filter.number.as_deref())
+                        .bind(filter.since.unwrap_or(i64::MIN))
+                        .bind(filter.until.unwrap_or(i64::MAX))
+                        .fetch_all(&self.pool)
+                        .await?;
                     let mut calls = rows
                         .iter()
                         .map(Self::call_from_row)
@@ -365,6 +365,71 @@ macro_rules! impl_store {
                         tool_calls,
                         next_after,
                     }))
+                })
+            }
+
+            fn overview(
+                &self,
+                since: $crate::store::Millis,
+            ) -> futures::future::BoxFuture<'_, $crate::store::StoreResult<$crate::store::Overview>>
+            {
+                /// The latest replies whose first-token latency is drawn.
+                const FIRST_TOKENS: i64 = 2000;
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let per_hour = |sql: &'static str| async move {
+                        let rows = sqlx::query(sql).bind(since).fetch_all(&self.pool).await?;
+                        rows.iter()
+                            .map(|row| {
+                                Ok((
+                                    row.try_get::<i64, _>("hour")? * 3_600_000,
+                                    row.try_get::<i64, _>("n")?,
+                                ))
+                            })
+                            .collect::<Result<Vec<_>, sqlx::Error>>()
+                    };
+                    let calls_per_hour = per_hour($crate::store::sql::CALLS_PER_HOUR).await?;
+                    let replies_per_hour = per_hour($crate::store::sql::REPLIES_PER_HOUR).await?;
+                    let by_status = sqlx::query($crate::store::sql::CALLS_BY_STATUS)
+                        .bind(since)
+                        .fetch_all(&self.pool)
+                        .await?
+                        .iter()
+                        .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
+                        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                    let first_token_ms = sqlx::query($crate::store::sql::RECENT_FIRST_TOKENS)
+                        .bind(since)
+                        .bind(FIRST_TOKENS)
+                        .fetch_all(&self.pool)
+                        .await?
+                        .iter()
+                        .map(|row| row.try_get("time_to_first_token_ms"))
+                        .collect::<Result<Vec<i64>, sqlx::Error>>()?;
+                    Ok($crate::store::Overview {
+                        calls_per_hour,
+                        replies_per_hour,
+                        by_status,
+                        first_token_ms,
+                    })
+                })
+            }
+
+            fn call_appointments<'a>(
+                &'a self,
+                call_sid: &'a str,
+            ) -> futures::future::BoxFuture<
+                'a,
+                $crate::store::StoreResult<Vec<$crate::store::Appointment>>,
+            > {
+                Box::pin(async move {
+                    let rows = sqlx::query($crate::store::sql::CALL_APPOINTMENTS)
+                        .bind(call_sid)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    Ok(rows
+                        .iter()
+                        .map(Self::appointment_from_row)
+                        .collect::<Result<Vec<_>, _>>()?)
                 })
             }
 

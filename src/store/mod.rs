@@ -248,6 +248,34 @@ impl CallCursor {
     }
 }
 
+/// Which calls a listing shows; `None` fields match every call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    /// `in-progress`, `completed`, `handoff`, `failed`, … as stored.
+    pub status: Option<String>,
+    /// `relay`, `stream`, `sip`, `console`.
+    pub mode: Option<String>,
+    /// The caller's or the called number.
+    pub number: Option<String>,
+    /// Started at or after.
+    pub since: Option<Millis>,
+    /// Started before.
+    pub until: Option<Millis>,
+}
+
+/// What the console's overview draws, since a given time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Overview {
+    /// `(hour start, calls started)`, hours with calls only.
+    pub calls_per_hour: Vec<(Millis, i64)>,
+    /// `(hour start, agent replies)`.
+    pub replies_per_hour: Vec<(Millis, i64)>,
+    /// `(status, calls)`, most frequent first.
+    pub by_status: Vec<(String, i64)>,
+    /// First-token latencies of the latest replies, newest first.
+    pub first_token_ms: Vec<i64>,
+}
+
 /// Calls, newest first, and where the next page starts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallPage {
@@ -389,12 +417,20 @@ pub trait Store: SharedState {
         call_sids: &'a [&'a str],
     ) -> BoxFuture<'a, StoreResult<std::collections::HashMap<String, NextSeqs>>>;
 
-    /// Calls newest first: at most `limit`, older than `before`.
+    /// Calls newest first: at most `limit`, older than `before`, matching `filter`.
     fn list_calls<'a>(
         &'a self,
         limit: u32,
         before: Option<&'a CallCursor>,
+        filter: &'a CallFilter,
     ) -> BoxFuture<'a, StoreResult<CallPage>>;
+    /// Counts for the console's overview, of calls and replies since `since`.
+    fn overview(&self, since: Millis) -> BoxFuture<'_, StoreResult<Overview>>;
+    /// The appointments booked on one call.
+    fn call_appointments<'a>(
+        &'a self,
+        call_sid: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<Appointment>>>;
     fn get_call<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, StoreResult<Option<CallDetail>>>;
     /// The call's whole transcript, or `None` when the call is unknown.
     fn transcript<'a>(

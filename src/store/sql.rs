@@ -75,16 +75,17 @@ pub const SET_RECORDING_PATH: &str = "INSERT INTO calls (call_sid, status, start
      ON CONFLICT (call_sid) DO UPDATE SET recording_path = excluded.recording_path, \
      updated_at = excluded.updated_at";
 
+/// A page of calls matching a [`super::CallFilter`]: `$2, $3` the cursor (a
+/// far-future one for the first page), `$4` status, `$5` mode, `$6` a number (from
+/// or to), each `NULL` for any, `$7 ..$8` the start times.
 pub const LIST_CALLS: &str = concat!(
     "SELECT ",
     call_columns!(),
-    " FROM calls ORDER BY started_at DESC, call_sid DESC LIMIT $1"
-);
-
-pub const LIST_CALLS_BEFORE: &str = concat!(
-    "SELECT ",
-    call_columns!(),
     " FROM calls WHERE (started_at, call_sid) < ($2, $3) \
+     AND (CAST($4 AS TEXT) IS NULL OR status = $4) \
+     AND (CAST($5 AS TEXT) IS NULL OR mode = $5) \
+     AND (CAST($6 AS TEXT) IS NULL OR from_number = $6 OR to_number = $6) \
+     AND started_at >= $7 AND started_at < $8 \
      ORDER BY started_at DESC, call_sid DESC LIMIT $1"
 );
 
@@ -126,6 +127,31 @@ macro_rules! appointment_columns {
          notes, created_at"
     };
 }
+
+/// Calls started per hour since `$1` (hours as `started_at / 3600000`).
+pub const CALLS_PER_HOUR: &str = "SELECT started_at / 3600000 AS hour, COUNT(*) AS n \
+     FROM calls WHERE started_at >= $1 GROUP BY started_at / 3600000 ORDER BY hour";
+
+/// Agent replies per hour since `$1`.
+pub const REPLIES_PER_HOUR: &str = "SELECT started_at / 3600000 AS hour, COUNT(*) AS n \
+     FROM turns WHERE started_at >= $1 AND role = 'agent' \
+     GROUP BY started_at / 3600000 ORDER BY hour";
+
+/// Calls since `$1` by status (how they ended, or `in-progress`).
+pub const CALLS_BY_STATUS: &str = "SELECT status, COUNT(*) AS n FROM calls \
+     WHERE started_at >= $1 GROUP BY status ORDER BY n DESC, status";
+
+/// The first-token latencies of the latest replies since `$1`, at most `$2`.
+pub const RECENT_FIRST_TOKENS: &str = "SELECT time_to_first_token_ms FROM turns \
+     WHERE started_at >= $1 AND time_to_first_token_ms IS NOT NULL \
+     ORDER BY started_at DESC LIMIT $2";
+
+/// One call's appointments, in the order they were booked.
+pub const CALL_APPOINTMENTS: &str = concat!(
+    "SELECT ",
+    appointment_columns!(),
+    " FROM appointments WHERE call_sid = $1 ORDER BY seq"
+);
 
 pub const LIST_APPOINTMENTS: &str = concat!(
     "SELECT ",

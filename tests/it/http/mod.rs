@@ -2,6 +2,7 @@
 
 mod api;
 mod callbacks;
+mod console_api;
 mod metrics;
 mod outbound;
 mod routes;

@@ -553,7 +553,7 @@ async fn kill_9_on_sqlite_loses_no_completed_turn() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let open = store
-            .list_calls(50, None)
+            .list_calls(50, None, &Default::default())
             .await
             .unwrap()
             .calls

@@ -263,7 +263,10 @@ async fn pages_cover_every_call_once(db: &TestDb) {
     let mut before = None;
     let mut pages = 0;
     loop {
-        let page = s.list_calls(3, before.as_ref()).await.unwrap();
+        let page = s
+            .list_calls(3, before.as_ref(), &Default::default())
+            .await
+            .unwrap();
         pages += 1;
         assert!(page.calls.len() <= 3);
         seen.extend(page.calls.iter().map(|c| c.call_sid.clone()));

@@ -1,8 +1,13 @@
 //! The REST API over the store, all behind `Authorization: Bearer $API_TOKEN`:
 //!
-//! - `GET /api/calls?limit=&before=`: calls, newest first, one page at a time
-//!   (`next_before` in the answer is the `before` of the next page).
-//! - `GET /api/calls/{sid}`: one call, its record counts and its recording.
+//! - `GET /api/calls?limit=&before=&status=&mode=&number=&since=&until=&day=`:
+//!   calls, newest first, one page at a time (`next_before` in the answer is the
+//!   `before` of the next page, with the same filters); `since`/`until` are RFC
+//!   3339 times, `day` a UTC date (`2026-12-05`).
+//! - `GET /api/calls/{sid}`: one call, its record counts, its appointments and
+//!   its recording.
+//! - `GET /api/calls/{sid}/recording`: the call's own WAV recording ([`recording`]).
+//! - `GET /api/overview?hours=`: counts for the console ([`overview`]).
 //! - `GET /api/calls/{sid}/transcript?format=json|text&limit=&after=` (and the
 //!   older `GET /api/transcript/{sid}`): the turns and the tool calls among them,
 //!   at most `limit` turns (default and most: 200) a page; `next_after` in the
@@ -20,10 +25,15 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+mod overview;
+mod recording;
+
 use super::error::HttpError;
 use super::{auth, with_state};
 use crate::state::AppState;
-use crate::store::{Appointment, Call, CallCursor, CallDetail, StoreError, Transcript};
+use crate::store::{
+    Appointment, Call, CallCursor, CallDetail, CallFilter, Millis, StoreError, Transcript,
+};
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -40,6 +50,15 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state(state.clone()))
         .then(get_call);
+    let recording = warp::path!("calls" / String / "recording")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .then(recording::get);
+    let overview = warp::path!("overview")
+        .and(warp::get())
+        .and(raw_query())
+        .and(with_state(state.clone()))
+        .then(overview::get);
     let transcript = warp::path!("calls" / String / "transcript")
         .or(warp::path!("transcript" / String))
         .unify()
@@ -58,12 +77,27 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
             calls
                 .or(call)
                 .unify()
+                .or(recording)
+                .unify()
+                .or(overview)
+                .unify()
                 .or(transcript)
                 .unify()
                 .or(appointments)
                 .unify(),
         )
+        .map(no_store)
         .boxed()
+}
+
+/// API answers are the operator's data: never kept by a browser or a proxy.
+fn no_store(response: Response) -> Response {
+    let mut response = response;
+    response.headers_mut().insert(
+        "cache-control",
+        warp::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 /// The raw query string, empty when there is none.
@@ -79,7 +113,12 @@ struct Params {
     before: Option<String>,
     after: Option<i64>,
     format: Option<String>,
+    filter: CallFilter,
+    hours: Option<u32>,
 }
+
+/// Longest filter value taken (a number, a status).
+const MAX_FILTER_BYTES: usize = 64;
 
 fn parse_params(raw: &str) -> Result<Params, String> {
     let pairs: Vec<(String, String)> =
@@ -107,10 +146,76 @@ fn parse_params(raw: &str) -> Result<Params, String> {
                 );
             }
             "format" => params.format = Some(value),
+            "status" | "mode" | "number" if !value.is_empty() => {
+                if value.len() > MAX_FILTER_BYTES {
+                    return Err(format!("{key} is longer than {MAX_FILTER_BYTES} bytes"));
+                }
+                let slot = match key.as_str() {
+                    "status" => &mut params.filter.status,
+                    "mode" => &mut params.filter.mode,
+                    _ => &mut params.filter.number,
+                };
+                *slot = Some(value.trim().to_string());
+            }
+            "since" | "until" if !value.is_empty() => {
+                let at =
+                    parse_time(&value).ok_or_else(|| format!("{key} must be an RFC 3339 time"))?;
+                if key == "since" {
+                    params.filter.since = Some(at);
+                } else {
+                    params.filter.until = Some(at);
+                }
+            }
+            "day" if !value.is_empty() => {
+                let start = parse_time(&format!("{value}T00:00:00Z"))
+                    .ok_or("day must be a date like 2026-12-05")?;
+                params.filter.since = Some(start);
+                params.filter.until = Some(start + 24 * 3_600_000);
+            }
+            "hours" => {
+                params.hours = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|h| (1..=24 * 31).contains(h))
+                        .ok_or("hours must be a number from 1 to 744")?,
+                );
+            }
             _ => {}
         }
     }
     Ok(params)
+}
+
+/// An RFC 3339 time (`2026-12-05T10:00:00Z`, `…-03:00` too) as epoch milliseconds.
+fn parse_time(text: &str) -> Option<Millis> {
+    let at = humantime::parse_rfc3339_weak(text.trim())
+        .ok()
+        .or_else(|| offset_time(text.trim()))?;
+    at.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+}
+
+/// `…±hh:mm` (what a browser's local day start looks like), which humantime does
+/// not read: the UTC time it names.
+fn offset_time(text: &str) -> Option<std::time::SystemTime> {
+    let split = text.len().checked_sub(6)?;
+    let (local, offset) = text.split_at(split);
+    let sign = match offset.as_bytes().first()? {
+        b'+' => 1i64,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = offset[1..].split_once(':')?;
+    let minutes = sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?);
+    let local = humantime::parse_rfc3339_weak(local).ok()?;
+    let shift = Duration::from_secs(minutes.unsigned_abs() * 60);
+    if minutes >= 0 {
+        local.checked_sub(shift)
+    } else {
+        local.checked_add(shift)
+    }
 }
 
 fn bad_request(message: &str) -> Response {
@@ -136,7 +241,11 @@ async fn list_calls(raw: String, state: AppState) -> Response {
         Some(None) => return bad_request("before must be a next_before value from this API"),
     };
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    match state.store.list_calls(limit, before.as_ref()).await {
+    match state
+        .store
+        .list_calls(limit, before.as_ref(), &params.filter)
+        .await
+    {
         Ok(page) => warp::reply::json(&json!({
             "calls": page.calls.iter().map(call_json).collect::<Vec<_>>(),
             "next_before": page.next.map(|c| c.encode()),
@@ -147,11 +256,22 @@ async fn list_calls(raw: String, state: AppState) -> Response {
 }
 
 async fn get_call(call_sid: String, state: AppState) -> Response {
-    match state.store.get_call(&call_sid).await {
-        Ok(Some(detail)) => warp::reply::json(&call_detail_json(&detail)).into_response(),
-        Ok(None) => not_found(&call_sid),
-        Err(e) => store_failed(e),
-    }
+    let detail = match state.store.get_call(&call_sid).await {
+        Ok(Some(detail)) => detail,
+        Ok(None) => return not_found(&call_sid),
+        Err(e) => return store_failed(e),
+    };
+    let appointments = if detail.appointments > 0 {
+        match state.store.call_appointments(&call_sid).await {
+            Ok(list) => list,
+            Err(e) => return store_failed(e),
+        }
+    } else {
+        Vec::new()
+    };
+    let mut body = call_detail_json(&detail);
+    body["appointments"] = appointments.iter().map(appointment_json).collect();
+    warp::reply::json(&body).into_response()
 }
 
 async fn transcript(call_sid: String, raw: String, state: AppState) -> Response {
@@ -336,9 +456,19 @@ mod tests {
                 limit: Some(5),
                 before: Some("12.CA1".into()),
                 after: Some(7),
-                format: Some("text".into())
+                format: Some("text".into()),
+                ..Params::default()
             }
         );
+        let p = parse_params("status=completed&mode=sip&number=%2B5511&day=2023-11-14").unwrap();
+        assert_eq!(p.filter.status.as_deref(), Some("completed"));
+        assert_eq!(p.filter.mode.as_deref(), Some("sip"));
+        assert_eq!(p.filter.number.as_deref(), Some("+5511"));
+        assert_eq!(p.filter.since, Some(1_699_920_000_000));
+        assert_eq!(p.filter.until, Some(1_699_920_000_000 + 86_400_000));
+        let p = parse_params("since=2023-11-14T00:00:00-03:00&until=2023-11-14T22:13:20Z").unwrap();
+        assert_eq!(p.filter.since, Some(1_699_920_000_000 + 3 * 3_600_000));
+        assert_eq!(p.filter.until, Some(1_700_000_000_000));
         for bad in [
             "limit=0",
             "limit=201",
@@ -346,6 +476,10 @@ mod tests {
             "limit=-1",
             "after=-2",
             "after=x",
+            "day=yesterday",
+            "since=soon",
+            "hours=0",
+            "hours=9999",
         ] {
             assert!(parse_params(bad).is_err(), "{bad}");
         }
