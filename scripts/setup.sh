@@ -10,6 +10,10 @@ command -v sox >/dev/null 2>&1 || need+=(sox)
 # haproxy: the multi-replica tests run three servers behind a real load balancer.
 # (A machine without it skips those tests with a notice.)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+# chromium, chromium-driver: the console's tests drive a real headless browser
+# through WebDriver. (A machine without them skips those tests with a notice.)
+[ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

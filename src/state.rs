@@ -136,6 +136,7 @@ impl AppState {
             admission: None,
             store: self.store.clone(),
             live: self.live_calls.clone(),
+            mode: crate::metrics::CallMode::Relay,
         }
     }
 

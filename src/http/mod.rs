@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod callbacks;
+pub mod console;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -46,7 +47,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(callbacks::routes(state.clone()))
         .unify()
-        .or(sip::routes(state))
+        .or(sip::routes(state.clone()))
+        .unify()
+        .or(console::routes(state))
         .unify()
         .recover(recover)
         .unify()

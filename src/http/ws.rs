@@ -267,7 +267,7 @@ fn media_socket(
 
 /// 503 while draining, when the server is full, or while the store writer is far
 /// behind (new calls wait; the live ones lose nothing).
-fn refuse_new_call(state: &AppState) -> Option<Response> {
+pub(super) fn refuse_new_call(state: &AppState) -> Option<Response> {
     if state.recorder.busy() {
         let refused = state.recorder.refused_call();
         if crate::media::log_due(refused, 1, 100) {
@@ -295,7 +295,7 @@ fn refuse_new_call(state: &AppState) -> Option<Response> {
 }
 
 /// The socket as a stream of [`Frame`]s and a sink of [`Outbound`] messages.
-fn relay_socket(
+pub(super) fn relay_socket(
     socket: Socket,
 ) -> impl futures::Stream<Item = Result<Frame, tungstenite::Error>>
 + futures::Sink<Outbound, Error = tungstenite::Error>

@@ -40,6 +40,9 @@ pub struct SessionDeps {
     pub store: Arc<dyn Store>,
     /// Where this session registers once it knows its call, for API commands.
     pub live: Arc<super::live::LiveCalls>,
+    /// How the call is counted and recorded: `Relay` for Twilio's calls, `Console`
+    /// for the web console's "Try it".
+    pub mode: CallMode,
 }
 
 /// `reasonCode` of a call ended through the API.
@@ -105,7 +108,7 @@ where
     E: Display,
     <S as Sink<Outbound>>::Error: Display,
 {
-    let _active = deps.agent.metrics.call_started(CallMode::Relay);
+    let _active = deps.agent.metrics.call_started(deps.mode);
     let started = Instant::now();
     let mut agent = deps.agent.agent().with_recent_calls(deps.recent.clone());
     let mut frames_rejected: u32 = 0;
@@ -409,7 +412,7 @@ async fn start_call(
         from,
         to,
         direction,
-        mode: CallMode::Relay.as_str().into(),
+        mode: deps.mode.as_str().into(),
         parameters,
         may_resume,
         resumed: false,

@@ -4,6 +4,7 @@
 //! part of `src/` it tests.
 
 mod audio;
+mod console;
 mod http;
 mod media;
 mod relay;

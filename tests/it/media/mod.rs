@@ -1,4 +1,4 @@
 //! The Media Streams mode (`src/media`): the session with the bridging pipelines, and the cascade.
 
 mod cascade;
-mod session;
+pub(crate) mod session;

@@ -216,7 +216,7 @@ impl TwilioMedia {
 
 /// Reads the fake upstream until a message of `kind` arrives (skipping audio
 /// appends), returning it and what was skipped.
-async fn recv_type(conn: &mut FakeConn, kind: &str) -> Value {
+pub(crate) async fn recv_type(conn: &mut FakeConn, kind: &str) -> Value {
     loop {
         let v = conn.recv_json().await;
         if v["type"] == kind {
@@ -233,7 +233,7 @@ async fn recv_type(conn: &mut FakeConn, kind: &str) -> Value {
 
 /// Connects a call and returns the upstream connection after the session update
 /// and the greeting request.
-async fn realtime_call(
+pub(crate) async fn realtime_call(
     app: &TestApp,
     fake: &mut FakeWsServer,
     params: &[(&str, &str)],
@@ -242,7 +242,7 @@ async fn realtime_call(
 }
 
 /// [`realtime_call`] for the call `call_sid`.
-async fn realtime_call_as(
+pub(crate) async fn realtime_call_as(
     app: &TestApp,
     fake: &mut FakeWsServer,
     call_sid: &str,
@@ -261,7 +261,7 @@ async fn realtime_call_as(
     )
 }
 
-fn audio_delta(item: &str, bytes: &[u8]) -> Value {
+pub(crate) fn audio_delta(item: &str, bytes: &[u8]) -> Value {
     json!({"type": "response.output_audio.delta", "response_id": "resp1", "item_id": item,
            "output_index": 0, "content_index": 0, "delta": b64(bytes)})
 }

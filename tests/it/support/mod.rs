@@ -2,6 +2,7 @@
 //! ConversationRelay peer speaking over a real WebSocket.
 
 pub mod agent_app;
+pub mod browser;
 pub mod db;
 pub mod fake_http;
 pub mod fake_llm;
@@ -356,5 +357,24 @@ pub async fn eventually<T>(what: &str, wait: Duration, mut check: impl FnMut() -
             "still waiting after {wait:?} for {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls the async `check` every 20 ms for up to 10 s until it gives a value.
+pub async fn eventually_async<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still waiting after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
