@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::event::{
-    AppointmentRecord, CallInfo, CallObserver, CallSummary, Handoff, NoObserver, REASON_END_CALL,
-    REASON_LIVE_AGENT, Speaker, ToolCallRecord, TurnRecord,
+    AppointmentRecord, CallInfo, CallObserver, CallSummary, Handoff, Latency, NoObserver,
+    REASON_END_CALL, REASON_LIVE_AGENT, Speaker, ToolCallRecord, TurnRecord,
 };
 use crate::llm::ToolCall;
 use crate::tools::{ToolEffect, ToolRun};
@@ -109,10 +109,10 @@ impl CallLog {
         speaker: Speaker,
         text: &str,
         started_at: SystemTime,
-        time_to_first_token: Option<Duration>,
+        latency: Latency,
     ) -> u32 {
         let seq = self.reserve();
-        self.record(seq, speaker, text, started_at, time_to_first_token, false);
+        self.record(seq, speaker, text, started_at, latency, false);
         seq
     }
 
@@ -124,15 +124,14 @@ impl CallLog {
         speaker: Speaker,
         text: &str,
         started_at: SystemTime,
-        time_to_first_token: Option<Duration>,
+        latency: Latency,
         partial: bool,
     ) {
         if speaker == Speaker::Agent {
             self.last_agent_seq = Some(seq);
         }
         if let Some(call) = &self.call {
-            let record =
-                TurnRecord::now(seq, speaker, text, started_at, time_to_first_token, partial);
+            let record = TurnRecord::now(seq, speaker, text, started_at, latency, partial);
             self.observer.turn(&call.call_sid, &record);
         }
     }

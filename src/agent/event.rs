@@ -128,8 +128,11 @@ pub struct TurnRecord {
     pub text: String,
     pub started_at: std::time::SystemTime,
     pub ended_at: std::time::SystemTime,
-    /// For agent turns: time from the caller's turn to the first token out.
+    /// For agent turns: time from the caller's turn to the first token out (a
+    /// filler counts: it is what the caller hears first).
     pub time_to_first_token_ms: Option<u64>,
+    /// For agent turns: time from the LLM request to the LLM's first token.
+    pub llm_first_token_ms: Option<u64>,
     /// An agent reply still going out: `text` is what was sent so far, and a later
     /// record of the same `seq` completes it.
     pub partial: bool,
@@ -142,7 +145,7 @@ impl TurnRecord {
         speaker: Speaker,
         text: &str,
         started_at: std::time::SystemTime,
-        time_to_first_token: Option<std::time::Duration>,
+        latency: Latency,
         partial: bool,
     ) -> Self {
         Self {
@@ -151,8 +154,29 @@ impl TurnRecord {
             text: text.to_string(),
             started_at,
             ended_at: std::time::SystemTime::now(),
-            time_to_first_token_ms: time_to_first_token.map(|d| d.as_millis() as u64),
+            time_to_first_token_ms: latency.first_token.map(|d| d.as_millis() as u64),
+            llm_first_token_ms: latency.llm_first_token.map(|d| d.as_millis() as u64),
             partial,
+        }
+    }
+}
+
+/// How long an agent turn took to start, both ways it is measured.
+/// (`Latency::default()`: not measured, as for the caller's turns.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// The caller's turn → the first token out.
+    pub first_token: Option<std::time::Duration>,
+    /// The LLM request → the LLM's first token.
+    pub llm_first_token: Option<std::time::Duration>,
+}
+
+impl Latency {
+    /// Only the time to the first output (a speech-to-speech model's first audio).
+    pub fn first_out(first_token: Option<std::time::Duration>) -> Self {
+        Self {
+            first_token,
+            llm_first_token: None,
         }
     }
 }

@@ -43,8 +43,8 @@ use tokio::time::Instant;
 pub use call_log::{CallLog, ToolFollowUp};
 pub use event::{
     AgentInput, AgentOutput, AppointmentRecord, CallInfo, CallObserver, CallSummary, Handoff,
-    NoObserver, REASON_END_CALL, REASON_LIVE_AGENT, REASON_MAX_DURATION, Speaker, ToolCallRecord,
-    TurnRecord,
+    Latency, NoObserver, REASON_END_CALL, REASON_LIVE_AGENT, REASON_MAX_DURATION, Speaker,
+    ToolCallRecord, TurnRecord,
 };
 pub use history::History;
 pub use prompt::{
@@ -214,12 +214,12 @@ impl Agent {
         speaker: Speaker,
         text: &str,
         started_at: SystemTime,
-        time_to_first_token: Option<Duration>,
+        latency: Latency,
         seq: Option<u32>,
     ) -> u32 {
         let seq = seq.unwrap_or_else(|| self.log.reserve());
         self.log
-            .record(seq, speaker, text, started_at, time_to_first_token, false);
+            .record(seq, speaker, text, started_at, latency, false);
         seq
     }
 
@@ -242,7 +242,7 @@ impl Agent {
             Speaker::Agent,
             &turn.text,
             turn.started_at,
-            turn.llm_first_token,
+            turn.latency(),
             true,
         );
     }
@@ -360,7 +360,13 @@ impl Agent {
             }
             self.pending.push_back(AgentOutput::TurnEnd);
             self.history.push(ChatMessage::assistant(goodbye.clone()));
-            self.record_turn(Speaker::Agent, &goodbye, SystemTime::now(), None, None);
+            self.record_turn(
+                Speaker::Agent,
+                &goodbye,
+                SystemTime::now(),
+                Latency::default(),
+                None,
+            );
         }
         self.digits.take();
         let handoff = Handoff {
@@ -485,9 +491,14 @@ impl Agent {
         }
         if matches!(out, AgentOutput::Token(_))
             && let Some(from) = self.ttft_from.take()
-            && let Some(m) = &self.metrics
         {
-            m.time_to_first_token.observe(from.elapsed());
+            let elapsed = from.elapsed();
+            if let Some(turn) = self.turn.as_mut() {
+                turn.first_out.get_or_insert(elapsed);
+            }
+            if let Some(m) = &self.metrics {
+                m.time_to_first_token.observe(elapsed);
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 //! spoken apology when the LLM fails. The [`Agent`] methods here are driven by
 //! `mod.rs`'s `handle` and `next_output`. May import the LLM, tools and metrics.
 
+use super::Latency;
 use super::*;
 
 /// Most tool calls taken from one model response.
@@ -53,12 +54,24 @@ pub(super) struct Turn {
     pub(super) rounds: u32,
     /// Time from request to the LLM's first token.
     pub(super) llm_first_token: Option<Duration>,
+    /// Time from the caller's turn to the reply's first token out.
+    pub(super) first_out: Option<Duration>,
     /// Wall-clock start, for the transcript.
     pub(super) started_at: SystemTime,
     /// The transcript number taken when the first words went out.
     pub(super) seq: Option<u32>,
     /// When the text so far was last recorded.
     pub(super) recorded_at: Option<Instant>,
+}
+
+impl Turn {
+    /// Both first-token times of this reply, as far as they are known.
+    pub(super) fn latency(&self) -> Latency {
+        Latency {
+            first_token: self.first_out,
+            llm_first_token: self.llm_first_token,
+        }
+    }
 }
 
 /// What the reply in flight did next.
@@ -101,7 +114,7 @@ impl Agent {
             Speaker::Caller,
             &user.content,
             SystemTime::now(),
-            None,
+            Latency::default(),
             None,
         );
         self.history.push(user);
@@ -122,6 +135,7 @@ impl Agent {
             calls: Vec::new(),
             rounds: 0,
             llm_first_token: None,
+            first_out: None,
             started_at: SystemTime::now(),
             seq: None,
             recorded_at: None,
@@ -169,7 +183,7 @@ impl Agent {
             Speaker::Agent,
             &turn.text,
             turn.started_at,
-            turn.llm_first_token,
+            turn.latency(),
             turn.seq,
         );
     }
@@ -445,7 +459,7 @@ impl Agent {
             Speaker::Agent,
             &said,
             turn.started_at,
-            turn.llm_first_token,
+            turn.latency(),
             turn.seq,
         );
         let round_said = format!("{}{apology}", turn.round_text);

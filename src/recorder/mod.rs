@@ -304,6 +304,7 @@ impl CallObserver for Recorder {
                 started_at: millis(turn.started_at),
                 ended_at: millis(turn.ended_at),
                 time_to_first_token_ms: turn.time_to_first_token_ms.map(|ms| ms as i64),
+                llm_first_token_ms: turn.llm_first_token_ms.map(|ms| ms as i64),
                 partial: turn.partial,
             },
         ));
@@ -431,6 +432,7 @@ mod tests {
             started_at: SystemTime::now(),
             ended_at: SystemTime::now(),
             time_to_first_token_ms: None,
+            llm_first_token_ms: None,
             partial: false,
         }
     }

@@ -209,6 +209,7 @@ fn merge_turns(burst: &mut Vec<Queued>) -> u64 {
                 target.time_to_first_token_ms = turn
                     .time_to_first_token_ms
                     .or(target.time_to_first_token_ms);
+                target.llm_first_token_ms = turn.llm_first_token_ms.or(target.llm_first_token_ms);
                 target.interrupted |= turn.interrupted;
                 target.heard = turn.heard.or(target.heard.take());
             }

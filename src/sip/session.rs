@@ -6,6 +6,7 @@
 //! call control. May import `agent`, `tools`, `speech` (the sideband plumbing and
 //! the Realtime protocol), `metrics` and `config`.
 
+use crate::agent::Latency;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -266,8 +267,12 @@ impl SipCall {
             ServerEvent::InputTranscriptCompleted { transcript, .. } => {
                 let text = bounded(transcript);
                 if !text.trim().is_empty() {
-                    self.log
-                        .turn(Speaker::Caller, &text, SystemTime::now(), None);
+                    self.log.turn(
+                        Speaker::Caller,
+                        &text,
+                        SystemTime::now(),
+                        Latency::default(),
+                    );
                 }
             }
             ServerEvent::TranscriptDone { transcript, .. } => {
@@ -275,7 +280,7 @@ impl SipCall {
                 if !text.trim().is_empty() {
                     self.stats.turns += 1;
                     self.log
-                        .turn(Speaker::Agent, &text, SystemTime::now(), None);
+                        .turn(Speaker::Agent, &text, SystemTime::now(), Latency::default());
                 }
             }
             ServerEvent::FunctionCallDone(call) => self.start_tool(link, call),
@@ -424,7 +429,7 @@ impl SipCall {
             Speaker::Caller,
             &format!("DTMF: {digits}"),
             SystemTime::now(),
-            None,
+            Latency::default(),
         );
         self.send(
             link,

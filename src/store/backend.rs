@@ -328,6 +328,7 @@ macro_rules! impl_store {
                                 started_at: row.try_get("started_at")?,
                                 ended_at: row.try_get("ended_at")?,
                                 time_to_first_token_ms: row.try_get("time_to_first_token_ms")?,
+                                llm_first_token_ms: row.try_get("llm_first_token_ms")?,
                                 partial: row.try_get("partial")?,
                             })
                         })

@@ -76,15 +76,17 @@ impl MultiRow {
 /// write of the same number; a complete one is never written over (a retry changes
 /// nothing, and no later session of the call can overwrite it). An interruption
 /// already noted is kept. Binds: call_sid, seq, role, text, interrupted, heard,
-/// started_at, ended_at, time_to_first_token_ms, partial.
+/// started_at, ended_at, time_to_first_token_ms, llm_first_token_ms, partial.
 pub static TURNS: MultiRow = MultiRow::new(
     "INSERT INTO turns (call_sid, seq, role, text, interrupted, heard, started_at, \
-     ended_at, time_to_first_token_ms, partial) VALUES ",
-    10,
+     ended_at, time_to_first_token_ms, llm_first_token_ms, partial) VALUES ",
+    11,
     " ON CONFLICT (call_sid, seq) DO UPDATE SET text = excluded.text, \
      ended_at = excluded.ended_at, \
      time_to_first_token_ms = COALESCE(excluded.time_to_first_token_ms, \
        turns.time_to_first_token_ms), \
+     llm_first_token_ms = COALESCE(excluded.llm_first_token_ms, \
+       turns.llm_first_token_ms), \
      partial = excluded.partial, interrupted = turns.interrupted OR excluded.interrupted, \
      heard = COALESCE(excluded.heard, turns.heard) WHERE turns.partial",
 );

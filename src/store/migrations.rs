@@ -24,6 +24,11 @@ pub const SQLITE: &[Embedded] = &[
         "shared_state",
         include_str!("../../migrations/sqlite/0002_shared_state.sql"),
     ),
+    (
+        3,
+        "llm_first_token",
+        include_str!("../../migrations/sqlite/0003_llm_first_token.sql"),
+    ),
 ];
 
 /// Every PostgreSQL migration, in order (same rule as [`SQLITE`]).
@@ -37,6 +42,11 @@ pub const POSTGRES: &[Embedded] = &[
         2,
         "shared_state",
         include_str!("../../migrations/postgres/0002_shared_state.sql"),
+    ),
+    (
+        3,
+        "llm_first_token",
+        include_str!("../../migrations/postgres/0003_llm_first_token.sql"),
     ),
 ];
 

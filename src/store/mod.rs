@@ -180,6 +180,8 @@ pub struct Turn {
     pub started_at: Millis,
     pub ended_at: Millis,
     pub time_to_first_token_ms: Option<i64>,
+    /// The LLM request → the LLM's first token.
+    pub llm_first_token_ms: Option<i64>,
     /// An agent reply still being spoken (or cut off by a crash): its text is what
     /// had gone out when it was last written.
     pub partial: bool,

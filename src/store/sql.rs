@@ -114,7 +114,7 @@ pub const NEXT_SEQS: &str = "SELECT \
 pub const CALL_EXISTS: &str = "SELECT call_sid FROM calls WHERE call_sid = $1";
 
 pub const TURNS: &str = "SELECT seq, role, text, interrupted, heard, started_at, ended_at, \
-     time_to_first_token_ms, partial FROM turns WHERE call_sid = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+     time_to_first_token_ms, llm_first_token_ms, partial FROM turns WHERE call_sid = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
 /// The tool calls that started within a page of turns: from the page's first
 /// turn (or the start, on the first page) to the next page's first turn.

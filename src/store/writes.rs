@@ -137,6 +137,7 @@ macro_rules! impl_writes {
                                 .bind(turn.started_at)
                                 .bind(turn.ended_at)
                                 .bind(turn.time_to_first_token_ms)
+                                .bind(turn.llm_first_token_ms)
                                 .bind(turn.partial);
                         }
                         query.execute(&mut *conn).await?;

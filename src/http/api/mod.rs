@@ -386,6 +386,7 @@ fn transcript_json(call_sid: &str, transcript: &Transcript) -> Value {
             "started_at": time(t.started_at),
             "ended_at": time(t.ended_at),
             "time_to_first_token_ms": t.time_to_first_token_ms,
+            "llm_first_token_ms": t.llm_first_token_ms,
         })).collect::<Vec<_>>(),
         "next_after": transcript.next_after,
         "tool_calls": transcript.tool_calls.iter().map(|c| json!({

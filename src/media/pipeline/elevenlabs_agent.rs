@@ -18,6 +18,7 @@
 //! - Upstream failure: an apology through ElevenLabs TTS when configured, then
 //!   hang-up.
 
+use crate::agent::Latency;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -207,9 +208,9 @@ impl ElevenLabsPipeline {
             }
             AgentEvent::AgentResponse { text } => {
                 self.new_turn = true;
-                let seq = self
-                    .log
-                    .turn(Speaker::Agent, &text, SystemTime::now(), None);
+                let seq =
+                    self.log
+                        .turn(Speaker::Agent, &text, SystemTime::now(), Latency::default());
                 self.last_agent_seq = Some(seq);
                 // The audio following belongs to this response.
                 self.start_turn();
@@ -228,7 +229,7 @@ impl ElevenLabsPipeline {
                 let text = text.trim();
                 if !text.is_empty() {
                     self.log
-                        .turn(Speaker::Caller, text, SystemTime::now(), None);
+                        .turn(Speaker::Caller, text, SystemTime::now(), Latency::default());
                 }
             }
             AgentEvent::ClientToolCall {

@@ -29,6 +29,7 @@
 //! - The upstream closing or breaking mid-call ends the call: an apology through
 //!   ElevenLabs TTS when it is configured (Realtime itself is gone), then hang-up.
 
+use crate::agent::Latency;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -245,8 +246,14 @@ impl RealtimePipeline {
             Some(seq) => seq,
             None => self.log.reserve(),
         };
-        self.log
-            .record(seq, Speaker::Agent, &text, started_at, ttfa, true);
+        self.log.record(
+            seq,
+            Speaker::Agent,
+            &text,
+            started_at,
+            Latency::first_out(ttfa),
+            true,
+        );
         if let Some(item) = self.item_mut(item_id) {
             item.recorded_at = Some(now);
             if fresh {
@@ -266,8 +273,14 @@ impl RealtimePipeline {
             item.seq,
         );
         let seq = seq.unwrap_or_else(|| self.log.reserve());
-        self.log
-            .record(seq, Speaker::Agent, &text, started_at, ttfa, false);
+        self.log.record(
+            seq,
+            Speaker::Agent,
+            &text,
+            started_at,
+            Latency::first_out(ttfa),
+            false,
+        );
         let item = self.item_mut(item_id)?;
         item.seq = Some(seq);
         item.complete = true;
@@ -331,7 +344,7 @@ impl RealtimePipeline {
                 if !text.is_empty() {
                     tracing::debug!(chars = text.len(), "caller spoke");
                     self.log
-                        .turn(Speaker::Caller, text, SystemTime::now(), None);
+                        .turn(Speaker::Caller, text, SystemTime::now(), Latency::default());
                 }
             }
             ServerEvent::InputTranscriptFailed { message, .. } => {

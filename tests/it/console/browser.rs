@@ -103,7 +103,7 @@ async fn the_console_in_a_real_browser() {
     browser
         .wait_until(
             "latency bars drawn",
-            "return [...document.querySelectorAll('.latency .fill')].some(f => parseFloat(f.style.width) > 0)",
+            "return document.querySelectorAll('.latency.llm').length > 0 && [...document.querySelectorAll('.latency.out .fill')].some(f => parseFloat(f.style.width) > 0)",
         )
         .await;
     let shot = browser.screenshot().await;

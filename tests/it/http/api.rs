@@ -167,8 +167,18 @@ async fn a_call_over_the_websocket_is_stored_and_served() {
             .starts_with("palavra1 palavra2 palavra3"),
         "{interrupted}"
     );
-    assert!(turns[1]["time_to_first_token_ms"].is_u64());
+    // Both first-token times of a reply; the first token out comes after the LLM's.
+    let (out, llm) = (
+        turns[1]["time_to_first_token_ms"]
+            .as_u64()
+            .expect("time to first token"),
+        turns[1]["llm_first_token_ms"]
+            .as_u64()
+            .expect("LLM first token"),
+    );
+    assert!(out >= llm, "{out} < {llm}");
     assert_eq!(turns[0]["time_to_first_token_ms"], Value::Null);
+    assert_eq!(turns[0]["llm_first_token_ms"], Value::Null);
     assert_eq!(transcript["tool_calls"], json!([]));
 
     let expected = "Caller: Olá\nAgent: Bom dia!\nCaller: Conte uma história longa\n\

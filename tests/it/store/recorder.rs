@@ -55,6 +55,7 @@ fn turn(seq: u32, text: &str) -> TurnRecord {
         started_at: SystemTime::now(),
         ended_at: SystemTime::now(),
         time_to_first_token_ms: None,
+        llm_first_token_ms: None,
         partial: false,
     }
 }

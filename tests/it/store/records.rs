@@ -32,6 +32,7 @@ fn turn(seq: i64, role: &str, text: &str) -> Turn {
         started_at: 1_000 + seq,
         ended_at: 2_000 + seq,
         time_to_first_token_ms: (role == "agent").then_some(120),
+        llm_first_token_ms: (role == "agent").then_some(110),
         ..Turn::default()
     }
 }
@@ -125,6 +126,7 @@ async fn records_round_trip(db: &TestDb) {
     assert_eq!(agent.heard.as_deref(), Some("Olá, tudo bem?"));
     assert_eq!(agent.text, "Olá, tudo bem? Posso ajudar?");
     assert_eq!(agent.time_to_first_token_ms, Some(120));
+    assert_eq!(agent.llm_first_token_ms, Some(110));
     assert_eq!(transcript.tool_calls, vec![tool]);
 
     let page = s.list_appointments(10, None).await.unwrap();

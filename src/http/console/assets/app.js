@@ -28,7 +28,7 @@ const WORDS = {
     "call.answeredBy": "Answered by", "call.twilioDuration": "Twilio duration",
     "call.params": "Parameters", "call.llmErrors": "LLM errors", "call.notFound": "No such call.",
     "call.heard": "caller heard", "call.interrupted": "interrupted", "call.cutOff": "cut off",
-    "call.firstToken": "first token", tool: "Tool", arguments: "Arguments", result: "Result",
+    "call.firstToken": "first token out", "call.llmFirstToken": "LLM first token", tool: "Tool", arguments: "Arguments", result: "Result",
     "tool.failed": "failed", "call.loadRecording": "Load the recording",
     "overview.title": "Overview", "overview.live": "Live calls", "overview.calls": "Calls (24 h)",
     "overview.replies": "Replies (24 h)", "overview.p50": "First token p50", "overview.p95": "First token p95",
@@ -63,7 +63,7 @@ const WORDS = {
     "call.answeredBy": "Atendida por", "call.twilioDuration": "Duração na Twilio",
     "call.params": "Parâmetros", "call.llmErrors": "Erros do LLM", "call.notFound": "Chamada não encontrada.",
     "call.heard": "o cliente ouviu", "call.interrupted": "interrompida", "call.cutOff": "cortada",
-    "call.firstToken": "primeiro token", tool: "Ferramenta", arguments: "Argumentos", result: "Resultado",
+    "call.firstToken": "primeiro token enviado", "call.llmFirstToken": "primeiro token do LLM", tool: "Ferramenta", arguments: "Argumentos", result: "Resultado",
     "tool.failed": "falhou", "call.loadRecording": "Carregar a gravação",
     "overview.title": "Visão geral", "overview.live": "Chamadas ao vivo", "overview.calls": "Chamadas (24 h)",
     "overview.replies": "Respostas (24 h)", "overview.p50": "Primeiro token p50", "overview.p95": "Primeiro token p95",
@@ -341,13 +341,13 @@ function fact(label, value) {
   return el("div", {}, el("dt", { text: label }), el("dd", {}, value));
 }
 
-function latency(ms, scale) {
+function latency(ms, scale, label, kind) {
   if (ms === null || ms === undefined) return null;
   const width = Math.min(100, Math.round((ms / scale) * 100));
-  return el("span", { class: "latency", title: `${t("call.firstToken")}: ${ms} ms` },
-    el("span", { class: "track", role: "img", "aria-label": `${t("call.firstToken")} ${ms} ms` },
-      el("span", { class: "fill", style: null, "data-width": width })),
-    `${ms} ms`);
+  return el("span", { class: `latency ${kind}`, title: `${label}: ${ms} ms` },
+    el("span", { class: "track", role: "img", "aria-label": `${label} ${ms} ms` },
+      el("span", { class: "fill", "data-width": width })),
+    `${label} ${ms} ms`);
 }
 
 function turnNode(turn, scale) {
@@ -368,7 +368,8 @@ function turnNode(turn, scale) {
     el("time", { datetime: turn.started_at, text: fmtClock(turn.started_at) }),
     turn.interrupted ? el("span", { class: "flag", text: `${t("call.interrupted")} — ${t("call.heard")}: “${turn.heard || ""}”` }) : null,
     turn.partial ? el("span", { text: t("call.cutOff") }) : null,
-    agent ? latency(turn.time_to_first_token_ms, scale) : null);
+    agent ? latency(turn.time_to_first_token_ms, scale, t("call.firstToken"), "out") : null,
+    agent ? latency(turn.llm_first_token_ms, scale, t("call.llmFirstToken"), "llm") : null);
   return el("div", { class: classes.join(" "), "data-seq": turn.seq }, meta, text);
 }
 
@@ -482,7 +483,7 @@ async function callPage(sid) {
           `${a.name} — ${a.preferred_day}${a.preferred_time ? ` ${a.preferred_time}` : ""}${a.email ? ` · ${a.email}` : ""}` }))));
     }
     const { turns, tools } = await transcriptOf(sid);
-    const scale = Math.max(1000, ...turns.map((x) => x.time_to_first_token_ms || 0));
+    const scale = Math.max(1000, ...turns.map((x) => Math.max(x.time_to_first_token_ms || 0, x.llm_first_token_ms || 0)));
     const items = [
       ...turns.map((x) => ({ at: x.started_at, order: 0, node: turnNode(x, scale) })),
       ...tools.map((x) => ({ at: x.started_at, order: 1, node: toolNode(x) })),
