@@ -206,7 +206,7 @@ mod tests {
             CALLS_ENDED.sql(2, true)
         );
         let plain = TURNS.sql(4, false);
-        assert_eq!(plain.matches('?').count(), 40);
+        assert_eq!(plain.matches('?').count(), 44);
         assert!(!plain.contains('$'));
         assert!(TURNS.sql(1, true).contains("($1, $2, $3"));
     }

@@ -483,7 +483,7 @@ async function callPage(sid) {
           `${a.name} — ${a.preferred_day}${a.preferred_time ? ` ${a.preferred_time}` : ""}${a.email ? ` · ${a.email}` : ""}` }))));
     }
     const { turns, tools } = await transcriptOf(sid);
-    const scale = Math.max(1000, ...turns.map((x) => Math.max(x.time_to_first_token_ms || 0, x.llm_first_token_ms || 0)));
+    const scale = Math.max(100, ...turns.map((x) => Math.max(x.time_to_first_token_ms || 0, x.llm_first_token_ms || 0)));
     const items = [
       ...turns.map((x) => ({ at: x.started_at, order: 0, node: turnNode(x, scale) })),
       ...tools.map((x) => ({ at: x.started_at, order: 1, node: toolNode(x) })),
