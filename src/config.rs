@@ -14,6 +14,7 @@ use std::time::Duration;
 
 mod agent_file;
 pub mod api_token;
+mod endings;
 mod llm;
 mod media;
 mod relay;
@@ -26,6 +27,7 @@ mod tools;
 mod twilio;
 mod vars;
 use agent_file::AgentFile;
+pub use endings::EndingsConfig;
 pub use llm::{LlmConfig, LlmProviderKind};
 pub use media::{MediaConfig, MediaPipelineKind};
 pub use relay::{DEFAULT_WELCOME_GREETING, LanguageConfig, RelayConfig};
@@ -86,6 +88,8 @@ pub struct Config {
     pub replicas: ReplicasConfig,
     /// SIP mode (OpenAI answers a SIP trunk; README "SIP mode").
     pub sip: SipConfig,
+    /// Silence and goodbye endings.
+    pub endings: EndingsConfig,
 }
 
 pub const DEFAULT_SYSTEM_PROMPT: &str = "Você é um assistente de voz simpático e objetivo, atendendo uma ligação telefônica em português do Brasil. \
@@ -159,6 +163,7 @@ impl Config {
         let speech = speech::read(&mut env);
         let media = media::read(&mut env, &llm, &speech);
         let sip = sip::read(&mut env, &llm, &speech);
+        let endings = endings::read(&mut env);
 
         let (api_token, api_token_generated) = match env.get("API_TOKEN") {
             Some(token) if token.len() < 16 => {
@@ -207,6 +212,7 @@ impl Config {
             database_url,
             replicas,
             sip,
+            endings,
             agent_name: env
                 .get("AGENT_NAME")
                 .unwrap_or_else(|| "voxrelay".to_string()),

@@ -55,6 +55,20 @@ pub const LLM_ERROR_KINDS: [&str; 7] = [
     "http", "connect", "stream", "upstream", "timeout", "empty", "other",
 ];
 
+/// How calls end (`voxrelay_call_endings_total{reason}`); anything else is `other`.
+pub const ENDING_REASONS: [&str; 10] = [
+    "caller-hangup",
+    "end-call",
+    "goodbye",
+    "silence",
+    "max-duration",
+    "live-agent-handoff",
+    "api-end",
+    "server-shutdown",
+    "failed",
+    "other",
+];
+
 /// Upper bounds of the latency histograms' buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -112,6 +126,7 @@ pub struct Metrics {
     turns: AtomicU64,
     interrupts: AtomicU64,
     llm_errors: [AtomicU64; LLM_ERROR_KINDS.len()],
+    endings: [AtomicU64; ENDING_REASONS.len()],
     /// Caller's prompt in → first token of the reply out.
     pub time_to_first_token: Histogram,
     /// LLM request start → first token back from the LLM.
@@ -167,6 +182,23 @@ impl Metrics {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Counts a call's end under `reason` (one of [`ENDING_REASONS`]).
+    pub fn call_ended(&self, reason: &str) {
+        let slot = ENDING_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(ENDING_REASONS.len() - 1);
+        self.endings[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls that ended for `reason` since start.
+    pub fn endings(&self, reason: &str) -> u64 {
+        ENDING_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.endings[i].load(Ordering::Relaxed))
     }
 
     /// Live calls on one transport.
@@ -250,6 +282,13 @@ impl Metrics {
         for (i, kind) in LLM_ERROR_KINDS.iter().enumerate() {
             let value = self.llm_errors[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {value}");
+        }
+        let name = "voxrelay_call_endings_total";
+        let _ = writeln!(out, "# HELP {name} Calls ended, by how they ended.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (i, reason) in ENDING_REASONS.iter().enumerate() {
+            let value = self.endings[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
         }
         self.time_to_first_token.render(
             &mut out,

@@ -137,6 +137,7 @@ impl AppState {
             store: self.store.clone(),
             live: self.live_calls.clone(),
             mode: crate::metrics::CallMode::Relay,
+            silence_timeout: self.config.endings.silence_timeout,
         }
     }
 

@@ -39,6 +39,9 @@ pub enum AgentInput {
     Interrupt { heard: String },
     /// The call reached its maximum duration: say goodbye and end it.
     TimeUp,
+    /// The caller has said nothing for the silence timeout since the agent last
+    /// finished speaking.
+    Silence,
     /// The call is gone.
     Hangup,
 }

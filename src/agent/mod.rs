@@ -24,6 +24,7 @@
 
 pub mod call_log;
 pub mod dtmf;
+pub mod endings;
 pub mod event;
 pub mod history;
 pub mod prompt;
@@ -92,6 +93,8 @@ pub struct Agent {
     recent: Option<Arc<RecentCalls>>,
     /// Set once the agent has ended the call: nothing more is said.
     ended: Option<Handoff>,
+    /// The caller was asked whether they are still there (since their last turn).
+    asked_still_there: bool,
     /// The language switched to, if not the main one.
     language: Option<String>,
     /// Whether this call resumed an earlier conversation.
@@ -126,6 +129,7 @@ impl Agent {
             log: CallLog::default(),
             recent: None,
             ended: None,
+            asked_still_there: false,
             language: None,
             resumed: false,
             resume_with: None,
@@ -282,6 +286,9 @@ impl Agent {
 
     /// Applies one input. Outputs it causes are queued for [`Agent::next_output`].
     pub fn handle(&mut self, input: AgentInput) {
+        if matches!(input, AgentInput::UserText { .. } | AgentInput::Digit(_)) {
+            self.asked_still_there = false;
+        }
         match input {
             AgentInput::CallStarted(info) => self.start_call(info),
             AgentInput::UserText { mut text, .. } => {
@@ -337,46 +344,12 @@ impl Agent {
                 }
             }
             AgentInput::TimeUp => self.time_up(),
+            AgentInput::Silence => self.silence(),
             AgentInput::Hangup => {
                 self.stop_reply();
                 self.clear_pending();
             }
         }
-    }
-
-    /// The call reached its maximum duration: whatever is being said stops, the
-    /// goodbye is spoken as a turn of its own, and the call ends.
-    fn time_up(&mut self) {
-        if self.ended.is_some() {
-            return;
-        }
-        self.stop_reply();
-        self.pending
-            .retain(|o| !matches!(o, AgentOutput::Token(_) | AgentOutput::TurnEnd));
-        let goodbye = self.settings.goodbye_message.clone();
-        if !goodbye.is_empty() {
-            for word in crate::llm::scripted::split_words(&goodbye) {
-                self.pending.push_back(AgentOutput::Token(word));
-            }
-            self.pending.push_back(AgentOutput::TurnEnd);
-            self.history.push(ChatMessage::assistant(goodbye.clone()));
-            self.record_turn(
-                Speaker::Agent,
-                &goodbye,
-                SystemTime::now(),
-                Latency::default(),
-                None,
-            );
-        }
-        self.digits.take();
-        let handoff = Handoff {
-            reason_code: REASON_MAX_DURATION.into(),
-            reason: Some("the call reached its maximum duration".into()),
-            call_sid: self.log.call().map(|c| c.call_sid.clone()),
-            ..Handoff::default()
-        };
-        self.pending.push_back(AgentOutput::End(handoff.clone()));
-        self.ended = Some(handoff);
     }
 
     /// Goes on with a resumed conversation: the call is live again and carried by

@@ -200,6 +200,7 @@ impl Agent {
         if !turn.text.is_empty() {
             self.record_reply(&turn);
             self.pending.push_back(AgentOutput::TurnEnd);
+            self.end_if_goodbye(&turn.text);
         }
     }
 
@@ -410,11 +411,12 @@ impl Agent {
                 }
             }
         }
+        // Ending already: the goodbye check of `complete_reply` must not end it again.
+        self.ended = Some(handoff.clone());
         self.complete_reply();
         // Keys pressed during the goodbye are not an entry any more.
         self.digits.take();
-        self.pending.push_back(AgentOutput::End(handoff.clone()));
-        self.ended = Some(handoff);
+        self.pending.push_back(AgentOutput::End(handoff));
     }
 
     /// Records a tool call that did not run (cancelled or refused).

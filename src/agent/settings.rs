@@ -33,6 +33,10 @@ pub struct AgentSettings {
     pub goodbye_message: String,
     /// Spoken before a transfer when the model said nothing itself.
     pub handoff_message: String,
+    /// Asked once when the caller has been silent for a while.
+    pub still_there_message: String,
+    /// A reply that is a goodbye ends the call without `end_call`.
+    pub end_on_goodbye: bool,
     /// The call's main language.
     pub language: String,
     /// Longest caller utterance (or heard part of a reply) kept; longer ones are cut.
@@ -56,6 +60,8 @@ impl AgentSettings {
             tool_filler_after: Duration::from_millis(1000),
             goodbye_message: "Tchau!".into(),
             handoff_message: "Transferindo.".into(),
+            still_there_message: "Ainda está aí?".into(),
+            end_on_goodbye: true,
             language: "pt-BR".into(),
             max_prompt_bytes: 64,
             max_history_bytes: 64 * 1024,
@@ -74,6 +80,8 @@ impl AgentSettings {
             tool_filler_after: config.tools.filler_after,
             goodbye_message: config.tools.goodbye_message.clone(),
             handoff_message: config.tools.handoff_message.clone(),
+            still_there_message: config.endings.still_there_message.clone(),
+            end_on_goodbye: config.endings.end_on_goodbye,
             language: config.relay.language.clone(),
             max_prompt_bytes: config.limits.max_prompt_bytes,
             max_history_bytes: config.limits.max_history_bytes,

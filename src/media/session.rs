@@ -374,6 +374,14 @@ where
         }
         None => None,
     };
+    if call_sid.is_some() {
+        let reason = match (&handoff, status) {
+            (Some(handoff), _) => handoff.reason_code.clone(),
+            (None, "failed") => "failed".to_string(),
+            (None, _) => "caller-hangup".to_string(),
+        };
+        deps.agent.metrics.call_ended(&reason);
+    }
     if let Some(sid) = &call_sid {
         if let Some(path) = &recording {
             deps.agent.observer.recording(sid, path);

@@ -43,6 +43,8 @@ pub struct SessionDeps {
     /// How the call is counted and recorded: `Relay` for Twilio's calls, `Console`
     /// for the web console's "Try it".
     pub mode: CallMode,
+    /// `SILENCE_TIMEOUT_SECS`: the caller's silence after which the agent speaks up.
+    pub silence_timeout: Option<std::time::Duration>,
 }
 
 /// `reasonCode` of a call ended through the API.
@@ -95,6 +97,10 @@ impl EndReason {
     }
 }
 
+/// Roughly how long Twilio's voice takes to say one character of a reply: the
+/// silence clock starts once the reply has had time to be heard.
+const SPEECH_PER_CHAR: std::time::Duration = std::time::Duration::from_millis(70);
+
 /// How long we wait for Twilio to close the socket after our `end`.
 const END_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long our close frame may take to go out.
@@ -125,6 +131,10 @@ where
     let mut registration: Option<super::live::Registration> = None;
     // Who asked for the `end` we sent: the agent, or the API.
     let mut ended_by = EndReason::EndedByAgent;
+    // When the caller's silence is due (after the agent's last words were heard),
+    // and the characters of the reply being spoken.
+    let mut silence_due: Option<tokio::time::Instant> = None;
+    let mut spoken_chars: usize = 0;
     let end_reason: EndReason = loop {
         let end_due = async move {
             match ending {
@@ -165,8 +175,16 @@ where
                         if let Err(reason) = start_call(*setup, &mut agent, &deps).await {
                             break reason;
                         }
+                        // Twilio speaks the greeting; the silence clock starts after it.
+                        let greeting = deps.agent.settings.welcome_greeting.chars().count();
+                        silence_due = deps.silence_timeout.map(|timeout| {
+                            tokio::time::Instant::now() + SPEECH_PER_CHAR * greeting as u32 + timeout
+                        });
                     }
                     Ok(message) => {
+                        if matches!(message, Inbound::Prompt(_) | Inbound::Dtmf(_) | Inbound::Interrupt(_)) {
+                            silence_due = None;
+                        }
                         // Twilio's replay after `applicationReconnect` may not start with
                         // a setup (unconfirmed): the token names the call, so pick it up.
                         if agent.call().is_none()
@@ -187,6 +205,14 @@ where
             },
             output = agent.next_output() => {
                 let batch = gather(output, &mut agent, speaking).await;
+                let turn_ended = batch.iter().any(|o| matches!(o, AgentOutput::TurnEnd));
+                spoken_chars += batch
+                    .iter()
+                    .map(|o| match o {
+                        AgentOutput::Token(t) => t.chars().count(),
+                        _ => 0,
+                    })
+                    .sum::<usize>();
                 let mut sent = Ok(());
                 for message in coalesce(batch, &mut ending, &mut speaking) {
                     sent = socket.feed(message).await;
@@ -201,6 +227,19 @@ where
                     tracing::info!(error = %e, "could not write to Twilio; ending this call");
                     break EndReason::SocketClosedWhileSending;
                 }
+                if speaking {
+                    silence_due = None;
+                } else if turn_ended {
+                    let heard_in = SPEECH_PER_CHAR * std::mem::take(&mut spoken_chars) as u32;
+                    silence_due = deps
+                        .silence_timeout
+                        .map(|timeout| tokio::time::Instant::now() + heard_in + timeout);
+                }
+            }
+            () = crate::agent::dtmf::sleep_until_opt(silence_due), if ending.is_none() => {
+                silence_due = None;
+                tracing::info!("the caller has been silent; the agent speaks up");
+                agent.handle(AgentInput::Silence);
             }
             () = end_due => {
                 tracing::info!("Twilio did not close the socket after our end; closing it");
@@ -243,6 +282,14 @@ where
         admission.release(dropped).await;
     }
     let status = end_reason.status();
+    let ending_reason = match (agent.ended(), end_reason) {
+        (Some(handoff), _) => handoff.reason_code.clone(),
+        (None, EndReason::CallerHungUp) => "caller-hangup".into(),
+        (None, EndReason::EndedThroughApi) => REASON_API_END.into(),
+        (None, EndReason::ServerShutDown) => "server-shutdown".into(),
+        (None, _) => "failed".into(),
+    };
+    deps.agent.metrics.call_ended(&ending_reason);
     agent.finish(status, None);
     let stats = agent.stats().clone();
     tracing::info!(

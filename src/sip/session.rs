@@ -474,6 +474,12 @@ impl SipCall {
             Finish::Over => ("completed", None),
         };
         self.stats.status = status.to_string();
+        let reason = match (&handoff, status) {
+            (Some(handoff), _) => handoff.reason_code.clone(),
+            (None, "failed") => "failed".to_string(),
+            (None, _) => "caller-hangup".to_string(),
+        };
+        self.deps.agent.metrics.call_ended(&reason);
         self.log.ended(&CallSummary {
             status: status.to_string(),
             handoff_data: handoff.map(|h| h.to_json()),
