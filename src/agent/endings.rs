@@ -56,7 +56,7 @@ pub fn is_goodbye(reply: &str) -> bool {
         .filter(|s| !s.is_empty())
         .collect();
     // A question anywhere in the last two sentences keeps the call open.
-    let tail_start = lower.rfind(|c: char| c == '?').map(|i| i + 1).unwrap_or(0);
+    let tail_start = lower.rfind('?').map(|i| i + 1).unwrap_or(0);
     let tail = &lower[tail_start..];
     sentences.iter().rev().take(2).any(|sentence| {
         tail.contains(sentence)
