@@ -56,8 +56,10 @@ pub const LLM_ERROR_KINDS: [&str; 7] = [
 ];
 
 /// How calls end (`voxrelay_call_endings_total{reason}`); anything else is `other`.
-pub const ENDING_REASONS: [&str; 10] = [
+pub const ENDING_REASONS: [&str; 12] = [
     "caller-hangup",
+    "voicemail",
+    "fax",
     "end-call",
     "goodbye",
     "silence",

@@ -121,7 +121,7 @@ impl Agent {
         );
     }
 
-    fn say_and_end(&mut self, words: &str, reason_code: &str, reason: &str) {
+    pub(super) fn say_and_end(&mut self, words: &str, reason_code: &str, reason: &str) {
         self.say(words);
         let handoff = self.handoff_for(reason_code, reason);
         self.pending.push_back(AgentOutput::End(handoff.clone()));
@@ -129,7 +129,7 @@ impl Agent {
     }
 
     /// Speaks `words` as a reply of their own (in history and transcript).
-    fn say(&mut self, words: &str) {
+    pub(super) fn say(&mut self, words: &str) {
         if words.is_empty() {
             return;
         }

@@ -42,6 +42,9 @@ pub enum AgentInput {
     /// The caller has said nothing for the silence timeout since the agent last
     /// finished speaking.
     Silence,
+    /// A voicemail answered (`signal`: `amd` from Twilio's detection, or
+    /// `transcript`): leave the voicemail message and end.
+    Voicemail { signal: &'static str },
     /// The call is gone.
     Hangup,
 }

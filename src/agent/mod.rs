@@ -30,6 +30,7 @@ pub mod history;
 pub mod prompt;
 mod reply;
 pub mod resume;
+pub mod screening;
 mod settings;
 use reply::{Step, Turn, next_step};
 
@@ -95,6 +96,8 @@ pub struct Agent {
     ended: Option<Handoff>,
     /// The caller was asked whether they are still there (since their last turn).
     asked_still_there: bool,
+    /// Caller turns so far (the first ones may be a voicemail or a screening assistant).
+    caller_turns: u32,
     /// The language switched to, if not the main one.
     language: Option<String>,
     /// Whether this call resumed an earlier conversation.
@@ -130,6 +133,7 @@ impl Agent {
             recent: None,
             ended: None,
             asked_still_there: false,
+            caller_turns: 0,
             language: None,
             resumed: false,
             resume_with: None,
@@ -306,6 +310,24 @@ impl Agent {
                     tracing::debug!("the call is ending; ignoring what the caller said");
                     return;
                 }
+                self.caller_turns += 1;
+                if self.caller_turns <= screening::CHECKED_TURNS
+                    && screening::classify(text).is_some()
+                {
+                    // A machine's words: in the transcript, answered by the agent
+                    // without the LLM.
+                    self.stop_reply();
+                    self.history.push(ChatMessage::user(text));
+                    self.record_turn(
+                        Speaker::Caller,
+                        text,
+                        SystemTime::now(),
+                        Latency::default(),
+                        None,
+                    );
+                    self.answered_by_machine(text);
+                    return;
+                }
                 self.start_reply(ChatMessage::user(text));
             }
             AgentInput::Digit(d) => {
@@ -345,6 +367,7 @@ impl Agent {
             }
             AgentInput::TimeUp => self.time_up(),
             AgentInput::Silence => self.silence(),
+            AgentInput::Voicemail { signal } => self.voicemail(signal),
             AgentInput::Hangup => {
                 self.stop_reply();
                 self.clear_pending();

@@ -37,6 +37,12 @@ pub struct AgentSettings {
     pub still_there_message: String,
     /// A reply that is a goodbye ends the call without `end_call`.
     pub end_on_goodbye: bool,
+    /// The agent's name, for `{agent_name}` in the messages below.
+    pub agent_name: String,
+    /// Left on a voicemail (`{key}`s are the call's parameters).
+    pub voicemail_message: String,
+    /// Said to a call-screening assistant: who calls and why.
+    pub screening_message: String,
     /// The call's main language.
     pub language: String,
     /// Longest caller utterance (or heard part of a reply) kept; longer ones are cut.
@@ -62,6 +68,9 @@ impl AgentSettings {
             handoff_message: "Transferindo.".into(),
             still_there_message: "Ainda está aí?".into(),
             end_on_goodbye: true,
+            agent_name: "Bia".into(),
+            voicemail_message: "Oi {name}, aqui é {agent_name}. Retorne, por favor.".into(),
+            screening_message: "Aqui é {agent_name}, sobre {reason}.".into(),
             language: "pt-BR".into(),
             max_prompt_bytes: 64,
             max_history_bytes: 64 * 1024,
@@ -82,6 +91,9 @@ impl AgentSettings {
             handoff_message: config.tools.handoff_message.clone(),
             still_there_message: config.endings.still_there_message.clone(),
             end_on_goodbye: config.endings.end_on_goodbye,
+            agent_name: config.agent_name.clone(),
+            voicemail_message: config.endings.voicemail_message.clone(),
+            screening_message: config.endings.screening_message.clone(),
             language: config.relay.language.clone(),
             max_prompt_bytes: config.limits.max_prompt_bytes,
             max_history_bytes: config.limits.max_history_bytes,

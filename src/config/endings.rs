@@ -7,6 +7,9 @@ use std::time::Duration;
 use super::Vars;
 
 pub const DEFAULT_STILL_THERE_MESSAGE: &str = "Você ainda está aí?";
+pub const DEFAULT_VOICEMAIL_MESSAGE: &str =
+    "Olá {name}, aqui é {agent_name}. Tentei falar com você e ligo de novo em breve. Obrigado!";
+pub const DEFAULT_SCREENING_MESSAGE: &str = "Olá, aqui é {agent_name}, assistente virtual, ligando sobre {reason}. Pode chamar a pessoa, por favor?";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndingsConfig {
@@ -20,6 +23,12 @@ pub struct EndingsConfig {
     /// `END_ON_GOODBYE` (default true): a reply that is a goodbye ends the call
     /// even when the model did not call `end_call`.
     pub end_on_goodbye: bool,
+    /// `VOICEMAIL_MESSAGE`: left on a voicemail, then the call ends (`{name}` and
+    /// the other `{keys}` are the call's parameters, `{agent_name}` is `AGENT_NAME`).
+    pub voicemail_message: String,
+    /// `SCREENING_MESSAGE`: said to a call-screening assistant (`{reason}` is the
+    /// call's `reason` parameter).
+    pub screening_message: String,
 }
 
 pub(super) fn read(env: &mut Vars) -> EndingsConfig {
@@ -30,6 +39,12 @@ pub(super) fn read(env: &mut Vars) -> EndingsConfig {
             .get("STILL_THERE_MESSAGE")
             .unwrap_or_else(|| DEFAULT_STILL_THERE_MESSAGE.to_string()),
         end_on_goodbye: env.parse("END_ON_GOODBYE", true),
+        voicemail_message: env
+            .get("VOICEMAIL_MESSAGE")
+            .unwrap_or_else(|| DEFAULT_VOICEMAIL_MESSAGE.to_string()),
+        screening_message: env
+            .get("SCREENING_MESSAGE")
+            .unwrap_or_else(|| DEFAULT_SCREENING_MESSAGE.to_string()),
     }
 }
 

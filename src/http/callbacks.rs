@@ -1,6 +1,9 @@
 //! Twilio's callbacks about calls: `POST /twilio/status` (the call's lifecycle:
 //! initiated, ringing, answered, completed, with duration and answering-machine
-//! result) and `POST /twilio/recording` (the recording's SID, URL and duration).
+//! result), `POST /twilio/recording` (the recording's SID, URL and duration) and
+//! `POST /twilio/amd` (asynchronous answering-machine detection: stored like a
+//! status callback, and a voicemail or a fax is handed to the live session,
+//! wherever it runs).
 //! Both are signed webhooks (checked first) and are written to the calls table.
 
 use warp::filters::BoxedFilter;
@@ -10,6 +13,7 @@ use warp::{Filter, Reply};
 
 use super::error::HttpError;
 use super::{twilio_auth, with_state};
+use crate::relay::live::CallCommand;
 use crate::state::AppState;
 use crate::store::{Recording, StatusUpdate, StoreError, now_millis};
 
@@ -27,14 +31,24 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let recording = warp::path!("twilio" / "recording")
         .and(warp::post())
         .and(twilio_auth::webhook(state.clone()))
-        .and(with_state(state))
+        .and(with_state(state.clone()))
         .then(|form: Vec<(String, String)>, state: AppState| async move {
             match RecordingCallback::from_form(&form) {
                 Some(recording) => on_recording(&state, recording).await,
                 None => missing_call_sid("recording"),
             }
         });
-    status.or(recording).unify().boxed()
+    let amd = warp::path!("twilio" / "amd")
+        .and(warp::post())
+        .and(twilio_auth::webhook(state.clone()))
+        .and(with_state(state))
+        .then(|form: Vec<(String, String)>, state: AppState| async move {
+            match StatusCallback::from_form(&form) {
+                Some(update) => on_amd(&state, update).await,
+                None => missing_call_sid("amd"),
+            }
+        });
+    status.or(recording).unify().or(amd).unify().boxed()
 }
 
 fn field(form: &[(String, String)], name: &str) -> Option<String> {
@@ -135,6 +149,35 @@ async fn on_status(state: &AppState, update: StatusCallback) -> Response {
     stored_or_503(state.store.upsert_status(&stored).await, &update.call_sid)
 }
 
+/// What the detection heard, for the live session: a voicemail whose greeting
+/// ended leaves the agent's message; a fax ends the call; anything else (a person,
+/// `unknown`, `machine_start`) changes nothing.
+pub fn amd_command(answered_by: &str) -> Option<CallCommand> {
+    match answered_by {
+        "machine_end_beep" | "machine_end_silence" | "machine_end_other" => {
+            Some(CallCommand::Voicemail)
+        }
+        "fax" => Some(CallCommand::Fax),
+        _ => None,
+    }
+}
+
+async fn on_amd(state: &AppState, update: StatusCallback) -> Response {
+    let answer = on_status(state, update.clone()).await;
+    let Some(command) = update.answered_by.as_deref().and_then(amd_command) else {
+        return answer;
+    };
+    let sid = &update.call_sid;
+    if state.live_calls.command(sid, command) {
+        tracing::info!(call_sid = %sid, command = ?command, "answering-machine result handed to the call's session");
+    } else if let Ok(true) = state.store.notify(&command.payload(sid)).await {
+        tracing::info!(call_sid = %sid, command = ?command, "answering-machine result sent to the replica carrying the call");
+    } else {
+        tracing::warn!(call_sid = %sid, command = ?command, "no live session for an answering-machine result");
+    }
+    answer
+}
+
 async fn on_recording(state: &AppState, recording: RecordingCallback) -> Response {
     tracing::info!(
         call_sid = %recording.call_sid,
@@ -180,6 +223,22 @@ fn stored_or_503(result: Result<(), StoreError>, call_sid: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn detection_results_become_commands() {
+        use super::{CallCommand, amd_command};
+        for voicemail in [
+            "machine_end_beep",
+            "machine_end_silence",
+            "machine_end_other",
+        ] {
+            assert_eq!(amd_command(voicemail), Some(CallCommand::Voicemail));
+        }
+        assert_eq!(amd_command("fax"), Some(CallCommand::Fax));
+        for nothing in ["human", "unknown", "machine_start", ""] {
+            assert_eq!(amd_command(nothing), None);
+        }
+    }
+
     use super::*;
 
     fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -15,23 +15,37 @@ use tokio::sync::mpsc;
 pub enum CallCommand {
     /// End the call now (ConversationRelay `end`, reason `api-end`).
     End,
+    /// Twilio's answering-machine detection heard a voicemail greeting end: leave
+    /// the agent's voicemail message and end.
+    Voicemail,
+    /// A fax answered: end at once (reason `fax`).
+    Fax,
 }
 
 impl CallCommand {
     /// The notification payload carrying this command for `call_sid`.
     pub fn payload(self, call_sid: &str) -> String {
-        match self {
-            CallCommand::End => format!("end {call_sid}"),
-        }
+        let verb = match self {
+            CallCommand::End => "end",
+            CallCommand::Voicemail => "voicemail",
+            CallCommand::Fax => "fax",
+        };
+        format!("{verb} {call_sid}")
     }
 
     /// Reads a notification payload.
     pub fn parse(payload: &str) -> Option<(CallCommand, &str)> {
         let (verb, sid) = payload.split_once(' ')?;
-        match verb {
-            "end" if !sid.is_empty() && sid.len() <= 64 => Some((CallCommand::End, sid)),
-            _ => None,
+        if sid.is_empty() || sid.len() > 64 {
+            return None;
         }
+        let command = match verb {
+            "end" => CallCommand::End,
+            "voicemail" => CallCommand::Voicemail,
+            "fax" => CallCommand::Fax,
+            _ => return None,
+        };
+        Some((command, sid))
     }
 }
 

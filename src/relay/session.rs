@@ -254,11 +254,17 @@ where
                 tracing::info!(max_secs = deps.limits.max_call.as_secs(), "the call reached its maximum duration; saying goodbye");
                 agent.handle(AgentInput::TimeUp);
             }
-            Some(super::live::CallCommand::End) = command, if ending.is_none() => {
+            Some(kind) = command, if ending.is_none() => {
+                if kind == super::live::CallCommand::Voicemail {
+                    // Twilio's detection heard a voicemail: the agent leaves its message.
+                    agent.handle(AgentInput::Voicemail { signal: "amd" });
+                    continue;
+                }
                 // As when the agent ends the call: `end`, then Twilio closes.
-                tracing::info!("ending the call as the API asked");
+                let reason = if kind == super::live::CallCommand::Fax { "fax" } else { REASON_API_END };
+                tracing::info!(reason, "ending the call as asked");
                 agent.handle(AgentInput::Hangup);
-                let handoff = serde_json::json!({"reasonCode": REASON_API_END}).to_string();
+                let handoff = serde_json::json!({"reasonCode": reason}).to_string();
                 if let Err(e) = socket.send(Outbound::End { handoff_data: Some(handoff) }).await {
                     tracing::info!(error = %e, "could not write to Twilio; ending this call");
                     break EndReason::SocketClosedWhileSending;

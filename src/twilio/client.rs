@@ -97,7 +97,8 @@ pub fn create_call_request(account_sid: &str, call: &NewCall) -> ApiRequest {
         }
     }
     if let Some(url) = &call.machine_detection_callback {
-        form.push(("MachineDetection".into(), "Enable".into()));
+        // The end of the greeting (the beep), so a voicemail message is recorded.
+        form.push(("MachineDetection".into(), "DetectMessageEnd".into()));
         form.push(("AsyncAmd".into(), "true".into()));
         form.push(("AsyncAmdStatusCallback".into(), url.clone()));
         form.push(("AsyncAmdStatusCallbackMethod".into(), "POST".into()));

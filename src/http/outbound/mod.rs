@@ -189,7 +189,9 @@ async fn create_call(
         recording_status_callback: request
             .record
             .then(|| format!("{}/twilio/recording", base.http)),
-        machine_detection_callback: request.machine_detection.then_some(status_url),
+        machine_detection_callback: request
+            .machine_detection
+            .then(|| format!("{}/twilio/amd", base.http)),
     };
     let created = client.create_call(&call).await?;
     state

@@ -51,7 +51,28 @@ struct ApiBody {
     greeting: Option<String>,
     parameters: Option<Map<String, Value>>,
     record: Option<bool>,
-    machine_detection: Option<bool>,
+    machine_detection: Option<Detection>,
+}
+
+/// `machine_detection`: `"detect"` / `"off"` (or `true` / `false`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum Detection {
+    On(bool),
+    Named(DetectionName),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DetectionName {
+    Detect,
+    Off,
+}
+
+impl Detection {
+    fn is_on(self) -> bool {
+        matches!(self, Self::On(true) | Self::Named(DetectionName::Detect))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -118,7 +139,7 @@ pub fn parse_call_request(body: &[u8], style: Style) -> Result<CallRequest, Http
                 greeting: body.greeting,
                 parameters: parameters(body.parameters)?,
                 record: body.record.unwrap_or(false),
-                machine_detection: body.machine_detection.unwrap_or(false),
+                machine_detection: body.machine_detection.is_some_and(Detection::is_on),
                 stream: matches!(body.mode, Some(Mode::Stream)),
             })
         }
@@ -208,6 +229,19 @@ fn parameters(map: Option<Map<String, Value>>) -> Result<Vec<(String, String)>, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn machine_detection_is_detect_or_off() {
+        let parse = |value: &str| {
+            let body = format!(r#"{{"to":"+5511999990000","machine_detection":{value}}}"#);
+            super::parse_call_request(body.as_bytes(), super::Style::Api)
+        };
+        assert!(parse(r#""detect""#).unwrap().machine_detection);
+        assert!(parse("true").unwrap().machine_detection);
+        assert!(!parse(r#""off""#).unwrap().machine_detection);
+        assert!(!parse("false").unwrap().machine_detection);
+        assert!(parse(r#""sometimes""#).is_err());
+    }
+
     use super::*;
 
     fn error_field(result: Result<CallRequest, HttpError>) -> String {

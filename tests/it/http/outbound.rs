@@ -126,11 +126,11 @@ async fn an_outbound_call_sends_twilio_the_documented_form() {
         r.field("RecordingStatusCallback"),
         Some("https://voz.example.com/twilio/recording")
     );
-    assert_eq!(r.field("MachineDetection"), Some("Enable"));
+    assert_eq!(r.field("MachineDetection"), Some("DetectMessageEnd"));
     assert_eq!(r.field("AsyncAmd"), Some("true"));
     assert_eq!(
         r.field("AsyncAmdStatusCallback"),
-        Some("https://voz.example.com/twilio/status")
+        Some("https://voz.example.com/twilio/amd")
     );
 
     let twiml = r.field("Twiml").expect("TwiML inline");

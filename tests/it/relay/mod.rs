@@ -4,3 +4,4 @@ mod endings;
 mod handoff;
 mod session;
 mod tools;
+mod voicemail;
