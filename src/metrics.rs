@@ -129,6 +129,7 @@ pub struct Metrics {
     interrupts: AtomicU64,
     llm_errors: [AtomicU64; LLM_ERROR_KINDS.len()],
     endings: [AtomicU64; ENDING_REASONS.len()],
+    refused: AtomicU64,
     /// Caller's prompt in → first token of the reply out.
     pub time_to_first_token: Histogram,
     /// LLM request start → first token back from the LLM.
@@ -193,6 +194,15 @@ impl Metrics {
             .position(|r| *r == reason)
             .unwrap_or(ENDING_REASONS.len() - 1);
         self.endings[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call turned away before it was answered (the server was full).
+    pub fn call_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refused_calls(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Calls that ended for `reason` since start.
@@ -285,6 +295,12 @@ impl Metrics {
             let value = self.llm_errors[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {value}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP voxrelay_calls_refused_total Calls turned away before they were answered (MAX_CALLS)."
+        );
+        let _ = writeln!(out, "# TYPE voxrelay_calls_refused_total counter");
+        let _ = writeln!(out, "voxrelay_calls_refused_total {}", self.refused_calls());
         let name = "voxrelay_call_endings_total";
         let _ = writeln!(out, "# HELP {name} Calls ended, by how they ended.");
         let _ = writeln!(out, "# TYPE {name} counter");

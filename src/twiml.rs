@@ -200,6 +200,18 @@ pub fn connect_stream(ws_url: &str, next_url: &str, parameters: &[(String, Strin
     ])
 }
 
+/// A call turned away: `<Reject reason="busy"/>` (never answered), or `message`
+/// said in `language` and `<Hangup/>`.
+pub fn busy(message: Option<&str>, language: &str) -> String {
+    match message {
+        None => response(vec![Element::new("Reject").attr("reason", "busy")]),
+        Some(message) => response(vec![
+            Element::new("Say").attr("language", language).text(message),
+            Element::new("Hangup"),
+        ]),
+    }
+}
+
 /// `<Hangup/>`.
 pub fn hangup() -> String {
     response(vec![Element::new("Hangup")])
@@ -280,6 +292,19 @@ mod tests {
             ],
         );
         assert!(xml.ends_with(r#"<Response><Connect><Stream url="wss://h/media-stream"><Parameter name="pipeline" value="cascade"/><Parameter name="lead" value="A &amp; B"/></Stream></Connect><Redirect method="POST">https://h/twiml/stream/next</Redirect></Response>"#), "{xml}");
+    }
+
+    #[test]
+    fn busy_rejects_or_says_and_hangs_up() {
+        assert_eq!(
+            busy(None, "pt-BR"),
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>"#
+        );
+        let said = busy(Some("Linhas ocupadas & volte"), "pt-BR");
+        assert!(
+            said.contains(r#"<Say language="pt-BR">Linhas ocupadas &amp; volte</Say><Hangup/>"#),
+            "{said}"
+        );
     }
 
     #[test]

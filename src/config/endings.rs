@@ -29,6 +29,10 @@ pub struct EndingsConfig {
     /// `SCREENING_MESSAGE`: said to a call-screening assistant (`{reason}` is the
     /// call's `reason` parameter).
     pub screening_message: String,
+    /// `BUSY_MESSAGE`: said (then `<Hangup/>`) to a caller turned away at
+    /// `MAX_CALLS`; unset, the call is rejected as busy (`<Reject reason="busy"/>`,
+    /// unanswered and unbilled).
+    pub busy_message: Option<String>,
 }
 
 pub(super) fn read(env: &mut Vars) -> EndingsConfig {
@@ -45,6 +49,7 @@ pub(super) fn read(env: &mut Vars) -> EndingsConfig {
         screening_message: env
             .get("SCREENING_MESSAGE")
             .unwrap_or_else(|| DEFAULT_SCREENING_MESSAGE.to_string()),
+        busy_message: env.get("BUSY_MESSAGE"),
     }
 }
 

@@ -33,6 +33,8 @@ pub enum HttpError {
     LengthRequired,
     /// 503: the server cannot take this now (draining, busy, not configured).
     Unavailable(String),
+    /// 429: too many calls right now; try again later.
+    TooManyCalls(String),
     /// 503: the database failed (logged; the client sees a generic message).
     Store(StoreError),
     /// Twilio's REST API failed or refused the request.
@@ -77,6 +79,9 @@ impl HttpError {
             ),
             Self::Forbidden(message) => (StatusCode::FORBIDDEN, json!({"error": message})),
             Self::NotFound(message) => (StatusCode::NOT_FOUND, json!({"error": message})),
+            Self::TooManyCalls(message) => {
+                (StatusCode::TOO_MANY_REQUESTS, json!({"error": message}))
+            }
             Self::Unavailable(message) => {
                 (StatusCode::SERVICE_UNAVAILABLE, json!({"error": message}))
             }

@@ -112,8 +112,29 @@ pub fn xml(body: String) -> Response {
     warp::reply::with_header(body, CONTENT_TYPE, "text/xml; charset=utf-8").into_response()
 }
 
+/// The TwiML that turns a call away when the server already carries `MAX_CALLS`
+/// live calls (before it is answered, so the caller hears busy, not a failure).
+fn turned_away(state: &AppState, form: &[(String, String)]) -> Option<Response> {
+    if state.calls.len() < state.config.max_calls {
+        return None;
+    }
+    state.metrics.call_refused();
+    tracing::warn!(
+        call_sid = field(form, "CallSid").unwrap_or(""),
+        limit = state.config.max_calls,
+        "turning a call away: the server is full"
+    );
+    Some(xml(twiml::busy(
+        state.config.endings.busy_message.as_deref(),
+        &state.config.relay.language,
+    )))
+}
+
 /// The TwiML that connects a call to our `/websocket`.
 fn answer(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Response {
+    if let Some(busy) = turned_away(state, form) {
+        return busy;
+    }
     tracing::info!(
         call_sid = field(form, "CallSid").unwrap_or(""),
         from = field(form, "From").unwrap_or(""),
@@ -140,6 +161,9 @@ pub fn socket_url(base: &PublicBase, route: Route, token: &str) -> String {
 /// direction travel as `<Parameter>`s (`from`, `to`, `direction`), and so does a
 /// `pipeline` field of the webhook (or query string) when given.
 fn answer_stream(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Response {
+    if let Some(busy) = turned_away(state, form) {
+        return busy;
+    }
     tracing::info!(
         call_sid = field(form, "CallSid").unwrap_or(""),
         from = field(form, "From").unwrap_or(""),

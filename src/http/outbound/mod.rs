@@ -142,6 +142,13 @@ async fn create_call(
     style: Style,
 ) -> Result<(StatusCode, Value), HttpError> {
     let request = parse_call_request(body, style)?;
+    if state.calls.len() >= state.config.max_calls {
+        state.metrics.call_refused();
+        return Err(HttpError::TooManyCalls(format!(
+            "the server carries its maximum of {} live calls (MAX_CALLS); try again later",
+            state.config.max_calls
+        )));
+    }
     let client = twilio(state)?;
     if state.config.public_url.is_none() && is_local(&base.http) {
         return Err(HttpError::unavailable(format!(

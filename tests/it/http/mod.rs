@@ -1,5 +1,6 @@
 //! The HTTP edge (`src/http`): routes, the records API, call control, callbacks, security, metrics, the TwiML we answer.
 
+mod admission;
 mod api;
 mod callbacks;
 mod console_api;
