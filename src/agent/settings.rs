@@ -116,6 +116,24 @@ pub struct AgentDeps {
 }
 
 impl AgentDeps {
+    /// The tools a speech-to-speech session (Realtime, SIP) offers the model for
+    /// `ctx`'s call, in the Realtime API's shape, without `unsupported`.
+    pub fn realtime_tools(
+        &self,
+        ctx: &crate::tools::ToolContext,
+        unsupported: &[crate::config::BuiltinTool],
+    ) -> Vec<crate::speech::realtime::FunctionTool> {
+        self.tools
+            .specs_except(ctx, unsupported)
+            .into_iter()
+            .map(|spec| crate::speech::realtime::FunctionTool {
+                name: spec.name,
+                description: spec.description,
+                parameters: (*spec.parameters).clone(),
+            })
+            .collect()
+    }
+
     /// An agent for one call, reporting to `observer`.
     pub fn agent_with(&self, observer: Arc<dyn CallObserver>) -> Agent {
         Agent::new(self.llm.clone(), self.settings.clone())

@@ -28,8 +28,7 @@ use crate::config::{BuiltinTool, Config};
 use crate::llm::ToolCall;
 use crate::metrics::CallMode;
 use crate::speech::realtime::{
-    ClientEvent, ConversationSettings, FunctionCall, FunctionTool, Item, ResponseParams,
-    ServerEvent, Session,
+    ClientEvent, ConversationSettings, FunctionCall, Item, ResponseParams, ServerEvent, Session,
 };
 use crate::speech::ws::{self, WsLink};
 use crate::speech::{Service, SpeechError};
@@ -71,17 +70,7 @@ pub async fn run(deps: SipDeps, surface: Surface, info: CallInfo) -> SipCallStat
     let opening = CallOpening::new(&deps.agent.settings, &info.parameters);
     let instructions = opening.instructions(&deps.agent.settings);
     let tool_ctx = ToolContext::for_call(&info.call_sid, &info.from);
-    let tools: Vec<FunctionTool> = deps
-        .agent
-        .tools
-        .specs_except(&tool_ctx, SIP_UNSUPPORTED_TOOLS)
-        .into_iter()
-        .map(|spec| FunctionTool {
-            name: spec.name,
-            description: spec.description,
-            parameters: (*spec.parameters).clone(),
-        })
-        .collect();
+    let tools = deps.agent.realtime_tools(&tool_ctx, SIP_UNSUPPORTED_TOOLS);
     let language = crate::speech::language_code(&deps.config.relay.language);
     let body = surface.accept_body(&deps.config.sip, &instructions, &language, &tools);
     if let Err(e) = deps.control.accept(&surface, body).await {

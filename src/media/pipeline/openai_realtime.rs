@@ -52,8 +52,8 @@ use crate::agent::{
 use crate::llm::ToolCall;
 use crate::speech::SpeechError;
 use crate::speech::realtime::{
-    AssistantAudio, ClientEvent, ConversationSettings, FunctionCall, FunctionTool, Item,
-    RealtimeClient, RealtimeOptions, ResponseParams, ServerEvent, Session,
+    AssistantAudio, ClientEvent, ConversationSettings, FunctionCall, Item, RealtimeClient,
+    RealtimeOptions, ResponseParams, ServerEvent, Session,
 };
 use crate::tools::{ToolContext, ToolRegistry, ToolRun};
 
@@ -122,17 +122,9 @@ pub struct RealtimePipeline {
 pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, PipelineError> {
     let options = RealtimeOptions::from_config(&ctx.config)?;
     let tool_ctx = ToolContext::for_call(&ctx.call.call_sid, &ctx.call.from);
-    let tools: Vec<FunctionTool> = ctx
+    let tools = ctx
         .agent
-        .tools
-        .specs_except(&tool_ctx, REALTIME_UNSUPPORTED_TOOLS)
-        .into_iter()
-        .map(|spec| FunctionTool {
-            name: spec.name,
-            description: spec.description,
-            parameters: (*spec.parameters).clone(),
-        })
-        .collect();
+        .realtime_tools(&tool_ctx, REALTIME_UNSUPPORTED_TOOLS);
     // A per-call greeting (outbound API) replaces the configured one.
     let opening = CallOpening::new(&ctx.agent.settings, &ctx.call.parameters);
     let instructions = opening.instructions(&ctx.agent.settings);
