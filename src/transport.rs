@@ -1,6 +1,7 @@
 //! What every WebSocket transport reads: text, binary and close frames, already
 //! separated from the HTTP framework (`http::ws` converts warp's messages into
-//! these), so sessions can be driven by plain channels in tests.
+//! these), so sessions can be driven by plain channels in tests; the bounds on
+//! what a peer sends; and call SIDs made on our side ([`random_sid`]).
 //!
 //! May import `text` only (the order is checked by `.ci/layers`).
 
@@ -78,6 +79,21 @@ pub fn bound_parameters(
         );
     }
     kept
+}
+
+/// `XX` followed by 32 random hex digits, like Twilio's SIDs.
+pub fn random_sid(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Not secret: any unique-enough value will do.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes = nanos.to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
 }
 
 #[cfg(test)]

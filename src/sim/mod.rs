@@ -408,20 +408,7 @@ pub fn script_commands(options: &CallOptions, lines: &[String]) -> Result<Vec<Co
         })
 }
 
-/// `XX` followed by 32 random hex digits, like Twilio's SIDs.
-pub fn random_sid(prefix: &str) -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Not secret: any unique-enough value will do.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        bytes = nanos.to_le_bytes();
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}{hex}")
-}
+pub use crate::transport::random_sid;
 
 #[cfg(test)]
 mod tests {

@@ -73,7 +73,7 @@ async fn run(mut socket: Socket, state: AppState) {
         let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(Some(frame))).await;
         return;
     };
-    let call_sid = format!("CON{}", random_hex(16));
+    let call_sid = crate::transport::random_sid("CON");
     // The page links to the call's record with it.
     let started = serde_json::json!({"type": "started", "callSid": call_sid}).to_string();
     if socket.send(Message::text(started)).await.is_err() {
@@ -96,7 +96,7 @@ async fn run(mut socket: Socket, state: AppState) {
         }
     }
     let setup = Setup {
-        session_id: format!("VX{}", random_hex(16)),
+        session_id: crate::transport::random_sid("VX"),
         call_sid,
         from: start
             .from
@@ -141,18 +141,6 @@ async fn read_start(socket: &mut Socket, token: &str) -> Option<Start> {
     };
     let start: Start = serde_json::from_str(text.as_str()).ok()?;
     token_matches(&start.token, token).then_some(start)
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    if getrandom::fill(&mut buffer).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        buffer = nanos.to_le_bytes()[..bytes.min(16)].to_vec();
-    }
-    buffer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A stream of frames and a sink of messages as one socket for the session.
