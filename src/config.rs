@@ -1,6 +1,6 @@
 //! Configuration: read once at start from the environment (and `.env`, loaded by
-//! `main`) and the optional agent file (`AGENT_CONFIG`, TOML; see
-//! `agent.example.toml`), validated with every problem listed at once, secrets
+//! `main`), the optional agent file (`AGENT_CONFIG`, TOML; see
+//! `agent.example.toml`) and the optional folder of agents (`AGENTS_DIR`), validated with every problem listed at once, secrets
 //! wrapped so they never reach a log line. Environment variables override the file.
 //!
 //! Tests build a [`Config`] from a plain map with [`Config::from_vars`], so they never
@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 mod agent_file;
+mod agents;
 pub mod api_token;
 mod endings;
 mod llm;
@@ -26,7 +27,9 @@ mod store;
 mod tools;
 mod twilio;
 mod vars;
-use agent_file::AgentFile;
+use agent_file::{AgentFile, Precedence};
+use agents::AgentSource;
+pub use agents::{AgentIdentity, DEFAULT_AGENT, valid_id as valid_agent_id};
 pub use endings::EndingsConfig;
 pub use llm::{LlmConfig, LlmProviderKind};
 pub use media::{MediaConfig, MediaPipelineKind};
@@ -90,6 +93,11 @@ pub struct Config {
     pub sip: SipConfig,
     /// Silence and goodbye endings.
     pub endings: EndingsConfig,
+    /// Which agent this configuration is: its id, numbers and call limit.
+    pub agent: AgentIdentity,
+    /// The agents of `AGENTS_DIR`, each a whole configuration (the server's
+    /// settings are the same in all; only the agent's differ). Empty without it.
+    pub agents: Vec<Config>,
 }
 
 pub const DEFAULT_SYSTEM_PROMPT: &str = "Você é um assistente de voz simpático e objetivo, atendendo uma ligação telefônica em português do Brasil. \
@@ -113,34 +121,62 @@ impl Config {
         )
     }
 
-    /// Builds and validates a configuration from a map of variables.
+    /// Builds and validates a configuration from a map of variables: the default
+    /// agent (`AGENT_CONFIG` and the environment), then the agents of `AGENTS_DIR`.
     pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let path = vars
+            .get("AGENT_CONFIG")
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty());
+        let source = AgentSource {
+            id: DEFAULT_AGENT.to_string(),
+            path,
+            precedence: Precedence::Environment,
+        };
+        let (mut config, mut errors) = Self::read(vars.clone(), &source);
+        if let Some(dir) = vars.get("AGENTS_DIR").filter(|d| !d.trim().is_empty()) {
+            let (agents, agent_errors) = agents::read_dir(dir.trim(), &vars, &config);
+            config.agents = agents;
+            errors.extend(agent_errors);
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
+    /// One agent's whole configuration: its file merged with the environment as
+    /// `source` says. Returns the problems rather than failing, so every agent's
+    /// can be listed together.
+    fn read(vars: HashMap<String, String>, source: &AgentSource) -> (Self, Vec<String>) {
         let mut env = Vars {
             vars,
             errors: Vec::new(),
         };
-        let agent_config_path = env.get("AGENT_CONFIG");
+        let agent_config_path = source.path.clone();
         let file = match &agent_config_path {
             None => AgentFile::default(),
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => match AgentFile::parse(&text) {
                     Ok(file) => file,
                     Err(e) => {
-                        env.errors.push(format!(
-                            "AGENT_CONFIG {path:?} is not a valid agent file: {e}"
-                        ));
+                        env.errors
+                            .push(format!("agent file {path:?} is not valid: {e}"));
                         AgentFile::default()
                     }
                 },
                 Err(e) => {
                     env.errors
-                        .push(format!("AGENT_CONFIG {path:?} cannot be read: {e}"));
+                        .push(format!("agent file {path:?} cannot be read: {e}"));
                     AgentFile::default()
                 }
             },
         };
-        // The file fills in what the environment leaves unset.
-        file.merge_into(&mut env);
+        // The file fills in what the environment leaves unset (or, in AGENTS_DIR,
+        // overrides it).
+        file.merge_into(&mut env, source.precedence);
+        let identity = agents::identity(&mut env, source, &file);
         let port = env.parse("PORT", 8080u16);
         let host = env.parse("HOST", std::net::IpAddr::from([0, 0, 0, 0]));
         let public_url = env
@@ -222,12 +258,23 @@ impl Config {
             media,
             security,
             limits,
+            agent: identity,
+            agents: Vec::new(),
         };
-        if env.errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError(env.errors))
+        (config, env.errors)
+    }
+
+    /// The agent called `id` (`default` or a file's name in `AGENTS_DIR`).
+    pub fn agent_named(&self, id: &str) -> Option<&Config> {
+        if id == self.agent.id {
+            return Some(self);
         }
+        self.agents.iter().find(|a| a.agent.id == id)
+    }
+
+    /// Every agent, the default first.
+    pub fn all_agents(&self) -> impl Iterator<Item = &Config> {
+        std::iter::once(self).chain(self.agents.iter())
     }
 }
 

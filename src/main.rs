@@ -150,9 +150,29 @@ async fn serve() -> ExitCode {
         language = %state.config.relay.language,
         agent = %state.config.agent_name,
         agent_config = state.config.agent_config_path.as_deref().unwrap_or("(none)"),
-        tools = ?state.tools.names(),
+        tools = ?state.agents.default_agent().tools.names(),
         "voxrelay listening"
     );
+    for agent in state.agents.iter().skip(1) {
+        let numbers: Vec<&str> = agent
+            .config
+            .agent
+            .numbers
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        tracing::info!(
+            agent = agent.id(),
+            name = %agent.config.agent_name,
+            numbers = ?numbers,
+            max_calls = ?agent.config.agent.max_calls,
+            language = %agent.config.relay.language,
+            llm = agent.llm.name(),
+            model = agent.llm.model(),
+            tools = ?agent.tools.names(),
+            "agent ready"
+        );
+    }
     voxrelay::run(listener, state, voxrelay::shutdown::signal()).await;
     ExitCode::SUCCESS
 }

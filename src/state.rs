@@ -10,17 +10,19 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{AgentDeps, AgentSettings, CallObserver, RecentCalls};
+pub mod roster;
+
+use crate::agent::{AgentDeps, CallObserver, RecentCalls};
 use crate::config::Config;
 use crate::llm::{self, LlmError, LlmProvider};
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::relay::session::SessionDeps;
 use crate::store::{self, Store, StoreError};
-use crate::tools::ToolRegistry;
 use crate::twilio::admission::{CallTokens, ReconnectPolicy};
 use crate::twilio::call_token::TokenKey;
 use crate::twilio::client::TwilioClient;
+use roster::AgentEntry;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +41,10 @@ const RECENT_CALLS_TTL: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The default agent's LLM provider.
     pub llm: Arc<dyn LlmProvider>,
-    pub agent_settings: Arc<AgentSettings>,
+    /// Every agent (the default first), found by id or number, with its load.
+    pub agents: Arc<roster::Roster>,
     pub metrics: Arc<Metrics>,
     /// Durable call records (read by the API).
     pub store: Arc<dyn Store>,
@@ -48,8 +52,6 @@ pub struct AppState {
     pub recorder: Arc<Recorder>,
     /// Receives every call's turns and records: the recorder.
     pub observer: Arc<dyn CallObserver>,
-    /// The tools offered to the model on every call.
-    pub tools: Arc<ToolRegistry>,
     /// Conversations of recently dropped calls, resumed when Twilio reconnects.
     pub recent_calls: Arc<RecentCalls>,
     /// How the agent ended recent Media Streams calls (for `/twiml/stream/next`).
@@ -78,12 +80,17 @@ impl AppState {
     pub async fn new(config: Config) -> Result<Self, StartError> {
         let llm = llm::from_config(&config.llm)?;
         let store = store::open(config.database_url.expose()).await?;
-        Ok(Self::with_parts(config, llm, store))
+        Self::with_parts(config, llm, store)
     }
 
     /// Builds the state around a given LLM provider and store, and starts the
     /// store's writer task (so it needs a tokio runtime).
-    pub fn with_parts(config: Config, llm: Arc<dyn LlmProvider>, store: Arc<dyn Store>) -> Self {
+    pub fn with_parts(
+        config: Config,
+        llm: Arc<dyn LlmProvider>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
+        let agents = Arc::new(roster::Roster::new(&config, llm.clone())?);
         let recorder = Recorder::start_as(store.clone(), config.replicas.id.clone());
         let twilio = TwilioClient::from_config(&config.twilio)
             .unwrap_or_else(|e| {
@@ -92,13 +99,12 @@ impl AppState {
             })
             .map(Arc::new);
         let tokens = Arc::new(call_tokens(&config, store.clone()));
-        Self {
+        Ok(Self {
+            agents,
             twilio,
             tokens,
             live_calls: Arc::default(),
             sip_control: crate::sip::control::Control::new(&config.sip),
-            agent_settings: Arc::new(AgentSettings::from_config(&config)),
-            tools: Arc::new(ToolRegistry::from_config(&config)),
             recent_calls: Arc::new(RecentCalls::new(RECENT_CALLS, RECENT_CALLS_TTL)),
             media_endings: Arc::new(crate::media::Endings::new(store.clone())),
             config: Arc::new(config),
@@ -112,24 +118,34 @@ impl AppState {
             stop: CancellationToken::new(),
             started_at: SystemTime::now(),
             started: Instant::now(),
-        }
+        })
     }
 
-    /// What every call's agent needs.
+    /// What the default agent's calls need.
     pub fn agent_deps(&self) -> AgentDeps {
+        self.agent_deps_for(self.agents.default_agent())
+    }
+
+    /// What `agent`'s calls need.
+    pub fn agent_deps_for(&self, agent: &AgentEntry) -> AgentDeps {
         AgentDeps {
-            llm: self.llm.clone(),
-            settings: self.agent_settings.clone(),
-            tools: self.tools.clone(),
+            llm: agent.llm.clone(),
+            settings: agent.settings.clone(),
+            tools: agent.tools.clone(),
             observer: self.observer.clone(),
             metrics: self.metrics.clone(),
         }
     }
 
-    /// What a ConversationRelay session needs.
+    /// What a ConversationRelay session of the default agent needs.
     pub fn session_deps(&self) -> SessionDeps {
+        self.session_deps_for(self.agents.default_agent())
+    }
+
+    /// What a ConversationRelay session of `agent` needs.
+    pub fn session_deps_for(&self, agent: &AgentEntry) -> SessionDeps {
         SessionDeps {
-            agent: self.agent_deps(),
+            agent: self.agent_deps_for(agent),
             stop: self.stop.clone(),
             recent: self.recent_calls.clone(),
             limits: self.config.limits.clone(),
@@ -137,15 +153,15 @@ impl AppState {
             store: self.store.clone(),
             live: self.live_calls.clone(),
             mode: crate::metrics::CallMode::Relay,
-            silence_timeout: self.config.endings.silence_timeout,
+            silence_timeout: agent.config.endings.silence_timeout,
         }
     }
 
-    /// What a Media Streams session needs.
-    pub fn media_deps(&self) -> crate::media::session::MediaDeps {
+    /// What a Media Streams session of `agent` needs.
+    pub fn media_deps_for(&self, agent: &AgentEntry) -> crate::media::session::MediaDeps {
         crate::media::session::MediaDeps {
-            config: self.config.clone(),
-            agent: self.agent_deps(),
+            config: agent.config.clone(),
+            agent: self.agent_deps_for(agent),
             stop: self.stop.clone(),
             endings: self.media_endings.clone(),
             twilio: self.twilio.clone(),
@@ -153,11 +169,11 @@ impl AppState {
         }
     }
 
-    /// What a SIP call needs.
-    pub fn sip_deps(&self) -> crate::sip::session::SipDeps {
+    /// What a SIP call of `agent` needs.
+    pub fn sip_deps_for(&self, agent: &AgentEntry) -> crate::sip::session::SipDeps {
         crate::sip::session::SipDeps {
-            config: self.config.clone(),
-            agent: self.agent_deps(),
+            config: agent.config.clone(),
+            agent: self.agent_deps_for(agent),
             control: self.sip_control.clone(),
             stop: self.stop.clone(),
         }

@@ -16,6 +16,8 @@ pub struct CallInfo {
     pub direction: Option<String>,
     /// The transport carrying the call: `relay` (ConversationRelay) or `stream`.
     pub mode: String,
+    /// The agent taking the call (`default`, or an `AGENTS_DIR` file's name).
+    pub agent: String,
     /// `<Parameter>`s from the TwiML (e.g. the lead's name on an outbound call).
     pub parameters: HashMap<String, String>,
     /// The transport vouches that this session may pick up the call's earlier

@@ -15,6 +15,9 @@ use crate::tools::ToolRegistry;
 /// Per-deployment agent settings, shared by every call.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
+    /// Which agent this is (`default`, or an `AGENTS_DIR` file's name): recorded
+    /// with every call it takes.
+    pub agent_id: String,
     pub system_prompt: String,
     /// What Twilio says when the call connects; recorded as the first reply.
     pub welcome_greeting: String,
@@ -56,6 +59,7 @@ impl AgentSettings {
     #[cfg(test)]
     pub fn for_tests() -> Self {
         Self {
+            agent_id: "default".into(),
             system_prompt: "sys".into(),
             welcome_greeting: "Olá!".into(),
             fallback_message: "Desculpe.".into(),
@@ -79,6 +83,7 @@ impl AgentSettings {
 
     pub fn from_config(config: &Config) -> Self {
         Self {
+            agent_id: config.agent.id.clone(),
             system_prompt: config.system_prompt.clone(),
             welcome_greeting: config.relay.welcome_greeting.clone(),
             fallback_message: config.fallback_message.clone(),

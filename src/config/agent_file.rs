@@ -1,6 +1,7 @@
-//! The agent file (`AGENT_CONFIG`, TOML; see `agent.example.toml`) and what is read
-//! from it together with the environment: languages, tools, HTTP tools. Unknown
-//! keys are errors. May import `vars` and the section types it fills.
+//! The agent file (`AGENT_CONFIG`, or one of `AGENTS_DIR`; TOML, see
+//! `agent.example.toml`) and what is read from it together with the environment:
+//! languages, tools, HTTP tools, the numbers it answers. Unknown keys are errors.
+//! May import `vars` and the section types it fills.
 
 use super::*;
 
@@ -10,6 +11,17 @@ use super::*;
 #[serde(deny_unknown_fields)]
 pub(super) struct AgentFile {
     pub(super) name: Option<String>,
+    /// The numbers (E.164) whose calls this agent takes: inbound by `To`, outbound
+    /// by `from`.
+    #[serde(default)]
+    pub(super) numbers: Vec<String>,
+    /// How many live calls this agent takes at once (per replica); more are
+    /// turned away like those over `MAX_CALLS`.
+    pub(super) max_calls: Option<usize>,
+    pub(super) voicemail_message: Option<String>,
+    pub(super) screening_message: Option<String>,
+    pub(super) still_there_message: Option<String>,
+    pub(super) busy_message: Option<String>,
     pub(super) system_prompt: Option<String>,
     pub(super) welcome_greeting: Option<String>,
     pub(super) fallback_message: Option<String>,
@@ -75,6 +87,17 @@ pub(super) struct FileHttpTool {
     pub(super) timeout_ms: Option<u64>,
 }
 
+/// Who wins when the environment and an agent file both set a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Precedence {
+    /// `AGENT_CONFIG`, the default agent: the environment wins (a quick change on
+    /// Railway needs no redeploy of the file).
+    Environment,
+    /// A file of `AGENTS_DIR`: the file wins, since the environment is shared by
+    /// every agent and only fills in what the file leaves unset.
+    File,
+}
+
 impl AgentFile {
     pub(super) fn parse(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
@@ -82,7 +105,10 @@ impl AgentFile {
 
     /// Copies the file's settings into the variables the environment left unset, so
     /// the environment wins and every value is validated in one place.
-    pub(super) fn merge_into(&self, env: &mut Vars) {
+    pub(super) fn merge_into(&self, env: &mut Vars, precedence: Precedence) {
+        let overwrite = precedence == Precedence::File;
+        let mut env = Merge { env, overwrite };
+        let env = &mut env;
         env.fill("AGENT_NAME", self.name.clone());
         env.fill("SYSTEM_PROMPT", self.system_prompt.clone());
         env.fill("FALLBACK_MESSAGE", self.fallback_message.clone());
@@ -91,6 +117,11 @@ impl AgentFile {
             .clone()
             .or_else(|| self.languages.first().map(|l| l.code.clone()));
         env.fill("LANGUAGE", main);
+        if env.overwrite && !self.languages.is_empty() {
+            // The file's languages, not the shared `LANGUAGES`.
+            let codes: Vec<&str> = self.languages.iter().map(|l| l.code.as_str()).collect();
+            env.fill("LANGUAGES", Some(codes.join(",")));
+        }
         // The main language's own entry supplies the session's speech settings.
         let main = env.get("LANGUAGE");
         if let Some(entry) = self
@@ -99,7 +130,7 @@ impl AgentFile {
             .find(|l| Some(&l.code) == main.as_ref())
         {
             env.fill("TTS_PROVIDER", entry.tts_provider.clone());
-            if env.get("ELEVENLABS_VOICE_ID").is_none() {
+            if env.overwrite || env.get("ELEVENLABS_VOICE_ID").is_none() {
                 env.fill("TTS_VOICE", entry.voice.clone());
             }
             env.fill(
@@ -153,16 +184,36 @@ impl AgentFile {
             "TASKROUTER_WORKFLOW_SID",
             self.handoff.taskrouter_workflow_sid.clone(),
         );
+        env.fill("VOICEMAIL_MESSAGE", self.voicemail_message.clone());
+        env.fill("SCREENING_MESSAGE", self.screening_message.clone());
+        env.fill("STILL_THERE_MESSAGE", self.still_there_message.clone());
+        env.fill("BUSY_MESSAGE", self.busy_message.clone());
         // An empty greeting or filler is meaningful (it turns them off).
         for (name, value) in [
             ("WELCOME_GREETING", &self.welcome_greeting),
             ("TOOL_FILLER", &self.tools.filler),
         ] {
             if let Some(value) = value
-                && !env.vars.contains_key(name)
+                && (overwrite || !env.env.vars.contains_key(name))
             {
-                env.vars.insert(name.to_string(), value.clone());
+                env.env.vars.insert(name.to_string(), value.clone());
             }
         }
+    }
+}
+
+/// The variables an agent file is merged into, with its precedence.
+struct Merge<'a> {
+    env: &'a mut Vars,
+    overwrite: bool,
+}
+
+impl Merge<'_> {
+    fn fill(&mut self, name: &str, value: Option<String>) {
+        self.env.put(name, value, self.overwrite);
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.env.get(name)
     }
 }

@@ -30,7 +30,7 @@ impl LlmProviderKind {
 }
 
 /// Settings of the LLM provider.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LlmConfig {
     pub provider: LlmProviderKind,
     pub openai_api_key: Option<Secret>,

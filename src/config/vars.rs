@@ -60,6 +60,17 @@ impl Vars {
         }
     }
 
+    /// Sets `name` to `value`: over what is set when `overwrite`, else only where
+    /// nothing is (see [`super::agent_file::Precedence`]).
+    pub(super) fn put(&mut self, name: &str, value: Option<String>, overwrite: bool) {
+        match value {
+            Some(value) if overwrite => {
+                self.vars.insert(name.to_string(), value);
+            }
+            value => self.fill(name, value),
+        }
+    }
+
     /// A value from a fixed list (`default` when unset); anything else is a problem.
     pub(super) fn one_of(&mut self, name: &str, default: &str, allowed: &[&str]) -> String {
         let value = self.get(name).unwrap_or_else(|| default.to_string());

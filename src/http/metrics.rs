@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition of [`crate::metrics::Metrics`],
 //! behind the API bearer token (call volumes are nobody else's business). Answers
-//! during a drain too.
+//! during a drain too. The per-agent series (`agent` label) come from the
+//! roster's loads.
 
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -15,7 +16,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(auth::bearer(state.clone()))
         .and(with_state(state))
         .map(|state: AppState| {
-            let body = state.metrics.render(state.is_draining());
+            let mut body = state.metrics.render(state.is_draining());
+            render_agents(&state, &mut body);
             warp::reply::with_header(
                 body,
                 "content-type",
@@ -24,4 +26,36 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
             .into_response()
         })
         .boxed()
+}
+
+/// Each agent's live, started and turned-away calls (agent ids are letters,
+/// digits, `-` and `_`, so they need no escaping in a label).
+fn render_agents(state: &AppState, out: &mut String) {
+    use std::fmt::Write as _;
+    let series = [
+        (
+            "voxrelay_agent_active_calls",
+            "gauge",
+            "Live calls, by agent.",
+        ),
+        (
+            "voxrelay_agent_calls_total",
+            "counter",
+            "Calls taken since start, by agent.",
+        ),
+        (
+            "voxrelay_agent_calls_refused_total",
+            "counter",
+            "Calls turned away before they were answered (max_calls or MAX_CALLS), by agent.",
+        ),
+    ];
+    for (i, (name, kind, help)) in series.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for agent in state.agents.iter() {
+            let (live, total, refused) = agent.load.counts();
+            let value = [live as u64, total, refused][i];
+            let _ = writeln!(out, "{name}{{agent=\"{}\"}} {value}", agent.id());
+        }
+    }
 }

@@ -19,6 +19,7 @@ use crate::sip::session::{self, call_info};
 use crate::sip::signature::Delivery;
 use crate::sip::{Decision, decide};
 use crate::state::AppState;
+use crate::state::roster::INBOUND_SLOT_TTL;
 
 /// SIP status for a full server: busy here, so the trunk may try elsewhere.
 const SIP_BUSY: u16 = 486;
@@ -78,18 +79,36 @@ fn answer(status: &str) -> Response {
 }
 
 /// Starts the call's task (or a rejection) and answers the webhook.
+/// The agent is the one of the number called (the SIP `To`).
 fn take_call(state: &AppState, surface: Surface, headers: &[SipHeader]) -> Response {
+    let (from, to, data) = call_parties(headers);
+    let agent = state.agents.for_number(Some(&to)).clone();
     let refusal = if state.is_draining() {
         Some((SIP_UNAVAILABLE, "the server is shutting down"))
     } else if state.calls.len() >= state.config.max_calls {
         Some((SIP_BUSY, "too many live calls"))
     } else if state.recorder.busy() {
         Some((SIP_BUSY, "call records are being written"))
+    } else if !agent
+        .load
+        .reserve(surface.id(), std::time::Instant::now(), INBOUND_SLOT_TTL)
+    {
+        Some((SIP_BUSY, "the agent is at its max_calls"))
     } else {
         None
     };
     if let Some((status, why)) = refusal {
-        tracing::warn!(call = surface.id(), status, why, "rejecting a SIP call");
+        if status == SIP_BUSY {
+            state.metrics.call_refused();
+            agent.load.refused();
+        }
+        tracing::warn!(
+            call = surface.id(),
+            agent = agent.id(),
+            status,
+            why,
+            "rejecting a SIP call"
+        );
         let control = state.sip_control.clone();
         tokio::spawn(async move {
             if let Err(e) = control.reject(&surface, status).await {
@@ -98,12 +117,16 @@ fn take_call(state: &AppState, surface: Surface, headers: &[SipHeader]) -> Respo
         });
         return answer("rejected");
     }
-    let (from, to, data) = call_parties(headers);
-    let info = call_info(&surface, from, to, data);
-    let deps = state.sip_deps();
-    let span = tracing::info_span!("sip_call", call = %surface.id());
+    let info = call_info(&surface, agent.id(), from, to, data);
+    let deps = state.sip_deps_for(&agent);
+    let slot = agent.load.start(surface.id());
+    let span = tracing::info_span!("sip_call", call = %surface.id(), agent = agent.id());
+    let session = session::run(deps, surface, info);
     state.calls.spawn(tracing::Instrument::instrument(
-        session::run(deps, surface, info),
+        async move {
+            session.await;
+            drop(slot);
+        },
         span,
     ));
     answer("accepted")

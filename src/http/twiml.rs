@@ -7,6 +7,11 @@
 //! the caller when the agent handed off and hangs up otherwise. Every route checks
 //! `X-Twilio-Signature` first, and every WebSocket URL we hand out carries a fresh
 //! per-call token bound to the webhook's `CallSid` (`/websocket/<token>`).
+//!
+//! The agent answering is chosen by the webhook's `To` (README "Agents per
+//! number"); it travels in the token and, for the follow-up webhooks, as `?agent=`
+//! in their URLs, which Twilio's signature covers. A call over the agent's
+//! `max_calls` or the server's `MAX_CALLS` is turned away before it is answered.
 
 use bytes::Bytes;
 use warp::filters::BoxedFilter;
@@ -16,6 +21,7 @@ use warp::{Filter, Reply};
 
 use super::{PublicBase, limited_body, public_base, twilio_auth, with_state};
 use crate::state::AppState;
+use crate::state::roster::{AgentEntry, INBOUND_SLOT_TTL};
 use crate::twilio::admission::{RESUME_ARMED, RESUME_ARMED_TTL, unix_now};
 use crate::twilio::call_token::Route;
 use crate::twiml;
@@ -27,20 +33,26 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let action = warp::path!("twiml" / "action")
         .and(warp::post())
         .and(twilio_auth::webhook(state.clone()))
+        .and(agent_query())
         .and(with_state(state.clone()))
         .and(public_base(state.clone()))
         .then(
-            |form: Vec<(String, String)>, state: AppState, base: PublicBase| async move {
-                session_ended(&state, &base, &form).await
+            |form: Vec<(String, String)>, agent: String, state: AppState, base: PublicBase| async move {
+                let agent = state.agents.named_or_default(&agent).clone();
+                session_ended(&state, &agent, &base, &form).await
             },
         );
     let stream_next = warp::path!("twiml" / "stream" / "next")
         .and(warp::post())
         .and(twilio_auth::webhook(state.clone()))
+        .and(agent_query())
         .and(with_state(state.clone()))
-        .then(|form: Vec<(String, String)>, state: AppState| async move {
-            stream_ended(&state, &form).await
-        });
+        .then(
+            |form: Vec<(String, String)>, agent: String, state: AppState| async move {
+                let agent = state.agents.named_or_default(&agent).clone();
+                stream_ended(&state, &agent, &form).await
+            },
+        );
     let answer_paths = warp::path!("twiml")
         .or(warp::path!("incoming-call"))
         .unify()
@@ -87,6 +99,25 @@ fn get_or_post(
         .boxed()
 }
 
+/// The `agent` of a follow-up webhook's query (signed with its URL); empty for
+/// the default agent.
+fn agent_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
+    warp::query::<Vec<(String, String)>>()
+        .map(|query: Vec<(String, String)>| field(&query, "agent").unwrap_or_default().to_string())
+        .or(warp::any().map(String::new))
+        .unify()
+}
+
+/// `{base}{path}`, with `?agent=<id>` for an agent other than the default, so the
+/// follow-up webhook reaches the same agent (on whichever replica).
+pub fn follow_up_url(base: &PublicBase, path: &str, agent: &AgentEntry) -> String {
+    if agent.id() == crate::config::DEFAULT_AGENT {
+        format!("{}{path}", base.http)
+    } else {
+        format!("{}{path}?agent={}", base.http, agent.id())
+    }
+}
+
 /// A form-encoded webhook body, size-limited; a body that is not a form reads as empty.
 pub fn form_body()
 -> impl Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejection> + Clone {
@@ -113,41 +144,65 @@ pub fn xml(body: String) -> Response {
 }
 
 /// The TwiML that turns a call away when the server already carries `MAX_CALLS`
-/// live calls (before it is answered, so the caller hears busy, not a failure).
-fn turned_away(state: &AppState, form: &[(String, String)]) -> Option<Response> {
-    if state.calls.len() < state.config.max_calls {
+/// live calls, or `agent` its `max_calls` (before it is answered, so the caller
+/// hears busy, not a failure). Otherwise the call's slot is promised to it.
+fn turned_away(
+    state: &AppState,
+    agent: &AgentEntry,
+    form: &[(String, String)],
+) -> Option<Response> {
+    let call_sid = field(form, "CallSid").unwrap_or("");
+    let server_full = state.calls.len() >= state.config.max_calls;
+    if !server_full
+        && agent
+            .load
+            .reserve(call_sid, std::time::Instant::now(), INBOUND_SLOT_TTL)
+    {
         return None;
     }
     state.metrics.call_refused();
+    agent.load.refused();
     tracing::warn!(
-        call_sid = field(form, "CallSid").unwrap_or(""),
-        limit = state.config.max_calls,
-        "turning a call away: the server is full"
+        call_sid,
+        agent = agent.id(),
+        limit = if server_full {
+            state.config.max_calls
+        } else {
+            agent.load.max().unwrap_or_default()
+        },
+        "turning a call away: {}",
+        if server_full {
+            "the server is full"
+        } else {
+            "the agent is at its max_calls"
+        }
     );
     Some(xml(twiml::busy(
-        state.config.endings.busy_message.as_deref(),
-        &state.config.relay.language,
+        agent.config.endings.busy_message.as_deref(),
+        &agent.config.relay.language,
     )))
 }
 
-/// The TwiML that connects a call to our `/websocket`.
+/// The TwiML that connects a call to our `/websocket`, for the agent of its `To`.
 fn answer(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Response {
-    if let Some(busy) = turned_away(state, form) {
+    let agent = state.agents.for_number(field(form, "To"));
+    if let Some(busy) = turned_away(state, agent, form) {
         return busy;
     }
     tracing::info!(
         call_sid = field(form, "CallSid").unwrap_or(""),
         from = field(form, "From").unwrap_or(""),
+        agent = agent.id(),
         "answering a call with ConversationRelay"
     );
     let call_sid = field(form, "CallSid").unwrap_or("");
     let token = state
         .tokens
-        .for_call(Route::Relay, call_sid, false, unix_now());
+        .for_call(Route::Relay, call_sid, agent.id(), false, unix_now());
     xml(twiml::connect_relay(
-        &state.config.relay,
+        &agent.config.relay,
         &socket_url(base, Route::Relay, &token),
-        &format!("{}/twiml/action", base.http),
+        &follow_up_url(base, "/twiml/action", agent),
         &[],
     ))
 }
@@ -161,12 +216,14 @@ pub fn socket_url(base: &PublicBase, route: Route, token: &str) -> String {
 /// direction travel as `<Parameter>`s (`from`, `to`, `direction`), and so does a
 /// `pipeline` field of the webhook (or query string) when given.
 fn answer_stream(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Response {
-    if let Some(busy) = turned_away(state, form) {
+    let agent = state.agents.for_number(field(form, "To"));
+    if let Some(busy) = turned_away(state, agent, form) {
         return busy;
     }
     tracing::info!(
         call_sid = field(form, "CallSid").unwrap_or(""),
         from = field(form, "From").unwrap_or(""),
+        agent = agent.id(),
         "answering a call with Media Streams"
     );
     let mut parameters = Vec::new();
@@ -181,19 +238,20 @@ fn answer_stream(state: &AppState, base: &PublicBase, form: &[(String, String)])
     let token = state.tokens.for_call(
         Route::Media,
         field(form, "CallSid").unwrap_or(""),
+        agent.id(),
         false,
         unix_now(),
     );
     xml(twiml::connect_stream(
         &socket_url(base, Route::Media, &token),
-        &format!("{}/twiml/stream/next", base.http),
+        &follow_up_url(base, "/twiml/stream/next", agent),
         &parameters,
     ))
 }
 
 /// The media stream is over (our server closed it): transfer the caller when the
 /// agent handed off, else hang up.
-async fn stream_ended(state: &AppState, form: &[(String, String)]) -> Response {
+async fn stream_ended(state: &AppState, agent: &AgentEntry, form: &[(String, String)]) -> Response {
     let call_sid = field(form, "CallSid").unwrap_or("");
     let ending = state.media_endings.take(call_sid).await;
     let transfer = ending.as_deref().is_some_and(is_live_agent_handoff);
@@ -204,7 +262,7 @@ async fn stream_ended(state: &AppState, form: &[(String, String)]) -> Response {
         "media stream ended"
     );
     match ending {
-        Some(handoff_data) if transfer => handoff_twiml(state, &handoff_data),
+        Some(handoff_data) if transfer => handoff_twiml(agent, &handoff_data),
         _ => xml(twiml::hangup()),
     }
 }
@@ -218,11 +276,12 @@ fn is_live_agent_handoff(handoff_data: &str) -> bool {
 }
 
 /// `<Enqueue>` or `<Dial>` to a person, as configured; `<Hangup/>` when neither is.
-fn handoff_twiml(state: &AppState, handoff_data: &str) -> Response {
-    match twiml::handoff(&state.config.handoff, handoff_data) {
+fn handoff_twiml(agent: &AgentEntry, handoff_data: &str) -> Response {
+    match twiml::handoff(&agent.config.handoff, handoff_data) {
         Some(document) => {
             tracing::info!(
-                taskrouter = state.config.handoff.taskrouter_workflow_sid.is_some(),
+                agent = agent.id(),
+                taskrouter = agent.config.handoff.taskrouter_workflow_sid.is_some(),
                 "handing the caller to a person"
             );
             xml(document)
@@ -237,7 +296,12 @@ fn handoff_twiml(state: &AppState, handoff_data: &str) -> Response {
 }
 
 /// Twilio reports how the ConversationRelay session ended.
-async fn session_ended(state: &AppState, base: &PublicBase, form: &[(String, String)]) -> Response {
+async fn session_ended(
+    state: &AppState,
+    agent: &AgentEntry,
+    base: &PublicBase,
+    form: &[(String, String)],
+) -> Response {
     tracing::info!(
         call_sid = field(form, "CallSid").unwrap_or(""),
         session_status = field(form, "SessionStatus").unwrap_or(""),
@@ -259,7 +323,7 @@ async fn session_ended(state: &AppState, base: &PublicBase, form: &[(String, Str
                 .map(str::to_string)
         });
     if reason_code.as_deref() == Some(crate::agent::REASON_LIVE_AGENT) && call_live {
-        return handoff_twiml(state, handoff_data);
+        return handoff_twiml(agent, handoff_data);
     }
     if field(form, "ErrorCode") == Some("64105") && call_live {
         tracing::info!("the WebSocket dropped mid-call; reconnecting the call");
@@ -276,11 +340,11 @@ async fn session_ended(state: &AppState, base: &PublicBase, form: &[(String, Str
         }
         let token = state
             .tokens
-            .for_call(Route::Relay, call_sid, true, unix_now());
+            .for_call(Route::Relay, call_sid, agent.id(), true, unix_now());
         return xml(twiml::reconnect_relay(
-            &state.config.relay,
+            &agent.config.relay,
             &socket_url(base, Route::Relay, &token),
-            &format!("{}/twiml/action", base.http),
+            &follow_up_url(base, "/twiml/action", agent),
         ));
     }
     xml(twiml::hangup())

@@ -11,7 +11,9 @@
 //!
 //! The handshake's `X-Twilio-Signature` is checked before the upgrade, then its
 //! per-call token (`/websocket/<token>`, see `twilio::call_token`) is admitted once;
-//! either failing answers 403 and never becomes a socket.
+//! either failing answers 403 and never becomes a socket. The token names the
+//! agent whose TwiML Twilio is following; the session runs that agent and holds
+//! one of its slots (`state::roster`) while it lives.
 
 use std::sync::Arc;
 
@@ -35,6 +37,7 @@ use crate::media::session::MediaDeps;
 use crate::relay::protocol::Outbound;
 use crate::relay::session::SessionDeps;
 use crate::state::AppState;
+use crate::state::roster::{AgentEntry, LiveCall};
 use crate::transport::Frame;
 use crate::twilio::admission::{Admission, unix_now};
 use crate::twilio::call_token::{Route, TokenError};
@@ -213,17 +216,18 @@ async fn upgrade_relay(upgrade: Upgrade, token: Option<String>, state: AppState)
     // Counted as a live call from the moment the upgrade is accepted, so a drain
     // that starts before the socket is handed over still waits for this call.
     let live = state.calls.token();
+    let (agent, slot) = agent_of(&state, admission.as_deref());
     let config = socket_config(state.config.max_ws_message_bytes);
     upgrade.accept(config, move |socket| {
         let deps = SessionDeps {
             admission,
-            ..state.session_deps()
+            ..state.session_deps_for(&agent)
         };
         let session = crate::relay::session::run(relay_socket(socket), deps);
         let span = crate::telemetry::call_span("relay");
         async move {
             session.instrument(span).await;
-            drop(live);
+            drop((live, slot));
         }
     })
 }
@@ -237,19 +241,31 @@ async fn upgrade_media(upgrade: Upgrade, token: Option<String>, state: AppState)
         Err(e) => return refuse_token(Route::Media, e),
     };
     let live = state.calls.token();
+    let (agent, slot) = agent_of(&state, admission.as_deref());
     let config = socket_config(state.config.max_ws_message_bytes);
     upgrade.accept(config, move |socket| {
         let deps = MediaDeps {
             admission,
-            ..state.media_deps()
+            ..state.media_deps_for(&agent)
         };
         let session = crate::media::session::run(media_socket(socket), deps);
         let span = crate::telemetry::call_span("stream");
         async move {
             session.instrument(span).await;
-            drop(live);
+            drop((live, slot));
         }
     })
+}
+
+/// The agent the call's token names (the default without a token), and the slot
+/// its call holds while the session lives.
+fn agent_of(state: &AppState, admission: Option<&Admission>) -> (Arc<AgentEntry>, LiveCall) {
+    let agent = state
+        .agents
+        .named_or_default(admission.map_or("", |a| a.agent()))
+        .clone();
+    let slot = agent.load.start(admission.map_or("", |a| a.slot_key()));
+    (agent, slot)
 }
 
 /// The socket as a stream of [`Frame`]s and a sink of Media Streams messages.

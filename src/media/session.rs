@@ -483,6 +483,7 @@ impl Call {
             to,
             direction,
             mode: CallMode::Stream.as_str().into(),
+            agent: deps.agent.settings.agent_id.clone(),
             parameters,
             ..CallInfo::default()
         };

@@ -466,6 +466,7 @@ async fn start_call(
         to,
         direction,
         mode: deps.mode.as_str().into(),
+        agent: deps.agent.settings.agent_id.clone(),
         parameters,
         may_resume,
         resumed: false,

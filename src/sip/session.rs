@@ -514,6 +514,7 @@ fn bounded(mut text: String) -> String {
 /// headers, the custom headers as call data.
 pub fn call_info(
     surface: &Surface,
+    agent: &str,
     from: String,
     to: String,
     data: HashMap<String, String>,
@@ -524,6 +525,7 @@ pub fn call_info(
         to: crate::transport::bound_field(to),
         direction: Some("inbound".into()),
         mode: CallMode::Sip.as_str().into(),
+        agent: agent.to_string(),
         parameters: crate::transport::bound_parameters(data),
         ..CallInfo::default()
     }

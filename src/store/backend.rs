@@ -24,6 +24,7 @@ macro_rules! impl_store {
                     to: row.try_get("to_number")?,
                     direction: row.try_get("direction")?,
                     mode: row.try_get("mode")?,
+                    agent: row.try_get("agent")?,
                     status: row.try_get("status")?,
                     parameters: row.try_get("parameters")?,
                     started_at: row.try_get("started_at")?,
@@ -248,6 +249,7 @@ macro_rules! impl_store {
                         .bind(filter.number.as_deref())
                         .bind(filter.since.unwrap_or(i64::MIN))
                         .bind(filter.until.unwrap_or(i64::MAX))
+                        .bind(filter.agent.as_deref())
                         .fetch_all(&self.pool)
                         .await?;
                     let mut calls = rows

@@ -96,17 +96,18 @@ pub static TURNS: MultiRow = MultiRow::new(
 /// replica whose socket carries it. The numbers, direction, mode and parameters
 /// first written are kept: a later session of the call cannot rewrite them.
 /// Binds: call_sid, session_id, from, to, direction, mode, status ('in-progress'),
-/// parameters, started_at, updated_at, owner.
+/// parameters, started_at, updated_at, owner, agent.
 pub static CALLS_STARTED: MultiRow = MultiRow::new(
     "INSERT INTO calls (call_sid, session_id, from_number, to_number, direction, mode, \
-     status, parameters, started_at, updated_at, owner) VALUES ",
-    11,
+     status, parameters, started_at, updated_at, owner, agent) VALUES ",
+    12,
     " ON CONFLICT (call_sid) DO UPDATE SET \
      session_id = COALESCE(excluded.session_id, calls.session_id), \
      from_number = COALESCE(calls.from_number, excluded.from_number), \
      to_number = COALESCE(calls.to_number, excluded.to_number), \
      direction = COALESCE(calls.direction, excluded.direction), \
      mode = COALESCE(calls.mode, excluded.mode), \
+     agent = COALESCE(calls.agent, excluded.agent), \
      parameters = COALESCE(calls.parameters, excluded.parameters), \
      status = 'in-progress', ended_at = NULL, duration_ms = NULL, \
      owner = excluded.owner, updated_at = excluded.updated_at",

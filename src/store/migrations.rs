@@ -29,6 +29,11 @@ pub const SQLITE: &[Embedded] = &[
         "llm_first_token",
         include_str!("../../migrations/sqlite/0003_llm_first_token.sql"),
     ),
+    (
+        4,
+        "call_agent",
+        include_str!("../../migrations/sqlite/0004_call_agent.sql"),
+    ),
 ];
 
 /// Every PostgreSQL migration, in order (same rule as [`SQLITE`]).
@@ -47,6 +52,11 @@ pub const POSTGRES: &[Embedded] = &[
         3,
         "llm_first_token",
         include_str!("../../migrations/postgres/0003_llm_first_token.sql"),
+    ),
+    (
+        4,
+        "call_agent",
+        include_str!("../../migrations/postgres/0004_call_agent.sql"),
     ),
 ];
 

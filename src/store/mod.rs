@@ -75,6 +75,8 @@ pub struct NewCall {
     pub direction: Option<String>,
     /// `relay` or `stream`.
     pub mode: Option<String>,
+    /// The agent that took the call (`default` or an `AGENTS_DIR` file's name).
+    pub agent: Option<String>,
     /// The TwiML `<Parameter>`s as a JSON object.
     pub parameters: Option<String>,
     pub started_at: Millis,
@@ -135,6 +137,8 @@ pub struct Call {
     pub to: Option<String>,
     pub direction: Option<String>,
     pub mode: Option<String>,
+    /// The agent that took the call.
+    pub agent: Option<String>,
     pub status: String,
     /// The TwiML `<Parameter>`s as a JSON object (text).
     pub parameters: Option<String>,
@@ -259,6 +263,8 @@ pub struct CallFilter {
     pub mode: Option<String>,
     /// The caller's or the called number.
     pub number: Option<String>,
+    /// The agent that took the call.
+    pub agent: Option<String>,
     /// Started at or after.
     pub since: Option<Millis>,
     /// Started before.

@@ -17,7 +17,7 @@ macro_rules! call_columns {
         "call_sid, session_id, from_number, to_number, direction, mode, status, parameters, \
          started_at, ended_at, duration_ms, twilio_duration_secs, answered_by, handoff_data, \
          turns, interrupts, errors, recording_sid, recording_url, recording_duration_secs, \
-         recording_path, updated_at"
+         recording_path, updated_at, agent"
     };
 }
 
@@ -77,7 +77,7 @@ pub const SET_RECORDING_PATH: &str = "INSERT INTO calls (call_sid, status, start
 
 /// A page of calls matching a [`super::CallFilter`]: `$2, $3` the cursor (a
 /// far-future one for the first page), `$4` status, `$5` mode, `$6` a number (from
-/// or to), each `NULL` for any, `$7 ..$8` the start times.
+/// or to), `$9` the agent, each `NULL` for any, `$7 ..$8` the start times.
 pub const LIST_CALLS: &str = concat!(
     "SELECT ",
     call_columns!(),
@@ -86,6 +86,7 @@ pub const LIST_CALLS: &str = concat!(
      AND (CAST($5 AS TEXT) IS NULL OR mode = $5) \
      AND (CAST($6 AS TEXT) IS NULL OR from_number = $6 OR to_number = $6) \
      AND started_at >= $7 AND started_at < $8 \
+     AND (CAST($9 AS TEXT) IS NULL OR agent = $9) \
      ORDER BY started_at DESC, call_sid DESC LIMIT $1"
 );
 

@@ -173,7 +173,8 @@ macro_rules! impl_writes {
                                 .bind(&call.parameters)
                                 .bind(call.started_at)
                                 .bind(call.started_at)
-                                .bind(&call.owner);
+                                .bind(&call.owner)
+                                .bind(&call.agent);
                         }
                         query.execute(&mut *conn).await?;
                     }

@@ -115,18 +115,27 @@ impl CallTokens {
 
     /// A token for the call `call_sid` of a signed webhook. `resume`: the session
     /// may pick up the call's earlier conversation (the reconnect answer only).
-    pub fn for_call(&self, route: Route, call_sid: &str, resume: bool, now: u64) -> String {
+    /// `agent`: the id of the agent that takes the call.
+    pub fn for_call(
+        &self,
+        route: Route,
+        call_sid: &str,
+        agent: &str,
+        resume: bool,
+        now: u64,
+    ) -> String {
         self.key.mint(&Claims {
             route,
             binding: Binding::Call(call_sid.to_string()),
             resume,
             expires: now + CALL_TOKEN_TTL.as_secs(),
             id: TokenKey::new_id(),
+            agent: agent.to_string(),
         })
     }
 
     /// A token for an outbound call not yet placed, and the nonce to bind to its SID.
-    pub fn for_outbound(&self, route: Route, now: u64) -> (String, String) {
+    pub fn for_outbound(&self, route: Route, agent: &str, now: u64) -> (String, String) {
         let nonce = TokenKey::new_id();
         let token = self.key.mint(&Claims {
             route,
@@ -134,6 +143,7 @@ impl CallTokens {
             resume: false,
             expires: now + OUTBOUND_TOKEN_TTL.as_secs(),
             id: TokenKey::new_id(),
+            agent: agent.to_string(),
         });
         (token, nonce)
     }
@@ -264,6 +274,19 @@ impl Admission {
         self.claims.resume || self.reconnected
     }
 
+    /// The id of the agent the call's TwiML was built for (empty: the default).
+    pub fn agent(&self) -> &str {
+        &self.claims.agent
+    }
+
+    /// What the call's admission slot was reserved under (see
+    /// `state::roster`): the call's SID, or an outbound call's nonce.
+    pub fn slot_key(&self) -> &str {
+        match &self.claims.binding {
+            Binding::Call(sid) | Binding::Outbound(sid) => sid,
+        }
+    }
+
     /// Whether this socket is a dropped one come back with its token.
     pub fn reconnected(&self) -> bool {
         self.reconnected
@@ -333,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_is_admitted_once_for_its_route_and_call() {
         let t = tokens().await;
-        let token = t.for_call(Route::Relay, "CA1", false, 1_000);
+        let token = t.for_call(Route::Relay, "CA1", "", false, 1_000);
         assert_eq!(
             t.admit(Route::Media, &token, 1_000).await.err(),
             Some(TokenError::WrongRoute)
@@ -346,7 +369,7 @@ mod tests {
             t.admit(Route::Relay, &token, 1_001).await.err(),
             Some(TokenError::Replayed)
         );
-        let late = t.for_call(Route::Relay, "CA1", true, 1_000);
+        let late = t.for_call(Route::Relay, "CA1", "", true, 1_000);
         assert_eq!(
             t.admit(Route::Relay, &late, 1_000 + CALL_TOKEN_TTL.as_secs() + 1)
                 .await
@@ -358,7 +381,7 @@ mod tests {
     #[tokio::test]
     async fn an_outbound_token_waits_for_its_sid_and_then_binds() {
         let t = tokens().await;
-        let (token, nonce) = t.for_outbound(Route::Relay, 1_000);
+        let (token, nonce) = t.for_outbound(Route::Relay, "", 1_000);
         let admitted = t.admit(Route::Relay, &token, 1_000).await.unwrap();
         let binder = {
             let t = t.clone();
@@ -371,7 +394,7 @@ mod tests {
         binder.await.unwrap();
         assert!(admitted.check("CAother").await.is_err());
         // A nonce never bound: refused after the wait.
-        let (token, _) = t.for_outbound(Route::Relay, 1_000);
+        let (token, _) = t.for_outbound(Route::Relay, "", 1_000);
         let admitted = t.admit(Route::Relay, &token, 1_000).await.unwrap();
         assert!(admitted.check("CAout").await.is_err());
     }
@@ -384,7 +407,7 @@ mod tests {
         })
         .await;
         let now = unix_now();
-        let token = t.for_call(Route::Relay, "CA1", false, now);
+        let token = t.for_call(Route::Relay, "CA1", "", false, now);
         let first = t.admit(Route::Relay, &token, now).await.unwrap();
         assert!(!first.may_resume());
         // Held: a second socket with the same token is a replay.
@@ -406,7 +429,7 @@ mod tests {
         assert!(t.admit(Route::Relay, &token, now + 1).await.is_err());
         // Held by a replica that was killed (no heartbeat since): the call's next
         // socket on another replica takes it over; while it beats, nobody can.
-        let other = t.for_call(Route::Relay, "CA3", false, now);
+        let other = t.for_call(Route::Relay, "CA3", "", false, now);
         let state = t.state.clone();
         let stale = (now as i64 - 60) * 1000;
         state.heartbeat("replica-b", stale, stale).await.unwrap();
@@ -432,7 +455,7 @@ mod tests {
                 .reconnected()
         );
         // Media Streams tokens never come back.
-        let media = t.for_call(Route::Media, "CA2", false, now);
+        let media = t.for_call(Route::Media, "CA2", "", false, now);
         let held = t.admit(Route::Media, &media, now).await.unwrap();
         held.release(true).await;
         assert_eq!(

@@ -12,7 +12,9 @@
 //!   nonce that the server binds to the SID Twilio returns,
 //! - whether the session may resume an earlier conversation of that call (only
 //!   the reconnect answer of `/twiml/action` mints such tokens),
-//! - its expiry (Unix seconds) and a random id that makes it single-use.
+//! - its expiry (Unix seconds) and a random id that makes it single-use,
+//! - the agent that takes the call (README "Agents per number"), so every replica
+//!   runs the agent the TwiML was built for.
 //!
 //! Pure: no I/O, no clock (the time is an argument). The single-use ledger and the
 //! outbound bindings are [`super::admission`].
@@ -78,6 +80,8 @@ pub struct Claims {
     pub expires: u64,
     /// Random, unique per token: the single-use key.
     pub id: String,
+    /// The agent's id; empty for the default agent.
+    pub agent: String,
 }
 
 /// Why a token is refused.
@@ -144,8 +148,14 @@ impl TokenKey {
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
             .take(MAX_BINDING_CHARS)
             .collect();
+        let agent: String = claims
+            .agent
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+            .take(MAX_BINDING_CHARS)
+            .collect();
         let payload = format!(
-            "1.{}.{kind}.{value}.{}.{}.{}",
+            "2.{}.{kind}.{value}.{}.{}.{}.{agent}",
             claims.route.code(),
             u8::from(claims.resume),
             claims.expires,
@@ -199,7 +209,9 @@ fn parse_payload(payload: &[u8]) -> Option<Claims> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut parts = text.split('.');
     let mut next = || parts.next();
-    if next()? != "1" {
+    // Version 1 had no agent (a replica of an older release minted it).
+    let version = next()?;
+    if version != "1" && version != "2" {
         return None;
     }
     let route = match next()? {
@@ -221,6 +233,10 @@ fn parse_payload(payload: &[u8]) -> Option<Claims> {
     };
     let expires = next()?.parse().ok()?;
     let id = next()?.to_string();
+    let agent = match version {
+        "1" => String::new(),
+        _ => next()?.to_string(),
+    };
     if id.is_empty() || next().is_some() {
         return None;
     }
@@ -230,6 +246,7 @@ fn parse_payload(payload: &[u8]) -> Option<Claims> {
         resume,
         expires,
         id,
+        agent,
     })
 }
 
@@ -244,7 +261,33 @@ mod tests {
             resume: false,
             expires,
             id: TokenKey::new_id(),
+            agent: String::new(),
         }
+    }
+
+    #[test]
+    fn the_agent_travels_and_version_one_tokens_still_parse() {
+        let key = TokenKey::derive(b"secret");
+        let mut c = claims(Binding::Call("CA1".into()), 1_000);
+        c.agent = "vendas-sp".into();
+        assert_eq!(key.verify(&key.mint(&c), 0).unwrap().agent, "vendas-sp");
+        // Changing the agent breaks the tag.
+        let token = key.mint(&c);
+        let (payload, tag) = token.split_once('.').unwrap();
+        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        let forged = text.replace(".vendas-sp", ".suporte");
+        let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(forged));
+        assert_eq!(key.verify(&forged, 0), Err(TokenError::BadSignature));
+        // A version 1 token (no agent) from an older replica.
+        let old = format!("1.r.c.CA1.0.1000.{}", c.id);
+        let token = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&old),
+            URL_SAFE_NO_PAD.encode(key.tag(old.as_bytes()))
+        );
+        let back = key.verify(&token, 0).unwrap();
+        assert_eq!(back.agent, "");
+        assert_eq!(back.binding, Binding::Call("CA1".into()));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The REST API over the store, all behind `Authorization: Bearer $API_TOKEN`:
 //!
-//! - `GET /api/calls?limit=&before=&status=&mode=&number=&since=&until=&day=`:
+//! - `GET /api/calls?limit=&before=&status=&mode=&number=&agent=&since=&until=&day=`:
 //!   calls, newest first, one page at a time (`next_before` in the answer is the
 //!   `before` of the next page, with the same filters); `since`/`until` are RFC
 //!   3339 times, `day` a UTC date (`2026-12-05`).
@@ -146,13 +146,14 @@ fn parse_params(raw: &str) -> Result<Params, String> {
                 );
             }
             "format" => params.format = Some(value),
-            "status" | "mode" | "number" if !value.is_empty() => {
+            "status" | "mode" | "number" | "agent" if !value.is_empty() => {
                 if value.len() > MAX_FILTER_BYTES {
                     return Err(format!("{key} is longer than {MAX_FILTER_BYTES} bytes"));
                 }
                 let slot = match key.as_str() {
                     "status" => &mut params.filter.status,
                     "mode" => &mut params.filter.mode,
+                    "agent" => &mut params.filter.agent,
                     _ => &mut params.filter.number,
                 };
                 *slot = Some(value.trim().to_string());
@@ -347,6 +348,7 @@ fn call_json(call: &Call) -> Value {
         "to": call.to,
         "direction": call.direction,
         "mode": call.mode,
+        "agent": call.agent,
         "status": call.status,
         "parameters": call.parameters.as_deref().map(json_text),
         "started_at": time(call.started_at),

@@ -44,6 +44,9 @@ struct Start {
     to: Option<String>,
     #[serde(default)]
     parameters: HashMap<String, String>,
+    /// The agent to talk to (else the one of `to`, else the default).
+    #[serde(default)]
+    agent: Option<String>,
 }
 
 pub(super) async fn upgrade(upgrade: Upgrade, state: AppState) -> Response {
@@ -73,16 +76,24 @@ async fn run(mut socket: Socket, state: AppState) {
         let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(Some(frame))).await;
         return;
     };
+    let agent = match start.agent.as_deref().filter(|a| !a.is_empty()) {
+        Some(id) => state.agents.named_or_default(id),
+        None => state.agents.for_number(start.to.as_deref()),
+    }
+    .clone();
     let call_sid = crate::transport::random_sid("CON");
+    // A console call counts towards the agent's live calls, but is never refused
+    // for them: the operator is trying the agent out.
+    let _slot = agent.load.start(&call_sid);
     // The page links to the call's record with it.
-    let started = serde_json::json!({"type": "started", "callSid": call_sid}).to_string();
+    let started = serde_json::json!({"type": "started", "callSid": call_sid, "agent": agent.id()})
+        .to_string();
     if socket.send(Message::text(started)).await.is_err() {
         return;
     }
     // On a phone, Twilio speaks the greeting (TwiML's `welcomeGreeting`); here the
     // page shows it, as the text Twilio would have spoken.
-    let greeting =
-        crate::agent::CallOpening::new(&state.agent_settings, &start.parameters).greeting;
+    let greeting = crate::agent::CallOpening::new(&agent.settings, &start.parameters).greeting;
     if !greeting.is_empty() {
         let text = crate::relay::protocol::Outbound::Text {
             token: greeting,
@@ -122,7 +133,7 @@ async fn run(mut socket: Socket, state: AppState) {
     let frames = stream::once(future::ready(Ok(first))).chain(frames);
     let deps = crate::relay::session::SessionDeps {
         mode: CallMode::Console,
-        ..state.session_deps()
+        ..state.session_deps_for(&agent)
     };
     let span = crate::telemetry::call_span("console");
     crate::relay::session::run(Joined { frames, sink }, deps)

@@ -20,10 +20,11 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::error::{HttpError, respond};
-use super::twiml::socket_url;
+use super::twiml::{follow_up_url, socket_url};
 use super::{PublicBase, auth, limited_body, public_base, with_state};
 use crate::agent::GREETING_PARAMETER;
 use crate::state::AppState;
+use crate::state::roster::{AgentEntry, OUTBOUND_SLOT_TTL};
 use crate::twilio::admission::unix_now;
 use crate::twilio::call_token::Route;
 use crate::twilio::client::{MAX_INLINE_TWIML, NewCall, TwilioClient, TwilioError};
@@ -91,6 +92,7 @@ fn twilio(state: &AppState) -> Result<&TwilioClient, HttpError> {
 /// not known yet); the returned nonce is bound to the SID once Twilio returns it.
 pub fn outbound_twiml(
     state: &AppState,
+    agent: &AgentEntry,
     base: &PublicBase,
     request: &CallRequest,
     from: &str,
@@ -100,9 +102,9 @@ pub fn outbound_twiml(
     } else {
         Route::Relay
     };
-    let (token, nonce) = state.tokens.for_outbound(route, unix_now());
+    let (token, nonce) = state.tokens.for_outbound(route, agent.id(), unix_now());
     let ws_url = socket_url(base, route, &token);
-    let mut relay = state.config.relay.clone();
+    let mut relay = agent.config.relay.clone();
     let mut parameters = request.parameters.clone();
     if let Some(greeting) = &request.greeting {
         relay.welcome_greeting = greeting.clone();
@@ -121,7 +123,7 @@ pub fn outbound_twiml(
         }
         let document = twiml::connect_stream(
             &ws_url,
-            &format!("{}/twiml/stream/next", base.http),
+            &follow_up_url(base, "/twiml/stream/next", agent),
             &parameters,
         );
         return (document, nonce);
@@ -129,7 +131,7 @@ pub fn outbound_twiml(
     let document = twiml::connect_relay(
         &relay,
         &ws_url,
-        &format!("{}/twiml/action", base.http),
+        &follow_up_url(base, "/twiml/action", agent),
         &parameters,
     );
     (document, nonce)
@@ -156,9 +158,26 @@ async fn create_call(
             base.http
         )));
     }
+    // The agent named, else the one of the number calling from.
+    let agent = match &request.agent {
+        Some(id) => state.agents.named(id).ok_or_else(|| {
+            let known: Vec<&str> = state.agents.iter().map(|a| a.id()).collect();
+            HttpError::field(
+                "agent",
+                format!(
+                    "there is no agent {id:?}; the agents are {}",
+                    known.join(", ")
+                ),
+            )
+        })?,
+        None => state.agents.for_number(request.from.as_deref()),
+    }
+    .clone();
+    // Without a `from`, the agent's own first number, else the server's.
     let from = match request
         .from
         .clone()
+        .or_else(|| agent.config.agent.numbers.first().map(|n| n.to_string()))
         .or_else(|| state.config.twilio.phone_number.clone().map(String::from))
     {
         Some(from) => from,
@@ -176,7 +195,7 @@ async fn create_call(
                 )
             })?,
     };
-    let (twiml, nonce) = outbound_twiml(state, base, &request, &from);
+    let (twiml, nonce) = outbound_twiml(state, &agent, base, &request, &from);
     if twiml.len() > MAX_INLINE_TWIML {
         return Err(HttpError::field(
             "parameters",
@@ -200,7 +219,26 @@ async fn create_call(
             .machine_detection
             .then(|| format!("{}/twilio/amd", base.http)),
     };
-    let created = client.create_call(&call).await?;
+    // The call's slot is promised under its token's nonce until it is answered.
+    if !agent
+        .load
+        .reserve(&nonce, std::time::Instant::now(), OUTBOUND_SLOT_TTL)
+    {
+        state.metrics.call_refused();
+        agent.load.refused();
+        return Err(HttpError::TooManyCalls(format!(
+            "the agent {:?} carries its maximum of {} live calls (max_calls); try again later",
+            agent.id(),
+            agent.load.max().unwrap_or_default()
+        )));
+    }
+    let created = match client.create_call(&call).await {
+        Ok(created) => created,
+        Err(e) => {
+            agent.load.cancel(&nonce);
+            return Err(e.into());
+        }
+    };
     state
         .tokens
         .bind_outbound(&nonce, &created.sid, unix_now())
@@ -212,11 +250,14 @@ async fn create_call(
         %from,
         record = request.record,
         machine_detection = request.machine_detection,
+        agent = agent.id(),
         parameters = request.parameters.len(),
         "outbound call placed"
     );
     let mut body = json!({"callSid": created.sid, "status": created.status});
-    if style != Style::Api {
+    if style == Style::Api {
+        body["agent"] = json!(agent.id());
+    } else {
         body["success"] = json!(true);
     }
     Ok((StatusCode::CREATED, body))

@@ -39,6 +39,8 @@ pub struct CallRequest {
     pub machine_detection: bool,
     /// Media Streams (`mode: "stream"`) instead of ConversationRelay.
     pub stream: bool,
+    /// The agent to place the call (else the one of `from`, else the default).
+    pub agent: Option<String>,
 }
 
 /// `POST /api/calls`.
@@ -52,6 +54,7 @@ struct ApiBody {
     parameters: Option<Map<String, Value>>,
     record: Option<bool>,
     machine_detection: Option<Detection>,
+    agent: Option<String>,
 }
 
 /// `machine_detection`: `"detect"` / `"off"` (or `true` / `false`).
@@ -141,8 +144,20 @@ pub fn parse_call_request(body: &[u8], style: Style) -> Result<CallRequest, Http
                 record: body.record.unwrap_or(false),
                 machine_detection: body.machine_detection.is_some_and(Detection::is_on),
                 stream: matches!(body.mode, Some(Mode::Stream)),
+                agent: agent_id(body.agent)?,
             })
         }
+    }
+}
+
+/// An agent's id, if given (whether it exists is the roster's to say).
+fn agent_id(value: Option<String>) -> Result<Option<String>, HttpError> {
+    match value.map(|v| v.trim().to_string()) {
+        Some(id) if !crate::config::valid_agent_id(&id) => Err(HttpError::field(
+            "agent",
+            "must be an agent's name: letters, digits, '-' or '_' (at most 40)",
+        )),
+        other => Ok(other),
     }
 }
 

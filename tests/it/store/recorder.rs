@@ -37,6 +37,7 @@ fn call(sid: &str, direction: &str) -> CallInfo {
         to: "+5511333330000".into(),
         direction: Some(direction.into()),
         mode: "relay".into(),
+        agent: "default".into(),
         parameters: Default::default(),
         may_resume: false,
         resumed: false,

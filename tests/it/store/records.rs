@@ -18,6 +18,7 @@ fn new_call(sid: &str, started_at: i64) -> NewCall {
         to: Some("+5511333330000".into()),
         direction: Some("inbound".into()),
         mode: Some("relay".into()),
+        agent: Some("default".into()),
         parameters: Some(r#"{"lead":"Ana"}"#.into()),
         started_at,
         owner: Some("replica-a".into()),
