@@ -14,6 +14,8 @@
 //!   JSON answer is the `after` of the next page. `text` gives `Caller: …` /
 //!   `Agent: …` lines of the page.
 //! - `GET /api/appointments?limit=&before=`: booked appointments, newest first.
+//! - `GET /api/agents`: the agents this server runs, their numbers, limits and
+//!   live calls on this replica.
 //!
 //! Bad query parameters get 400, unknown calls 404, a failing database 503; every
 //! error is JSON.
@@ -71,6 +73,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(raw_query())
         .and(with_state(state.clone()))
         .then(list_appointments);
+    let agents = warp::path!("agents")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(|state: AppState| warp::reply::json(&agents_json(&state)).into_response());
     warp::path("api")
         .and(auth::bearer(state))
         .and(
@@ -84,10 +90,38 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
                 .or(transcript)
                 .unify()
                 .or(appointments)
+                .unify()
+                .or(agents)
                 .unify(),
         )
         .map(no_store)
         .boxed()
+}
+
+/// The agents, the default first.
+fn agents_json(state: &AppState) -> Value {
+    let agents: Vec<Value> = state
+        .agents
+        .iter()
+        .map(|agent| {
+            let (live, total, refused) = agent.load.counts();
+            let config = &agent.config;
+            json!({
+                "id": agent.id(),
+                "name": config.agent_name,
+                "numbers": config.agent.numbers.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+                "max_calls": config.agent.max_calls,
+                "language": config.relay.language,
+                "welcome_greeting": config.relay.welcome_greeting,
+                "llm": {"provider": agent.llm.name(), "model": agent.llm.model()},
+                "tools": agent.tools.names(),
+                "live_calls": live,
+                "calls_total": total,
+                "calls_refused": refused,
+            })
+        })
+        .collect();
+    json!({ "agents": agents })
 }
 
 /// API answers are the operator's data: never kept by a browser or a proxy.

@@ -223,3 +223,57 @@ async fn the_console_speaks_portuguese_to_a_brazilian_browser() {
         .await;
     browser.quit().await;
 }
+
+#[tokio::test]
+async fn the_console_talks_to_the_agent_chosen_and_lists_calls_by_agent() {
+    let dir = std::env::temp_dir().join(format!("voxrelay-console-agents-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("vendas.toml"),
+        "numbers = [\"+5511333330001\"]\nwelcome_greeting = \"Loja Azul, vendas!\"\n",
+    )
+    .unwrap();
+    let agents = dir.display().to_string();
+    let app = spawn_app(&[("API_TOKEN", TOKEN), ("AGENTS_DIR", agents.as_str())]).await;
+    let Some(browser) = Browser::start("the_console_talks_to_the_agent_chosen", "en-US").await
+    else {
+        return;
+    };
+    browser.goto(&app.url("/console")).await;
+    browser.type_into("#token", TOKEN).await;
+    browser.click("#login button[type=submit]").await;
+    browser.wait_text("#view h1", "Calls").await;
+    browser.goto(&format!("{}#/try", app.url("/console"))).await;
+    browser
+        .run(
+            "const s = document.querySelector('#phone-agent'); s.value = 'vendas'; s.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    browser.click("#phone-start").await;
+    browser.wait_text("#phone-log", "Loja Azul, vendas!").await;
+    browser.type_into("#phone-say", "Quero comprar").await;
+    browser.click("#phone-send").await;
+    browser
+        .wait_until(
+            "the agent's reply",
+            "return document.querySelectorAll('#phone-log .turn.agent').length >= 2",
+        )
+        .await;
+    browser.click("#phone-hangup").await;
+    browser.click("#phone-record").await;
+    browser.wait_text("main .facts", "vendas").await;
+    // The list filtered by agent shows the call, with its agent.
+    browser
+        .goto(&format!("{}#/calls?agent=vendas", app.url("/console")))
+        .await;
+    let row = browser.wait_text("#view tbody", "console").await;
+    assert!(row.contains("vendas"), "{row}");
+    browser
+        .goto(&format!("{}#/calls?agent=default", app.url("/console")))
+        .await;
+    browser.wait_text("#view", "No calls").await;
+    browser.quit().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,7 +17,7 @@ const WORDS = {
     "login.help": "Paste the server's API token (API_TOKEN). It is kept in this tab only.",
     "login.wrong": "That token was refused. Check API_TOKEN on the server.",
     "login.failed": "The server could not be reached.",
-    "calls.title": "Calls", status: "Status", direction: "Direction", mode: "Mode", from: "From", to: "To",
+    "calls.title": "Calls", status: "Status", direction: "Direction", mode: "Mode", agent: "Agent", from: "From", to: "To",
     start: "Start", duration: "Duration", turns: "Turns", interrupts: "Interrupts", ending: "Ending",
     number: "Number", day: "Day", any: "any", filter: "Filter", clear: "Clear", more: "Load more",
     "calls.none": "No calls match.", live: "live",
@@ -52,7 +52,7 @@ const WORDS = {
     "login.help": "Cole o token da API do servidor (API_TOKEN). Ele fica guardado só nesta aba.",
     "login.wrong": "Esse token foi recusado. Confira o API_TOKEN no servidor.",
     "login.failed": "Não foi possível falar com o servidor.",
-    "calls.title": "Chamadas", status: "Status", direction: "Direção", mode: "Modo", from: "De", to: "Para",
+    "calls.title": "Chamadas", status: "Status", direction: "Direção", mode: "Modo", agent: "Agente", from: "De", to: "Para",
     start: "Início", duration: "Duração", turns: "Turnos", interrupts: "Interrupções", ending: "Encerramento",
     number: "Número", day: "Dia", any: "todos", filter: "Filtrar", clear: "Limpar", more: "Carregar mais",
     "calls.none": "Nenhuma chamada encontrada.", live: "ao vivo",
@@ -154,6 +154,7 @@ async function api(path, as) {
   });
   if (response.status === 401) {
     sessionStorage.removeItem(TOKEN_KEY);
+    AGENTS = null;
     throw new Unauthorized();
   }
   if (as === "response") return response;
@@ -219,7 +220,13 @@ function route() {
     try: tryPage,
   };
   const page = pages[parts[0]] || callsPage;
-  Promise.resolve(page()).catch(failed);
+  loadAgents().then(page).catch(failed);
+}
+
+// The agents' ids (for the filters and Try it), read once per sign-in.
+let AGENTS = null;
+async function loadAgents() {
+  if (!AGENTS) AGENTS = (await api("/api/agents")).agents.map((a) => a.id);
 }
 
 function failed(error) {
@@ -249,7 +256,7 @@ function select(id, label, values, current) {
 function filterQuery(form) {
   const data = new FormData(form);
   const query = new URLSearchParams();
-  for (const key of ["status", "mode", "number"]) {
+  for (const key of ["status", "mode", "agent", "number"]) {
     const value = (data.get(key) || "").trim();
     if (value) query.set(key, value);
   }
@@ -278,6 +285,7 @@ function callRow(call) {
     el("td", {}, el("span", { class: `badge ${call.status}`, text: live ? t("live") : call.status })),
     el("td", { text: call.direction || "—" }),
     el("td", { text: call.mode || "—" }),
+    el("td", { text: call.agent || "—" }),
     el("td", {}, link),
     el("td", { text: call.to || "—" }),
     el("td", { text: fmtTime(call.started_at) }),
@@ -292,6 +300,7 @@ async function callsPage() {
   const form = el("form", { class: "filters", role: "search" },
     select("status", t("status"), STATUSES, params.get("status")),
     select("mode", t("mode"), MODES, params.get("mode")),
+    select("agent", t("agent"), AGENTS, params.get("agent")),
     el("div", {}, el("label", { for: "number", text: t("number") }),
       el("input", { id: "number", name: "number", value: params.get("number") || "", inputmode: "tel", size: 16 })),
     el("div", {}, el("label", { for: "day", text: t("day") }),
@@ -300,7 +309,7 @@ async function callsPage() {
     el("button", { type: "button", class: "secondary", text: t("clear"), onclick: () => { location.hash = "#/calls"; } }));
   const body = el("tbody");
   const table = el("div", { class: "table-wrap" }, el("table", {},
-    el("thead", {}, el("tr", {}, [t("status"), t("direction"), t("mode"), t("from"), t("to"), t("start"),
+    el("thead", {}, el("tr", {}, [t("status"), t("direction"), t("mode"), t("agent"), t("from"), t("to"), t("start"),
       t("duration"), t("turns"), t("interrupts"), t("ending")].map((h) => el("th", { scope: "col", text: h })))),
     body));
   const empty = el("p", { class: "muted", hidden: true, text: t("calls.none") });
@@ -464,7 +473,7 @@ async function callPage(sid) {
     call = await api(`/api/calls/${encodeURIComponent(sid)}`);
     facts.replaceChildren(...[
       fact(t("status"), el("span", { class: `badge ${call.status}`, text: call.status })),
-      fact(t("direction"), call.direction), fact(t("mode"), call.mode),
+      fact(t("direction"), call.direction), fact(t("mode"), call.mode), fact(t("agent"), call.agent),
       fact(t("from"), call.from), fact(t("to"), call.to),
       fact(t("start"), fmtTime(call.started_at)), fact(t("duration"), fmtDuration(call.duration_ms)),
       fact(t("turns"), String(call.turns)), fact(t("interrupts"), String(call.interrupts)),
@@ -588,6 +597,7 @@ function tryPage() {
   const log = el("div", { class: "conversation", id: "phone-log", "aria-live": "polite" });
   const status = el("p", { class: "muted", role: "status" });
   const from = el("input", { id: "phone-from", value: "+5511999990000", inputmode: "tel", size: 16 });
+  const agent = el("select", { id: "phone-agent" }, AGENTS.map((a) => el("option", { value: a, text: a })));
   const start = el("button", { type: "button", id: "phone-start", text: t("try.start") });
   const hangup = el("button", { type: "button", id: "phone-hangup", class: "secondary", disabled: true, text: t("try.hangup") });
   const interrupt = el("button", { type: "button", id: "phone-interrupt", class: "secondary", disabled: true, text: t("try.interrupt") });
@@ -604,7 +614,9 @@ function tryPage() {
     el("div", { class: "phone" },
       el("div", {},
         el("div", { class: "actions" },
-          el("div", {}, el("label", { for: "phone-from", text: t("from") }), from), start, hangup, interrupt),
+          el("div", {}, el("label", { for: "phone-from", text: t("from") }), from),
+          AGENTS.length > 1 ? el("div", {}, el("label", { for: "phone-agent", text: t("agent") }), agent) : null,
+          start, hangup, interrupt),
         status, log, form,
         speak ? el("label", {}, speak, ` ${t("try.speak")}`) : null),
       el("div", {}, el("h2", { text: t("try.keys") }), keys)));
@@ -617,6 +629,7 @@ function tryPage() {
     controls.forEach((c) => { c.disabled = !live; });
     start.disabled = live;
     from.disabled = live;
+    agent.disabled = live;
   };
   const note = (text) => log.append(el("div", { class: "note", text }));
   const bubble = (who, text) => {
@@ -641,7 +654,7 @@ function tryPage() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     socket = new WebSocket(`${scheme}://${location.host}/console/call`);
     socket.addEventListener("open", () => {
-      socket.send(JSON.stringify({ type: "start", token: token(), from: from.value.trim(), parameters: {} }));
+      socket.send(JSON.stringify({ type: "start", token: token(), from: from.value.trim(), agent: agent.value, parameters: {} }));
     });
     socket.addEventListener("message", (event) => {
       let message;
@@ -723,6 +736,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("login").addEventListener("submit", login);
   document.getElementById("logout").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    AGENTS = null;
     location.hash = "";
     showLogin();
   });
