@@ -231,6 +231,41 @@ mod tests {
     }
 
     #[test]
+    fn the_second_agent_of_the_example_file_is_valid() {
+        let example = include_str!("../../agent.example.toml");
+        let (_, second) = example
+            .split_once("# --- agents/lembretes.toml ---\n")
+            .expect("the example shows a second agent");
+        let text: String = second
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let first = concat!(env!("CARGO_MANIFEST_DIR"), "/agent.example.toml");
+        let path = dir(
+            "example",
+            &[
+                ("recepcao.toml", &std::fs::read_to_string(first).unwrap()),
+                ("lembretes.toml", &text),
+            ],
+        );
+        let c = config(&[("AGENTS_DIR", &path), ("AGENDA_TOKEN", "tok")]).unwrap();
+        let lembretes = c.agent_named("lembretes").unwrap();
+        assert_eq!(lembretes.agent_name, "Lembretes Clínica Sorriso");
+        assert_eq!(lembretes.agent.max_calls, Some(5));
+        assert!(lembretes.relay.welcome_greeting.contains("{name}"));
+        let recepcao = c.agent_named("recepcao").unwrap();
+        assert_eq!(recepcao.agent.numbers[0].as_str(), "+5511333330000");
+        assert_eq!(recepcao.agent.max_calls, Some(20));
+        assert!(
+            recepcao
+                .endings
+                .voicemail_message
+                .contains("Clínica Sorriso")
+        );
+    }
+
+    #[test]
     fn every_problem_of_every_file_is_listed_at_once() {
         let path = dir(
             "bad",

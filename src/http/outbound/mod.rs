@@ -106,7 +106,12 @@ pub fn outbound_twiml(
     let ws_url = socket_url(base, route, &token);
     let mut relay = agent.config.relay.clone();
     let mut parameters = request.parameters.clone();
-    if let Some(greeting) = &request.greeting {
+    // The agent's own greeting may name the call's parameters ("Olá {name}!").
+    let filled = (request.greeting.is_none() && relay.welcome_greeting.contains('{')).then(|| {
+        let values = parameters.iter().cloned().collect();
+        crate::agent::screening::fill(&relay.welcome_greeting, &agent.config.agent_name, &values)
+    });
+    if let Some(greeting) = request.greeting.as_ref().or(filled.as_ref()) {
         relay.welcome_greeting = greeting.clone();
         // Tells the agent what Twilio said first (see `agent::GREETING_PARAMETER`);
         // a media pipeline speaks it itself.

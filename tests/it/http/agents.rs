@@ -47,6 +47,11 @@ number = "+5511444440002"
         ),
     )
     .unwrap();
+    std::fs::write(
+        dir.join("lembretes.toml"),
+        "name = \"Lembretes\"\nwelcome_greeting = \"Olá {name}, aqui é {agent_name}.\"\n",
+    )
+    .unwrap();
     dir.display().to_string()
 }
 
@@ -208,6 +213,7 @@ async fn inbound_calls_reach_the_agent_of_the_number_called() {
     );
     assert!(text.contains("voxrelay_agent_calls_total{agent=\"default\"} 1"));
     assert!(text.contains("voxrelay_agent_calls_total{agent=\"vendas\"} 0"));
+    assert!(text.contains("voxrelay_agent_calls_total{agent=\"lembretes\"} 0"));
 }
 
 #[tokio::test]
@@ -255,11 +261,29 @@ async fn outbound_calls_take_the_agent_named_or_the_one_of_from() {
     let twiml = fake.requests()[1].field("Twiml").unwrap().to_string();
     assert!(twiml.contains("Loja Azul, vendas, bom dia!"), "{twiml}");
 
+    // An agent's greeting names the call's parameters.
+    let (status, body) = post(json!({
+        "to": "+5511999990000", "agent": "lembretes", "parameters": {"name": "Ana"}
+    }))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let twiml = fake.requests()[2].field("Twiml").unwrap().to_string();
+    assert_eq!(
+        attribute(&twiml, "ConversationRelay", "welcomeGreeting").as_deref(),
+        Some("Olá Ana, aqui é Lembretes."),
+        "{twiml}"
+    );
+    assert_eq!(
+        fake.requests()[2].field("From"),
+        Some("+5511222220000"),
+        "an agent without numbers calls from the server's"
+    );
+
     // Neither: the default agent from the server's number.
     let (status, body) = post(json!({"to": "+5511999990000"})).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["agent"], "default");
-    assert_eq!(fake.requests()[2].field("From"), Some("+5511222220000"));
+    assert_eq!(fake.requests()[3].field("From"), Some("+5511222220000"));
 
     // An agent nobody configured: a clear 400, and Twilio is not asked.
     let (status, body) = post(json!({"to": "+5511999990000", "agent": "marketing"})).await;
@@ -275,7 +299,7 @@ async fn outbound_calls_take_the_agent_named_or_the_one_of_from() {
     );
     let (status, _) = post(json!({"to": "+5511999990000", "agent": "../etc"})).await;
     assert_eq!(status, 400);
-    assert_eq!(fake.requests().len(), 3);
+    assert_eq!(fake.requests().len(), 4);
 }
 
 #[tokio::test]
