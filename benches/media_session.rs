@@ -461,6 +461,7 @@ fn main() {
             )),
             twilio: None,
             admission: None,
+            live: Arc::default(),
         };
         let rss_before = rss_kib();
         let cpu_before = cpu_time();

@@ -77,7 +77,7 @@ async fn relay_commands(state: AppState, stop: CancellationToken) {
                 None => return,
             },
         };
-        if let Some((command, call_sid)) = crate::relay::live::CallCommand::parse(&note)
+        if let Some((command, call_sid)) = crate::transport::live::CallCommand::parse(&note)
             && state.live_calls.command(call_sid, command)
         {
             tracing::info!(call_sid, command = ?command, "command for a call carried here");

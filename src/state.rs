@@ -69,7 +69,7 @@ pub struct AppState {
     /// Mints and admits the per-call WebSocket tokens.
     pub tokens: Arc<CallTokens>,
     /// The ConversationRelay calls this process carries (for commands from the API).
-    pub live_calls: Arc<crate::relay::live::LiveCalls>,
+    pub live_calls: Arc<crate::transport::live::LiveCalls>,
     /// Call control of SIP mode (accept, reject, refer, hang up).
     pub sip_control: crate::sip::control::Control,
 }
@@ -166,6 +166,7 @@ impl AppState {
             endings: self.media_endings.clone(),
             twilio: self.twilio.clone(),
             admission: None,
+            live: self.live_calls.clone(),
         }
     }
 

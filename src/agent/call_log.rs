@@ -77,6 +77,13 @@ impl CallLog {
         }
     }
 
+    /// Who answered the call (`voicemail`, `screening`) and by which signal.
+    pub fn answered_by(&self, what: &str, signal: &str) {
+        if let Some(call) = &self.call {
+            self.observer.answered_by(&call.call_sid, what, signal);
+        }
+    }
+
     pub fn call(&self) -> Option<&CallInfo> {
         self.call.as_ref()
     }

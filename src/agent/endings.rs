@@ -15,6 +15,11 @@ pub const REASON_GOODBYE: &str = "goodbye";
 /// `reasonCode` of a call ended because the caller stayed silent.
 pub const REASON_SILENCE: &str = "silence";
 
+/// Roughly how long a voice takes to say one character of a reply: where a
+/// transport cannot see the audio played, the silence clock starts once the
+/// reply has had time to be heard.
+pub const SPEECH_PER_CHAR: std::time::Duration = std::time::Duration::from_millis(70);
+
 /// Farewells that close a call (pt-BR and English), matched in the reply's last
 /// sentence, lower-cased.
 const FAREWELLS: &[&str] = &[

@@ -260,6 +260,9 @@ pub trait CallObserver: Send + Sync {
     fn call_ended(&self, _call_sid: &str, _summary: &CallSummary) {}
     /// A local recording of the call was written to `path` (Media Streams mode with
     /// `RECORD_CALLS=true`); reported before `call_ended`.
+    /// Who answered the call, as the caller's words showed (`what`: `voicemail`
+    /// or `screening`; `signal`: `transcript`).
+    fn answered_by(&self, _call_sid: &str, _what: &str, _signal: &str) {}
     fn recording(&self, _call_sid: &str, _path: &str) {}
 }
 

@@ -43,6 +43,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 pub use call_log::{CallLog, ToolFollowUp};
+pub use endings::{REASON_GOODBYE, REASON_SILENCE};
 pub use event::{
     AgentInput, AgentOutput, AppointmentRecord, CallInfo, CallObserver, CallSummary, Handoff,
     Latency, NoObserver, REASON_END_CALL, REASON_LIVE_AGENT, REASON_MAX_DURATION, Speaker,
@@ -54,6 +55,7 @@ pub use prompt::{
     prompt_with_parameters,
 };
 pub use resume::{RecentCalls, Resume, Snapshot};
+pub use screening::REASON_VOICEMAIL;
 pub use settings::{AgentDeps, AgentSettings};
 
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream, ToolCall};

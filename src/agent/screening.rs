@@ -115,6 +115,10 @@ impl Agent {
             return;
         }
         tracing::info!(signal, "a voicemail answered; leaving the message");
+        if signal != "amd" {
+            // Twilio's own detection is stored from its callback.
+            self.log.answered_by("voicemail", signal);
+        }
         self.stop_reply();
         self.pending
             .retain(|o| !matches!(o, AgentOutput::Token(_) | AgentOutput::TurnEnd));
@@ -127,6 +131,7 @@ impl Agent {
     /// A screening assistant answered: say who calls and why, then wait.
     pub(super) fn screening(&mut self) {
         tracing::info!("a call-screening assistant answered; introducing the call");
+        self.log.answered_by("screening", "transcript");
         let message = self.fill_message(&self.settings.screening_message.clone());
         self.say(&message);
     }

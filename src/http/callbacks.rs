@@ -13,9 +13,9 @@ use warp::{Filter, Reply};
 
 use super::error::HttpError;
 use super::{twilio_auth, with_state};
-use crate::relay::live::CallCommand;
 use crate::state::AppState;
 use crate::store::{Recording, StatusUpdate, StoreError, now_millis};
+use crate::transport::live::CallCommand;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let status = warp::path!("twilio" / "status")

@@ -44,10 +44,13 @@ use super::pipeline::{
 use super::playback::Playback;
 use super::protocol::{Inbound, Outbound, StartEvent, parse_inbound};
 use super::recording::Recording;
-use crate::agent::{AgentDeps, CallInfo, CallSummary, Handoff, REASON_MAX_DURATION};
+use crate::agent::{
+    AgentDeps, CallInfo, CallSummary, Handoff, REASON_MAX_DURATION, REASON_SILENCE,
+};
 use crate::audio::frame::Pace;
 use crate::config::Config;
 use crate::metrics::CallMode;
+use crate::transport::live::{CallCommand, LiveCalls, REASON_API_END, REASON_FAX, Registration};
 use crate::transport::{Frame, bound_field, bound_parameters, excerpt};
 use crate::twilio::admission::Admission;
 use crate::twilio::client::TwilioClient;
@@ -68,6 +71,9 @@ pub struct MediaDeps {
     /// The handshake's per-call token, when it carried one: `start.callSid` must be
     /// its call (so REST hang-ups and transfers act on that call only).
     pub admission: Option<Arc<Admission>>,
+    /// Where the session registers once it knows its call, so the API and
+    /// Twilio's answering-machine detection reach it.
+    pub live: Arc<LiveCalls>,
 }
 /// Agent audio kept ahead of real time at Twilio (the most a `clear` discards).
 pub const LEAD: Duration = Duration::from_millis(80);
@@ -151,6 +157,10 @@ where
     // Made once, not per frame (each new sleep is a timer-wheel entry).
     let time_up = tokio::time::sleep_until(started + deps.config.limits.max_call);
     tokio::pin!(time_up);
+    // Commands for this call (API, answering-machine detection), once it is known.
+    let mut registration: Option<Registration> = None;
+    // The caller's silence: when it is due, and how many times it came in a row.
+    let mut silence = Silence::new(deps.config.endings.silence_timeout);
 
     let reason: &'static str = loop {
         let now = Instant::now();
@@ -183,6 +193,13 @@ where
             }
         });
         let poll_pipeline = ending.is_none() && call.playback.has_room();
+        // The silence clock runs while the agent has nothing left to send; it
+        // starts once what was sent has had time to play.
+        let agent_quiet = call.playback.queued().is_zero();
+        let silence_due = silence.due(
+            pipeline.is_some() && ending.is_none() && agent_quiet,
+            now + call.playback.ahead(now.into_std()),
+        );
         tokio::select! {
             biased;
             () = deps.stop.cancelled() => break "server shut down",
@@ -213,6 +230,7 @@ where
                             break "wrong call";
                         } else {
                             let ctx = call.start(start, &deps);
+                            registration = Some(deps.live.register(&ctx.call.call_sid));
                             match pipeline::choose(&deps.config, &ctx.call) {
                                 Ok(kind) => {
                                     tracing::info!(pipeline = kind.as_str(), "connecting the pipeline");
@@ -286,6 +304,7 @@ where
                         p.handle(CallEvent::Cleared { turn, played }).await;
                     }
                 }
+                PipelineOutput::CallerActive => silence.caller_spoke(),
                 PipelineOutput::End(handoff) => {
                     tracing::info!(reason_code = %handoff.reason_code, "the agent ends the call");
                     ending = Some((Ending::Handoff(handoff), Instant::now() + END_MAX_WAIT));
@@ -295,6 +314,42 @@ where
                     ending = Some((Ending::Failed, Instant::now() + END_MAX_WAIT));
                 }
             },
+            () = crate::agent::dtmf::sleep_until_opt(silence_due) => {
+                match silence.elapsed() {
+                    Some(goodbye) => {
+                        tracing::info!(goodbye, "the caller has been silent; the agent speaks up");
+                        if let Some(p) = pipeline.as_mut() {
+                            p.handle(CallEvent::Silence { goodbye }).await;
+                        }
+                    }
+                    None => {
+                        tracing::info!("the caller stayed silent and the pipeline did not end the call; ending it");
+                        ending = Some((Ending::Handoff(Handoff {
+                            reason_code: REASON_SILENCE.into(),
+                            reason: Some("the caller stayed silent".into()),
+                            ..Handoff::default()
+                        }), Instant::now() + END_MAX_WAIT));
+                    }
+                }
+            }
+            Some(command) = next_command(&mut registration), if ending.is_none() => {
+                tracing::info!(?command, "a command for this call");
+                let reason_code = match command {
+                    CallCommand::Voicemail => {
+                        if let Some(p) = pipeline.as_mut() {
+                            p.handle(CallEvent::Voicemail).await;
+                        }
+                        continue;
+                    }
+                    CallCommand::Fax => REASON_FAX,
+                    CallCommand::End => REASON_API_END,
+                };
+                ending = Some((Ending::Handoff(Handoff {
+                    reason_code: reason_code.into(),
+                    reason: Some(format!("{command:?} command")),
+                    ..Handoff::default()
+                }), Instant::now()));
+            }
             () = crate::agent::dtmf::sleep_until_opt(close_at) => {
                 break match &ending {
                     Some((Ending::Failed, _)) => "pipeline failed",
@@ -423,6 +478,63 @@ where
         pipeline_stats,
         recording,
         ended_via,
+    }
+}
+
+/// The next command for the call; pending while it has no registration.
+async fn next_command(registration: &mut Option<Registration>) -> Option<CallCommand> {
+    match registration {
+        Some(r) => r.commands.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The caller's silence (`SILENCE_TIMEOUT_SECS`): its clock runs while the agent
+/// is quiet and starts over whenever the caller speaks or the agent talks.
+/// Clock-free: the time is an argument.
+#[derive(Debug)]
+struct Silence {
+    timeout: Option<Duration>,
+    due: Option<Instant>,
+    /// Silences in a row since the caller last spoke.
+    count: u8,
+}
+
+impl Silence {
+    fn new(timeout: Option<Duration>) -> Self {
+        Self {
+            timeout,
+            due: None,
+            count: 0,
+        }
+    }
+
+    /// When the silence is due, given whether its clock runs and when it starts
+    /// (once the agent's audio has played).
+    fn due(&mut self, running: bool, from: Instant) -> Option<Instant> {
+        if !running {
+            self.due = None;
+        } else if self.due.is_none() {
+            self.due = self.timeout.map(|t| from + t);
+        }
+        self.due
+    }
+
+    fn caller_spoke(&mut self) {
+        self.due = None;
+        self.count = 0;
+    }
+
+    /// The silence came: `Some(goodbye)` for the pipeline's first and second
+    /// (ask, then say goodbye), `None` when the session must end the call itself.
+    fn elapsed(&mut self) -> Option<bool> {
+        self.due = None;
+        self.count = self.count.saturating_add(1);
+        match self.count {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
     }
 }
 

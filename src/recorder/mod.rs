@@ -39,7 +39,7 @@ use crate::agent::{
     AppointmentRecord, CallInfo, CallObserver, CallSummary, ToolCallRecord, TurnRecord,
 };
 use crate::store::{
-    Appointment, CallEnd, NewCall, Store, ToolCall, Turn, Write, millis, now_millis,
+    Appointment, CallEnd, Detection, NewCall, Store, ToolCall, Turn, Write, millis, now_millis,
 };
 
 mod resume;
@@ -109,6 +109,8 @@ enum Op {
     CallEnded(String, CallEnd),
     /// A local recording of the call (Media Streams, `RECORD_CALLS`).
     RecordingPath(String, String),
+    /// Who answered, by our own detection.
+    AnsweredBy(String, Detection),
     /// Answered once everything queued before it has been handled.
     Flush(oneshot::Sender<()>),
 }
@@ -251,6 +253,7 @@ impl Op {
             Op::Appointment(a) => Write::Appointment(a),
             Op::CallEnded(sid, end) => Write::CallEnded(sid, end),
             Op::RecordingPath(sid, path) => Write::RecordingPath(sid, path),
+            Op::AnsweredBy(sid, detection) => Write::AnsweredBy(sid, detection),
             Op::Flush(_) => return None,
         })
     }
@@ -264,6 +267,7 @@ impl Op {
             Op::Appointment(_) => "appointment",
             Op::CallEnded(..) => "call end",
             Op::RecordingPath(..) => "recording path",
+            Op::AnsweredBy(..) => "answered by",
             Op::Flush(_) => "flush",
         }
     }
@@ -360,6 +364,17 @@ impl CallObserver for Recorder {
                 turns: i64::from(summary.turns),
                 interrupts: i64::from(summary.interrupts),
                 errors: i64::from(summary.llm_errors),
+            },
+        ));
+    }
+
+    fn answered_by(&self, call_sid: &str, what: &str, signal: &str) {
+        self.queue(Op::AnsweredBy(
+            call_sid.to_string(),
+            Detection {
+                what: what.to_string(),
+                signal: signal.to_string(),
+                at: now_millis(),
             },
         ));
     }

@@ -399,7 +399,8 @@ fn op_call_sid(op: &Op) -> &str {
         Op::Turn(sid, _)
         | Op::ToolCall(sid, _)
         | Op::CallEnded(sid, _)
-        | Op::RecordingPath(sid, _) => sid,
+        | Op::RecordingPath(sid, _)
+        | Op::AnsweredBy(sid, _) => sid,
         Op::Interrupted { call_sid, .. } => call_sid,
         Op::Appointment(a) => &a.call_sid,
         Op::Flush(_) => "",

@@ -8,6 +8,5 @@
 //! `metrics` and `config`; never `http`, `state` or `server` (the order is checked
 //! by `.ci/layers`).
 
-pub mod live;
 pub mod protocol;
 pub mod session;

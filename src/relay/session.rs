@@ -39,7 +39,7 @@ pub struct SessionDeps {
     /// The store: a resumed call's conversation, and the reconnects we answered.
     pub store: Arc<dyn Store>,
     /// Where this session registers once it knows its call, for API commands.
-    pub live: Arc<super::live::LiveCalls>,
+    pub live: Arc<crate::transport::live::LiveCalls>,
     /// How the call is counted and recorded: `Relay` for Twilio's calls, `Console`
     /// for the web console's "Try it".
     pub mode: CallMode,
@@ -47,8 +47,7 @@ pub struct SessionDeps {
     pub silence_timeout: Option<std::time::Duration>,
 }
 
-/// `reasonCode` of a call ended through the API.
-pub const REASON_API_END: &str = "api-end";
+pub use crate::transport::live::REASON_API_END;
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,9 +96,7 @@ impl EndReason {
     }
 }
 
-/// Roughly how long Twilio's voice takes to say one character of a reply: the
-/// silence clock starts once the reply has had time to be heard.
-const SPEECH_PER_CHAR: std::time::Duration = std::time::Duration::from_millis(70);
+use crate::agent::endings::SPEECH_PER_CHAR;
 
 /// How long we wait for Twilio to close the socket after our `end`.
 const END_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -128,7 +125,7 @@ where
     tokio::pin!(setup_due, time_up);
     let mut timed_out = false;
     // Commands from the API for this call, once `setup` has named it.
-    let mut registration: Option<super::live::Registration> = None;
+    let mut registration: Option<crate::transport::live::Registration> = None;
     // Who asked for the `end` we sent: the agent, or the API.
     let mut ended_by = EndReason::EndedByAgent;
     // When the caller's silence is due (after the agent's last words were heard),
@@ -255,13 +252,13 @@ where
                 agent.handle(AgentInput::TimeUp);
             }
             Some(kind) = command, if ending.is_none() => {
-                if kind == super::live::CallCommand::Voicemail {
+                if kind == crate::transport::live::CallCommand::Voicemail {
                     // Twilio's detection heard a voicemail: the agent leaves its message.
                     agent.handle(AgentInput::Voicemail { signal: "amd" });
                     continue;
                 }
                 // As when the agent ends the call: `end`, then Twilio closes.
-                let reason = if kind == super::live::CallCommand::Fax { "fax" } else { REASON_API_END };
+                let reason = if kind == crate::transport::live::CallCommand::Fax { crate::transport::live::REASON_FAX } else { REASON_API_END };
                 tracing::info!(reason, "ending the call as asked");
                 agent.handle(AgentInput::Hangup);
                 let handoff = serde_json::json!({"reasonCode": reason}).to_string();

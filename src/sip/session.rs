@@ -7,6 +7,7 @@
 //! the Realtime protocol), `metrics` and `config`.
 
 use crate::agent::Latency;
+use crate::agent::endings::SPEECH_PER_CHAR;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -54,6 +55,13 @@ pub struct SipDeps {
     pub stop: CancellationToken,
 }
 
+impl SipDeps {
+    /// `SILENCE_TIMEOUT_SECS` of the call's agent.
+    fn silence_timeout(&self) -> Option<Duration> {
+        self.config.endings.silence_timeout
+    }
+}
+
 /// How a SIP call went, for its record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SipCallStats {
@@ -85,6 +93,8 @@ pub async fn run(deps: SipDeps, surface: Surface, info: CallInfo) -> SipCallStat
     let _active = metrics.call_started(CallMode::Sip);
     let mut log = CallLog::new(deps.agent.observer.clone());
     log.started(&info);
+    // Armed from the start; the greeting's response holds it until heard.
+    let first_silence = deps.silence_timeout().map(|t| Instant::now() + t);
     let call = SipCall {
         surface,
         log,
@@ -100,6 +110,9 @@ pub async fn run(deps: SipDeps, surface: Surface, info: CallInfo) -> SipCallStat
             ..SipCallStats::default()
         },
         reconnected: false,
+        silence_due: first_silence,
+        silences: 0,
+        reply_chars: 0,
         deps,
     };
     let greeting = (!opening.greeting.is_empty()).then_some(opening.greeting);
@@ -124,6 +137,13 @@ struct SipCall {
     stats: SipCallStats,
     /// The sideband was opened a second time already.
     reconnected: bool,
+    /// When the caller's silence is due (`SILENCE_TIMEOUT_SECS` after the
+    /// model's words had time to be heard, or after the caller last spoke).
+    silence_due: Option<Instant>,
+    /// Silences in a row: the first asks, the second says goodbye, a third ends.
+    silences: u8,
+    /// Characters of the model's reply in progress.
+    reply_chars: usize,
 }
 
 /// What ended the loop.
@@ -191,6 +211,7 @@ impl SipCall {
             }
             let ending_due = self.ending.as_ref().map(|(_, at)| *at);
             let digits_due = self.digits.due();
+            let silence_due = self.silence_due.filter(|_| self.ending.is_none());
             tokio::select! {
                 () = self.deps.stop.cancelled() => {
                     return Finish::End(self.log.handoff(REASON_END_CALL, Some("the server is stopping".into()), None));
@@ -239,6 +260,11 @@ impl SipCall {
                     }
                 }
                 () = sleep_until_opt(ending_due) => {}
+                () = sleep_until_opt(silence_due) => {
+                    if let Some(finish) = self.silence(link) {
+                        return finish;
+                    }
+                }
             }
         }
     }
@@ -253,9 +279,13 @@ impl SipCall {
             }
         };
         match event {
+            ServerEvent::SpeechStarted { .. } | ServerEvent::SpeechStopped { .. } => {
+                self.caller_spoke();
+            }
             ServerEvent::InputTranscriptCompleted { transcript, .. } => {
                 let text = bounded(transcript);
                 if !text.trim().is_empty() {
+                    self.caller_spoke();
                     self.log.turn(
                         Speaker::Caller,
                         &text,
@@ -267,6 +297,7 @@ impl SipCall {
             ServerEvent::TranscriptDone { transcript, .. } => {
                 let text = bounded(transcript);
                 if !text.trim().is_empty() {
+                    self.reply_chars += text.chars().count();
                     self.stats.turns += 1;
                     self.log
                         .turn(Speaker::Agent, &text, SystemTime::now(), Latency::default());
@@ -283,16 +314,24 @@ impl SipCall {
                     }
                 }
             }
-            ServerEvent::ResponseCreated { response_id }
-                if self.goodbye_asked && self.goodbye_response.is_none() =>
-            {
-                self.goodbye_response = Some(response_id);
+            ServerEvent::ResponseCreated { response_id } => {
+                // The model speaks: the caller is not silent now.
+                self.silence_due = None;
+                if self.goodbye_asked && self.goodbye_response.is_none() {
+                    self.goodbye_response = Some(response_id);
+                }
             }
             ServerEvent::ResponseDone { response_id, .. } => {
                 let is_goodbye = self.goodbye_response.as_deref() == Some(response_id.as_str());
                 if is_goodbye && let Some((handoff, _)) = &self.ending {
                     return Some(Finish::End(handoff.clone()));
                 }
+                // The silence clock starts once the reply has had time to be heard.
+                let heard_in = SPEECH_PER_CHAR * std::mem::take(&mut self.reply_chars) as u32;
+                self.silence_due = self
+                    .deps
+                    .silence_timeout()
+                    .map(|timeout| Instant::now() + heard_in + timeout);
             }
             ServerEvent::Error { message, code, .. } => {
                 tracing::warn!(code = ?code, error = %crate::transport::excerpt(&message, 300), "the sideband reported an error");
@@ -382,6 +421,53 @@ impl SipCall {
                 self.send(link, ClientEvent::CreateResponse { response: None });
             }
             None => {}
+        }
+    }
+
+    /// The caller spoke: their silence starts over.
+    fn caller_spoke(&mut self) {
+        self.silences = 0;
+        self.silence_due = self
+            .deps
+            .silence_timeout()
+            .map(|timeout| Instant::now() + timeout);
+    }
+
+    /// The caller has been silent: ask once whether they are still there, then
+    /// say goodbye and end; if the model never answers, end anyway.
+    fn silence(&mut self, link: &WsLink) -> Option<Finish> {
+        self.silences = self.silences.saturating_add(1);
+        self.silence_due = self
+            .deps
+            .silence_timeout()
+            .map(|timeout| Instant::now() + timeout);
+        let handoff = || Handoff {
+            reason_code: crate::agent::REASON_SILENCE.into(),
+            reason: Some("the caller stayed silent".into()),
+            ..Handoff::default()
+        };
+        tracing::info!(silences = self.silences, "the caller has been silent");
+        match self.silences {
+            1 => {
+                let words = &self.deps.agent.settings.still_there_message;
+                let instructions = format!(
+                    "Say exactly this to the caller, in its own language, and nothing else: \"{words}\""
+                );
+                self.send(
+                    link,
+                    ClientEvent::CreateResponse {
+                        response: Some(ResponseParams {
+                            instructions: Some(instructions),
+                        }),
+                    },
+                );
+                None
+            }
+            2 => {
+                self.say_goodbye(link, handoff());
+                None
+            }
+            _ => Some(Finish::End(handoff())),
         }
     }
 

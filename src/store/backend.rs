@@ -32,6 +32,8 @@ macro_rules! impl_store {
                     duration_ms: row.try_get("duration_ms")?,
                     twilio_duration_secs: row.try_get("twilio_duration_secs")?,
                     answered_by: row.try_get("answered_by")?,
+                    answered_by_signal: row.try_get("answered_by_signal")?,
+                    answered_at: row.try_get("answered_at")?,
                     handoff_data: row.try_get("handoff_data")?,
                     turns: row.try_get("turns")?,
                     interrupts: row.try_get("interrupts")?,

@@ -168,6 +168,7 @@ fn call_and_kind<'a>(write: &Write<'a>) -> (&'a str, u8) {
         Write::Appointment(a) => (&a.call_sid, 4),
         Write::CallEnded(sid, _) => (sid, 5),
         Write::RecordingPath(sid, _) => (sid, 6),
+        Write::AnsweredBy(sid, _) => (sid, 7),
     }
 }
 

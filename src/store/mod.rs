@@ -149,6 +149,11 @@ pub struct Call {
     /// Reported by Twilio.
     pub twilio_duration_secs: Option<i64>,
     pub answered_by: Option<String>,
+    /// How `answered_by` was found: `amd` (Twilio) or `transcript` (the caller's
+    /// first words).
+    pub answered_by_signal: Option<String>,
+    /// When `answered_by` was found.
+    pub answered_at: Option<Millis>,
     pub handoff_data: Option<String>,
     /// Replies started, as counted by the agent (set when the call ends).
     pub turns: i64,
@@ -386,6 +391,18 @@ pub enum Write<'a> {
     Appointment(&'a Appointment),
     CallEnded(&'a str, &'a CallEnd),
     RecordingPath(&'a str, &'a str),
+    AnsweredBy(&'a str, &'a Detection),
+}
+
+/// Who answered a call, as one of our own signals found (Twilio's detection
+/// arrives as a [`StatusUpdate`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detection {
+    /// `voicemail` or `screening`.
+    pub what: String,
+    /// `transcript`.
+    pub signal: String,
+    pub at: Millis,
 }
 
 /// Durable storage for call records. Writes are idempotent (a retried write after
@@ -511,6 +528,11 @@ impl dyn Store {
     /// Closes a call's record.
     pub async fn call_ended(&self, call_sid: &str, end: &CallEnd) -> StoreResult<()> {
         self.write(Write::CallEnded(call_sid, end)).await
+    }
+
+    /// Records who answered the call, as one of our signals found.
+    pub async fn set_answered_by(&self, call_sid: &str, detection: &Detection) -> StoreResult<()> {
+        self.write(Write::AnsweredBy(call_sid, detection)).await
     }
 
     /// Sets where a local copy of the call's recording was saved.

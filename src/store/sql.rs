@@ -17,7 +17,7 @@ macro_rules! call_columns {
         "call_sid, session_id, from_number, to_number, direction, mode, status, parameters, \
          started_at, ended_at, duration_ms, twilio_duration_secs, answered_by, handoff_data, \
          turns, interrupts, errors, recording_sid, recording_url, recording_duration_secs, \
-         recording_path, updated_at, agent"
+         recording_path, updated_at, agent, answered_by_signal, answered_at"
     };
 }
 
@@ -40,8 +40,10 @@ pub const ADD_APPOINTMENT: &str = "INSERT INTO appointments (call_sid, seq, call
 
 pub const UPSERT_STATUS: &str = concat!(
     "INSERT INTO calls (call_sid, from_number, to_number, direction, status, \
-     twilio_duration_secs, answered_by, started_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+     twilio_duration_secs, answered_by, answered_by_signal, answered_at, started_at, \
+     updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN CAST($7 AS TEXT) IS NULL THEN NULL \
+     ELSE 'amd' END, CASE WHEN CAST($7 AS TEXT) IS NULL THEN NULL ELSE $8 END, $8, $8) \
      ON CONFLICT (call_sid) DO UPDATE SET \
      from_number = COALESCE(calls.from_number, excluded.from_number), \
      to_number = COALESCE(calls.to_number, excluded.to_number), \
@@ -57,6 +59,8 @@ pub const UPSERT_STATUS: &str = concat!(
        ELSE excluded.status END, \
      twilio_duration_secs = COALESCE(excluded.twilio_duration_secs, calls.twilio_duration_secs), \
      answered_by = COALESCE(excluded.answered_by, calls.answered_by), \
+     answered_by_signal = COALESCE(excluded.answered_by_signal, calls.answered_by_signal), \
+     answered_at = COALESCE(excluded.answered_at, calls.answered_at), \
      updated_at = excluded.updated_at"
 );
 
@@ -68,6 +72,15 @@ pub const SET_RECORDING: &str = "INSERT INTO calls (call_sid, status, started_at
      recording_url = COALESCE(excluded.recording_url, calls.recording_url), \
      recording_duration_secs = COALESCE(excluded.recording_duration_secs, \
        calls.recording_duration_secs), \
+     updated_at = excluded.updated_at";
+
+/// Our own detection of who answered ([`super::Detection`]): `$2` what, `$3` the
+/// signal, `$4` when.
+pub const SET_ANSWERED_BY: &str = "INSERT INTO calls (call_sid, status, started_at, \
+     updated_at, answered_by, answered_by_signal, answered_at) \
+     VALUES ($1, 'in-progress', $4, $4, $2, $3, $4) \
+     ON CONFLICT (call_sid) DO UPDATE SET answered_by = excluded.answered_by, \
+     answered_by_signal = excluded.answered_by_signal, answered_at = excluded.answered_at, \
      updated_at = excluded.updated_at";
 
 pub const SET_RECORDING_PATH: &str = "INSERT INTO calls (call_sid, status, started_at, \

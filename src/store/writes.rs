@@ -75,6 +75,15 @@ macro_rules! impl_writes {
                         self.write_ends(&mut *conn, &[(call_sid, end)], changes)
                             .await?;
                     }
+                    Write::AnsweredBy(call_sid, detection) => {
+                        sqlx::query($crate::store::sql::SET_ANSWERED_BY)
+                            .bind(call_sid)
+                            .bind(&detection.what)
+                            .bind(&detection.signal)
+                            .bind(detection.at)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                     Write::RecordingPath(call_sid, path) => {
                         sqlx::query($crate::store::sql::SET_RECORDING_PATH)
                             .bind(call_sid)

@@ -390,6 +390,8 @@ fn call_json(call: &Call) -> Value {
         "duration_ms": call.duration_ms,
         "twilio_duration_secs": call.twilio_duration_secs,
         "answered_by": call.answered_by,
+        "answered_by_signal": call.answered_by_signal,
+        "answered_at": call.answered_at.map(time),
         "handoff_data": call.handoff_data.as_deref().map(json_text),
         "turns": call.turns,
         "interrupts": call.interrupts,

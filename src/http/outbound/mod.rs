@@ -317,7 +317,7 @@ async fn end_through_the_socket(
     sid: &str,
     style: Style,
 ) -> Result<(StatusCode, Value), HttpError> {
-    use crate::relay::live::CallCommand;
+    use crate::transport::live::CallCommand;
     let ending = |via: &str| {
         tracing::info!(call_sid = %sid, via, "ending a call through its socket, as the API asked");
         let mut body = json!({"callSid": sid, "status": "ending"});

@@ -92,6 +92,10 @@ pub struct ElevenLabsPipeline {
     /// Process-wide counters (turns, interrupts, upstream errors).
     metrics: Arc<crate::metrics::Metrics>,
     dropped_audio: u64,
+    /// Caller turns so far (the first few are checked for a machine's words).
+    caller_turns: u32,
+    /// A voicemail answered: the call is ending.
+    machine: bool,
 }
 
 pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, PipelineError> {
@@ -133,6 +137,8 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         stats: PipelineStats::default(),
         metrics: ctx.agent.metrics.clone(),
         dropped_audio: 0,
+        caller_turns: 0,
+        machine: false,
     }))
 }
 
@@ -157,6 +163,24 @@ impl ElevenLabsPipeline {
                 return;
             }
         }
+    }
+
+    /// A voicemail answered: the ElevenLabs agent cannot leave our message (it
+    /// speaks its own words), so what is playing stops and the call ends.
+    fn machine_answered(&mut self, why: &str) {
+        if self.out.is_finished() || self.machine {
+            return;
+        }
+        self.machine = true;
+        tracing::info!(why, "a voicemail answered; ending the ElevenLabs call");
+        if self.speaking.is_some() {
+            self.out.push(PipelineOutput::Clear);
+        }
+        self.out.push(PipelineOutput::End(Handoff {
+            reason_code: crate::agent::REASON_VOICEMAIL.into(),
+            reason: Some(why.to_string()),
+            ..Handoff::default()
+        }));
     }
 
     fn upstream_failed(&mut self, error: SpeechError) {
@@ -198,6 +222,7 @@ impl ElevenLabsPipeline {
                 });
             }
             AgentEvent::Interruption { .. } => {
+                self.out.push(PipelineOutput::CallerActive);
                 if self.speaking.is_some() {
                     tracing::debug!("barge-in: the agent was interrupted");
                     self.stats.interrupts += 1;
@@ -228,8 +253,23 @@ impl ElevenLabsPipeline {
             AgentEvent::UserTranscript { text } => {
                 let text = text.trim();
                 if !text.is_empty() {
+                    self.out.push(PipelineOutput::CallerActive);
                     self.log
                         .turn(Speaker::Caller, text, SystemTime::now(), Latency::default());
+                    self.caller_turns += 1;
+                    if self.caller_turns <= crate::agent::screening::CHECKED_TURNS {
+                        match crate::agent::screening::classify(text) {
+                            Some(crate::agent::screening::Answered::Voicemail) => {
+                                self.log.answered_by("voicemail", "transcript");
+                                self.machine_answered("voicemail detected by transcript");
+                            }
+                            Some(crate::agent::screening::Answered::ScreeningAssistant) => {
+                                // The ElevenLabs agent answers it in its own words.
+                                self.log.answered_by("screening", "transcript");
+                            }
+                            None => {}
+                        }
+                    }
                 }
             }
             AgentEvent::ClientToolCall {
@@ -427,6 +467,19 @@ impl Pipeline for ElevenLabsPipeline {
                 }
                 CallEvent::Cleared { turn, played } => self.on_cleared(turn, played),
                 CallEvent::PlayedOut { .. } | CallEvent::Played { .. } => {}
+                // The ElevenLabs agent speaks its own words, not ours: the first
+                // silence is its own to handle (its turn timeout), the second ends.
+                CallEvent::Silence { goodbye: false } => {
+                    tracing::debug!("the caller is silent; the ElevenLabs agent handles it");
+                }
+                CallEvent::Silence { goodbye: true } => {
+                    self.out.push(PipelineOutput::End(Handoff {
+                        reason_code: crate::agent::REASON_SILENCE.into(),
+                        reason: Some("the caller stayed silent".into()),
+                        ..Handoff::default()
+                    }));
+                }
+                CallEvent::Voicemail => self.machine_answered("voicemail detected by amd"),
             }
             self.flush().await;
         })

@@ -10,9 +10,11 @@
 //!   text (to forward unchanged) and as decoded μ-law bytes. Synchronous: a
 //!   pipeline must never block the call on it (drop the frame if its upstream lags);
 //! - [`Pipeline::handle`]: everything else from the call ([`CallEvent`]: DTMF, marks
-//!   played, the answer to a `clear`). May await briefly (bounded queues, timeouts);
+//!   played, the answer to a `clear`, the caller's silence, a voicemail). May await
+//!   briefly (bounded queues, timeouts);
 //! - [`Pipeline::next_output`]: what the session must do next ([`PipelineOutput`]:
-//!   agent audio, barge-in, end of call, failure). Cancel-safe: the session polls it
+//!   agent audio, barge-in, the caller speaking, end of call, failure). Cancel-safe:
+//!   the session polls it
 //!   inside its `select!` and drops the future whenever another branch wins;
 //! - [`Pipeline::close`]: the call is over (caller hung up, server stops, the
 //!   pipeline asked to end); closes every upstream socket and returns the counters.
@@ -85,6 +87,17 @@ pub enum CallEvent {
     /// turn that was playing (if any), `played` had been heard (an estimate from
     /// marks and pacing, never more than what was sent).
     Cleared { turn: Option<u64>, played: Duration },
+    /// The caller has said nothing for `SILENCE_TIMEOUT_SECS` since the agent's
+    /// audio played out (or since they last spoke): the first time (`goodbye`
+    /// false) the agent asks whether they are still there, the second it says
+    /// goodbye and ends the call ([`crate::agent::REASON_SILENCE`]). A pipeline
+    /// that cannot speak our words may do nothing the first time; if the call is
+    /// still up at a third silence, the session ends it.
+    Silence { goodbye: bool },
+    /// Twilio's answering-machine detection heard a voicemail greeting end: stop
+    /// the reply in flight, leave the agent's voicemail message, end the call
+    /// ([`crate::agent::REASON_VOICEMAIL`]).
+    Voicemail,
 }
 
 /// What the session should do next.
@@ -99,6 +112,8 @@ pub enum PipelineOutput {
     /// Barge-in: drop every frame not yet played (Twilio `clear`, local queue
     /// emptied). Answered with [`CallEvent::Cleared`].
     Clear,
+    /// The caller is speaking (or just spoke): their silence starts over.
+    CallerActive,
     /// End the call once the audio already queued has played: hang up
     /// ([`crate::agent::REASON_END_CALL`]) or hand the caller to a person
     /// ([`crate::agent::REASON_LIVE_AGENT`]).
@@ -188,6 +203,9 @@ pub async fn connect(
 pub struct TurnsOnly(pub Arc<dyn CallObserver>);
 
 impl CallObserver for TurnsOnly {
+    fn answered_by(&self, call_sid: &str, what: &str, signal: &str) {
+        self.0.answered_by(call_sid, what, signal)
+    }
     fn turn(&self, call_sid: &str, turn: &TurnRecord) {
         self.0.turn(call_sid, turn)
     }

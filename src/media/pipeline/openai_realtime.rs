@@ -26,6 +26,12 @@
 //!   interrupted with the words heard (estimated by time).
 //! - Keypad digits are gathered (until `#` or `DTMF_TIMEOUT_MS`) and sent as a user
 //!   message.
+//! - Endings nobody asked for: at the caller's first silence the model is asked
+//!   to say `STILL_THERE_MESSAGE` word for word, at the second the goodbye, and
+//!   the call ends once it has played. Twilio's answering-machine detection, or
+//!   the caller's first words read as a voicemail greeting, cancel the response in
+//!   flight (`response.cancel` and `clear`) and have the model leave the voicemail
+//!   message before the call ends; a screening assistant hears who calls and why.
 //! - The upstream closing or breaking mid-call ends the call: an apology through
 //!   ElevenLabs TTS when it is configured (Realtime itself is gone), then hang-up.
 
@@ -116,6 +122,8 @@ pub struct RealtimePipeline {
     /// Process-wide counters (turns, interrupts, upstream errors).
     metrics: Arc<crate::metrics::Metrics>,
     dropped_audio: u64,
+    /// Caller turns so far (the first few are checked for a machine's words).
+    caller_turns: u32,
 }
 
 /// Connects to Realtime and asks for the greeting.
@@ -158,6 +166,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         stats: PipelineStats::default(),
         metrics: ctx.agent.metrics.clone(),
         dropped_audio: 0,
+        caller_turns: 0,
     };
     let response = (!greeting.is_empty()).then(|| ResponseParams {
         instructions: Some(greeting_instructions(&instructions, &greeting)),
@@ -335,14 +344,17 @@ impl RealtimePipeline {
                 let text = transcript.trim();
                 if !text.is_empty() {
                     tracing::debug!(chars = text.len(), "caller spoke");
+                    self.out.push(PipelineOutput::CallerActive);
                     self.log
                         .turn(Speaker::Caller, text, SystemTime::now(), Latency::default());
+                    self.check_machine(&transcript);
                 }
             }
             ServerEvent::InputTranscriptFailed { message, .. } => {
                 tracing::warn!(error = %message, "the caller's speech could not be transcribed");
             }
             ServerEvent::SpeechStarted { .. } => {
+                self.out.push(PipelineOutput::CallerActive);
                 if self.audio.item_id().is_some() {
                     tracing::debug!("barge-in: the caller speaks over the agent");
                     self.stats.interrupts += 1;
@@ -351,6 +363,7 @@ impl RealtimePipeline {
                 }
             }
             ServerEvent::SpeechStopped { .. } => {
+                self.out.push(PipelineOutput::CallerActive);
                 self.speech_stopped_at = Some(Instant::now());
             }
             ServerEvent::ResponseCreated { response_id } => {
@@ -453,25 +466,118 @@ impl RealtimePipeline {
                 return;
             } else {
                 let words = if handoff.is_live_agent() {
-                    &self.settings.handoff_message
+                    self.settings.handoff_message.clone()
                 } else {
-                    &self.settings.goodbye_message
+                    self.settings.goodbye_message.clone()
                 };
-                let instructions = format!(
-                    "Say exactly this to the caller, in its own language, and nothing else: \"{words}\""
-                );
-                self.queue(ClientEvent::CreateResponse {
-                    response: Some(ResponseParams {
-                        instructions: Some(instructions),
-                    }),
-                });
-                self.ending = Some((handoff, Instant::now() + GOODBYE_WAIT));
+                self.say(&words, Some(handoff));
                 return;
             }
         }
         if self.running.is_empty() && self.ending.is_none() {
             self.queue(ClientEvent::CreateResponse { response: None });
         }
+    }
+
+    /// Has the model say `words` as they are; with `end`, the call ends once they
+    /// have played (or at [`GOODBYE_WAIT`]).
+    fn say(&mut self, words: &str, end: Option<Handoff>) {
+        let instructions = format!(
+            "Say exactly this to the caller, in its own language, and nothing else: \"{words}\""
+        );
+        self.queue(ClientEvent::CreateResponse {
+            response: Some(ResponseParams {
+                instructions: Some(instructions),
+            }),
+        });
+        if let Some(handoff) = end {
+            self.goodbye_response = None;
+            self.ending = Some((handoff, Instant::now() + GOODBYE_WAIT));
+        }
+    }
+
+    /// Stops what the model is saying: the response in flight is cancelled and
+    /// Twilio's buffer cleared (the session answers with `Cleared`, which
+    /// truncates the item to what was heard).
+    fn stop_speaking(&mut self) {
+        self.queue(ClientEvent::CancelResponse { response_id: None });
+        if self.audio.item_id().is_some() {
+            self.out.push(PipelineOutput::Clear);
+        }
+    }
+
+    /// The caller's first words, read for a voicemail greeting or a screening
+    /// assistant (the model is not asked to answer a machine).
+    fn check_machine(&mut self, words: &str) {
+        use crate::agent::screening::{Answered, CHECKED_TURNS, classify};
+        self.caller_turns += 1;
+        if self.caller_turns > CHECKED_TURNS || self.ending.is_some() {
+            return;
+        }
+        match classify(words) {
+            Some(Answered::Voicemail) => self.voicemail("transcript"),
+            Some(Answered::ScreeningAssistant) => {
+                tracing::info!("a call-screening assistant answered; introducing the call");
+                self.log.answered_by("screening", "transcript");
+                self.stop_speaking();
+                let words = self.filled(&self.settings.screening_message.clone());
+                self.say(&words, None);
+            }
+            None => {}
+        }
+    }
+
+    /// A voicemail answered (`signal`: `amd` or `transcript`): leave the message
+    /// and end.
+    fn voicemail(&mut self, signal: &str) {
+        if self.ending.is_some() || self.out.is_finished() {
+            return;
+        }
+        tracing::info!(signal, "a voicemail answered; leaving the message");
+        if signal != "amd" {
+            self.log.answered_by("voicemail", signal);
+        }
+        self.stop_speaking();
+        let words = self.filled(&self.settings.voicemail_message.clone());
+        self.say(
+            &words,
+            Some(Handoff {
+                reason_code: crate::agent::REASON_VOICEMAIL.into(),
+                reason: Some(format!("voicemail detected by {signal}")),
+                ..Handoff::default()
+            }),
+        );
+    }
+
+    /// The caller is silent: ask once, then say goodbye and end.
+    fn silence(&mut self, goodbye: bool) {
+        if self.ending.is_some() {
+            return;
+        }
+        if goodbye {
+            let words = self.settings.goodbye_message.clone();
+            self.say(
+                &words,
+                Some(Handoff {
+                    reason_code: crate::agent::REASON_SILENCE.into(),
+                    reason: Some("the caller stayed silent".into()),
+                    ..Handoff::default()
+                }),
+            );
+        } else {
+            let words = self.settings.still_there_message.clone();
+            self.say(&words, None);
+        }
+    }
+
+    /// A message with the call's parameters and the agent's name filled in.
+    fn filled(&self, template: &str) -> String {
+        let parameters = self
+            .log
+            .call()
+            .map(|c| c.parameters.clone())
+            .unwrap_or_default();
+        crate::agent::screening::fill(template, &self.settings.agent_name, &parameters)
     }
 
     /// Moves the session to the configured language `code` (see the module docs).
@@ -618,6 +724,8 @@ impl Pipeline for RealtimePipeline {
                     }
                 }
                 CallEvent::Played { .. } => {}
+                CallEvent::Silence { goodbye } => self.silence(goodbye),
+                CallEvent::Voicemail => self.voicemail("amd"),
             }
             self.flush().await;
         })

@@ -1209,3 +1209,72 @@ async fn measure_cascade_latencies() {
     report("TTS audio -> first Twilio frame", to_audio);
     report("partial transcript -> Twilio clear", to_clear);
 }
+
+#[tokio::test]
+async fn a_silent_caller_hears_the_question_then_the_goodbye_and_the_call_ends() {
+    let mut s = setup(&[
+        ("SILENCE_TIMEOUT_SECS", "1"),
+        ("STILL_THERE_MESSAGE", "Ainda está aí?"),
+    ])
+    .await;
+    let mut twilio = MediaClient::start(&s.app, "CA_cascade_silent").await;
+    let (_stt, mut tts) = upstreams(&mut s.eleven).await;
+    greet(&mut tts, &mut twilio).await;
+    // A second without a word from the caller: the agent asks, through the TTS.
+    assert_eq!(
+        tts_turn_text(&mut tts, "ctx-2").await.trim(),
+        "Ainda está aí?"
+    );
+    tts_speak(&mut tts, "ctx-2", &tone(160, 0x33)).await;
+    // Another second: the goodbye, then the end.
+    assert_eq!(
+        tts_turn_text(&mut tts, "ctx-3").await.trim(),
+        DEFAULT_GOODBYE_MESSAGE
+    );
+    tts_speak(&mut tts, "ctx-3", &tone(160, 0x44)).await;
+    twilio.closed().await;
+    let summary = s.observed.wait_ended().await;
+    assert!(
+        summary
+            .handoff_data
+            .as_deref()
+            .unwrap_or("")
+            .contains("silence"),
+        "{summary:?}"
+    );
+    assert_eq!(s.app.state.metrics.endings("silence"), 1);
+    assert!(s.llm.requests().is_empty(), "the LLM is never asked");
+}
+
+#[tokio::test]
+async fn twilios_voicemail_detection_leaves_the_message_through_the_tts() {
+    let mut s = setup(&[("VOICEMAIL_MESSAGE", "Recado para {name}.")]).await;
+    let mut twilio = MediaClient::start_with(&s.app, "CA_cascade_vm", json!({"name": "Ana"})).await;
+    let (_stt, mut tts) = upstreams(&mut s.eleven).await;
+    greet(&mut tts, &mut twilio).await;
+    let res = reqwest::Client::new()
+        .post(s.app.url("/twilio/amd"))
+        .form(&[
+            ("CallSid", "CA_cascade_vm"),
+            ("AnsweredBy", "machine_end_silence"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    assert_eq!(
+        tts_turn_text(&mut tts, "ctx-2").await.trim(),
+        "Recado para Ana."
+    );
+    tts_speak(&mut tts, "ctx-2", &tone(160, 0x55)).await;
+    twilio.closed().await;
+    let summary = s.observed.wait_ended().await;
+    assert!(
+        summary
+            .handoff_data
+            .as_deref()
+            .unwrap_or("")
+            .contains("voicemail"),
+        "{summary:?}"
+    );
+}

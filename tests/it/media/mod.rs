@@ -1,4 +1,5 @@
 //! The Media Streams mode (`src/media`): the session with the bridging pipelines, and the cascade.
 
 mod cascade;
+mod endings;
 pub(crate) mod session;

@@ -43,6 +43,7 @@ pub struct Seen {
     appointments: Mutex<Vec<AppointmentRecord>>,
     ended: Mutex<Vec<(String, CallSummary)>>,
     recordings: Mutex<Vec<(String, String)>>,
+    pub(crate) answered: Mutex<Vec<(String, String)>>,
 }
 
 impl CallObserver for Seen {
@@ -70,6 +71,12 @@ impl CallObserver for Seen {
             .unwrap()
             .push((sid.to_string(), summary.clone()));
     }
+    fn answered_by(&self, _: &str, what: &str, signal: &str) {
+        self.answered
+            .lock()
+            .unwrap()
+            .push((what.to_string(), signal.to_string()));
+    }
     fn recording(&self, sid: &str, path: &str) {
         self.recordings
             .lock()
@@ -79,7 +86,17 @@ impl CallObserver for Seen {
 }
 
 impl Seen {
-    async fn wait_ended(&self) -> CallSummary {
+    /// The end of the call `sid`, if reported.
+    pub(crate) fn ended_of(&self, sid: &str) -> Option<CallSummary> {
+        self.ended
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(s, _)| s == sid)
+            .map(|(_, summary)| summary.clone())
+    }
+
+    pub(crate) async fn wait_ended(&self) -> CallSummary {
         eventually("the call's end", WAIT, || {
             self.ended.lock().unwrap().first().map(|(_, s)| s.clone())
         })
@@ -104,7 +121,10 @@ async fn app_with(vars: &[(&str, &str)]) -> (TestApp, Arc<Seen>) {
     (spawn_with_state(state).await, seen)
 }
 
-async fn realtime_app(fake: &FakeWsServer, extra: &[(&str, &str)]) -> (TestApp, Arc<Seen>) {
+pub(crate) async fn realtime_app(
+    fake: &FakeWsServer,
+    extra: &[(&str, &str)],
+) -> (TestApp, Arc<Seen>) {
     let url = format!("{}/v1/realtime", fake.base());
     let mut vars = vec![
         ("OPENAI_API_KEY", "sk-test"),
@@ -1221,7 +1241,7 @@ const REST_CALL_SID: &str = "CA0123456789abcdef0123456789abcdef";
 
 /// Settings for Twilio REST credentials (account SID and auth token) at `twilio`;
 /// signature checks off, as the fake Twilio peers do not sign.
-fn twilio_vars(twilio: &FakeTwilio) -> Vec<(&'static str, String)> {
+pub(crate) fn twilio_vars(twilio: &FakeTwilio) -> Vec<(&'static str, String)> {
     vec![
         ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID.to_string()),
         ("TWILIO_AUTH_TOKEN", fake_twilio::AUTH_TOKEN.to_string()),

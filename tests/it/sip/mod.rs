@@ -607,3 +607,91 @@ async fn switch_language_updates_instructions_and_transcription() {
     sideband.close(1000).await;
     stored_call(&app, "rtc_s1", "completed").await;
 }
+
+#[tokio::test]
+async fn a_silent_caller_is_asked_once_then_told_goodbye_and_hung_up() {
+    let mut fake = FakeOpenAi::start().await;
+    let app = sip_app(
+        &fake,
+        &[
+            ("SILENCE_TIMEOUT_SECS", "1"),
+            ("STILL_THERE_MESSAGE", "Você ainda está na linha?"),
+        ],
+    )
+    .await;
+    let mut sideband = answered(&app, &mut fake, "rtc_quiet").await;
+    let asked = sideband.expect("response.create").await;
+    assert!(
+        asked["response"]["instructions"]
+            .as_str()
+            .unwrap()
+            .contains("Você ainda está na linha?"),
+        "{asked}"
+    );
+    sideband
+        .respond("resp_ask", "Você ainda está na linha?")
+        .await;
+    let goodbye = sideband.expect("response.create").await;
+    assert!(
+        goodbye["response"]["instructions"]
+            .as_str()
+            .unwrap()
+            .contains("ending"),
+        "{goodbye}"
+    );
+    sideband.respond("resp_bye", "Até logo!").await;
+    fake.wait_request("hangup", 1).await;
+    let detail = stored_call(&app, "rtc_quiet", "completed").await;
+    assert!(
+        detail.call.handoff_data.unwrap().contains("silence"),
+        "ended for silence"
+    );
+    assert_eq!(app.state.metrics.endings("silence"), 1);
+}
+
+#[tokio::test]
+async fn the_number_called_picks_the_agent_and_its_limit() {
+    let dir = std::env::temp_dir().join(format!("voxrelay-sip-agents-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("vendas.toml"),
+        "numbers = [\"+5511333330001\"]\nmax_calls = 1\nsystem_prompt = \"Você é da equipe de vendas.\"\n",
+    )
+    .unwrap();
+    let agents = dir.display().to_string();
+    let mut fake = FakeOpenAi::start().await;
+    let app = sip_app(&fake, &[("AGENTS_DIR", agents.as_str())]).await;
+    let (status, body) = deliver(
+        &app,
+        "wh_sales1",
+        &incoming("rtc_sales1", "+5511999990000", "+5511333330001", &[]),
+    )
+    .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("accepted")));
+    let accept = fake.wait_request("accept", 1).await;
+    let instructions = accept.body["instructions"].as_str().unwrap();
+    assert!(instructions.contains("equipe de vendas"), "{instructions}");
+    let _sideband = fake.sideband().await;
+    // The sales line is busy with that call: the next is rejected (486).
+    let (_, body) = deliver(
+        &app,
+        "wh_sales2",
+        &incoming("rtc_sales2", "+5511999990000", "+5511333330001", &[]),
+    )
+    .await;
+    assert_eq!(body["status"], "rejected");
+    let reject = fake.wait_request("reject", 1).await;
+    assert_eq!(reject.body["status_code"], 486, "{:?}", reject.body);
+    // Other numbers still reach the default agent.
+    let (_, body) = deliver(
+        &app,
+        "wh_other",
+        &incoming("rtc_other", "+5511999990000", "+5511333330000", &[]),
+    )
+    .await;
+    assert_eq!(body["status"], "accepted");
+    let detail = stored_call(&app, "rtc_sales1", "in-progress").await;
+    assert_eq!(detail.call.agent.as_deref(), Some("vendas"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

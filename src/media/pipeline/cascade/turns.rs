@@ -43,7 +43,42 @@ impl Task {
                     self.finish_clear(Some((turn, played)));
                 }
             }
+            // The agent keeps the count: still there?, then goodbye and end.
+            CallEvent::Silence { .. } => {
+                if !self.done && self.ending.is_none() && !self.caller_talking {
+                    self.agent.handle(AgentInput::Silence);
+                }
+            }
+            CallEvent::Voicemail => self.voicemail().await,
         }
+    }
+
+    /// Twilio's detection heard a voicemail: what is being said stops (TTS and
+    /// Twilio's buffer), and the agent leaves its message and ends.
+    async fn voicemail(&mut self) {
+        if self.done || self.ending.is_some() {
+            return;
+        }
+        if self.agent_speaking() {
+            if let Some(tts) = &mut self.tts
+                && let Err(e) = tts.cancel().await
+            {
+                self.tts_failed(e).await;
+                return;
+            }
+            self.agent_turn = None;
+            self.generating.clear();
+            self.outbox.retain(|o| {
+                !matches!(
+                    o,
+                    PipelineOutput::Audio { .. } | PipelineOutput::TurnDone { .. }
+                )
+            });
+            self.held_audio = 0;
+            // Answered with `Cleared`, which nothing waits for here.
+            self.outbox.push_back(PipelineOutput::Clear);
+        }
+        self.agent.handle(AgentInput::Voicemail { signal: "amd" });
     }
 
     /// Whether the caller talking now would talk over the agent.
@@ -65,6 +100,7 @@ impl Task {
             }
             Ok(Heard::SpeechStarted) => {
                 self.caller_talking = true;
+                self.outbox.push_back(PipelineOutput::CallerActive);
                 if self.agent_speaking() {
                     self.barge_in("speech started").await;
                 }
@@ -74,12 +110,14 @@ impl Task {
                     return;
                 }
                 self.caller_talking = true;
+                self.outbox.push_back(PipelineOutput::CallerActive);
                 if self.agent_speaking() {
                     self.barge_in("partial transcript").await;
                 }
             }
             Ok(Heard::Final(text)) => {
                 self.caller_talking = false;
+                self.outbox.push_back(PipelineOutput::CallerActive);
                 let text = text.trim().to_string();
                 if text.is_empty() {
                     return;

@@ -1,5 +1,6 @@
-//! The ConversationRelay calls this process carries, by call SID, so a command for
-//! a live call (end it, from the API) reaches the session that owns its socket:
+//! The calls this process carries (ConversationRelay and Media Streams), by call
+//! SID, so a command for a live call (end it, from the API; a voicemail, from
+//! Twilio's detection) reaches the session that owns its socket:
 //! directly when the call is here, through the store's notifications
 //! (`Store::notify`, PostgreSQL `LISTEN/NOTIFY`) when another replica carries it.
 //!
@@ -9,6 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+
+/// `reasonCode` of a call ended through the API.
+pub const REASON_API_END: &str = "api-end";
+/// `reasonCode` of a call a fax answered.
+pub const REASON_FAX: &str = "fax";
 
 /// What the API may ask of a live call's session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
