@@ -217,23 +217,29 @@ pub fn hangup() -> String {
     response(vec![Element::new("Hangup")])
 }
 
-/// `<Dial>number</Dial>`: hands the caller to a person at this number or SIP URI.
+/// `<Dial>number</Dial><Hangup/>`: hands the caller to a person at this number or
+/// SIP URI; when the person hangs up or never answers, the call ends.
 pub fn dial(number: &str) -> String {
     let target = if number.starts_with("sip:") {
         Element::new("Sip").text(number)
     } else {
         Element::new("Number").text(number)
     };
-    response(vec![Element::new("Dial").child(target)])
+    response(vec![
+        Element::new("Dial").child(target),
+        Element::new("Hangup"),
+    ])
 }
 
 /// `<Enqueue workflowSid=…><Task>…</Task></Enqueue>`: hands the caller to a
 /// TaskRouter (Flex) workflow with `task` (a JSON document) as the task's attributes.
+/// A caller who leaves the queue unanswered (Flex cancelled the task) is hung up.
 pub fn enqueue(workflow_sid: &str, task: &str) -> String {
     response(vec![
         Element::new("Enqueue")
             .attr("workflowSid", workflow_sid)
             .child(Element::new("Task").text(task)),
+        Element::new("Hangup"),
     ])
 }
 
@@ -309,16 +315,49 @@ mod tests {
 
     #[test]
     fn handoff_verbs() {
-        assert!(
-            dial("+5511988887777")
-                .ends_with("<Response><Dial><Number>+5511988887777</Number></Dial></Response>")
-        );
+        assert!(dial("+5511988887777").ends_with(
+            "<Response><Dial><Number>+5511988887777</Number></Dial><Hangup/></Response>"
+        ));
         assert!(dial("sip:fila@pbx.example.com").contains("<Sip>sip:fila@pbx.example.com</Sip>"));
         assert!(
             enqueue("WW123", r#"{"reasonCode":"live-agent-handoff"}"#).ends_with(
-                r#"<Enqueue workflowSid="WW123"><Task>{&quot;reasonCode&quot;:&quot;live-agent-handoff&quot;}</Task></Enqueue></Response>"#
+                r#"<Enqueue workflowSid="WW123"><Task>{&quot;reasonCode&quot;:&quot;live-agent-handoff&quot;}</Task></Enqueue><Hangup/></Response>"#
             )
         );
+    }
+
+    /// No document we serve can leave a call hanging: each ends with `<Hangup/>`,
+    /// or its last verb hands the call on to a webhook of ours (`<Connect action>`,
+    /// `<Redirect>`) or refuses it (`<Reject>`).
+    #[test]
+    fn no_document_falls_through() {
+        let config = Config::from_vars(Default::default()).unwrap();
+        let documents = [
+            connect_relay(&config.relay, "wss://h/ws", "https://h/twiml/action", &[]),
+            reconnect_relay(&config.relay, "wss://h/ws", "https://h/twiml/action"),
+            connect_stream("wss://h/media-stream", "https://h/twiml/stream/next", &[]),
+            busy(None, "pt-BR"),
+            busy(Some("Ocupado."), "pt-BR"),
+            hangup(),
+            dial("+5511988887777"),
+            dial("sip:fila@pbx.example.com"),
+            enqueue("WW1", "{}"),
+        ];
+        for xml in documents {
+            let doc = roxmltree::Document::parse(&xml).expect("TwiML is XML");
+            let last = doc
+                .root_element()
+                .children()
+                .filter(|n| n.is_element())
+                .last()
+                .expect("a verb");
+            let handed_on = match last.tag_name().name() {
+                "Hangup" | "Redirect" | "Reject" => true,
+                "Connect" => last.attribute("action").is_some(),
+                _ => false,
+            };
+            assert!(handed_on, "a call could fall through: {xml}");
+        }
     }
 
     #[test]

@@ -1387,7 +1387,7 @@ async fn realtime_transfer_redirects_the_call_to_the_dial_through_the_rest_api()
     let twiml = requests[0].field("Twiml").expect("the handoff TwiML");
     assert_eq!(
         twiml,
-        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial><Number>+5511999990000</Number></Dial></Response>"#
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial><Number>+5511999990000</Number></Dial><Hangup/></Response>"#
     );
     // The same document /twiml/stream/next answers (the fallback).
     assert_eq!(stream_next(&app, REST_CALL_SID).await, twiml);

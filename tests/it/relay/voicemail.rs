@@ -19,7 +19,16 @@ const VOICEMAIL: &str = "Oi {name}, aqui é {agent_name}. Ligo depois!";
 const SCREENING: &str = "Aqui é {agent_name}, ligando sobre {reason}.";
 
 async fn amd_app() -> (TestApp, crate::support::fake_llm::FakeLlm) {
-    let (app, llm, _seen) = app(&[
+    let (app, llm, _seen) = amd_app_seen().await;
+    (app, llm)
+}
+
+async fn amd_app_seen() -> (
+    TestApp,
+    crate::support::fake_llm::FakeLlm,
+    std::sync::Arc<crate::support::agent_app::Recorder>,
+) {
+    app(&[
         ("TWILIO_AUTH_TOKEN", TOKEN),
         ("PUBLIC_URL", PUBLIC),
         ("AGENT_NAME", "Bia"),
@@ -27,8 +36,7 @@ async fn amd_app() -> (TestApp, crate::support::fake_llm::FakeLlm) {
         ("SCREENING_MESSAGE", SCREENING),
         ("SILENCE_TIMEOUT_SECS", "0"),
     ])
-    .await;
-    (app, llm)
+    .await
 }
 
 async fn call_with(app: &TestApp, sid: &str) -> RelayClient {
@@ -115,7 +123,7 @@ async fn a_person_changes_nothing() {
 
 #[tokio::test]
 async fn a_voicemail_greeting_in_the_transcript_gets_the_same_message() {
-    let (app, llm) = amd_app().await;
+    let (app, llm, seen) = amd_app_seen().await;
     let mut call = call_with(&app, "CAvm").await;
     call.prompt("Você ligou para a Ana. Deixe sua mensagem após o sinal.")
         .await;
@@ -123,11 +131,15 @@ async fn a_voicemail_greeting_in_the_transcript_gets_the_same_message() {
     assert_eq!(said, "Oi Ana, aqui é Bia. Ligo depois!");
     assert_eq!(data["reason"], "voicemail detected by transcript");
     assert!(llm.requests().is_empty(), "no LLM for a machine");
+    assert_eq!(
+        seen.answered.lock().unwrap().clone(),
+        vec![("CAvm".into(), "voicemail".into(), "transcript".into())]
+    );
 }
 
 #[tokio::test]
 async fn a_screening_assistant_hears_who_calls_and_the_person_then_talks_to_the_agent() {
-    let (app, llm) = amd_app().await;
+    let (app, llm, seen) = amd_app_seen().await;
     llm.push(Reply::tokens(&["Oi, Ana! ", "Tudo bem?"]));
     let mut call = call_with(&app, "CAscreen").await;
     call.prompt("The person you're calling is using a screening service. Say your name and why you're calling.")
@@ -139,6 +151,10 @@ async fn a_screening_assistant_hears_who_calls_and_the_person_then_talks_to_the_
     assert!(llm.requests().is_empty());
     call.prompt("Alô, quem fala?").await;
     assert_eq!(call.reply().await.text, "Oi, Ana! Tudo bem?");
+    assert_eq!(
+        seen.answered.lock().unwrap().clone(),
+        vec![("CAscreen".into(), "screening".into(), "transcript".into())]
+    );
 }
 
 #[tokio::test]

@@ -192,6 +192,28 @@ async fn status_callbacks_may_come_first(db: &TestDb) {
     assert_eq!(call.status, "completed");
     assert_eq!(call.twilio_duration_secs, Some(65));
     assert_eq!(call.answered_by.as_deref(), Some("human"));
+    assert_eq!(call.answered_by_signal.as_deref(), Some("amd"));
+    assert_eq!(call.answered_at, Some(70_000));
+    // A later callback without AnsweredBy keeps who answered, and when.
+    s.upsert_status(&update("completed", 72_000)).await.unwrap();
+    let call = s.get_call("CAout").await.unwrap().unwrap().call;
+    assert_eq!(call.answered_by_signal.as_deref(), Some("amd"));
+    assert_eq!(call.answered_at, Some(70_000));
+    // Our own detection, from the caller's first words, with its signal and time.
+    s.set_answered_by(
+        "CAheard",
+        &voxrelay::store::Detection {
+            what: "voicemail".into(),
+            signal: "transcript".into(),
+            at: 1_234,
+        },
+    )
+    .await
+    .unwrap();
+    let call = s.get_call("CAheard").await.unwrap().unwrap().call;
+    assert_eq!(call.answered_by.as_deref(), Some("voicemail"));
+    assert_eq!(call.answered_by_signal.as_deref(), Some("transcript"));
+    assert_eq!(call.answered_at, Some(1_234));
 
     // A dropped socket ends a session; Twilio reconnects it to the same call.
     let mut dropped_call = new_call("CAresumed", 100);

@@ -17,6 +17,8 @@ pub struct Recorder {
     pub tools: Mutex<Vec<(String, ToolCallRecord)>>,
     pub appointments: Mutex<Vec<(String, AppointmentRecord)>>,
     pub ended: Mutex<Vec<(String, CallSummary)>>,
+    /// `(call, what, signal)` of every detection of who answered.
+    pub answered: Mutex<Vec<(String, String, String)>>,
 }
 
 impl CallObserver for Recorder {
@@ -34,6 +36,13 @@ impl CallObserver for Recorder {
             .lock()
             .unwrap()
             .push((call_sid.to_string(), appointment.clone()));
+    }
+    fn answered_by(&self, call_sid: &str, what: &str, signal: &str) {
+        self.answered.lock().unwrap().push((
+            call_sid.to_string(),
+            what.to_string(),
+            signal.to_string(),
+        ));
     }
     fn call_ended(&self, call_sid: &str, summary: &CallSummary) {
         self.ended

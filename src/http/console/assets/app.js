@@ -478,7 +478,7 @@ async function callPage(sid) {
       fact(t("start"), fmtTime(call.started_at)), fact(t("duration"), fmtDuration(call.duration_ms)),
       fact(t("turns"), String(call.turns)), fact(t("interrupts"), String(call.interrupts)),
       fact(t("call.llmErrors"), String(call.llm_errors)),
-      fact(t("call.answeredBy"), call.answered_by),
+      fact(t("call.answeredBy"), call.answered_by ? `${call.answered_by}${call.answered_by_signal ? ` (${call.answered_by_signal})` : ""}` : null),
       fact(t("call.twilioDuration"), call.twilio_duration_secs !== null && call.twilio_duration_secs !== undefined ? `${call.twilio_duration_secs}s` : null),
       fact(t("call.params"), call.parameters ? el("pre", { text: pretty(call.parameters) }) : null),
     ].filter(Boolean));
