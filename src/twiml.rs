@@ -348,8 +348,7 @@ mod tests {
             let last = doc
                 .root_element()
                 .children()
-                .filter(|n| n.is_element())
-                .last()
+                .rfind(|n| n.is_element())
                 .expect("a verb");
             let handed_on = match last.tag_name().name() {
                 "Hangup" | "Redirect" | "Reject" => true,

@@ -255,3 +255,64 @@ async fn a_voicemail_or_screening_heard_in_the_first_words_is_handled() {
             .contains(&("voicemail".to_string(), "transcript".to_string()))
     );
 }
+
+/// An ElevenLabs agent call, connected and initiated.
+async fn elevenlabs_call(
+    extra: &[(&str, &str)],
+    call_sid: &str,
+) -> (
+    crate::support::TestApp,
+    std::sync::Arc<super::session::Seen>,
+    super::session::TwilioMedia,
+    FakeConn,
+) {
+    let mut fake = FakeWsServer::start().await;
+    let base = fake.base();
+    let mut vars = vec![
+        ("MEDIA_PIPELINE", "elevenlabs-agent"),
+        ("ELEVENLABS_AGENT_ID", "agent_1"),
+        ("ELEVENLABS_API_BASE", base.as_str()),
+    ];
+    vars.extend_from_slice(extra);
+    let (app, seen) = super::session::app_with(&vars).await;
+    let mut twilio = super::session::TwilioMedia::connect(&app).await;
+    twilio.start(call_sid, &[]).await;
+    let mut conn = fake.next_conn().await;
+    let init = conn.recv_json().await;
+    assert_eq!(init["type"], "conversation_initiation_client_data");
+    conn.send_json(json!({"type": "conversation_initiation_metadata", "conversation_initiation_metadata_event": {
+        "conversation_id": "conv1", "agent_output_audio_format": "ulaw_8000", "user_input_audio_format": "ulaw_8000"}}))
+        .await;
+    (app, seen, twilio, conn)
+}
+
+#[tokio::test]
+async fn an_elevenlabs_agent_call_ends_at_the_second_silence_and_on_a_voicemail() {
+    let (app, seen, mut twilio, _conn) =
+        elevenlabs_call(&[("SILENCE_TIMEOUT_SECS", "1")], "CAel_silent").await;
+    let started = tokio::time::Instant::now();
+    twilio.until_closed().await;
+    // The first silence is the agent's own to handle; the second ends the call.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    let summary = seen.wait_ended().await;
+    assert_eq!(handoff(&summary.handoff_data)["reasonCode"], "silence");
+    drop(app);
+
+    let (_app, seen, mut twilio, mut conn) = elevenlabs_call(&[], "CAel_vm").await;
+    conn.send_json(
+        json!({"type": "user_transcript", "user_transcription_event": {
+        "user_transcript": "Please leave a message after the beep."}}),
+    )
+    .await;
+    twilio.until_closed().await;
+    let summary = seen.wait_ended().await;
+    assert_eq!(handoff(&summary.handoff_data)["reasonCode"], "voicemail");
+    assert_eq!(
+        seen.answered.lock().unwrap().clone(),
+        vec![("voicemail".to_string(), "transcript".to_string())]
+    );
+}

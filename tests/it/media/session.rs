@@ -113,7 +113,7 @@ impl Seen {
 }
 
 /// The server with a fake Realtime upstream (and `extra` settings).
-async fn app_with(vars: &[(&str, &str)]) -> (TestApp, Arc<Seen>) {
+pub(crate) async fn app_with(vars: &[(&str, &str)]) -> (TestApp, Arc<Seen>) {
     let config = test_config(vars);
     let mut state = AppState::new(config).await.unwrap();
     let seen = Arc::new(Seen::default());

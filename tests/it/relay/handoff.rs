@@ -62,7 +62,7 @@ async fn action_enqueues_to_taskrouter_when_a_workflow_is_set() {
         ],
     )
     .await;
-    assert_eq!(verbs(&doc), vec!["Enqueue"]);
+    assert_eq!(verbs(&doc), vec!["Enqueue", "Hangup"]);
     let enqueue = doc.root_element().first_element_child().unwrap();
     assert_eq!(
         enqueue.attribute("workflowSid"),
