@@ -113,6 +113,7 @@ pub async fn run(deps: SipDeps, surface: Surface, info: CallInfo) -> SipCallStat
         silence_due: first_silence,
         silences: 0,
         reply_chars: 0,
+        said_goodbye: false,
         deps,
     };
     let greeting = (!opening.greeting.is_empty()).then_some(opening.greeting);
@@ -144,6 +145,8 @@ struct SipCall {
     silences: u8,
     /// Characters of the model's reply in progress.
     reply_chars: usize,
+    /// The reply in progress ended its words with a goodbye (`END_ON_GOODBYE`).
+    said_goodbye: bool,
 }
 
 /// What ended the loop.
@@ -298,6 +301,7 @@ impl SipCall {
                 let text = bounded(transcript);
                 if !text.trim().is_empty() {
                     self.reply_chars += text.chars().count();
+                    self.said_goodbye |= crate::agent::endings::is_goodbye(&text);
                     self.stats.turns += 1;
                     self.log
                         .turn(Speaker::Agent, &text, SystemTime::now(), Latency::default());
@@ -317,6 +321,7 @@ impl SipCall {
             ServerEvent::ResponseCreated { response_id } => {
                 // The model speaks: the caller is not silent now.
                 self.silence_due = None;
+                self.said_goodbye = false;
                 if self.goodbye_asked && self.goodbye_response.is_none() {
                     self.goodbye_response = Some(response_id);
                 }
@@ -325,6 +330,19 @@ impl SipCall {
                 let is_goodbye = self.goodbye_response.as_deref() == Some(response_id.as_str());
                 if is_goodbye && let Some((handoff, _)) = &self.ending {
                     return Some(Finish::End(handoff.clone()));
+                }
+                // A goodbye the model said without `end_call` ends the call too.
+                if std::mem::take(&mut self.said_goodbye)
+                    && self.deps.agent.settings.end_on_goodbye
+                    && self.ending.is_none()
+                    && self.running.is_empty()
+                {
+                    tracing::info!("the model said goodbye without end_call; ending the call");
+                    return Some(Finish::End(Handoff {
+                        reason_code: crate::agent::REASON_GOODBYE.into(),
+                        reason: Some("the agent said goodbye".into()),
+                        ..Handoff::default()
+                    }));
                 }
                 // The silence clock starts once the reply has had time to be heard.
                 let heard_in = SPEECH_PER_CHAR * std::mem::take(&mut self.reply_chars) as u32;

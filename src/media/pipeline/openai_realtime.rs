@@ -124,6 +124,8 @@ pub struct RealtimePipeline {
     dropped_audio: u64,
     /// Caller turns so far (the first few are checked for a machine's words).
     caller_turns: u32,
+    /// The response in progress ended its words with a goodbye (`END_ON_GOODBYE`).
+    said_goodbye: bool,
 }
 
 /// Connects to Realtime and asks for the greeting.
@@ -167,6 +169,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
         metrics: ctx.agent.metrics.clone(),
         dropped_audio: 0,
         caller_turns: 0,
+        said_goodbye: false,
     };
     let response = (!greeting.is_empty()).then(|| ResponseParams {
         instructions: Some(greeting_instructions(&instructions, &greeting)),
@@ -337,7 +340,9 @@ impl RealtimePipeline {
                 if item.interrupted || item.complete {
                     return;
                 }
+                let goodbye = crate::agent::endings::is_goodbye(&transcript);
                 item.text = transcript;
+                self.said_goodbye |= goodbye;
                 self.record_final(&item_id);
             }
             ServerEvent::InputTranscriptCompleted { transcript, .. } => {
@@ -368,6 +373,7 @@ impl RealtimePipeline {
             }
             ServerEvent::ResponseCreated { response_id } => {
                 self.spoke = false;
+                self.said_goodbye = false;
                 if self.ending.is_some() && self.goodbye_response.is_none() {
                     self.goodbye_response = Some(response_id);
                 }
@@ -379,8 +385,26 @@ impl RealtimePipeline {
                 reason,
                 function_calls,
             } => {
+                let called_tools = !function_calls.is_empty();
                 for call in function_calls {
                     self.start_tool(call);
+                }
+                // A goodbye the model said without `end_call` ends the call too,
+                // once it has played.
+                if std::mem::take(&mut self.said_goodbye)
+                    && self.settings.end_on_goodbye
+                    && !called_tools
+                    && self.running.is_empty()
+                    && self.ending.is_none()
+                    && status == "completed"
+                {
+                    tracing::info!("the model said goodbye without end_call; ending the call");
+                    self.end(Handoff {
+                        reason_code: crate::agent::REASON_GOODBYE.into(),
+                        reason: Some("the agent said goodbye".into()),
+                        ..Handoff::default()
+                    });
+                    return;
                 }
                 if status == "failed" {
                     self.stats.errors += 1;

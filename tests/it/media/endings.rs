@@ -316,3 +316,29 @@ async fn an_elevenlabs_agent_call_ends_at_the_second_silence_and_on_a_voicemail(
         vec![("voicemail".to_string(), "transcript".to_string())]
     );
 }
+
+#[tokio::test]
+async fn a_goodbye_the_model_said_without_end_call_ends_the_call_once_played() {
+    let mut fake = FakeWsServer::start().await;
+    let (app, seen) = realtime_app(&fake, &[]).await;
+    let (mut twilio, mut conn, _) = realtime_call_as(&app, &mut fake, "CAbye1", &[]).await;
+    conn.send_json(json!({"type": "response.created", "response": {"id": "r1"}}))
+        .await;
+    conn.send_json(audio_delta("bye", &vec![0x55; 800])).await;
+    conn.send_json(json!({"type": "response.output_audio.done", "item_id": "bye"}))
+        .await;
+    conn.send_json(
+        json!({"type": "response.output_audio_transcript.done", "item_id": "bye",
+        "response_id": "r1", "output_index": 0, "content_index": 0,
+        "transcript": "Combinado, Ana. Tchau!"}),
+    )
+    .await;
+    conn.send_json(json!({"type": "response.done", "response": {"id": "r1", "status": "completed", "output": []}}))
+        .await;
+    let (goodbye, _) = twilio.audio(800).await;
+    assert_eq!(goodbye, vec![0x55; 800], "the goodbye played in full");
+    twilio.until_closed().await;
+    let summary = seen.wait_ended().await;
+    assert_eq!(handoff(&summary.handoff_data)["reasonCode"], "goodbye");
+    assert_eq!(app.state.metrics.endings("goodbye"), 1);
+}

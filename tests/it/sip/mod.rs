@@ -695,3 +695,21 @@ async fn the_number_called_picks_the_agent_and_its_limit() {
     assert_eq!(detail.call.agent.as_deref(), Some("vendas"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_goodbye_without_end_call_hangs_up_and_a_question_does_not() {
+    let mut fake = FakeOpenAi::start().await;
+    let app = sip_app(&fake, &[]).await;
+    let mut sideband = answered(&app, &mut fake, "rtc_bye").await;
+    sideband.caller_says("u1", "Era isso, obrigado").await;
+    sideband
+        .respond("resp_q", "Tenha um ótimo dia! Posso ajudar em algo mais?")
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(fake.requests().iter().all(|r| r.action() != "hangup"));
+    sideband.respond("resp_bye", "Então até logo!").await;
+    fake.wait_request("hangup", 1).await;
+    let detail = stored_call(&app, "rtc_bye", "completed").await;
+    assert!(detail.call.handoff_data.unwrap().contains("goodbye"));
+    assert_eq!(app.state.metrics.endings("goodbye"), 1);
+}
