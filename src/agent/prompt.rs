@@ -51,6 +51,12 @@ impl CallOpening {
     }
 }
 
+/// What a speech-to-speech model is told to have it say `words` as they are (a
+/// goodbye, the silence question, a voicemail message).
+pub fn verbatim_instructions(words: &str) -> String {
+    format!("Say exactly this to the caller, in its own language, and nothing else: \"{words}\"")
+}
+
 /// What a speech-to-speech model is told for its first response: its
 /// instructions, then to say exactly `greeting`.
 pub fn greeting_instructions(instructions: &str, greeting: &str) -> String {

@@ -467,9 +467,8 @@ impl SipCall {
         tracing::info!(silences = self.silences, "the caller has been silent");
         match self.silences {
             1 => {
-                let words = &self.deps.agent.settings.still_there_message;
-                let instructions = format!(
-                    "Say exactly this to the caller, in its own language, and nothing else: \"{words}\""
+                let instructions = crate::agent::prompt::verbatim_instructions(
+                    &self.deps.agent.settings.still_there_message,
                 );
                 self.send(
                     link,

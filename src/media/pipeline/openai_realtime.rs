@@ -506,9 +506,7 @@ impl RealtimePipeline {
     /// Has the model say `words` as they are; with `end`, the call ends once they
     /// have played (or at [`GOODBYE_WAIT`]).
     fn say(&mut self, words: &str, end: Option<Handoff>) {
-        let instructions = format!(
-            "Say exactly this to the caller, in its own language, and nothing else: \"{words}\""
-        );
+        let instructions = crate::agent::prompt::verbatim_instructions(words);
         self.queue(ClientEvent::CreateResponse {
             response: Some(ResponseParams {
                 instructions: Some(instructions),
