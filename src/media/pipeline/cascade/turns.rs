@@ -59,24 +59,9 @@ impl Task {
         if self.done || self.ending.is_some() {
             return;
         }
-        if self.agent_speaking() {
-            if let Some(tts) = &mut self.tts
-                && let Err(e) = tts.cancel().await
-            {
-                self.tts_failed(e).await;
-                return;
-            }
-            self.agent_turn = None;
-            self.generating.clear();
-            self.outbox.retain(|o| {
-                !matches!(
-                    o,
-                    PipelineOutput::Audio { .. } | PipelineOutput::TurnDone { .. }
-                )
-            });
-            self.held_audio = 0;
-            // Answered with `Cleared`, which nothing waits for here.
-            self.outbox.push_back(PipelineOutput::Clear);
+        // The session answers the clear with `Cleared`, which nothing waits for here.
+        if self.agent_speaking() && !self.silence_agent().await {
+            return;
         }
         self.agent.handle(AgentInput::Voicemail { signal: "amd" });
     }
@@ -149,11 +134,20 @@ impl Task {
             return;
         }
         tracing::info!(trigger = why, "caller barged in");
+        if self.silence_agent().await {
+            self.clearing = Some(Instant::now() + CLEAR_WAIT);
+        }
+    }
+
+    /// Stops the agent's voice: the TTS context is cancelled, audio not yet handed
+    /// to the session is dropped, and the session is told to `clear` Twilio.
+    /// False when the TTS failed (its failure path has taken over).
+    async fn silence_agent(&mut self) -> bool {
         if let Some(tts) = &mut self.tts
             && let Err(e) = tts.cancel().await
         {
             self.tts_failed(e).await;
-            return;
+            return false;
         }
         self.agent_turn = None;
         self.generating.clear();
@@ -165,7 +159,7 @@ impl Task {
         });
         self.held_audio = 0;
         self.outbox.push_back(PipelineOutput::Clear);
-        self.clearing = Some(Instant::now() + CLEAR_WAIT);
+        true
     }
 
     /// The session cleared Twilio (or did not answer in time): tell the agent what
