@@ -198,7 +198,7 @@ where
         let agent_quiet = call.playback.queued().is_zero();
         let silence_due = silence.due(
             pipeline.is_some() && ending.is_none() && agent_quiet,
-            now + call.playback.ahead(now.into_std()),
+            || now + call.playback.ahead(now.into_std()),
         );
         tokio::select! {
             biased;
@@ -511,11 +511,13 @@ impl Silence {
 
     /// When the silence is due, given whether its clock runs and when it starts
     /// (once the agent's audio has played).
-    fn due(&mut self, running: bool, from: Instant) -> Option<Instant> {
+    /// `from` is only asked when the clock starts (once per quiet spell, not per
+    /// frame).
+    fn due(&mut self, running: bool, from: impl FnOnce() -> Instant) -> Option<Instant> {
         if !running {
             self.due = None;
         } else if self.due.is_none() {
-            self.due = self.timeout.map(|t| from + t);
+            self.due = self.timeout.map(|t| from() + t);
         }
         self.due
     }

@@ -56,9 +56,13 @@ pub struct SipDeps {
 }
 
 impl SipDeps {
-    /// `SILENCE_TIMEOUT_SECS` of the call's agent.
-    fn silence_timeout(&self) -> Option<Duration> {
-        self.config.endings.silence_timeout
+    /// When the caller's silence is due if its clock starts `after` from now
+    /// (`SILENCE_TIMEOUT_SECS` of the call's agent; `None` when it is off).
+    fn silence_due(&self, after: Duration) -> Option<Instant> {
+        self.config
+            .endings
+            .silence_timeout
+            .map(|timeout| Instant::now() + after + timeout)
     }
 }
 
@@ -94,7 +98,7 @@ pub async fn run(deps: SipDeps, surface: Surface, info: CallInfo) -> SipCallStat
     let mut log = CallLog::new(deps.agent.observer.clone());
     log.started(&info);
     // Armed from the start; the greeting's response holds it until heard.
-    let first_silence = deps.silence_timeout().map(|t| Instant::now() + t);
+    let first_silence = deps.silence_due(Duration::ZERO);
     let call = SipCall {
         surface,
         log,
@@ -346,10 +350,7 @@ impl SipCall {
                 }
                 // The silence clock starts once the reply has had time to be heard.
                 let heard_in = SPEECH_PER_CHAR * std::mem::take(&mut self.reply_chars) as u32;
-                self.silence_due = self
-                    .deps
-                    .silence_timeout()
-                    .map(|timeout| Instant::now() + heard_in + timeout);
+                self.silence_due = self.deps.silence_due(heard_in);
             }
             ServerEvent::Error { message, code, .. } => {
                 tracing::warn!(code = ?code, error = %crate::transport::excerpt(&message, 300), "the sideband reported an error");
@@ -445,20 +446,14 @@ impl SipCall {
     /// The caller spoke: their silence starts over.
     fn caller_spoke(&mut self) {
         self.silences = 0;
-        self.silence_due = self
-            .deps
-            .silence_timeout()
-            .map(|timeout| Instant::now() + timeout);
+        self.silence_due = self.deps.silence_due(Duration::ZERO);
     }
 
     /// The caller has been silent: ask once whether they are still there, then
     /// say goodbye and end; if the model never answers, end anyway.
     fn silence(&mut self, link: &WsLink) -> Option<Finish> {
         self.silences = self.silences.saturating_add(1);
-        self.silence_due = self
-            .deps
-            .silence_timeout()
-            .map(|timeout| Instant::now() + timeout);
+        self.silence_due = self.deps.silence_due(Duration::ZERO);
         let handoff = || Handoff {
             reason_code: crate::agent::REASON_SILENCE.into(),
             reason: Some("the caller stayed silent".into()),
