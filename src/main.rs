@@ -212,6 +212,9 @@ async fn call(args: &[String]) -> i32 {
 }
 
 async fn bench(args: &[String]) -> ExitCode {
+    if args.first().map(String::as_str) == Some("media") {
+        return bench_media(&args[1..]).await;
+    }
     let options = match voxrelay::bench::BenchOptions::from_args(args) {
         Ok(o) => o,
         Err(voxrelay::bench::BenchArgsError::Help) => {
@@ -224,6 +227,28 @@ async fn bench(args: &[String]) -> ExitCode {
         }
     };
     match voxrelay::bench::run(&options).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench_media(args: &[String]) -> ExitCode {
+    use voxrelay::bench::media;
+    let options = match media::MediaBenchOptions::from_args(args) {
+        Ok(o) => o,
+        Err(voxrelay::bench::BenchArgsError::Help) => {
+            println!("{}", media::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", media::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match media::run(&options).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -18,6 +18,8 @@
 
 pub mod calls;
 pub mod fake_llm;
+pub mod fake_realtime;
+pub mod media;
 pub mod server;
 
 use std::path::PathBuf;
@@ -65,6 +67,7 @@ voxrelay bench: load benchmark on loopback (fake LLM, real server, simulated cal
 
 USAGE:
     voxrelay bench [OPTIONS]
+    voxrelay bench media [OPTIONS]   Media Streams load (see `voxrelay bench media --help`)
 
 OPTIONS:
     --calls N[,N...]    concurrent calls, one run each [default: 50,200,1000]

@@ -57,6 +57,38 @@ impl ServerProcess {
         max_calls: usize,
         database_url: Option<&str>,
     ) -> Result<Self, ServerError> {
+        let mut env = vec![
+            ("LLM_PROVIDER", "openai".to_string()),
+            ("OPENAI_BASE_URL", llm_base_url.to_string()),
+            ("OPENAI_MODEL", "bench".to_string()),
+        ];
+        if let Some(url) = database_url {
+            env.push(("DATABASE_URL", url.to_string()));
+        }
+        Self::start_with(exe, max_calls, &env).await
+    }
+
+    /// Starts `exe serve` for Media Streams calls bridged to the Realtime stand-in
+    /// at `realtime_url`.
+    pub async fn start_media(
+        exe: &Path,
+        realtime_url: &str,
+        max_calls: usize,
+    ) -> Result<Self, ServerError> {
+        let env = [
+            ("MEDIA_PIPELINE", "openai-realtime".to_string()),
+            ("OPENAI_REALTIME_URL", realtime_url.to_string()),
+        ];
+        Self::start_with(exe, max_calls, &env).await
+    }
+
+    /// Starts `exe serve` on `127.0.0.1` in an empty folder with `env` on top of
+    /// the benchmark's own settings.
+    async fn start_with(
+        exe: &Path,
+        max_calls: usize,
+        env: &[(&str, String)],
+    ) -> Result<Self, ServerError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(ServerError::Port)?
@@ -72,10 +104,7 @@ impl ServerProcess {
             .current_dir(&dir)
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
-            .env("LLM_PROVIDER", "openai")
-            .env("OPENAI_BASE_URL", llm_base_url)
             .env("OPENAI_API_KEY", "bench")
-            .env("OPENAI_MODEL", "bench")
             .env("MAX_CALLS", max_calls.to_string())
             .env("LOG_DIR", dir.join("logs"))
             .env("API_TOKEN", TOKEN)
@@ -84,9 +113,7 @@ impl ServerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        if let Some(url) = database_url {
-            command.env("DATABASE_URL", url);
-        }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         let child = command.spawn().map_err(|source| ServerError::Spawn {
             exe: exe.to_path_buf(),
             source,
@@ -118,6 +145,10 @@ impl ServerProcess {
 
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/websocket", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Current memory and CPU (zeros where `/proc` is unavailable).
