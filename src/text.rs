@@ -1,8 +1,26 @@
 //! Small text helpers shared by the agent core: accent folding for matching what
 //! callers say (Portuguese and Spanish accents) regardless of case and diacritics,
-//! and cutting text to a byte bound on a character boundary.
+//! cutting text to a byte bound on a character boundary, and writing a JSON
+//! string without a serializer for the hot paths.
 //!
-//! May import nothing: pure functions (the order is checked by `.ci/layers`).
+//! May import nothing of ours: pure functions (the order is checked by
+//! `.ci/layers`).
+
+/// Appends `value` as a JSON string. Base64 and SIDs need no escaping, so they are
+/// copied as they are; anything else goes through serde_json's escaping.
+pub fn push_json_str(out: &mut String, value: &str) {
+    let plain = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b'.'));
+    if plain {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        // Writing a string to a String cannot fail.
+        out.push_str(&serde_json::to_string(value).unwrap_or_default());
+    }
+}
 
 /// `text` cut to at most `max` bytes on a character boundary; whether it was cut.
 pub fn cut_to(text: &mut String, max: usize) -> bool {

@@ -2,10 +2,12 @@
 //! separated from the HTTP framework (`http::ws` converts warp's messages into
 //! these), so sessions can be driven by plain channels in tests; the bounds on
 //! what a peer sends; call SIDs made on our side ([`random_sid`]); and the
-//! registry of live calls by SID ([`live`]) that every transport's session joins.
+//! registry of live calls by SID ([`live`]) that every transport's session joins;
+//! the timer a session loop reuses across turns ([`alarm`]).
 //!
 //! May import `text` only (the order is checked by `.ci/layers`).
 
+pub mod alarm;
 pub mod live;
 
 /// One frame from the peer. Pings and pongs are answered below this layer.

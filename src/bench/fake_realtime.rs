@@ -183,9 +183,15 @@ mod tests {
         assert_eq!(appended_cue_bytes(&spaced), 160);
         let mut mixed = vec![0xffu8; 200];
         mixed[10..90].fill(0);
-        let text = format!(r#"{{"audio":"{}","type":"input_audio_buffer.append"}}"#, b64(&mixed));
+        let text = format!(
+            r#"{{"audio":"{}","type":"input_audio_buffer.append"}}"#,
+            b64(&mixed)
+        );
         assert_eq!(appended_cue_bytes(&text), 80);
-        let silence = format!(r#"{{"type":"input_audio_buffer.append","audio":"{}"}}"#, b64(&[0xff; 160]));
+        let silence = format!(
+            r#"{{"type":"input_audio_buffer.append","audio":"{}"}}"#,
+            b64(&[0xff; 160])
+        );
         assert_eq!(appended_cue_bytes(&silence), 0);
         assert_eq!(appended_cue_bytes(r#"{"type":"session.update"}"#), 0);
     }

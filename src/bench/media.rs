@@ -126,10 +126,8 @@ impl MediaBenchOptions {
                 }
                 "--realtime-port" => {
                     let v = value()?;
-                    options.realtime_port = v
-                        .trim()
-                        .parse()
-                        .map_err(|_| bad("a port number", &v))?;
+                    options.realtime_port =
+                        v.trim().parse().map_err(|_| bad("a port number", &v))?;
                 }
                 "-h" | "--help" => return Err(BenchArgsError::Help),
                 other => return Err(BenchArgsError::Unknown(other.to_string())),
@@ -431,7 +429,8 @@ mod tests {
 
     #[test]
     fn options_from_flags() {
-        let o = MediaBenchOptions::from_args(&args(&["--calls", "5,10", "--seconds", "3"])).unwrap();
+        let o =
+            MediaBenchOptions::from_args(&args(&["--calls", "5,10", "--seconds", "3"])).unwrap();
         assert_eq!(o.calls, vec![5, 10]);
         assert_eq!(o.seconds, 3);
         let o = MediaBenchOptions::from_args(&args(&[
@@ -446,7 +445,9 @@ mod tests {
         assert_eq!(o.pid, Some(42));
         assert_eq!(o.realtime_port, 18765);
         assert!(MediaBenchOptions::from_args(&args(&["--target", "ws://x/m"])).is_err());
-        assert!(MediaBenchOptions::from_args(&args(&["--target", "http://x", "--pid", "1"])).is_err());
+        assert!(
+            MediaBenchOptions::from_args(&args(&["--target", "http://x", "--pid", "1"])).is_err()
+        );
         assert!(MediaBenchOptions::from_args(&args(&["--seconds", "0"])).is_err());
     }
 }

@@ -50,6 +50,7 @@ use crate::agent::{
 use crate::audio::frame::Pace;
 use crate::config::Config;
 use crate::metrics::CallMode;
+use crate::transport::alarm::Alarm;
 use crate::transport::live::{CallCommand, LiveCalls, REASON_API_END, REASON_FAX, Registration};
 use crate::transport::{Frame, bound_field, bound_parameters, excerpt};
 use crate::twilio::admission::Admission;
@@ -161,6 +162,10 @@ where
     let mut registration: Option<Registration> = None;
     // The caller's silence: when it is due, and how many times it came in a row.
     let mut silence = Silence::new(deps.config.endings.silence_timeout);
+    // Timers kept across turns of the loop, re-armed only when their time moves.
+    let mut frame_alarm = Alarm::new();
+    let mut silence_alarm = Alarm::new();
+    let mut close_alarm = Alarm::new();
 
     let reason: &'static str = loop {
         let now = Instant::now();
@@ -170,20 +175,21 @@ where
         // (5 ms for the lead frames of a reply). For the same reason a frame due
         // within TIMER_SLACK goes now, and later ones wake TIMER_SLACK early: the
         // lead makes a frame 1 ms early harmless, while 1 ms late adds up.
-        let frame_due = match call.playback.due(now.into_std()) {
-            None => None,
-            Some(Pace::Now) => Some(FrameDue::Now),
+        let frame_now = match call.playback.due(now.into_std()) {
+            None => {
+                frame_alarm.set(None);
+                false
+            }
+            Some(Pace::Now) => true,
             Some(Pace::At(at)) => {
                 let at = Instant::from_std(at);
-                if at <= now + TIMER_SLACK {
-                    Some(FrameDue::Now)
-                } else {
-                    Some(FrameDue::At(at - TIMER_SLACK))
-                }
+                let now_enough = at <= now + TIMER_SLACK;
+                frame_alarm.set((!now_enough).then(|| at - TIMER_SLACK));
+                now_enough
             }
         };
         // An ending call closes once its audio has played (or at its deadline).
-        let close_at = ending.as_ref().map(|(_, deadline)| {
+        close_alarm.set(ending.as_ref().map(|(_, deadline)| {
             if call.playback.has_frames() {
                 *deadline
             } else if call.playback.marks_settled() {
@@ -191,15 +197,15 @@ where
             } else {
                 (now + call.playback.ahead(now.into_std()) + END_GRACE).min(*deadline)
             }
-        });
+        }));
         let poll_pipeline = ending.is_none() && call.playback.has_room();
         // The silence clock runs while the agent has nothing left to send; it
         // starts once what was sent has had time to play.
         let agent_quiet = call.playback.queued().is_zero();
-        let silence_due = silence.due(
+        silence_alarm.set(silence.due(
             pipeline.is_some() && ending.is_none() && agent_quiet,
             || now + call.playback.ahead(now.into_std()),
-        );
+        ));
         tokio::select! {
             biased;
             () = deps.stop.cancelled() => break "server shut down",
@@ -253,7 +259,14 @@ where
                     Err(e) => call.reject(format_args!("ignoring a malformed frame ({e}): {}", excerpt(&text, 200))),
                 },
             },
-            () = frame_clock(frame_due) => {
+            () = std::future::ready(()), if frame_now => {
+                if let Err(e) = call.send_frame(&mut socket).await {
+                    tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                    break "socket closed while sending";
+                }
+            }
+            () = frame_alarm.ring() => {
+                frame_alarm.set(None);
                 if let Err(e) = call.send_frame(&mut socket).await {
                     tracing::info!(error = %e, "could not write to Twilio; ending this call");
                     break "socket closed while sending";
@@ -314,7 +327,7 @@ where
                     ending = Some((Ending::Failed, Instant::now() + END_MAX_WAIT));
                 }
             },
-            () = crate::agent::dtmf::sleep_until_opt(silence_due) => {
+            () = silence_alarm.ring() => {
                 match silence.elapsed() {
                     Some(goodbye) => {
                         tracing::info!(goodbye, "the caller has been silent; the agent speaks up");
@@ -350,7 +363,7 @@ where
                     ..Handoff::default()
                 }), Instant::now()));
             }
-            () = crate::agent::dtmf::sleep_until_opt(close_at) => {
+            () = close_alarm.ring() => {
                 break match &ending {
                     Some((Ending::Failed, _)) => "pipeline failed",
                     _ => ENDED_BY_AGENT,
@@ -711,24 +724,8 @@ impl Call {
     }
 }
 
-/// When the next outbound frame should be sent.
-#[derive(Debug, Clone, Copy)]
-enum FrameDue {
-    Now,
-    At(Instant),
-}
-
 /// How early a paced frame may leave (the timer's resolution).
 const TIMER_SLACK: Duration = Duration::from_millis(1);
-
-/// Ready when the next frame is due; never when none is queued.
-async fn frame_clock(due: Option<FrameDue>) {
-    match due {
-        Some(FrameDue::Now) => {}
-        Some(FrameDue::At(at)) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 async fn poll_opt(connecting: &mut Option<Connecting>) -> Result<Box<dyn Pipeline>, PipelineError> {
     match connecting.as_mut() {

@@ -25,6 +25,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Outbound messages that may wait for the writer (about 5 s of 20 ms audio frames).
 const QUEUE: usize = 256;
+/// Most queued messages written together.
+const WRITE_BATCH: usize = 32;
 /// How long a control message may wait for room in the queue.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long closing may take before the socket is simply dropped.
@@ -164,18 +166,31 @@ async fn write_loop(
                 None => break,
             },
         };
-        let closing = matches!(message, Message::Close(_));
+        // Everything already queued goes out in one write.
+        let write = async {
+            let mut closing = matches!(message, Message::Close(_));
+            sink.feed(message).await?;
+            let mut fed = 1;
+            while !closing && fed < WRITE_BATCH {
+                let Ok(message) = rx.try_recv() else { break };
+                closing = matches!(message, Message::Close(_));
+                sink.feed(message).await?;
+                fed += 1;
+            }
+            sink.flush().await.map(|()| closing)
+        };
         let sent = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            sent = sink.send(message) => sent,
+            sent = write => sent,
         };
-        if let Err(e) = sent {
-            tracing::debug!(%service, error = %e, "upstream socket write failed");
-            return;
-        }
-        if closing {
-            return;
+        match sent {
+            Err(e) => {
+                tracing::debug!(%service, error = %e, "upstream socket write failed");
+                return;
+            }
+            Ok(true) => return,
+            Ok(false) => {}
         }
     }
     let frame = CloseFrame {

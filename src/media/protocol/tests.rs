@@ -251,3 +251,40 @@ fn outbound_shapes_match_the_docs() {
     }
     assert!(parse_outbound(r#"{"event":"text","token":"x"}"#).is_err());
 }
+
+#[test]
+fn hand_written_outbound_text_is_what_serde_writes() {
+    let awkward = [
+        Outbound::media("MZ1", &[1, 2, 3, 4]),
+        Outbound::media("MZ\"}, \"event\":\"clear", &[0xff; 160]),
+        Outbound::mark("MZ1", "turn-3.frame_12"),
+        Outbound::mark("MZ1", "quote \" backslash \\ newline \n é"),
+        Outbound::media("", &[]),
+    ];
+    for message in awkward {
+        let ours = message.to_json();
+        let serde = serde_json::to_string(&message).unwrap();
+        assert_eq!(ours, serde);
+        assert_eq!(parse_outbound(&ours).unwrap(), message);
+    }
+}
+
+#[test]
+fn the_media_fast_path_reads_what_the_enum_reads() {
+    let frames = [
+        r#"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"/38AgBI="},"streamSid":"MZ1"}"#,
+        r#"{"event":"media","media":{"chunk":2.0,"timestamp":-3,"payload":"AAAA"}}"#,
+        r#"{"event":"media","streamSid":null,"media":null}"#,
+        r#"{"event":"media","event":"stop"}"#,
+    ];
+    for text in frames {
+        let slow = serde_json::from_str::<Inbound>(text).ok();
+        let fast = parse_inbound(text).ok();
+        assert_eq!(fast, slow, "{text}");
+    }
+    // Not a media frame after all: falls back to the enum and its errors.
+    assert!(matches!(
+        parse_inbound(r#"{"event":"media","media":"nope"}"#),
+        Err(ParseError::Fields { .. })
+    ));
+}

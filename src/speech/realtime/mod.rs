@@ -231,12 +231,8 @@ impl RealtimeClient {
     /// the upstream lags and the queue is full, the frame is dropped
     /// ([`SpeechError::QueueFull`]).
     pub fn append_audio(&self, payload_b64: &str) -> Result<(), SpeechError> {
-        self.link.try_send_text(
-            ClientEvent::AppendAudio {
-                audio: payload_b64.to_string(),
-            }
-            .to_json(),
-        )
+        self.link
+            .try_send_text(ClientEvent::append_audio_json(payload_b64))
     }
 
     /// `response.create`, optionally with instructions for this response only.

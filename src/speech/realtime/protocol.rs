@@ -399,6 +399,16 @@ impl ClientEvent {
         // Plain data with string keys: serialization cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// `AppendAudio { audio }`'s text, written directly: it is sent 50 times a
+    /// second per call.
+    pub fn append_audio_json(audio: &str) -> String {
+        let mut text = String::with_capacity(48 + audio.len());
+        text.push_str(r#"{"type":"input_audio_buffer.append","audio":"#);
+        crate::text::push_json_str(&mut text, audio);
+        text.push('}');
+        text
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -401,3 +401,14 @@ fn options_come_from_config() {
     assert_eq!(s.voice, "marin");
     assert_eq!(s.language.as_deref(), Some("pt"));
 }
+
+#[test]
+fn the_written_append_is_the_serialized_one() {
+    for audio in ["//7+/w==", "", "not \"base64\" \\ at all"] {
+        let serde = ClientEvent::AppendAudio {
+            audio: audio.into(),
+        }
+        .to_json();
+        assert_eq!(ClientEvent::append_audio_json(audio), serde);
+    }
+}
