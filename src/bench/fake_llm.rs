@@ -82,8 +82,9 @@ pub struct FakeLlm {
 }
 
 impl FakeLlm {
-    pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// Listens on `127.0.0.1:port` (0: any free port).
+    pub async fn start(port: u16) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr()?.port();
         let mode = Arc::new(AtomicU8::new(Mode::Conversation as u8));
         let done = Arc::new(AtomicBool::new(true));

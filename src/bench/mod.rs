@@ -46,6 +46,12 @@ pub struct BenchOptions {
     pub sse_done: bool,
     /// The server's `DATABASE_URL` (default: a SQLite file in its temp folder).
     pub database_url: Option<String>,
+    /// A running server's ConversationRelay WebSocket URL instead of starting ours.
+    pub target: Option<String>,
+    /// That server's process id, for its CPU and memory.
+    pub pid: Option<u32>,
+    /// The fake LLM's port (0: any; give one for a server started beforehand).
+    pub llm_port: u16,
 }
 
 impl Default for BenchOptions {
@@ -58,6 +64,9 @@ impl Default for BenchOptions {
             server_exe: None,
             sse_done: true,
             database_url: None,
+            target: None,
+            pid: None,
+            llm_port: 0,
         }
     }
 }
@@ -79,6 +88,11 @@ OPTIONS:
                         database) [default: a SQLite file in a temp folder]
     --no-done           the fake LLM ends streams without `data: [DONE]` (lets the
                         server reuse its HTTP/1.1 connection; OpenAI sends it)
+    --target URL        a running server's ws://… ConversationRelay URL instead of
+                        starting ours (needs --pid; its base URL for the LLM must
+                        be http://127.0.0.1:<--llm-port>/v1)
+    --pid PID           that server's process, for its CPU time and memory
+    --llm-port P        the fake LLM's port on 127.0.0.1 [default: any free]
 
 Build with --release for meaningful figures. Results go to stdout as Markdown.";
 
@@ -141,9 +155,31 @@ impl BenchOptions {
                 "--server" => options.server_exe = Some(PathBuf::from(value()?)),
                 "--no-done" => options.sse_done = false,
                 "--database-url" => options.database_url = Some(value()?),
+                "--target" => {
+                    let v = value()?;
+                    if !v.starts_with("ws://") {
+                        return Err(bad("a ws:// URL", &v));
+                    }
+                    options.target = Some(v);
+                }
+                "--pid" => {
+                    let v = value()?;
+                    options.pid = Some(number(&v).ok_or_else(|| bad("a process id", &v))? as u32);
+                }
+                "--llm-port" => {
+                    let v = value()?;
+                    options.llm_port = v.trim().parse().map_err(|_| bad("a port number", &v))?;
+                }
                 "-h" | "--help" => return Err(BenchArgsError::Help),
                 other => return Err(BenchArgsError::Unknown(other.to_string())),
             }
+        }
+        if options.target.is_some() != options.pid.is_some() {
+            return Err(BenchArgsError::Bad {
+                flag: "--target".into(),
+                what: "--pid with it (and --pid only with --target)",
+                value: options.target.clone().unwrap_or_default(),
+            });
         }
         Ok(options)
     }
@@ -234,19 +270,28 @@ async fn run_one(
     n: usize,
     options: &BenchOptions,
 ) -> Result<BenchReport, String> {
-    let llm = FakeLlm::start()
+    let llm = FakeLlm::start(options.llm_port)
         .await
         .map_err(|e| format!("cannot start the fake LLM: {e}"))?;
     llm.send_done(options.sse_done);
-    let server = ServerProcess::start(
-        exe,
-        &llm.base_url(),
-        (n * 2).max(2000),
-        options.database_url.as_deref(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let url = server.ws_url();
+    let subject = match (&options.target, options.pid) {
+        (Some(url), Some(pid)) => Subject::Running {
+            url: url.clone(),
+            pid,
+        },
+        _ => Subject::Ours(
+            ServerProcess::start(
+                exe,
+                &llm.base_url(),
+                (n * 2).max(2000),
+                options.database_url.as_deref(),
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        ),
+    };
+    let server = &subject;
+    let url = subject.url();
 
     // Warm up (first connections, allocator arenas), then take the baseline.
     llm.set_mode(Mode::Conversation);
@@ -273,10 +318,16 @@ async fn run_one(
     let saturated = calls::saturate(&url, n, options.saturate).await;
     let cpu = server.usage().cpu.saturating_sub(cpu_before);
     let end = server.usage();
-    let store_writes = server.store_writes().await;
+    let store_writes = match &subject {
+        Subject::Ours(server) => server.store_writes().await,
+        Subject::Running { .. } => None,
+    };
     let llm_connections = llm.connections();
-    // SIGTERM: the server must drain (no calls are left) and exit 0.
-    let clean_exit = server.stop().await.is_some_and(|s| s.success());
+    // SIGTERM: our server must drain (no calls are left) and exit 0.
+    let clean_exit = match subject {
+        Subject::Ours(server) => server.stop().await.is_some_and(|s| s.success()),
+        Subject::Running { .. } => true,
+    };
     if !clean_exit {
         eprintln!("warning: the server did not exit cleanly after SIGTERM");
     }
@@ -308,6 +359,28 @@ async fn run_one(
         llm_connections,
         store_writes,
     })
+}
+
+/// The server measured: ours in a child process, or one already running.
+enum Subject {
+    Ours(ServerProcess),
+    Running { url: String, pid: u32 },
+}
+
+impl Subject {
+    fn url(&self) -> String {
+        match self {
+            Subject::Ours(server) => server.ws_url(),
+            Subject::Running { url, .. } => url.clone(),
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        match self {
+            Subject::Ours(server) => server.usage(),
+            Subject::Running { pid, .. } => server::process_usage(*pid),
+        }
+    }
 }
 
 fn ms(d: Duration) -> String {

@@ -15,6 +15,9 @@ async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
         server_exe: Some(env!("CARGO_BIN_EXE_voxrelay").into()),
         sse_done: true,
         database_url: None,
+        target: None,
+        pid: None,
+        llm_port: 0,
     };
     let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
         .await
@@ -45,13 +48,43 @@ async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
     );
 }
 
+/// `voxrelay bench media` on a tiny load: real server, fake callers and fake
+/// Realtime; every cue frame gets its reply, every reply reaches the caller paced,
+/// and the server's CPU and memory are read.
+#[tokio::test]
+async fn a_small_media_benchmark_measures_both_ends() {
+    use voxrelay::bench::media::{MediaBenchOptions, run};
+    let options = MediaBenchOptions {
+        calls: vec![3],
+        seconds: 2,
+        server_exe: Some(env!("CARGO_BIN_EXE_voxrelay").into()),
+        ..MediaBenchOptions::default()
+    };
+    let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
+        .await
+        .expect("the benchmark stops by itself")
+        .expect("the benchmark runs");
+    let r = &reports[0];
+    assert_eq!(r.errors, 0, "{}", r.markdown());
+    assert_eq!(r.caller_frames, 3 * 2 * 50, "{}", r.markdown());
+    // Two cue frames per call, each answered with 25 frames that all arrive.
+    assert_eq!(r.upstream_connections, 3);
+    assert_eq!(r.replies, 6, "{}", r.markdown());
+    assert_eq!(r.agent_frames, 6 * 25, "{}", r.markdown());
+    assert_eq!(r.reply_latency.count, 6);
+    assert!(r.reply_latency.max < Duration::from_millis(500), "{}", r.markdown());
+    // Our server marks its audio every 200 ms; the callers echoed every mark.
+    assert!(r.marks >= 6, "{}", r.markdown());
+    assert!(r.idle.rss > 0 && r.live.rss > 0);
+}
+
 /// The LLM client keeps one HTTP/1.1 connection for a call's finished replies, and
 /// closes it when a reply is interrupted (which is what stops the LLM).
 #[tokio::test]
 async fn finished_replies_reuse_the_llm_connection_and_interrupts_close_it() {
     use voxrelay::bench::fake_llm::FakeLlm;
 
-    let llm = FakeLlm::start().await.unwrap();
+    let llm = FakeLlm::start(0).await.unwrap();
     let base = llm.base_url();
     let app = crate::support::spawn_app(&[
         ("LLM_PROVIDER", "openai"),
