@@ -252,7 +252,9 @@ pub async fn run(options: &BenchOptions) -> Result<Vec<BenchReport>, String> {
         Err(e) => eprintln!("warning: cannot raise the open-file limit: {e}"),
     }
     let exe = match &options.server_exe {
-        Some(exe) => exe.clone(),
+        // The server runs in a folder of its own: a relative path would not hold.
+        Some(exe) => std::fs::canonicalize(exe)
+            .map_err(|e| format!("cannot find {}: {e}", exe.display()))?,
         None => std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?,
     };
     let mut reports = Vec::new();

@@ -19,6 +19,8 @@ pub struct Usage {
     pub peak_rss: u64,
     /// User plus system CPU time.
     pub cpu: Duration,
+    /// Of which in the kernel (system calls, the network stack).
+    pub system: Duration,
 }
 
 pub struct ServerProcess {
@@ -238,11 +240,14 @@ pub fn process_usage(pid: u32) -> Usage {
             let fields: Vec<&str> = rest.split_whitespace().collect();
             // utime and stime are fields 14 and 15 of the line, 12 and 13 here,
             // in clock ticks of 1/100 s (USER_HZ).
-            let ticks: u64 = [11, 12]
-                .iter()
-                .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
-                .sum();
-            usage.cpu = Duration::from_millis(ticks * 10);
+            let ticks = |i: usize| -> u64 {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            usage.cpu = Duration::from_millis((ticks(11) + ticks(12)) * 10);
+            usage.system = Duration::from_millis(ticks(12) * 10);
         }
     }
     usage
