@@ -33,8 +33,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest message accepted from an upstream (audio chunks are far smaller).
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
-/// Bytes read from the socket at a time (a 200 ms Realtime audio delta is ~2.2 KB).
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Bytes read from the socket at a time (a 200 ms Realtime audio delta is ~2.2 KB;
+/// tungstenite zero-fills the buffer as it reads, and it is held per call).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Longest server error body kept in [`SpeechError::Rejected`].
 const MAX_ERROR_BODY: usize = 300;
 
