@@ -6,12 +6,23 @@
 //! May import nothing of ours: pure functions (the order is checked by
 //! `.ci/layers`).
 
+/// Bytes a JSON string may hold unescaped that base64 and SIDs are made of.
+static PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_' | b'.');
+        b += 1;
+    }
+    table
+};
+
 /// Appends `value` as a JSON string. Base64 and SIDs need no escaping, so they are
 /// copied as they are; anything else goes through serde_json's escaping.
 pub fn push_json_str(out: &mut String, value: &str) {
-    let plain = value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b'.'));
+    let plain = value.bytes().all(|b| PLAIN[usize::from(b)]);
     if plain {
         out.push('"');
         out.push_str(value);
@@ -58,6 +69,24 @@ pub fn fold(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_are_copied_only_when_nothing_needs_escaping() {
+        for value in [
+            "",
+            "MZ0123abc",
+            "/38AgBI=",
+            "a\"b",
+            "x\\y",
+            "é",
+            "line\nbreak",
+            "<tag>",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, value);
+            assert_eq!(out, serde_json::to_string(value).unwrap(), "{value:?}");
+        }
+    }
 
     #[test]
     fn folds_case_and_accents() {

@@ -186,8 +186,8 @@ pub async fn run(options: &MediaBenchOptions) -> Result<Vec<MediaReport>, String
             _ => {
                 let exe = match &options.server_exe {
                     // The server runs in a folder of its own: a relative path would not hold.
-        Some(exe) => std::fs::canonicalize(exe)
-            .map_err(|e| format!("cannot find {}: {e}", exe.display()))?,
+                    Some(exe) => std::fs::canonicalize(exe)
+                        .map_err(|e| format!("cannot find {}: {e}", exe.display()))?,
                     None => std::env::current_exe()
                         .map_err(|e| format!("cannot find this binary: {e}"))?,
                 };

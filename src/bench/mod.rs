@@ -253,14 +253,21 @@ pub async fn run(options: &BenchOptions) -> Result<Vec<BenchReport>, String> {
     }
     let exe = match &options.server_exe {
         // The server runs in a folder of its own: a relative path would not hold.
-        Some(exe) => std::fs::canonicalize(exe)
-            .map_err(|e| format!("cannot find {}: {e}", exe.display()))?,
+        Some(exe) => {
+            std::fs::canonicalize(exe).map_err(|e| format!("cannot find {}: {e}", exe.display()))?
+        }
         None => std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?,
     };
+    // One fake LLM for every call count: a server started beforehand (`--target`)
+    // keeps talking to the same port.
+    let llm = FakeLlm::start(options.llm_port)
+        .await
+        .map_err(|e| format!("cannot start the fake LLM: {e}"))?;
+    llm.send_done(options.sse_done);
     let mut reports = Vec::new();
     for &n in &options.calls {
         eprintln!("== {n} calls");
-        let report = run_one(&exe, n, options).await?;
+        let report = run_one(&exe, &llm, n, options).await?;
         println!("{}", report.markdown());
         reports.push(report);
     }
@@ -269,13 +276,11 @@ pub async fn run(options: &BenchOptions) -> Result<Vec<BenchReport>, String> {
 
 async fn run_one(
     exe: &std::path::Path,
+    llm: &FakeLlm,
     n: usize,
     options: &BenchOptions,
 ) -> Result<BenchReport, String> {
-    let llm = FakeLlm::start(options.llm_port)
-        .await
-        .map_err(|e| format!("cannot start the fake LLM: {e}"))?;
-    llm.send_done(options.sse_done);
+    let connections_before = llm.connections();
     let subject = match (&options.target, options.pid) {
         (Some(url), Some(pid)) => Subject::Running {
             url: url.clone(),
@@ -324,7 +329,7 @@ async fn run_one(
         Subject::Ours(server) => server.store_writes().await,
         Subject::Running { .. } => None,
     };
-    let llm_connections = llm.connections();
+    let llm_connections = llm.connections() - connections_before;
     // SIGTERM: our server must drain (no calls are left) and exit 0.
     let clean_exit = match subject {
         Subject::Ours(server) => server.stop().await.is_some_and(|s| s.success()),

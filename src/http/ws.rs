@@ -43,7 +43,10 @@ use crate::twilio::admission::{Admission, unix_now};
 use crate::twilio::call_token::{Route, TokenError};
 
 /// Bytes read from a socket at a time (the buffer grows for larger messages).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Twilio's messages are small (a `media` frame is ~370 bytes, a `prompt` a few
+/// hundred), and tungstenite keeps this buffer per call and zero-fills it on
+/// every read.
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// An upgraded WebSocket connection.
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;

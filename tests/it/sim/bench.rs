@@ -72,7 +72,11 @@ async fn a_small_media_benchmark_measures_both_ends() {
     assert_eq!(r.replies, 6, "{}", r.markdown());
     assert_eq!(r.agent_frames, 6 * 25, "{}", r.markdown());
     assert_eq!(r.reply_latency.count, 6);
-    assert!(r.reply_latency.max < Duration::from_millis(500), "{}", r.markdown());
+    assert!(
+        r.reply_latency.max < Duration::from_millis(500),
+        "{}",
+        r.markdown()
+    );
     // Our server marks its audio every 200 ms; the callers echoed every mark.
     assert!(r.marks >= 6, "{}", r.markdown());
     assert!(r.idle.rss > 0 && r.live.rss > 0);
