@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::fake_realtime::{self, FakeRealtime};
+use super::flags::Flags;
 use super::server::{ServerProcess, Usage, process_usage};
 use super::{BenchArgsError, Percentiles};
 use crate::media::protocol::Outbound;
@@ -86,60 +87,20 @@ Results go to stdout as Markdown.";
 impl MediaBenchOptions {
     pub fn from_args(args: &[String]) -> Result<Self, BenchArgsError> {
         let mut options = Self::default();
-        let mut args = args.iter();
-        while let Some(flag) = args.next() {
-            let mut value = || {
-                args.next()
-                    .cloned()
-                    .ok_or_else(|| BenchArgsError::MissingValue(flag.clone()))
-            };
-            let bad = |what: &'static str, value: &str| BenchArgsError::Bad {
-                flag: flag.clone(),
-                what,
-                value: value.to_string(),
-            };
-            let number = |v: &str| v.trim().parse::<u64>().ok().filter(|n| *n > 0);
-            match flag.as_str() {
-                "--calls" => {
-                    let v = value()?;
-                    let list: Option<Vec<usize>> = v
-                        .split(',')
-                        .map(|n| number(n).map(|n| n as usize))
-                        .collect();
-                    options.calls = list.ok_or_else(|| bad("positive numbers", &v))?;
-                }
-                "--seconds" => {
-                    let v = value()?;
-                    options.seconds = number(&v).ok_or_else(|| bad("seconds", &v))?;
-                }
-                "--server" => options.server_exe = Some(PathBuf::from(value()?)),
-                "--target" => {
-                    let v = value()?;
-                    if !v.starts_with("ws://") {
-                        return Err(bad("a ws:// URL", &v));
-                    }
-                    options.target = Some(v);
-                }
-                "--pid" => {
-                    let v = value()?;
-                    options.pid = Some(number(&v).ok_or_else(|| bad("a process id", &v))? as u32);
-                }
-                "--realtime-port" => {
-                    let v = value()?;
-                    options.realtime_port =
-                        v.trim().parse().map_err(|_| bad("a port number", &v))?;
-                }
+        let mut flags = Flags::new(args);
+        while let Some(flag) = flags.next_flag() {
+            match flag {
+                "--calls" => options.calls = flags.calls(flag)?,
+                "--seconds" => options.seconds = flags.positive(flag, "seconds")?,
+                "--server" => options.server_exe = Some(PathBuf::from(flags.value(flag)?)),
+                "--target" => options.target = Some(flags.ws_url(flag)?),
+                "--pid" => options.pid = Some(flags.positive(flag, "a process id")? as u32),
+                "--realtime-port" => options.realtime_port = flags.port(flag)?,
                 "-h" | "--help" => return Err(BenchArgsError::Help),
                 other => return Err(BenchArgsError::Unknown(other.to_string())),
             }
         }
-        if options.target.is_some() != options.pid.is_some() {
-            return Err(BenchArgsError::Bad {
-                flag: "--target".into(),
-                what: "--pid with it (and --pid only with --target)",
-                value: options.target.clone().unwrap_or_default(),
-            });
-        }
+        super::flags::target_with_pid(&options.target, options.pid)?;
         Ok(options)
     }
 }

@@ -19,6 +19,7 @@
 pub mod calls;
 pub mod fake_llm;
 pub mod fake_realtime;
+mod flags;
 pub mod media;
 pub mod server;
 
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use calls::{LatencyPlan, Samples};
 use fake_llm::{FakeLlm, Mode};
+use flags::Flags;
 use server::{ServerProcess, StoreWrites, Usage};
 
 /// What to run.
@@ -115,72 +117,28 @@ pub enum BenchArgsError {
 impl BenchOptions {
     pub fn from_args(args: &[String]) -> Result<Self, BenchArgsError> {
         let mut options = Self::default();
-        let mut args = args.iter();
-        while let Some(flag) = args.next() {
-            let mut value = || {
-                args.next()
-                    .cloned()
-                    .ok_or_else(|| BenchArgsError::MissingValue(flag.clone()))
-            };
-            let bad = |what: &'static str, value: &str| BenchArgsError::Bad {
-                flag: flag.clone(),
-                what,
-                value: value.to_string(),
-            };
-            let number = |v: &str| v.trim().parse::<u64>().ok().filter(|n| *n > 0);
-            match flag.as_str() {
-                "--calls" => {
-                    let v = value()?;
-                    let list: Option<Vec<usize>> = v
-                        .split(',')
-                        .map(|n| number(n).map(|n| n as usize))
-                        .collect();
-                    options.calls = list.ok_or_else(|| bad("positive numbers", &v))?;
-                }
-                "--turns" => {
-                    let v = value()?;
-                    options.turns =
-                        number(&v).ok_or_else(|| bad("a positive number", &v))? as usize;
-                }
+        let mut flags = Flags::new(args);
+        while let Some(flag) = flags.next_flag() {
+            match flag {
+                "--calls" => options.calls = flags.calls(flag)?,
+                "--turns" => options.turns = flags.positive(flag, "a positive number")? as usize,
                 "--think-ms" => {
-                    let v = value()?;
-                    options.think =
-                        Duration::from_millis(number(&v).ok_or_else(|| bad("milliseconds", &v))?);
+                    options.think = Duration::from_millis(flags.positive(flag, "milliseconds")?);
                 }
                 "--saturate-secs" => {
-                    let v = value()?;
-                    options.saturate =
-                        Duration::from_secs(number(&v).ok_or_else(|| bad("seconds", &v))?);
+                    options.saturate = Duration::from_secs(flags.positive(flag, "seconds")?);
                 }
-                "--server" => options.server_exe = Some(PathBuf::from(value()?)),
+                "--server" => options.server_exe = Some(PathBuf::from(flags.value(flag)?)),
                 "--no-done" => options.sse_done = false,
-                "--database-url" => options.database_url = Some(value()?),
-                "--target" => {
-                    let v = value()?;
-                    if !v.starts_with("ws://") {
-                        return Err(bad("a ws:// URL", &v));
-                    }
-                    options.target = Some(v);
-                }
-                "--pid" => {
-                    let v = value()?;
-                    options.pid = Some(number(&v).ok_or_else(|| bad("a process id", &v))? as u32);
-                }
-                "--llm-port" => {
-                    let v = value()?;
-                    options.llm_port = v.trim().parse().map_err(|_| bad("a port number", &v))?;
-                }
+                "--database-url" => options.database_url = Some(flags.value(flag)?),
+                "--target" => options.target = Some(flags.ws_url(flag)?),
+                "--pid" => options.pid = Some(flags.positive(flag, "a process id")? as u32),
+                "--llm-port" => options.llm_port = flags.port(flag)?,
                 "-h" | "--help" => return Err(BenchArgsError::Help),
                 other => return Err(BenchArgsError::Unknown(other.to_string())),
             }
         }
-        if options.target.is_some() != options.pid.is_some() {
-            return Err(BenchArgsError::Bad {
-                flag: "--target".into(),
-                what: "--pid with it (and --pid only with --target)",
-                value: options.target.clone().unwrap_or_default(),
-            });
-        }
+        flags::target_with_pid(&options.target, options.pid)?;
         Ok(options)
     }
 }
