@@ -336,22 +336,10 @@ impl Outbound {
     pub fn to_json(&self) -> String {
         match self {
             Self::Media { stream_sid, media } => {
-                let mut out = String::with_capacity(64 + stream_sid.len() + media.payload.len());
-                out.push_str(r#"{"event":"media","streamSid":"#);
-                push_json_str(&mut out, stream_sid);
-                out.push_str(r#","media":{"payload":"#);
-                push_json_str(&mut out, &media.payload);
-                out.push_str("}}");
-                out
+                nested_json("media", stream_sid, "media", "payload", &media.payload)
             }
             Self::Mark { stream_sid, mark } => {
-                let mut out = String::with_capacity(64 + stream_sid.len() + mark.name.len());
-                out.push_str(r#"{"event":"mark","streamSid":"#);
-                push_json_str(&mut out, stream_sid);
-                out.push_str(r#","mark":{"name":"#);
-                push_json_str(&mut out, &mark.name);
-                out.push_str("}}");
-                out
+                nested_json("mark", stream_sid, "mark", "name", &mark.name)
             }
             // Serialising these plain structs cannot fail.
             Self::Clear { .. } => serde_json::to_string(self).unwrap_or_default(),
@@ -391,6 +379,24 @@ pub enum ParseError {
         event: String,
         source: serde_json::Error,
     },
+}
+
+/// `{"event":event,"streamSid":stream_sid,"body":{"field":value}}`, as serde
+/// writes it (`event`, `body` and `field` are our own plain names).
+fn nested_json(event: &str, stream_sid: &str, body: &str, field: &str, value: &str) -> String {
+    let mut out = String::with_capacity(48 + stream_sid.len() + value.len());
+    out.push_str(r#"{"event":""#);
+    out.push_str(event);
+    out.push_str(r#"","streamSid":"#);
+    push_json_str(&mut out, stream_sid);
+    out.push_str(r#",""#);
+    out.push_str(body);
+    out.push_str(r#"":{""#);
+    out.push_str(field);
+    out.push_str(r#"":"#);
+    push_json_str(&mut out, value);
+    out.push_str("}}");
+    out
 }
 
 /// A `media` message read as a plain struct (see [`parse_inbound`]); `event` is
