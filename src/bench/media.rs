@@ -25,7 +25,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::fake_realtime::{self, FakeRealtime};
 use super::flags::Flags;
-use super::server::{ServerProcess, Usage, process_usage};
+use super::server::{self, ServerProcess, Usage, process_usage};
 use super::{BenchArgsError, Percentiles};
 use crate::media::protocol::Outbound;
 use crate::sim::peer::{MediaPeer, Received};
@@ -131,10 +131,8 @@ pub struct MediaReport {
 /// Runs every configured call count and prints a Markdown report to stdout.
 pub async fn run(options: &MediaBenchOptions) -> Result<Vec<MediaReport>, String> {
     let largest = options.calls.iter().copied().max().unwrap_or(0);
-    match crate::server::raise_open_files_limit(largest * 3) {
-        Ok(limit) => eprintln!("open-file limit: {limit}"),
-        Err(e) => eprintln!("warning: cannot raise the open-file limit: {e}"),
-    }
+    server::raise_open_files(largest * 3);
+    let exe = server::server_exe(options.server_exe.as_deref())?;
     let fake = FakeRealtime::start(options.realtime_port)
         .await
         .map_err(|e| format!("cannot start the fake Realtime: {e}"))?;
@@ -145,13 +143,6 @@ pub async fn run(options: &MediaBenchOptions) -> Result<Vec<MediaReport>, String
         let report = match (&options.target, options.pid) {
             (Some(url), Some(pid)) => measure(url, pid, n, options.seconds, &fake).await,
             _ => {
-                let exe = match &options.server_exe {
-                    // The server runs in a folder of its own: a relative path would not hold.
-                    Some(exe) => std::fs::canonicalize(exe)
-                        .map_err(|e| format!("cannot find {}: {e}", exe.display()))?,
-                    None => std::env::current_exe()
-                        .map_err(|e| format!("cannot find this binary: {e}"))?,
-                };
                 let server = ServerProcess::start_media(&exe, &fake.url(), (n * 2).max(2000))
                     .await
                     .map_err(|e| e.to_string())?;

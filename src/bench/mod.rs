@@ -205,17 +205,8 @@ pub struct BenchReport {
 /// Runs every configured call count and prints a Markdown report to stdout.
 pub async fn run(options: &BenchOptions) -> Result<Vec<BenchReport>, String> {
     let largest = options.calls.iter().copied().max().unwrap_or(0);
-    match crate::server::raise_open_files_limit(largest * 2) {
-        Ok(limit) => eprintln!("open-file limit: {limit}"),
-        Err(e) => eprintln!("warning: cannot raise the open-file limit: {e}"),
-    }
-    let exe = match &options.server_exe {
-        // The server runs in a folder of its own: a relative path would not hold.
-        Some(exe) => {
-            std::fs::canonicalize(exe).map_err(|e| format!("cannot find {}: {e}", exe.display()))?
-        }
-        None => std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?,
-    };
+    server::raise_open_files(largest * 2);
+    let exe = server::server_exe(options.server_exe.as_deref())?;
     // One fake LLM for every call count: a server started beforehand (`--target`)
     // keeps talking to the same port.
     let llm = FakeLlm::start(options.llm_port)

@@ -202,6 +202,26 @@ impl ServerProcess {
     }
 }
 
+/// The binary to run as the server: `given` made absolute (the server runs in a
+/// folder of its own, where a relative path would not hold), or this one.
+pub fn server_exe(given: Option<&Path>) -> Result<PathBuf, String> {
+    match given {
+        Some(exe) => {
+            std::fs::canonicalize(exe).map_err(|e| format!("cannot find {}: {e}", exe.display()))
+        }
+        None => std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}")),
+    }
+}
+
+/// Raises this process's open-file limit (the server child inherits it) to hold
+/// `sockets`, saying what it got.
+pub fn raise_open_files(sockets: usize) {
+    match crate::server::raise_open_files_limit(sockets) {
+        Ok(limit) => eprintln!("open-file limit: {limit}"),
+        Err(e) => eprintln!("warning: cannot raise the open-file limit: {e}"),
+    }
+}
+
 /// The call records the server's store writer handled, as `/status` reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct StoreWrites {
