@@ -175,19 +175,21 @@ where
         // (5 ms for the lead frames of a reply). For the same reason a frame due
         // within TIMER_SLACK goes now, and later ones wake TIMER_SLACK early: the
         // lead makes a frame 1 ms early harmless, while 1 ms late adds up.
-        let frame_now = match call.playback.due(now.into_std()) {
-            None => {
-                frame_alarm.set(None);
-                false
-            }
-            Some(Pace::Now) => true,
+        let (frame_now, frame_at) = match call.playback.due(now.into_std()) {
+            None => (false, None),
+            Some(Pace::Now) => (true, None),
             Some(Pace::At(at)) => {
                 let at = Instant::from_std(at);
-                let now_enough = at <= now + TIMER_SLACK;
-                frame_alarm.set((!now_enough).then(|| at - TIMER_SLACK));
-                now_enough
+                if at <= now + TIMER_SLACK {
+                    (true, None)
+                } else {
+                    (false, Some(at - TIMER_SLACK))
+                }
             }
         };
+        // Every turn sets it, so an alarm for a frame that is now due (or gone)
+        // cannot ring late and send another ahead of its time.
+        frame_alarm.set(frame_at);
         // An ending call closes once its audio has played (or at its deadline).
         close_alarm.set(ending.as_ref().map(|(_, deadline)| {
             if call.playback.has_frames() {
