@@ -409,6 +409,9 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
     {
+        // As the server does at startup (see `raise_open_files_limit`), so the
+        // fake's own descriptor-table growth does not hold back its replies.
+        let _ = voxrelay::server::raise_open_files_limit(2000);
         run_fake_upstream(seconds);
         return;
     }
@@ -427,6 +430,11 @@ fn main() {
     let seconds = *args.get(1).unwrap_or(&20);
     let reply = *args.get(2).unwrap_or(&(seconds + 5));
 
+    // The server's startup step: the descriptor table is grown once, before the
+    // calls, so none of them waits for it to double (BENCHMARKS.md, issue 17).
+    if let Err(e) = voxrelay::server::raise_open_files_limit(calls) {
+        eprintln!("warning: cannot raise the open-file limit: {e}");
+    }
     let (p50, p99) = playback_cost();
     println!("## Outbound bookkeeping per frame (Playback pop + media JSON), 100 000 frames\n");
     println!(

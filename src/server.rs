@@ -51,10 +51,32 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Raises this process's open-file limit towards what `calls` live calls need
-/// (each holds a socket to Twilio and one to the LLM). Returns the limit in force.
+/// (each holds a socket to Twilio and one to the LLM), and grows the descriptor
+/// table to that size now. Returns the limit in force.
+///
+/// Why now: Linux doubles a process's descriptor table as descriptors are opened,
+/// and in a process with several threads each doubling waits for an RCU grace
+/// period (10-15 ms on a 2-vCPU VM) while every other thread opening or
+/// accepting a socket waits behind it. Under a ramp of calls both runtime workers
+/// stalled together, and every live call's paced audio went out 10-20 ms late
+/// (BENCHMARKS.md, issue 17). The table never shrinks, so growing it once before
+/// the first call leaves no doubling for later (kernel memory: 8 bytes a slot).
 pub fn raise_open_files_limit(calls: usize) -> std::io::Result<u64> {
     let wanted = (calls as u64).saturating_mul(2).saturating_add(256);
-    rlimit::increase_nofile_limit(wanted)
+    let limit = rlimit::increase_nofile_limit(wanted)?;
+    if let Err(e) = grow_descriptor_table(wanted.min(limit)) {
+        tracing::warn!(error = %e, "cannot make room for the calls' sockets in advance");
+    }
+    Ok(limit)
+}
+
+/// Grows this process's descriptor table to hold `size` descriptors, by opening
+/// (and at once closing) one numbered `size - 1`.
+fn grow_descriptor_table(size: u64) -> std::io::Result<()> {
+    let highest = i32::try_from(size.saturating_sub(1)).unwrap_or(i32::MAX);
+    let null = std::fs::File::open("/dev/null")?;
+    rustix::io::fcntl_dupfd_cloexec(&null, highest)?;
+    Ok(())
 }
 
 /// Hands the live-call commands other replicas send through the store (PostgreSQL
