@@ -250,6 +250,7 @@ async fn one_call(
     n: usize,
     seconds: u64,
     ready: Arc<tokio::sync::Barrier>,
+    mut times: Vec<Instant>,
 ) -> CallResult {
     let (mut in_tx, in_rx) = mpsc::channel::<Frame>(64);
     let (out_tx, mut out_rx) = mpsc::channel::<(Instant, String)>(64);
@@ -289,7 +290,6 @@ async fn one_call(
             .send(Frame::Text(r#"{"event":"stop","stop":{}}"#.into()))
             .await;
     });
-    let mut times = Vec::with_capacity(seconds as usize * 50);
     let mut marked_ready = false;
     while let Some((written, message)) = out_rx.next().await {
         if message.starts_with(r#"{"event":"media""#) {
@@ -471,6 +471,11 @@ fn main() {
             admission: None,
             live: Arc::default(),
         };
+        // The load generator's own per-call record of send times (8 KB a call at
+        // 10 s), made before the first memory reading: it is not the server's.
+        let mut records: Vec<Vec<Instant>> = (0..calls)
+            .map(|_| Vec::with_capacity(seconds as usize * 50))
+            .collect();
         let rss_before = rss_kib();
         let cpu_before = cpu_time();
         let steal_before = host_steal();
@@ -479,7 +484,13 @@ fn main() {
         let ready = Arc::new(tokio::sync::Barrier::new(calls + 1));
         let mut handles = Vec::new();
         for n in 0..calls {
-            handles.push(tokio::spawn(one_call(deps.clone(), n, seconds, ready.clone())));
+            handles.push(tokio::spawn(one_call(
+                deps.clone(),
+                n,
+                seconds,
+                ready.clone(),
+                records.pop().unwrap_or_default(),
+            )));
             // Calls arrive over a second, not all in the same instant.
             tokio::time::sleep(Duration::from_millis(1000 / calls.max(1) as u64)).await;
         }

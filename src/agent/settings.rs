@@ -134,7 +134,7 @@ impl AgentDeps {
             .map(|spec| crate::speech::realtime::FunctionTool {
                 name: spec.name,
                 description: spec.description,
-                parameters: (*spec.parameters).clone(),
+                parameters: spec.parameters,
             })
             .collect()
     }

@@ -124,8 +124,8 @@ pub struct SessionAudio {
 pub struct FunctionTool {
     pub name: String,
     pub description: String,
-    /// JSON Schema of the arguments.
-    pub parameters: Value,
+    /// JSON Schema of the arguments, shared by every call (it is the agent's).
+    pub parameters: std::sync::Arc<Value>,
 }
 
 /// `tool_choice`.

@@ -12,8 +12,8 @@ fn settings() -> ConversationSettings {
         tools: vec![FunctionTool {
             name: "lookup_order".into(),
             description: "Busca um pedido pelo número".into(),
-            parameters: json!({"type": "object",
-                "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}),
+            parameters: std::sync::Arc::new(json!({"type": "object",
+                "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]})),
         }],
         tool_choice: ToolChoice::Auto,
         turn_detection: TurnDetection::server_vad(),

@@ -34,7 +34,9 @@ fn settings() -> ConversationSettings {
         tools: vec![FunctionTool {
             name: "book_appointment".into(),
             description: "Marca uma consulta".into(),
-            parameters: json!({"type": "object", "properties": {"day": {"type": "string"}}}),
+            parameters: std::sync::Arc::new(
+                json!({"type": "object", "properties": {"day": {"type": "string"}}}),
+            ),
         }],
         tool_choice: ToolChoice::Auto,
         turn_detection: TurnDetection::server_vad(),
