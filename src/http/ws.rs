@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use futures::{SinkExt, StreamExt, future};
+use futures::{FutureExt, SinkExt, StreamExt, future};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -226,12 +226,9 @@ async fn upgrade_relay(upgrade: Upgrade, token: Option<String>, state: AppState)
             admission,
             ..state.session_deps_for(&agent)
         };
-        let session = crate::relay::session::run(relay_socket(socket), deps);
-        let span = crate::telemetry::call_span("relay");
-        async move {
-            session.instrument(span).await;
-            drop((live, slot));
-        }
+        crate::relay::session::run(relay_socket(socket), deps)
+            .instrument(crate::telemetry::call_span("relay"))
+            .map(move |_stats| drop((live, slot)))
     })
 }
 
@@ -251,12 +248,9 @@ async fn upgrade_media(upgrade: Upgrade, token: Option<String>, state: AppState)
             admission,
             ..state.media_deps_for(&agent)
         };
-        let session = crate::media::session::run(media_socket(socket), deps);
-        let span = crate::telemetry::call_span("stream");
-        async move {
-            session.instrument(span).await;
-            drop((live, slot));
-        }
+        crate::media::session::run(media_socket(socket), deps)
+            .instrument(crate::telemetry::call_span("stream"))
+            .map(move |_stats| drop((live, slot)))
     })
 }
 

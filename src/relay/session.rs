@@ -169,7 +169,7 @@ where
                 }
                 Some(Ok(Frame::Text(text))) => match parse_inbound(&text) {
                     Ok(Inbound::Setup(setup)) => {
-                        if let Err(reason) = start_call(*setup, &mut agent, &deps).await {
+                        if let Err(reason) = Box::pin(start_call(*setup, &mut agent, &deps)).await {
                             break reason;
                         }
                         // Twilio speaks the greeting; the silence clock starts after it.
@@ -188,7 +188,7 @@ where
                             && let Some(setup) = implicit_setup(&deps).await
                         {
                             tracing::info!(frame = excerpt(&text, 200), "a reconnected socket spoke before any setup; resuming the call its token names");
-                            if let Err(reason) = start_call(setup, &mut agent, &deps).await {
+                            if let Err(reason) = Box::pin(start_call(setup, &mut agent, &deps)).await {
                                 break reason;
                             }
                         }
@@ -405,6 +405,9 @@ fn outbound(output: AgentOutput, ending: &mut Option<tokio::time::Instant>) -> O
 /// Twilio's `setup`: checks it names the call the handshake's token was minted
 /// for, then starts the agent. A second `setup` is ignored (and renames nothing);
 /// one for another call ends the session.
+///
+/// Awaited boxed: it runs once, and inline its state (1.2 KB) would be part of
+/// every call's session for the whole call.
 async fn start_call(
     setup: super::protocol::Setup,
     agent: &mut Agent,
