@@ -163,3 +163,28 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
     let _ = tokio::time::timeout(Duration::from_secs(5), state.store.close()).await;
     tracing::info!("server stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    /// The kernel's descriptor-table size (`FDSize`) for this process.
+    fn fd_table_size() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("FDSize:"))
+            .and_then(|size| size.trim().parse().ok())
+            .expect("an FDSize line")
+    }
+
+    #[test]
+    fn the_descriptor_table_is_grown_for_the_calls_up_front() {
+        let calls = 3000;
+        let limit = super::raise_open_files_limit(calls).expect("the open-file limit");
+        let wanted = (calls as u64 * 2 + 256).min(limit);
+        let size = fd_table_size();
+        assert!(
+            size >= wanted,
+            "descriptor table of {size} slots, {wanted} wanted (limit {limit})"
+        );
+    }
+}
