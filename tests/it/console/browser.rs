@@ -60,6 +60,26 @@ async fn media_call(app: &TestApp, fake: &mut FakeWsServer) {
     twilio.audio(8000).await;
     twilio.stop().await;
     conn.until_closed().await;
+    // The session finishes the recording and stores it after the upstream has
+    // closed: wait for it, or the call page may load before the call has one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = reqwest::Client::new()
+            .get(app.url("/api/calls/CAmedia1/recording"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        if res.status().is_success() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the media call's recording was never stored ({})",
+            res.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
