@@ -15,7 +15,7 @@ use super::TOKEN;
 use crate::media::session::{TwilioMedia, audio_delta, realtime_call_as, recv_type};
 use crate::support::browser::Browser;
 use crate::support::fake_speech::FakeWsServer;
-use crate::support::{TestApp, spawn_app};
+use crate::support::{TestApp, eventually_async, spawn_app};
 
 async fn console_app(fake: &FakeWsServer, recordings: &str) -> TestApp {
     let url = format!("{}/v1/realtime", fake.base());
@@ -62,24 +62,16 @@ async fn media_call(app: &TestApp, fake: &mut FakeWsServer) {
     conn.until_closed().await;
     // The session finishes the recording and stores it after the upstream has
     // closed: wait for it, or the call page may load before the call has one.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually_async(|| async {
         let res = reqwest::Client::new()
             .get(app.url("/api/calls/CAmedia1/recording"))
             .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap();
-        if res.status().is_success() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the media call's recording was never stored ({})",
-            res.status()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        res.status().is_success().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
