@@ -62,12 +62,18 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// (BENCHMARKS.md, issue 17). The table never shrinks, so growing it once before
 /// the first call leaves no doubling for later (kernel memory: 8 bytes a slot).
 pub fn raise_open_files_limit(calls: usize) -> std::io::Result<u64> {
-    let wanted = (calls as u64).saturating_mul(2).saturating_add(256);
+    let wanted = descriptors_for(calls);
     let limit = rlimit::increase_nofile_limit(wanted)?;
     if let Err(e) = grow_descriptor_table(wanted.min(limit)) {
         tracing::warn!(error = %e, "cannot make room for the calls' sockets in advance");
     }
     Ok(limit)
+}
+
+/// Descriptors `calls` live calls need: a socket to Twilio and one to the LLM
+/// each, and room for the rest of the process.
+fn descriptors_for(calls: usize) -> u64 {
+    (calls as u64).saturating_mul(2).saturating_add(256)
 }
 
 /// Grows this process's descriptor table to hold `size` descriptors, by opening
@@ -180,7 +186,7 @@ mod tests {
     fn the_descriptor_table_is_grown_for_the_calls_up_front() {
         let calls = 3000;
         let limit = super::raise_open_files_limit(calls).expect("the open-file limit");
-        let wanted = (calls as u64 * 2 + 256).min(limit);
+        let wanted = super::descriptors_for(calls).min(limit);
         let size = fd_table_size();
         assert!(
             size >= wanted,
