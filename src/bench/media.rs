@@ -324,7 +324,9 @@ impl MediaReport {
     pub fn markdown(&self) -> String {
         let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
-        let per_call = self.live.rss.saturating_sub(self.idle.rss) / self.calls.max(1) as u64;
+        let per_call = |f: fn(&Usage) -> u64| {
+            f(&self.live).saturating_sub(f(&self.idle)) as f64 / self.calls.max(1) as f64 / 1024.0
+        };
         let rows = [
             (
                 "server CPU over the run (user + system)".to_string(),
@@ -350,8 +352,16 @@ impl MediaReport {
                 format!("{} / {}", mib(self.idle.rss), mib(self.live.rss)),
             ),
             (
-                "RSS per live call".to_string(),
-                format!("{:.1} KiB", per_call as f64 / 1024.0),
+                "anonymous memory idle / with all calls live".to_string(),
+                format!("{} / {}", mib(self.idle.anon), mib(self.live.anon)),
+            ),
+            (
+                "RSS per live call (of it anonymous)".to_string(),
+                format!(
+                    "{:.1} KiB ({:.1} KiB)",
+                    per_call(|u| u.rss),
+                    per_call(|u| u.anon)
+                ),
             ),
             (
                 "caller frames / agent frames / marks".to_string(),

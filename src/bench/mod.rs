@@ -192,6 +192,8 @@ pub struct BenchReport {
     pub live: Usage,
     pub peak_rss: u64,
     pub rss_per_call: u64,
+    /// Of which anonymous memory (the code pages first run under load are not).
+    pub anon_per_call: u64,
     pub errors: u64,
     /// The server exited 0 after SIGTERM at the end.
     pub clean_exit: bool,
@@ -310,6 +312,7 @@ async fn run_one(
         live,
         peak_rss: end.peak_rss.max(live.peak_rss),
         rss_per_call: live.rss.saturating_sub(baseline.rss) / n as u64,
+        anon_per_call: live.anon.saturating_sub(baseline.anon) / n as u64,
         errors: warm.errors + samples.errors + saturated.errors,
         clean_exit,
         llm_connections,
@@ -402,8 +405,16 @@ impl BenchReport {
                 ),
             ),
             (
-                "RSS per live call".to_string(),
-                format!("{:.1} KiB", self.rss_per_call as f64 / 1024.0),
+                "anonymous memory idle / with all calls live".to_string(),
+                format!("{} / {}", mib(self.baseline.anon), mib(self.live.anon)),
+            ),
+            (
+                "RSS per live call (of it anonymous)".to_string(),
+                format!(
+                    "{:.1} KiB ({:.1} KiB)",
+                    self.rss_per_call as f64 / 1024.0,
+                    self.anon_per_call as f64 / 1024.0
+                ),
             ),
             (
                 "connections opened to the LLM (whole run)".to_string(),

@@ -17,6 +17,10 @@ pub struct Usage {
     pub rss: u64,
     /// Peak resident set size, bytes.
     pub peak_rss: u64,
+    /// Of the resident set, anonymous memory (heap, stacks): what grows with
+    /// calls. The rest is mostly the binary's and libraries' code pages, mapped
+    /// from the page cache the first time some code runs.
+    pub anon: u64,
     /// User plus system CPU time.
     pub cpu: Duration,
     /// Of which in the kernel (system calls, the network stack).
@@ -235,7 +239,7 @@ pub struct StoreWrites {
     pub refused_calls: u64,
 }
 
-/// Reads `/proc/<pid>/status` (VmRSS, VmHWM) and `/proc/<pid>/stat` (CPU time).
+/// Reads `/proc/<pid>/status` (VmRSS, VmHWM, RssAnon) and `/proc/<pid>/stat` (CPU time).
 pub fn process_usage(pid: u32) -> Usage {
     let mut usage = Usage::default();
     if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
@@ -251,6 +255,8 @@ pub fn process_usage(pid: u32) -> Usage {
                 usage.rss = kib(line);
             } else if line.starts_with("VmHWM:") {
                 usage.peak_rss = kib(line);
+            } else if line.starts_with("RssAnon:") {
+                usage.anon = kib(line);
             }
         }
     }
@@ -282,5 +288,6 @@ mod tests {
         let usage = process_usage(std::process::id());
         assert!(usage.rss > 0);
         assert!(usage.peak_rss >= usage.rss);
+        assert!(usage.anon > 0 && usage.anon <= usage.rss);
     }
 }
