@@ -3,13 +3,14 @@
 //!
 //! Why: the kernel maps a binary's code 64 KiB at a time around each page first
 //! touched, so the startup and call-serving code, scattered over 12 MiB of
-//! `.text`, made 7 MiB of it resident at idle; gathered, it is about 3.5 MiB
-//! (BENCHMARKS.md, issue 17, third session). Layout only: the code is the same, and
-//! names the linker does not find (after a toolchain update) are skipped.
+//! `.text`, made 7 MiB of it resident at idle; gathered, idle RSS is 5 MiB lower
+//! (BENCHMARKS.md, issue 17, third session). Layout only: the code is the same,
+//! and names the linker does not find (after a toolchain update) are skipped.
 //!
 //! Applied only where it was tested: native x86_64 Linux with glibc, a compiler
 //! whose default linker is rust-lld (Rust 1.90 and later), no linker chosen by
-//! the user. `VOXRELAY_HOT_CODE=off` turns it off.
+//! the user. `VOXRELAY_HOT_CODE=off` turns it off. [`skip_reason`] is pure and
+//! tested in `tests/it/build_script.rs`.
 
 use std::env;
 use std::path::Path;
@@ -17,15 +18,42 @@ use std::process::Command;
 
 const ORDER: &str = "scripts/hot-code.order";
 
+/// What the decision depends on, read from Cargo's environment.
+pub struct Build {
+    pub profile: String,
+    pub target: String,
+    pub host: String,
+    /// `RUSTC_LINKER`: set when the user configured a linker.
+    pub linker: String,
+    /// `CARGO_ENCODED_RUSTFLAGS`.
+    pub rustflags: String,
+    /// `rustc --version`.
+    pub rustc: String,
+    /// `VOXRELAY_HOT_CODE`.
+    pub hot_code: String,
+    pub order_exists: bool,
+}
+
+#[allow(dead_code)] // the tests include this file for `skip_reason` alone
 fn main() {
     println!("cargo:rerun-if-changed={ORDER}");
     println!("cargo:rerun-if-env-changed=VOXRELAY_HOT_CODE");
-    if env::var("PROFILE").as_deref() != Ok("release") {
+    let var = |name: &str| env::var(name).unwrap_or_default();
+    let path = Path::new(&var("CARGO_MANIFEST_DIR")).join(ORDER);
+    let build = Build {
+        profile: var("PROFILE"),
+        target: var("TARGET"),
+        host: var("HOST"),
+        linker: var("RUSTC_LINKER"),
+        rustflags: var("CARGO_ENCODED_RUSTFLAGS"),
+        rustc: rustc_version(&var("RUSTC")).unwrap_or_default(),
+        hot_code: var("VOXRELAY_HOT_CODE"),
+        order_exists: path.is_file(),
+    };
+    if build.profile != "release" {
         return; // debug builds and tests keep the default layout
     }
-    let path = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join(ORDER);
-    let rustc = rustc_version().unwrap_or_default();
-    if let Some(why) = skip_reason(&path, &rustc) {
+    if let Some(why) = skip_reason(&build) {
         println!("cargo:warning=hot-code layout not applied: {why}");
         return;
     }
@@ -36,10 +64,11 @@ fn main() {
                 .find_map(|line| line.strip_prefix("# rustc: ").map(str::to_owned))
         })
         .unwrap_or_default();
-    if recorded != rustc {
+    if recorded != build.rustc {
         println!(
-            "cargo:warning={ORDER} was made by {recorded:?}, this is {rustc:?}: \
-             most names will not match; rerun scripts/hot-code.sh"
+            "cargo:warning={ORDER} was made by {recorded:?}, this is {:?}: \
+             most names will not match; rerun scripts/hot-code.sh",
+            build.rustc
         );
     }
     println!(
@@ -49,45 +78,46 @@ fn main() {
     println!("cargo:rustc-link-arg-bin=voxrelay=-Wl,--no-warn-symbol-ordering");
 }
 
-/// Why the layout is not applied to this build, or `None` when it is.
-fn skip_reason(order: &Path, rustc: &str) -> Option<String> {
-    let var = |name: &str| env::var(name).unwrap_or_default();
-    if var("VOXRELAY_HOT_CODE") == "off" {
+/// Why the layout is not applied to this release build, or `None` when it is.
+pub fn skip_reason(build: &Build) -> Option<String> {
+    if build.hot_code == "off" {
         return Some("VOXRELAY_HOT_CODE=off".into());
     }
-    let target = var("TARGET");
-    if target != "x86_64-unknown-linux-gnu" || var("HOST") != target {
+    if build.target != "x86_64-unknown-linux-gnu" || build.host != build.target {
+        let target = &build.target;
         return Some(format!(
             "target {target}: only native x86_64 Linux is tested"
         ));
     }
-    if !var("RUSTC_LINKER").is_empty() {
+    if !build.linker.is_empty() {
         return Some("a linker is configured".into());
     }
-    let flags = var("CARGO_ENCODED_RUSTFLAGS");
     if ["linker", "fuse-ld", "link-self-contained"]
         .iter()
-        .any(|flag| flags.contains(flag))
+        .any(|flag| build.rustflags.contains(flag))
     {
         return Some("RUSTFLAGS choose the linker".into());
     }
-    let minor = rustc
+    let minor = build
+        .rustc
         .split_whitespace()
         .nth(1)
         .and_then(|version| version.split('.').nth(1))
         .and_then(|minor| minor.parse::<u32>().ok());
     if minor.is_none_or(|minor| minor < 90) {
+        let rustc = &build.rustc;
         return Some(format!("{rustc:?} does not link with rust-lld by default"));
     }
-    if !order.is_file() {
-        return Some(format!("{} is missing", order.display()));
+    if !build.order_exists {
+        return Some(format!("{ORDER} is missing"));
     }
     None
 }
 
 /// `rustc --version` of the compiler building us.
-fn rustc_version() -> Option<String> {
-    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+#[allow(dead_code)]
+fn rustc_version(rustc: &str) -> Option<String> {
+    let rustc = if rustc.is_empty() { "rustc" } else { rustc };
     let out = Command::new(rustc).arg("--version").output().ok()?;
     Some(String::from_utf8(out.stdout).ok()?.trim().to_owned())
 }

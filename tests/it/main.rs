@@ -4,6 +4,7 @@
 //! part of `src/` it tests.
 
 mod audio;
+mod build_script;
 mod console;
 mod http;
 mod media;
