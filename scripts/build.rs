@@ -20,7 +20,6 @@ const ORDER: &str = "scripts/hot-code.order";
 
 /// What the decision depends on, read from Cargo's environment.
 pub struct Build {
-    pub profile: String,
     pub target: String,
     pub host: String,
     /// `RUSTC_LINKER`: set when the user configured a linker.
@@ -39,9 +38,11 @@ fn main() {
     println!("cargo:rerun-if-changed={ORDER}");
     println!("cargo:rerun-if-env-changed=VOXRELAY_HOT_CODE");
     let var = |name: &str| env::var(name).unwrap_or_default();
+    if var("PROFILE") != "release" {
+        return; // debug builds and tests keep the default layout
+    }
     let path = Path::new(&var("CARGO_MANIFEST_DIR")).join(ORDER);
     let build = Build {
-        profile: var("PROFILE"),
         target: var("TARGET"),
         host: var("HOST"),
         linker: var("RUSTC_LINKER"),
@@ -50,9 +51,6 @@ fn main() {
         hot_code: var("VOXRELAY_HOT_CODE"),
         order_exists: path.is_file(),
     };
-    if build.profile != "release" {
-        return; // debug builds and tests keep the default layout
-    }
     if let Some(why) = skip_reason(&build) {
         println!("cargo:warning=hot-code layout not applied: {why}");
         return;

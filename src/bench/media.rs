@@ -324,9 +324,8 @@ impl MediaReport {
     pub fn markdown(&self) -> String {
         let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
-        let per_call = |f: fn(&Usage) -> u64| {
-            f(&self.live).saturating_sub(f(&self.idle)) as f64 / self.calls.max(1) as f64 / 1024.0
-        };
+        let (rss_per_call, anon_per_call) = self.live.per_call(&self.idle, self.calls);
+        let kib = |b: u64| b as f64 / 1024.0;
         let rows = [
             (
                 "server CPU over the run (user + system)".to_string(),
@@ -359,8 +358,8 @@ impl MediaReport {
                 "RSS per live call (of it anonymous)".to_string(),
                 format!(
                     "{:.1} KiB ({:.1} KiB)",
-                    per_call(|u| u.rss),
-                    per_call(|u| u.anon)
+                    kib(rss_per_call),
+                    kib(anon_per_call)
                 ),
             ),
             (

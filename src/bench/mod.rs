@@ -191,9 +191,9 @@ pub struct BenchReport {
     /// With every call live, after the conversation phase.
     pub live: Usage,
     pub peak_rss: u64,
-    pub rss_per_call: u64,
-    /// Of which anonymous memory (the code pages first run under load are not).
-    pub anon_per_call: u64,
+    /// RSS and anonymous memory per live call (RSS also counts the code pages
+    /// first run under load).
+    pub per_call: (u64, u64),
     pub errors: u64,
     /// The server exited 0 after SIGTERM at the end.
     pub clean_exit: bool,
@@ -311,8 +311,7 @@ async fn run_one(
         baseline,
         live,
         peak_rss: end.peak_rss.max(live.peak_rss),
-        rss_per_call: live.rss.saturating_sub(baseline.rss) / n as u64,
-        anon_per_call: live.anon.saturating_sub(baseline.anon) / n as u64,
+        per_call: live.per_call(&baseline, n),
         errors: warm.errors + samples.errors + saturated.errors,
         clean_exit,
         llm_connections,
@@ -412,8 +411,8 @@ impl BenchReport {
                 "RSS per live call (of it anonymous)".to_string(),
                 format!(
                     "{:.1} KiB ({:.1} KiB)",
-                    self.rss_per_call as f64 / 1024.0,
-                    self.anon_per_call as f64 / 1024.0
+                    self.per_call.0 as f64 / 1024.0,
+                    self.per_call.1 as f64 / 1024.0
                 ),
             ),
             (

@@ -27,6 +27,18 @@ pub struct Usage {
     pub system: Duration,
 }
 
+impl Usage {
+    /// What each of `calls` live calls added to `idle`: RSS and anonymous memory,
+    /// bytes.
+    pub fn per_call(&self, idle: &Usage, calls: usize) -> (u64, u64) {
+        let calls = calls.max(1) as u64;
+        (
+            self.rss.saturating_sub(idle.rss) / calls,
+            self.anon.saturating_sub(idle.anon) / calls,
+        )
+    }
+}
+
 pub struct ServerProcess {
     child: Child,
     pub port: u16,
@@ -289,5 +301,21 @@ mod tests {
         assert!(usage.rss > 0);
         assert!(usage.peak_rss >= usage.rss);
         assert!(usage.anon > 0 && usage.anon <= usage.rss);
+    }
+
+    #[test]
+    fn growth_per_call_never_goes_below_zero() {
+        let idle = Usage {
+            rss: 10 << 20,
+            anon: 4 << 20,
+            ..Usage::default()
+        };
+        let live = Usage {
+            rss: 30 << 20,
+            anon: 3 << 20, // the allocator gave memory back
+            ..Usage::default()
+        };
+        assert_eq!(live.per_call(&idle, 1000), ((20 << 20) / 1000, 0));
+        assert_eq!(live.per_call(&idle, 0), (20 << 20, 0));
     }
 }

@@ -8,7 +8,6 @@ use script::{Build, skip_reason};
 
 fn tested() -> Build {
     Build {
-        profile: "release".into(),
         target: "x86_64-unknown-linux-gnu".into(),
         host: "x86_64-unknown-linux-gnu".into(),
         linker: String::new(),
