@@ -156,3 +156,46 @@ pub mod lenient {
             .collect())
     }
 }
+
+/// Test helpers for the sessions over a transport.
+#[cfg(test)]
+pub mod testing {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures::{Sink, Stream};
+
+    use super::Frame;
+
+    /// A socket of no size that never speaks and accepts anything: to weigh a
+    /// session's future alone.
+    pub struct NoSocket;
+
+    impl Stream for NoSocket {
+        type Item = Result<Frame, String>;
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Pending
+        }
+    }
+
+    impl<T> Sink<T> for NoSocket {
+        type Error = String;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, _: T) -> Result<(), String> {
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The size of the value `f` returns (an opaque future's, say), without calling it.
+    pub fn returned_size<A, B, R>(_: fn(A, B) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+}

@@ -87,7 +87,8 @@ impl Agent {
         }
         tracing::info!("the agent said goodbye without end_call; ending the call");
         let handoff = self.handoff_for(REASON_GOODBYE, "the agent said goodbye");
-        self.pending.push_back(AgentOutput::End(handoff.clone()));
+        self.pending
+            .push_back(AgentOutput::End(Box::new(handoff.clone())));
         self.ended = Some(handoff);
     }
 
@@ -129,7 +130,8 @@ impl Agent {
     pub(super) fn say_and_end(&mut self, words: &str, reason_code: &str, reason: &str) {
         self.say(words);
         let handoff = self.handoff_for(reason_code, reason);
-        self.pending.push_back(AgentOutput::End(handoff.clone()));
+        self.pending
+            .push_back(AgentOutput::End(Box::new(handoff.clone())));
         self.ended = Some(handoff);
     }
 

@@ -59,8 +59,9 @@ pub enum AgentOutput {
     /// The current reply is complete.
     TurnEnd,
     /// End the call (after what was said before it): hang up, or hand the caller to
-    /// a person when [`Handoff::is_live_agent`].
-    End(Handoff),
+    /// a person when [`Handoff::is_live_agent`]. Boxed: every queued output is
+    /// as large as the largest, and this one is rare and five strings wide.
+    End(Box<Handoff>),
     /// Press these keys towards the far end (`0-9 * # w`).
     SendDigits(String),
     /// Speak and listen in this language (a configured code such as `en-US`) from now on.

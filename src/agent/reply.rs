@@ -416,7 +416,7 @@ impl Agent {
         self.complete_reply();
         // Keys pressed during the goodbye are not an entry any more.
         self.digits.take();
-        self.pending.push_back(AgentOutput::End(handoff));
+        self.pending.push_back(AgentOutput::End(Box::new(handoff)));
     }
 
     /// Records a tool call that did not run (cancelled or refused).

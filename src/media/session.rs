@@ -131,378 +131,386 @@ struct Call {
 
 /// Runs a call until Twilio stops the stream, the pipeline ends it or the server
 /// stops. Expects to run inside the call's span (field `call_sid`).
-pub async fn run<S, E>(mut socket: S, deps: MediaDeps) -> MediaCallStats
+// An async block rather than an async fn, on purpose (see the body).
+#[allow(clippy::manual_async_fn)]
+pub fn run<S, E>(mut socket: S, deps: MediaDeps) -> impl Future<Output = MediaCallStats>
 where
     S: Stream<Item = Result<Frame, E>> + Sink<Outbound> + Unpin,
     E: Display,
     <S as Sink<Outbound>>::Error: Display,
 {
-    let _active = deps.agent.metrics.call_started(CallMode::Stream);
-    let started = Instant::now();
-    let mut call = Call {
-        info: None,
-        stream_sid: String::new(),
-        playback: Playback::new(MAX_QUEUED_AUDIO, LEAD),
-        recording: None,
-        decoded: Vec::with_capacity(320),
-        frames_in: 0,
-        frames_out: 0,
-        rejected: 0,
-        media_while_connecting: 0,
-    };
-    let mut connecting: Option<Connecting> = None;
-    let mut pipeline: Option<Box<dyn Pipeline>> = None;
-    let mut pipeline_name: Option<&'static str> = None;
-    let mut ending: Option<(Ending, Instant)> = None;
-    let start_deadline = started + deps.config.limits.setup_timeout;
-    // Made once, not per frame (each new sleep is a timer-wheel entry).
-    let time_up = tokio::time::sleep_until(started + deps.config.limits.max_call);
-    tokio::pin!(time_up);
-    // Commands for this call (API, answering-machine detection), once it is known.
-    let mut registration: Option<Registration> = None;
-    // The caller's silence: when it is due, and how many times it came in a row.
-    let mut silence = Silence::new(deps.config.endings.silence_timeout);
-    // Timers kept across turns of the loop, re-armed only when their time moves.
-    let mut frame_alarm = Alarm::new();
-    let mut silence_alarm = Alarm::new();
-    let mut close_alarm = Alarm::new();
-
-    let reason: &'static str = loop {
-        let now = Instant::now();
-        // The next outbound frame, if one is queued. A frame that is due goes out
-        // without a timer: tokio's timer rounds every deadline up to the next
-        // millisecond tick, so even a zero sleep would cost up to 1 ms per frame
-        // (5 ms for the lead frames of a reply). For the same reason a frame due
-        // within TIMER_SLACK goes now, and later ones wake TIMER_SLACK early: the
-        // lead makes a frame 1 ms early harmless, while 1 ms late adds up.
-        let (frame_now, frame_at) = match call.playback.due(now.into_std()) {
-            None => (false, None),
-            Some(Pace::Now) => (true, None),
-            Some(Pace::At(at)) => {
-                let at = Instant::from_std(at);
-                if at <= now + TIMER_SLACK {
-                    (true, None)
-                } else {
-                    (false, Some(at - TIMER_SLACK))
-                }
-            }
+    // An async block rather than an async fn: the future of an async fn holds a
+    // second copy of its arguments (520 bytes of every call's task).
+    async move {
+        let _active = deps.agent.metrics.call_started(CallMode::Stream);
+        let started = Instant::now();
+        let mut call = Call {
+            info: None,
+            stream_sid: String::new(),
+            playback: Playback::new(MAX_QUEUED_AUDIO, LEAD),
+            recording: None,
+            decoded: Vec::with_capacity(320),
+            frames_in: 0,
+            frames_out: 0,
+            rejected: 0,
+            media_while_connecting: 0,
         };
-        // Every turn sets it, so an alarm for a frame that is now due (or gone)
-        // cannot ring late and send another ahead of its time.
-        frame_alarm.set(frame_at);
-        // An ending call closes once its audio has played (or at its deadline).
-        close_alarm.set(ending.as_ref().map(|(_, deadline)| {
-            if call.playback.has_frames() {
-                *deadline
-            } else if call.playback.marks_settled() {
-                now
-            } else {
-                (now + call.playback.ahead(now.into_std()) + END_GRACE).min(*deadline)
-            }
-        }));
-        let poll_pipeline = ending.is_none() && call.playback.has_room();
-        // The silence clock runs while the agent has nothing left to send; it
-        // starts once what was sent has had time to play.
-        let agent_quiet = call.playback.queued().is_zero();
-        silence_alarm.set(silence.due(
-            pipeline.is_some() && ending.is_none() && agent_quiet,
-            || now + call.playback.ahead(now.into_std()),
-        ));
-        tokio::select! {
-            biased;
-            () = deps.stop.cancelled() => break "server shut down",
-            frame = socket.next() => match frame {
-                None | Some(Ok(Frame::Close)) => break "caller hung up",
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "WebSocket error; ending this call");
-                    break "socket error";
-                }
-                Some(Ok(Frame::Binary(len))) => {
-                    call.reject(format_args!("ignoring a binary frame of {len} bytes: Twilio sends JSON text"));
-                }
-                Some(Ok(Frame::Text(text))) => match parse_inbound(&text) {
-                    Ok(Inbound::Stop(stop)) => {
-                        tracing::info!(call_sid = %stop.stop.call_sid, "Twilio stopped the stream");
-                        break "caller hung up";
+        let mut connecting: Option<Connecting> = None;
+        let mut pipeline: Option<Box<dyn Pipeline>> = None;
+        let mut pipeline_name: Option<&'static str> = None;
+        let mut ending: Option<(Ending, Instant)> = None;
+        let start_deadline = started + deps.config.limits.setup_timeout;
+        // Made once, not per frame (each new sleep is a timer-wheel entry).
+        let time_up = tokio::time::sleep_until(started + deps.config.limits.max_call);
+        tokio::pin!(time_up);
+        // Commands for this call (API, answering-machine detection), once it is known.
+        let mut registration: Option<Registration> = None;
+        // The caller's silence: when it is due, and how many times it came in a row.
+        let mut silence = Silence::new(deps.config.endings.silence_timeout);
+        // Timers kept across turns of the loop, re-armed only when their time moves.
+        let mut frame_alarm = Alarm::new();
+        let mut silence_alarm = Alarm::new();
+        let mut close_alarm = Alarm::new();
+
+        let reason: &'static str = loop {
+            let now = Instant::now();
+            // The next outbound frame, if one is queued. A frame that is due goes out
+            // without a timer: tokio's timer rounds every deadline up to the next
+            // millisecond tick, so even a zero sleep would cost up to 1 ms per frame
+            // (5 ms for the lead frames of a reply). For the same reason a frame due
+            // within TIMER_SLACK goes now, and later ones wake TIMER_SLACK early: the
+            // lead makes a frame 1 ms early harmless, while 1 ms late adds up.
+            let (frame_now, frame_at) = match call.playback.due(now.into_std()) {
+                None => (false, None),
+                Some(Pace::Now) => (true, None),
+                Some(Pace::At(at)) => {
+                    let at = Instant::from_std(at);
+                    if at <= now + TIMER_SLACK {
+                        (true, None)
+                    } else {
+                        (false, Some(at - TIMER_SLACK))
                     }
-                    Ok(Inbound::Start(start)) => {
-                        if call.info.is_some() {
-                            tracing::warn!("ignoring a second start message");
-                        } else if let Some(admission) = &deps.admission
-                            && admission.check(&start.start.call_sid).await.is_err()
-                        {
-                            tracing::warn!(
-                                claimed_call_sid = excerpt(&start.start.call_sid, 64),
-                                "start names a call other than the one this WebSocket's token was minted for; ending the session"
-                            );
-                            break "wrong call";
-                        } else {
-                            let ctx = call.start(start, &deps);
-                            registration = Some(deps.live.register(&ctx.call.call_sid));
-                            match pipeline::choose(&deps.config, &ctx.call) {
-                                Ok(kind) => {
-                                    tracing::info!(pipeline = kind.as_str(), "connecting the pipeline");
-                                    connecting = Some(Box::pin(pipeline::connect(kind, ctx)));
-                                }
-                                Err(e) => {
-                                    tracing::error!(error = %e, "cannot serve this media call; hanging up");
-                                    break "no pipeline";
+                }
+            };
+            // Every turn sets it, so an alarm for a frame that is now due (or gone)
+            // cannot ring late and send another ahead of its time.
+            frame_alarm.set(frame_at);
+            // An ending call closes once its audio has played (or at its deadline).
+            close_alarm.set(ending.as_ref().map(|(_, deadline)| {
+                if call.playback.has_frames() {
+                    *deadline
+                } else if call.playback.marks_settled() {
+                    now
+                } else {
+                    (now + call.playback.ahead(now.into_std()) + END_GRACE).min(*deadline)
+                }
+            }));
+            let poll_pipeline = ending.is_none() && call.playback.has_room();
+            // The silence clock runs while the agent has nothing left to send; it
+            // starts once what was sent has had time to play.
+            let agent_quiet = call.playback.queued().is_zero();
+            silence_alarm.set(silence.due(
+                pipeline.is_some() && ending.is_none() && agent_quiet,
+                || now + call.playback.ahead(now.into_std()),
+            ));
+            tokio::select! {
+                biased;
+                () = deps.stop.cancelled() => break "server shut down",
+                frame = socket.next() => match frame {
+                    None | Some(Ok(Frame::Close)) => break "caller hung up",
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "WebSocket error; ending this call");
+                        break "socket error";
+                    }
+                    Some(Ok(Frame::Binary(len))) => {
+                        call.reject(format_args!("ignoring a binary frame of {len} bytes: Twilio sends JSON text"));
+                    }
+                    Some(Ok(Frame::Text(text))) => match parse_inbound(&text) {
+                        Ok(Inbound::Stop(stop)) => {
+                            tracing::info!(call_sid = %stop.stop.call_sid, "Twilio stopped the stream");
+                            break "caller hung up";
+                        }
+                        Ok(Inbound::Start(start)) => {
+                            if call.info.is_some() {
+                                tracing::warn!("ignoring a second start message");
+                            } else if let Some(admission) = &deps.admission
+                                && admission.check(&start.start.call_sid).await.is_err()
+                            {
+                                tracing::warn!(
+                                    claimed_call_sid = excerpt(&start.start.call_sid, 64),
+                                    "start names a call other than the one this WebSocket's token was minted for; ending the session"
+                                );
+                                break "wrong call";
+                            } else {
+                                let ctx = call.start(start, &deps);
+                                registration = Some(deps.live.register(&ctx.call.call_sid));
+                                match pipeline::choose(&deps.config, &ctx.call) {
+                                    Ok(kind) => {
+                                        tracing::info!(pipeline = kind.as_str(), "connecting the pipeline");
+                                        connecting = Some(Box::pin(pipeline::connect(kind, ctx)));
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(error = %e, "cannot serve this media call; hanging up");
+                                        break "no pipeline";
+                                    }
                                 }
                             }
                         }
-                    }
-                    Ok(message) => {
-                        if let Some(event) = call.on_message(message, &text, pipeline.as_deref_mut(), now) {
-                            if let Some(p) = pipeline.as_mut() {
-                                p.handle(event).await;
+                        Ok(message) => {
+                            if let Some(event) = call.on_message(message, &text, pipeline.as_deref_mut(), now) {
+                                if let Some(p) = pipeline.as_mut() {
+                                    p.handle(event).await;
+                                }
                             }
                         }
-                    }
-                    Err(e) => call.reject(format_args!("ignoring a malformed frame ({e}): {}", excerpt(&text, 200))),
+                        Err(e) => call.reject(format_args!("ignoring a malformed frame ({e}): {}", excerpt(&text, 200))),
+                    },
                 },
-            },
-            () = std::future::ready(()), if frame_now => {
-                if let Err(e) = call.send_frame(&mut socket).await {
-                    tracing::info!(error = %e, "could not write to Twilio; ending this call");
-                    break "socket closed while sending";
-                }
-            }
-            () = frame_alarm.ring() => {
-                frame_alarm.set(None);
-                if let Err(e) = call.send_frame(&mut socket).await {
-                    tracing::info!(error = %e, "could not write to Twilio; ending this call");
-                    break "socket closed while sending";
-                }
-            }
-            result = poll_opt(&mut connecting) => {
-                connecting = None;
-                match result {
-                    Ok(p) => {
-                        tracing::info!(pipeline = p.name(), elapsed_ms = started.elapsed().as_millis() as u64, "pipeline connected");
-                        call.start_recording(&deps.config);
-                        pipeline_name = Some(p.name());
-                        pipeline = Some(p);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the pipeline could not start; hanging up");
-                        break "pipeline failed to start";
-                    }
-                }
-            }
-            output = next_output(&mut pipeline), if poll_pipeline => match output {
-                PipelineOutput::Audio { turn, mulaw } => {
-                    let taken = call.playback.push(turn, &mulaw);
-                    if taken < mulaw.len() {
-                        tracing::warn!(dropped = mulaw.len() - taken, "outbound audio queue full; dropping agent audio");
-                    }
-                }
-                PipelineOutput::TurnDone { turn } => {
-                    if let Some(mark) = call.playback.turn_done(turn) {
-                        let message = Outbound::mark(call.stream_sid.clone(), mark);
-                        if let Err(e) = socket.send(message).await {
-                            tracing::info!(error = %e, "could not write to Twilio; ending this call");
-                            break "socket closed while sending";
-                        }
-                    }
-                }
-                PipelineOutput::Clear => {
-                    let (turn, played) = call.playback.clear(Instant::now().into_std());
-                    if let Some(recording) = call.recording.as_mut() {
-                        recording.clear_agent();
-                    }
-                    tracing::debug!(turn, played_ms = played.as_millis() as u64, "barge-in: clearing Twilio's audio");
-                    if let Err(e) = socket.send(Outbound::clear(call.stream_sid.clone())).await {
+                () = std::future::ready(()), if frame_now => {
+                    if let Err(e) = call.send_frame(&mut socket).await {
                         tracing::info!(error = %e, "could not write to Twilio; ending this call");
                         break "socket closed while sending";
                     }
-                    if let Some(p) = pipeline.as_mut() {
-                        p.handle(CallEvent::Cleared { turn, played }).await;
+                }
+                () = frame_alarm.ring() => {
+                    frame_alarm.set(None);
+                    if let Err(e) = call.send_frame(&mut socket).await {
+                        tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                        break "socket closed while sending";
                     }
                 }
-                PipelineOutput::CallerActive => silence.caller_spoke(),
-                PipelineOutput::End(handoff) => {
-                    tracing::info!(reason_code = %handoff.reason_code, "the agent ends the call");
-                    ending = Some((Ending::Handoff(handoff), Instant::now() + END_MAX_WAIT));
-                }
-                PipelineOutput::Failed(message) => {
-                    tracing::warn!(error = %message, "the pipeline failed; hanging up");
-                    ending = Some((Ending::Failed, Instant::now() + END_MAX_WAIT));
-                }
-            },
-            () = silence_alarm.ring() => {
-                match silence.elapsed() {
-                    Some(goodbye) => {
-                        tracing::info!(goodbye, "the caller has been silent; the agent speaks up");
-                        if let Some(p) = pipeline.as_mut() {
-                            p.handle(CallEvent::Silence { goodbye }).await;
+                result = poll_opt(&mut connecting) => {
+                    connecting = None;
+                    match result {
+                        Ok(p) => {
+                            tracing::info!(pipeline = p.name(), elapsed_ms = started.elapsed().as_millis() as u64, "pipeline connected");
+                            call.start_recording(&deps.config);
+                            pipeline_name = Some(p.name());
+                            pipeline = Some(p);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the pipeline could not start; hanging up");
+                            break "pipeline failed to start";
                         }
                     }
-                    None => {
-                        tracing::info!("the caller stayed silent and the pipeline did not end the call; ending it");
-                        ending = Some((Ending::Handoff(Handoff {
-                            reason_code: REASON_SILENCE.into(),
-                            reason: Some("the caller stayed silent".into()),
-                            ..Handoff::default()
-                        }), Instant::now() + END_MAX_WAIT));
-                    }
                 }
-            }
-            Some(command) = next_command(&mut registration), if ending.is_none() => {
-                tracing::info!(?command, "a command for this call");
-                let reason_code = match command {
-                    CallCommand::Voicemail => {
-                        if let Some(p) = pipeline.as_mut() {
-                            p.handle(CallEvent::Voicemail).await;
+                output = next_output(&mut pipeline), if poll_pipeline => match output {
+                    PipelineOutput::Audio { turn, mulaw } => {
+                        let taken = call.playback.push(turn, &mulaw);
+                        if taken < mulaw.len() {
+                            tracing::warn!(dropped = mulaw.len() - taken, "outbound audio queue full; dropping agent audio");
                         }
-                        continue;
                     }
-                    CallCommand::Fax => REASON_FAX,
-                    CallCommand::End => REASON_API_END,
-                };
-                ending = Some((Ending::Handoff(Handoff {
-                    reason_code: reason_code.into(),
-                    reason: Some(format!("{command:?} command")),
-                    ..Handoff::default()
-                }), Instant::now()));
-            }
-            () = close_alarm.ring() => {
-                break match &ending {
-                    Some((Ending::Failed, _)) => "pipeline failed",
-                    _ => ENDED_BY_AGENT,
-                };
-            }
-            () = &mut time_up, if ending.is_none() => {
-                tracing::info!(max_secs = deps.config.limits.max_call.as_secs(), "the call reached its maximum duration; ending it");
-                ending = Some((Ending::Handoff(Handoff {
-                    reason_code: REASON_MAX_DURATION.into(),
-                    reason: Some("the call reached its maximum duration".into()),
-                    ..Handoff::default()
-                }), Instant::now()));
-            }
-            () = tokio::time::sleep_until(start_deadline), if call.info.is_none() => {
-                tracing::warn!("no start message from Twilio in time; closing");
-                break "no start message";
-            }
-        }
-    };
-
-    // Wind down: the upstream always closes, then Twilio's socket.
-    drop(connecting);
-    let handoff = match &ending {
-        Some((Ending::Handoff(handoff), _)) => Some(handoff.clone()),
-        _ => None,
-    };
-    let call_sid = call.info.as_ref().map(|info| info.call_sid.clone());
-    // Before the socket closes: Twilio asks `/twiml/stream/next` right after (the
-    // fallback when the REST update below does not happen).
-    if let (Some(sid), Some(handoff)) = (&call_sid, &handoff) {
-        deps.endings.record(sid, handoff).await;
-    }
-    let close_pipeline = async {
-        match pipeline {
-            Some(p) => p.close().await,
-            None => PipelineStats::default(),
-        }
-    };
-    // The agent's goodbye has played: hang up or transfer through the REST API.
-    let end_through_twilio = async {
-        let (Some(sid), Some(handoff)) = (&call_sid, &handoff) else {
-            return None;
-        };
-        if reason != ENDED_BY_AGENT {
-            return None;
-        }
-        Some(match &deps.twilio {
-            Some(twilio) => control::end_call(twilio, &deps.config.handoff, sid, handoff).await,
-            None => EndedVia::Redirect,
-        })
-    };
-    // Boxed: inline, the wind-down's state would size every call's session for
-    // its whole life (about 0.9 KB more per call).
-    let (pipeline_stats, ended_via) =
-        Box::pin(futures::future::join(close_pipeline, end_through_twilio)).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), socket.close()).await;
-
-    let status: &'static str = match (&ending, reason) {
-        (Some((Ending::Failed, _)), _) => "failed",
-        (_, "socket error" | "pipeline failed to start" | "no pipeline" | "wrong call") => "failed",
-        (Some((Ending::Handoff(h), _)), _) if h.is_live_agent() => "handoff",
-        _ => "completed",
-    };
-    let recording = match call.recording.take() {
-        Some(r) => {
-            if r.dropped_samples() > 0 {
-                tracing::warn!(
-                    dropped_ms = r.dropped_samples() / 8,
-                    "caller audio arrived faster than real time; the excess was not recorded"
-                );
-            }
-            match r.finish().await {
-                Ok(path) => Some(path.display().to_string()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not finish the call recording");
-                    None
+                    PipelineOutput::TurnDone { turn } => {
+                        if let Some(mark) = call.playback.turn_done(turn) {
+                            let message = Outbound::mark(call.stream_sid.clone(), mark);
+                            if let Err(e) = socket.send(message).await {
+                                tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                                break "socket closed while sending";
+                            }
+                        }
+                    }
+                    PipelineOutput::Clear => {
+                        let (turn, played) = call.playback.clear(Instant::now().into_std());
+                        if let Some(recording) = call.recording.as_mut() {
+                            recording.clear_agent();
+                        }
+                        tracing::debug!(turn, played_ms = played.as_millis() as u64, "barge-in: clearing Twilio's audio");
+                        if let Err(e) = socket.send(Outbound::clear(call.stream_sid.clone())).await {
+                            tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                            break "socket closed while sending";
+                        }
+                        if let Some(p) = pipeline.as_mut() {
+                            p.handle(CallEvent::Cleared { turn, played }).await;
+                        }
+                    }
+                    PipelineOutput::CallerActive => silence.caller_spoke(),
+                    PipelineOutput::End(handoff) => {
+                        tracing::info!(reason_code = %handoff.reason_code, "the agent ends the call");
+                        ending = Some((Ending::Handoff(handoff), Instant::now() + END_MAX_WAIT));
+                    }
+                    PipelineOutput::Failed(message) => {
+                        tracing::warn!(error = %message, "the pipeline failed; hanging up");
+                        ending = Some((Ending::Failed, Instant::now() + END_MAX_WAIT));
+                    }
+                },
+                () = silence_alarm.ring() => {
+                    match silence.elapsed() {
+                        Some(goodbye) => {
+                            tracing::info!(goodbye, "the caller has been silent; the agent speaks up");
+                            if let Some(p) = pipeline.as_mut() {
+                                p.handle(CallEvent::Silence { goodbye }).await;
+                            }
+                        }
+                        None => {
+                            tracing::info!("the caller stayed silent and the pipeline did not end the call; ending it");
+                            ending = Some((Ending::Handoff(Handoff {
+                                reason_code: REASON_SILENCE.into(),
+                                reason: Some("the caller stayed silent".into()),
+                                ..Handoff::default()
+                            }), Instant::now() + END_MAX_WAIT));
+                        }
+                    }
+                }
+                command = next_command(&registration), if ending.is_none() => {
+                    tracing::info!(?command, "a command for this call");
+                    let reason_code = match command {
+                        CallCommand::Voicemail => {
+                            if let Some(p) = pipeline.as_mut() {
+                                p.handle(CallEvent::Voicemail).await;
+                            }
+                            continue;
+                        }
+                        CallCommand::Fax => REASON_FAX,
+                        CallCommand::End => REASON_API_END,
+                    };
+                    ending = Some((Ending::Handoff(Handoff {
+                        reason_code: reason_code.into(),
+                        reason: Some(format!("{command:?} command")),
+                        ..Handoff::default()
+                    }), Instant::now()));
+                }
+                () = close_alarm.ring() => {
+                    break match &ending {
+                        Some((Ending::Failed, _)) => "pipeline failed",
+                        _ => ENDED_BY_AGENT,
+                    };
+                }
+                () = &mut time_up, if ending.is_none() => {
+                    tracing::info!(max_secs = deps.config.limits.max_call.as_secs(), "the call reached its maximum duration; ending it");
+                    ending = Some((Ending::Handoff(Handoff {
+                        reason_code: REASON_MAX_DURATION.into(),
+                        reason: Some("the call reached its maximum duration".into()),
+                        ..Handoff::default()
+                    }), Instant::now()));
+                }
+                () = tokio::time::sleep_until(start_deadline), if call.info.is_none() => {
+                    tracing::warn!("no start message from Twilio in time; closing");
+                    break "no start message";
                 }
             }
-        }
-        None => None,
-    };
-    if call_sid.is_some() {
-        let reason = match (&handoff, status) {
-            (Some(handoff), _) => handoff.reason_code.clone(),
-            (None, "failed") => "failed".to_string(),
-            (None, _) => "caller-hangup".to_string(),
         };
-        deps.agent.metrics.call_ended(&reason);
-    }
-    if let Some(sid) = &call_sid {
-        if let Some(path) = &recording {
-            deps.agent.observer.recording(sid, path);
+
+        // Wind down: the upstream always closes, then Twilio's socket.
+        drop(connecting);
+        let handoff = match &ending {
+            Some((Ending::Handoff(handoff), _)) => Some(handoff.clone()),
+            _ => None,
+        };
+        let call_sid = call.info.as_ref().map(|info| info.call_sid.clone());
+        // Before the socket closes: Twilio asks `/twiml/stream/next` right after (the
+        // fallback when the REST update below does not happen).
+        if let (Some(sid), Some(handoff)) = (&call_sid, &handoff) {
+            deps.endings.record(sid, handoff).await;
         }
-        deps.agent.observer.call_ended(
-            sid,
-            &CallSummary {
-                status: status.to_string(),
-                handoff_data: handoff.as_ref().map(Handoff::to_json),
-                turns: pipeline_stats.turns,
-                interrupts: pipeline_stats.interrupts,
-                llm_errors: pipeline_stats.errors,
-            },
+        let close_pipeline = async {
+            match pipeline {
+                Some(p) => p.close().await,
+                None => PipelineStats::default(),
+            }
+        };
+        // The agent's goodbye has played: hang up or transfer through the REST API.
+        let end_through_twilio = async {
+            let (Some(sid), Some(handoff)) = (&call_sid, &handoff) else {
+                return None;
+            };
+            if reason != ENDED_BY_AGENT {
+                return None;
+            }
+            Some(match &deps.twilio {
+                Some(twilio) => control::end_call(twilio, &deps.config.handoff, sid, handoff).await,
+                None => EndedVia::Redirect,
+            })
+        };
+        // Boxed: inline, the wind-down's state would size every call's session for
+        // its whole life (about 0.9 KB more per call).
+        let (pipeline_stats, ended_via) =
+            Box::pin(futures::future::join(close_pipeline, end_through_twilio)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), socket.close()).await;
+
+        let status: &'static str = match (&ending, reason) {
+            (Some((Ending::Failed, _)), _) => "failed",
+            (_, "socket error" | "pipeline failed to start" | "no pipeline" | "wrong call") => {
+                "failed"
+            }
+            (Some((Ending::Handoff(h), _)), _) if h.is_live_agent() => "handoff",
+            _ => "completed",
+        };
+        let recording = match call.recording.take() {
+            Some(r) => {
+                if r.dropped_samples() > 0 {
+                    tracing::warn!(
+                        dropped_ms = r.dropped_samples() / 8,
+                        "caller audio arrived faster than real time; the excess was not recorded"
+                    );
+                }
+                match r.finish().await {
+                    Ok(path) => Some(path.display().to_string()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not finish the call recording");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if call_sid.is_some() {
+            let reason = match (&handoff, status) {
+                (Some(handoff), _) => handoff.reason_code.clone(),
+                (None, "failed") => "failed".to_string(),
+                (None, _) => "caller-hangup".to_string(),
+            };
+            deps.agent.metrics.call_ended(&reason);
+        }
+        if let Some(sid) = &call_sid {
+            if let Some(path) = &recording {
+                deps.agent.observer.recording(sid, path);
+            }
+            deps.agent.observer.call_ended(
+                sid,
+                &CallSummary {
+                    status: status.to_string(),
+                    handoff_data: handoff.as_ref().map(Handoff::to_json),
+                    turns: pipeline_stats.turns,
+                    interrupts: pipeline_stats.interrupts,
+                    llm_errors: pipeline_stats.errors,
+                },
+            );
+        }
+        tracing::info!(
+            duration_ms = started.elapsed().as_millis() as u64,
+            pipeline = pipeline_name.unwrap_or(""),
+            frames_in = call.frames_in,
+            frames_out = call.frames_out,
+            rejected_frames = call.rejected,
+            dropped_while_connecting = call.media_while_connecting,
+            turns = pipeline_stats.turns,
+            interrupts = pipeline_stats.interrupts,
+            errors = pipeline_stats.errors,
+            status,
+            reason,
+            ended_via = ended_via.map(EndedVia::as_str).unwrap_or(""),
+            "media call ended"
         );
-    }
-    tracing::info!(
-        duration_ms = started.elapsed().as_millis() as u64,
-        pipeline = pipeline_name.unwrap_or(""),
-        frames_in = call.frames_in,
-        frames_out = call.frames_out,
-        rejected_frames = call.rejected,
-        dropped_while_connecting = call.media_while_connecting,
-        turns = pipeline_stats.turns,
-        interrupts = pipeline_stats.interrupts,
-        errors = pipeline_stats.errors,
-        status,
-        reason,
-        ended_via = ended_via.map(EndedVia::as_str).unwrap_or(""),
-        "media call ended"
-    );
-    MediaCallStats {
-        call_sid,
-        pipeline: pipeline_name,
-        reason,
-        status,
-        frames_in: call.frames_in,
-        frames_out: call.frames_out,
-        rejected_frames: call.rejected,
-        pipeline_stats,
-        recording,
-        ended_via,
+        MediaCallStats {
+            call_sid,
+            pipeline: pipeline_name,
+            reason,
+            status,
+            frames_in: call.frames_in,
+            frames_out: call.frames_out,
+            rejected_frames: call.rejected,
+            pipeline_stats,
+            recording,
+            ended_via,
+        }
     }
 }
 
 /// The next command for the call; pending while it has no registration.
-async fn next_command(registration: &mut Option<Registration>) -> Option<CallCommand> {
+async fn next_command(registration: &Option<Registration>) -> CallCommand {
     match registration {
-        Some(r) => r.commands.recv().await,
+        Some(r) => r.next_command().await,
         None => std::future::pending().await,
     }
 }
@@ -743,5 +751,23 @@ async fn next_output(pipeline: &mut Option<Box<dyn Pipeline>>) -> PipelineOutput
     match pipeline.as_mut() {
         Some(p) => p.next_output().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::testing::{NoSocket, returned_size};
+
+    /// Every media call's task holds this future: with the socket (416 bytes) and
+    /// tokio's task header it must stay within mimalloc's 4 KiB size class, or each
+    /// call costs 1 KiB more (BENCHMARKS.md, issue 17, fourth session).
+    #[test]
+    fn a_calls_future_stays_small() {
+        let size = returned_size(run::<NoSocket, String>);
+        assert!(
+            size <= 2900,
+            "the media session's future grew to {size} bytes"
+        );
     }
 }

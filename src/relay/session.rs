@@ -20,6 +20,7 @@ use crate::agent::{
 use crate::config::LimitsConfig;
 use crate::metrics::CallMode;
 use crate::store::Store;
+use crate::transport::alarm::Alarm;
 use crate::transport::{Frame, bound_field, bound_parameters, excerpt};
 use crate::twilio::admission::{Admission, RESUME_ARMED};
 
@@ -105,207 +106,221 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs a call until Twilio closes the socket or the server stops.
 /// Expects to run inside the call's span (fields `call_sid`, `session_id`).
-pub async fn run<S, E>(mut socket: S, deps: SessionDeps) -> CallStats
+// An async block rather than an async fn, on purpose (see the body).
+#[allow(clippy::manual_async_fn)]
+pub fn run<S, E>(mut socket: S, deps: SessionDeps) -> impl Future<Output = CallStats>
 where
     S: Stream<Item = Result<Frame, E>> + Sink<Outbound> + Unpin,
     E: Display,
     <S as Sink<Outbound>>::Error: Display,
 {
-    let _active = deps.agent.metrics.call_started(deps.mode);
-    let started = Instant::now();
-    let mut agent = deps.agent.agent().with_recent_calls(deps.recent.clone());
-    let mut frames_rejected: u32 = 0;
-    // Set once we sent `end`: Twilio closes the socket, or we do after a grace time.
-    let mut ending: Option<tokio::time::Instant> = None;
-    // Whether a talk cycle is open (tokens sent, `last: true` not yet).
-    let mut speaking = false;
-    // Timers made once, not per loop turn (each new one is a timer-wheel entry).
-    let setup_due = tokio::time::sleep(deps.limits.setup_timeout);
-    let time_up = tokio::time::sleep(deps.limits.max_call);
-    tokio::pin!(setup_due, time_up);
-    let mut timed_out = false;
-    // Commands from the API for this call, once `setup` has named it.
-    let mut registration: Option<crate::transport::live::Registration> = None;
-    // Who asked for the `end` we sent: the agent, or the API.
-    let mut ended_by = EndReason::EndedByAgent;
-    // When the caller's silence is due (after the agent's last words were heard),
-    // and the characters of the reply being spoken.
-    let mut silence_due: Option<tokio::time::Instant> = None;
-    let mut spoken_chars: usize = 0;
-    let end_reason: EndReason = loop {
-        let end_due = async move {
-            match ending {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+    // An async block rather than an async fn: the future of an async fn holds a
+    // second copy of its arguments (the socket and the deps, 632 bytes of every
+    // call's task).
+    async move {
+        let _active = deps.agent.metrics.call_started(deps.mode);
+        let started = Instant::now();
+        let mut agent = deps.agent.agent().with_recent_calls(deps.recent.clone());
+        let mut frames_rejected: u32 = 0;
+        // Set once we sent `end`: Twilio closes the socket, or we do after a grace time.
+        let mut ending: Option<tokio::time::Instant> = None;
+        // Whether a talk cycle is open (tokens sent, `last: true` not yet).
+        let mut speaking = false;
+        // Two alarms kept across loop turns (a fresh sleep on every turn would be a
+        // timer-wheel entry each time): the call's deadline (its setup, then its
+        // longest length), and the wait within it (the caller's silence, or
+        // Twilio's close after our `end`).
+        let now = tokio::time::Instant::now();
+        let setup_by = now + deps.limits.setup_timeout;
+        let time_up_at = now + deps.limits.max_call;
+        let mut deadline = Alarm::new();
+        let mut wait = Alarm::new();
+        let mut timed_out = false;
+        // Commands from the API for this call, once `setup` has named it.
+        let mut registration: Option<crate::transport::live::Registration> = None;
+        // Who asked for the `end` we sent: the agent, or the API.
+        let mut ended_by = EndReason::EndedByAgent;
+        // When the caller's silence is due (after the agent's last words were heard),
+        // and the characters of the reply being spoken.
+        let mut silence_due: Option<tokio::time::Instant> = None;
+        let mut spoken_chars: usize = 0;
+        let end_reason: EndReason = loop {
+            let waiting_for_setup = agent.call().is_none();
+            deadline.set(if waiting_for_setup {
+                Some(setup_by.min(time_up_at))
+            } else if timed_out {
+                None
+            } else {
+                Some(time_up_at)
+            });
+            wait.set(ending.or(silence_due));
+            if registration.is_none()
+                && let Some(call) = agent.call()
+            {
+                registration = Some(deps.live.register(&call.call_sid));
             }
-        };
-        let waiting_for_setup = agent.call().is_none();
-        if registration.is_none()
-            && let Some(call) = agent.call()
-        {
-            registration = Some(deps.live.register(&call.call_sid));
-        }
-        let command = async {
-            match registration.as_mut() {
-                Some(r) => r.commands.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            // Caller input first: an interrupt must win over a token that is ready.
-            biased;
-            frame = socket.next() => match frame {
-                None | Some(Ok(Frame::Close)) if ending.is_some() => break ended_by,
-                Some(Ok(Frame::Close)) => break EndReason::CallerHungUp,
-                None => break EndReason::SocketDropped,
-                Some(Err(_)) if ending.is_some() => break ended_by,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "WebSocket error; ending this call");
-                    break EndReason::SocketError;
+            let command = async {
+                match registration.as_ref() {
+                    Some(r) => r.next_command().await,
+                    None => std::future::pending().await,
                 }
-                Some(Ok(Frame::Binary(len))) => {
-                    frames_rejected += 1;
-                    tracing::warn!(bytes = len, "ignoring a binary frame: ConversationRelay sends JSON text");
-                }
-                Some(Ok(Frame::Text(text))) => match parse_inbound(&text) {
-                    Ok(Inbound::Setup(setup)) => {
-                        if let Err(reason) = Box::pin(start_call(*setup, &mut agent, &deps)).await {
-                            break reason;
-                        }
-                        // Twilio speaks the greeting; the silence clock starts after it.
-                        let greeting = deps.agent.settings.welcome_greeting.chars().count();
-                        silence_due = deps.silence_timeout.map(|timeout| {
-                            tokio::time::Instant::now() + SPEECH_PER_CHAR * greeting as u32 + timeout
-                        });
+            };
+            tokio::select! {
+                // Caller input first: an interrupt must win over a token that is ready.
+                biased;
+                frame = socket.next() => match frame {
+                    None | Some(Ok(Frame::Close)) if ending.is_some() => break ended_by,
+                    Some(Ok(Frame::Close)) => break EndReason::CallerHungUp,
+                    None => break EndReason::SocketDropped,
+                    Some(Err(_)) if ending.is_some() => break ended_by,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "WebSocket error; ending this call");
+                        break EndReason::SocketError;
                     }
-                    Ok(message) => {
-                        if matches!(message, Inbound::Prompt(_) | Inbound::Dtmf(_) | Inbound::Interrupt(_)) {
-                            silence_due = None;
-                        }
-                        // Twilio's replay after `applicationReconnect` may not start with
-                        // a setup (unconfirmed): the token names the call, so pick it up.
-                        if agent.call().is_none()
-                            && let Some(setup) = implicit_setup(&deps).await
-                        {
-                            tracing::info!(frame = excerpt(&text, 200), "a reconnected socket spoke before any setup; resuming the call its token names");
-                            if let Err(reason) = Box::pin(start_call(setup, &mut agent, &deps)).await {
+                    Some(Ok(Frame::Binary(len))) => {
+                        frames_rejected += 1;
+                        tracing::warn!(bytes = len, "ignoring a binary frame: ConversationRelay sends JSON text");
+                    }
+                    Some(Ok(Frame::Text(text))) => match parse_inbound(&text) {
+                        Ok(Inbound::Setup(setup)) => {
+                            if let Err(reason) = Box::pin(start_call(*setup, &mut agent, &deps)).await {
                                 break reason;
                             }
+                            // Twilio speaks the greeting; the silence clock starts after it.
+                            let greeting = deps.agent.settings.welcome_greeting.chars().count();
+                            silence_due = deps.silence_timeout.map(|timeout| {
+                                tokio::time::Instant::now() + SPEECH_PER_CHAR * greeting as u32 + timeout
+                            });
                         }
-                        on_message(message, &text, &mut agent)
-                    }
-                    Err(e) => {
-                        frames_rejected += 1;
-                        tracing::warn!(error = %e, frame = excerpt(&text, 200), "ignoring a malformed frame");
-                    }
+                        Ok(message) => {
+                            if matches!(message, Inbound::Prompt(_) | Inbound::Dtmf(_) | Inbound::Interrupt(_)) {
+                                silence_due = None;
+                            }
+                            // Twilio's replay after `applicationReconnect` may not start with
+                            // a setup (unconfirmed): the token names the call, so pick it up.
+                            if agent.call().is_none()
+                                && let Some(setup) = implicit_setup(&deps).await
+                            {
+                                tracing::info!(frame = excerpt(&text, 200), "a reconnected socket spoke before any setup; resuming the call its token names");
+                                if let Err(reason) = Box::pin(start_call(setup, &mut agent, &deps)).await {
+                                    break reason;
+                                }
+                            }
+                            on_message(message, &text, &mut agent)
+                        }
+                        Err(e) => {
+                            frames_rejected += 1;
+                            tracing::warn!(error = %e, frame = excerpt(&text, 200), "ignoring a malformed frame");
+                        }
+                    },
                 },
-            },
-            output = agent.next_output() => {
-                let batch = gather(output, &mut agent, speaking).await;
-                let turn_ended = batch.iter().any(|o| matches!(o, AgentOutput::TurnEnd));
-                spoken_chars += batch
-                    .iter()
-                    .map(|o| match o {
-                        AgentOutput::Token(t) => t.chars().count(),
-                        _ => 0,
-                    })
-                    .sum::<usize>();
-                let mut sent = Ok(());
-                for message in coalesce(batch, &mut ending, &mut speaking) {
-                    sent = socket.feed(message).await;
-                    if sent.is_err() {
-                        break;
+                output = agent.next_output() => {
+                    let batch = gather(output, &mut agent, speaking).await;
+                    let turn_ended = batch.iter().any(|o| matches!(o, AgentOutput::TurnEnd));
+                    spoken_chars += batch
+                        .iter()
+                        .map(|o| match o {
+                            AgentOutput::Token(t) => t.chars().count(),
+                            _ => 0,
+                        })
+                        .sum::<usize>();
+                    let mut sent = Ok(());
+                    for message in coalesce(batch, &mut ending, &mut speaking) {
+                        sent = socket.feed(message).await;
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    if sent.is_ok() {
+                        sent = socket.flush().await;
+                    }
+                    if let Err(e) = sent {
+                        tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                        break EndReason::SocketClosedWhileSending;
+                    }
+                    if speaking {
+                        silence_due = None;
+                    } else if turn_ended {
+                        let heard_in = SPEECH_PER_CHAR * std::mem::take(&mut spoken_chars) as u32;
+                        silence_due = deps
+                            .silence_timeout
+                            .map(|timeout| tokio::time::Instant::now() + heard_in + timeout);
                     }
                 }
-                if sent.is_ok() {
-                    sent = socket.flush().await;
-                }
-                if let Err(e) = sent {
-                    tracing::info!(error = %e, "could not write to Twilio; ending this call");
-                    break EndReason::SocketClosedWhileSending;
-                }
-                if speaking {
+                () = wait.ring() => {
+                    if ending.is_some() {
+                        tracing::info!("Twilio did not close the socket after our end; closing it");
+                        break ended_by;
+                    }
                     silence_due = None;
-                } else if turn_ended {
-                    let heard_in = SPEECH_PER_CHAR * std::mem::take(&mut spoken_chars) as u32;
-                    silence_due = deps
-                        .silence_timeout
-                        .map(|timeout| tokio::time::Instant::now() + heard_in + timeout);
+                    tracing::info!("the caller has been silent; the agent speaks up");
+                    agent.handle(AgentInput::Silence);
+                }
+                () = deadline.ring() => {
+                    if waiting_for_setup {
+                        tracing::warn!(timeout_secs = deps.limits.setup_timeout.as_secs(), "no setup message in time; closing");
+                        break EndReason::NoSetup;
+                    }
+                    timed_out = true;
+                    tracing::info!(max_secs = deps.limits.max_call.as_secs(), "the call reached its maximum duration; saying goodbye");
+                    agent.handle(AgentInput::TimeUp);
+                }
+                kind = command, if ending.is_none() => {
+                    if kind == crate::transport::live::CallCommand::Voicemail {
+                        // Twilio's detection heard a voicemail: the agent leaves its message.
+                        agent.handle(AgentInput::Voicemail { signal: "amd" });
+                        continue;
+                    }
+                    // As when the agent ends the call: `end`, then Twilio closes.
+                    let reason = if kind == crate::transport::live::CallCommand::Fax { crate::transport::live::REASON_FAX } else { REASON_API_END };
+                    tracing::info!(reason, "ending the call as asked");
+                    agent.handle(AgentInput::Hangup);
+                    let handoff = serde_json::json!({"reasonCode": reason}).to_string();
+                    if let Err(e) = socket.send(Outbound::End { handoff_data: Some(handoff) }).await {
+                        tracing::info!(error = %e, "could not write to Twilio; ending this call");
+                        break EndReason::SocketClosedWhileSending;
+                    }
+                    ending = Some(tokio::time::Instant::now() + END_GRACE);
+                    ended_by = EndReason::EndedThroughApi;
+                }
+                () = deps.stop.cancelled() => {
+                    let handoff = serde_json::json!({"reasonCode": "server-shutdown"}).to_string();
+                    let _ = socket.send(Outbound::End { handoff_data: Some(handoff) }).await;
+                    break EndReason::ServerShutDown;
                 }
             }
-            () = crate::agent::dtmf::sleep_until_opt(silence_due), if ending.is_none() => {
-                silence_due = None;
-                tracing::info!("the caller has been silent; the agent speaks up");
-                agent.handle(AgentInput::Silence);
-            }
-            () = end_due => {
-                tracing::info!("Twilio did not close the socket after our end; closing it");
-                break ended_by;
-            }
-            () = &mut setup_due, if waiting_for_setup => {
-                tracing::warn!(timeout_secs = deps.limits.setup_timeout.as_secs(), "no setup message in time; closing");
-                break EndReason::NoSetup;
-            }
-            () = &mut time_up, if !timed_out => {
-                timed_out = true;
-                tracing::info!(max_secs = deps.limits.max_call.as_secs(), "the call reached its maximum duration; saying goodbye");
-                agent.handle(AgentInput::TimeUp);
-            }
-            Some(kind) = command, if ending.is_none() => {
-                if kind == crate::transport::live::CallCommand::Voicemail {
-                    // Twilio's detection heard a voicemail: the agent leaves its message.
-                    agent.handle(AgentInput::Voicemail { signal: "amd" });
-                    continue;
-                }
-                // As when the agent ends the call: `end`, then Twilio closes.
-                let reason = if kind == crate::transport::live::CallCommand::Fax { crate::transport::live::REASON_FAX } else { REASON_API_END };
-                tracing::info!(reason, "ending the call as asked");
-                agent.handle(AgentInput::Hangup);
-                let handoff = serde_json::json!({"reasonCode": reason}).to_string();
-                if let Err(e) = socket.send(Outbound::End { handoff_data: Some(handoff) }).await {
-                    tracing::info!(error = %e, "could not write to Twilio; ending this call");
-                    break EndReason::SocketClosedWhileSending;
-                }
-                ending = Some(tokio::time::Instant::now() + END_GRACE);
-                ended_by = EndReason::EndedThroughApi;
-            }
-            () = deps.stop.cancelled() => {
-                let handoff = serde_json::json!({"reasonCode": "server-shutdown"}).to_string();
-                let _ = socket.send(Outbound::End { handoff_data: Some(handoff) }).await;
-                break EndReason::ServerShutDown;
-            }
+        };
+        // A close frame, so Twilio sees a clean close rather than a dropped socket (1006).
+        let _ = tokio::time::timeout(CLOSE_GRACE, socket.close()).await;
+        agent.handle(AgentInput::Hangup);
+        if let Some(admission) = &deps.admission {
+            // A socket gone without a close frame may come back (applicationReconnect).
+            let dropped = agent.ended().is_none() && end_reason.dropped();
+            admission.release(dropped).await;
         }
-    };
-    // A close frame, so Twilio sees a clean close rather than a dropped socket (1006).
-    let _ = tokio::time::timeout(CLOSE_GRACE, socket.close()).await;
-    agent.handle(AgentInput::Hangup);
-    if let Some(admission) = &deps.admission {
-        // A socket gone without a close frame may come back (applicationReconnect).
-        let dropped = agent.ended().is_none() && end_reason.dropped();
-        admission.release(dropped).await;
+        let status = end_reason.status();
+        let ending_reason = match (agent.ended(), end_reason) {
+            (Some(handoff), _) => handoff.reason_code.clone(),
+            (None, EndReason::CallerHungUp) => "caller-hangup".into(),
+            (None, EndReason::EndedThroughApi) => REASON_API_END.into(),
+            (None, EndReason::ServerShutDown) => "server-shutdown".into(),
+            (None, _) => "failed".into(),
+        };
+        deps.agent.metrics.call_ended(&ending_reason);
+        agent.finish(status, None);
+        let stats = agent.stats().clone();
+        tracing::info!(
+            duration = %humantime::format_duration(std::time::Duration::from_secs(started.elapsed().as_secs())),
+            duration_ms = started.elapsed().as_millis() as u64,
+            turns = stats.turns,
+            interrupts = stats.interrupts,
+            llm_errors = stats.llm_errors,
+            rejected_frames = frames_rejected,
+            reason = end_reason.as_str(),
+            "call ended"
+        );
+        stats
     }
-    let status = end_reason.status();
-    let ending_reason = match (agent.ended(), end_reason) {
-        (Some(handoff), _) => handoff.reason_code.clone(),
-        (None, EndReason::CallerHungUp) => "caller-hangup".into(),
-        (None, EndReason::EndedThroughApi) => REASON_API_END.into(),
-        (None, EndReason::ServerShutDown) => "server-shutdown".into(),
-        (None, _) => "failed".into(),
-    };
-    deps.agent.metrics.call_ended(&ending_reason);
-    agent.finish(status, None);
-    let stats = agent.stats().clone();
-    tracing::info!(
-        duration = %humantime::format_duration(std::time::Duration::from_secs(started.elapsed().as_secs())),
-        duration_ms = started.elapsed().as_millis() as u64,
-        turns = stats.turns,
-        interrupts = stats.interrupts,
-        llm_errors = stats.llm_errors,
-        rejected_frames = frames_rejected,
-        reason = end_reason.as_str(),
-        "call ended"
-    );
-    stats
 }
 
 /// Most agent outputs written to Twilio in one batch before the socket is read again.
@@ -576,6 +591,20 @@ fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::testing::{NoSocket, returned_size};
+
+    /// Every call's task holds this future: with the socket (416 bytes) and
+    /// tokio's task header it must stay within mimalloc's 4 KiB size class, or each
+    /// call costs 1 KiB more (BENCHMARKS.md, issue 17, fourth session). An async
+    /// fn's second copy of the arguments, or timers kept inline, would break it.
+    #[test]
+    fn a_calls_future_stays_small() {
+        let size = returned_size(run::<NoSocket, String>);
+        assert!(
+            size <= 2900,
+            "the relay session's future grew to {size} bytes"
+        );
+    }
 
     fn tokens_of(messages: &[Outbound]) -> Vec<(String, bool)> {
         messages

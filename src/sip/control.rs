@@ -36,22 +36,25 @@ pub enum ControlError {
 /// The call-control client of one server (cheap to clone).
 #[derive(Clone)]
 pub struct Control {
-    http: reqwest::Client,
+    /// The key and the HTTP client to send it with; `None` without a key (SIP
+    /// mode off), so that a server without SIP parses no root certificates for it.
+    client: Option<(SipAuth, reqwest::Client)>,
     api_base: String,
-    auth: Option<SipAuth>,
 }
 
 impl Control {
     pub fn new(sip: &SipConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(REQUEST_TIMEOUT)
-            .build()
-            .unwrap_or_default();
+        let client = sip.auth.clone().map(|auth| {
+            let http = reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .connect_timeout(REQUEST_TIMEOUT)
+                .build()
+                .unwrap_or_default();
+            (auth, http)
+        });
         Self {
-            http,
+            client,
             api_base: sip.api_base.clone(),
-            auth: sip.auth.clone(),
         }
     }
 
@@ -61,9 +64,9 @@ impl Control {
         action: &'static str,
         body: Option<Value>,
     ) -> Result<(), ControlError> {
-        let (name, value) = self.auth.as_ref().ok_or(ControlError::NoKey)?.header();
-        let mut request = self
-            .http
+        let (auth, http) = self.client.as_ref().ok_or(ControlError::NoKey)?;
+        let (name, value) = auth.header();
+        let mut request = http
             .post(surface.control_url(&self.api_base, action))
             .header(name, value);
         if let Some(body) = body {

@@ -180,9 +180,13 @@ impl ToolRegistry {
         for tool in builtin::enabled(config) {
             registry.add(tool);
         }
-        let client = http::client();
-        for tool in &config.tools.http {
-            registry.add(Arc::new(http::HttpTool::new(tool.clone(), client.clone())));
+        // Made only when a tool needs it: each HTTP client parses the system's
+        // root certificates and keeps its own copy of them.
+        if !config.tools.http.is_empty() {
+            let client = http::client();
+            for tool in &config.tools.http {
+                registry.add(Arc::new(http::HttpTool::new(tool.clone(), client.clone())));
+            }
         }
         registry
     }

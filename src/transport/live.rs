@@ -7,9 +7,10 @@
 //! May import: nothing of HTTP; the session takes the receiving end.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 /// `reasonCode` of a call ended through the API.
 pub const REASON_API_END: &str = "api-end";
@@ -29,6 +30,28 @@ pub enum CallCommand {
 }
 
 impl CallCommand {
+    /// Ends the call at once: nothing that comes after it changes that.
+    fn is_final(self) -> bool {
+        matches!(self, CallCommand::End | CallCommand::Fax)
+    }
+
+    fn to_slot(self) -> u8 {
+        match self {
+            CallCommand::End => 1,
+            CallCommand::Voicemail => 2,
+            CallCommand::Fax => 3,
+        }
+    }
+
+    fn from_slot(slot: u8) -> Option<Self> {
+        match slot {
+            1 => Some(CallCommand::End),
+            2 => Some(CallCommand::Voicemail),
+            3 => Some(CallCommand::Fax),
+            _ => None,
+        }
+    }
+
     /// The notification payload carrying this command for `call_sid`.
     pub fn payload(self, call_sid: &str) -> String {
         let verb = match self {
@@ -58,8 +81,38 @@ impl CallCommand {
 /// Live sessions by call SID.
 #[derive(Default)]
 pub struct LiveCalls {
-    sessions: Mutex<HashMap<String, (u64, mpsc::Sender<CallCommand>)>>,
-    next: std::sync::atomic::AtomicU64,
+    sessions: Mutex<HashMap<String, (u64, Arc<Mailbox>)>>,
+    next: AtomicU64,
+}
+
+/// One session's commands: the one not yet taken, and its wake-up. A session acts
+/// on one command at a time and the next one either ends the call or replaces a
+/// voicemail not yet acted on, so one slot is enough (a channel per call would
+/// cost half a kilobyte of every call's memory). A final command (end, fax) in the
+/// slot is never replaced.
+#[derive(Default)]
+struct Mailbox {
+    /// [`CallCommand::to_slot`], or 0 when empty.
+    slot: AtomicU8,
+    wake: Notify,
+}
+
+impl Mailbox {
+    fn post(&self, command: CallCommand) {
+        let _ = self
+            .slot
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                match CallCommand::from_slot(current) {
+                    Some(pending) if pending.is_final() => None,
+                    _ => Some(command.to_slot()),
+                }
+            });
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Option<CallCommand> {
+        CallCommand::from_slot(self.slot.swap(0, Ordering::AcqRel))
+    }
 }
 
 /// A session's place in [`LiveCalls`]; removed when dropped (unless a later
@@ -68,30 +121,44 @@ pub struct Registration {
     calls: Arc<LiveCalls>,
     call_sid: String,
     id: u64,
-    pub commands: mpsc::Receiver<CallCommand>,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Registration {
+    /// Waits for the next command for this call. Cancel-safe: a command is taken
+    /// only when this returns it.
+    pub async fn next_command(&self) -> CallCommand {
+        loop {
+            if let Some(command) = self.mailbox.take() {
+                return command;
+            }
+            self.mailbox.wake.notified().await;
+        }
+    }
 }
 
 impl LiveCalls {
     /// Registers the session now carrying `call_sid` (replacing an older one).
     pub fn register(self: &Arc<Self>, call_sid: &str) -> Registration {
-        let (tx, rx) = mpsc::channel(4);
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().insert(call_sid.to_string(), (id, tx));
+        let mailbox = Arc::new(Mailbox::default());
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .insert(call_sid.to_string(), (id, mailbox.clone()));
         Registration {
             calls: self.clone(),
             call_sid: call_sid.to_string(),
             id,
-            commands: rx,
+            mailbox,
         }
     }
 
     /// Hands `command` to the session carrying `call_sid` here; false when none is.
     pub fn command(&self, call_sid: &str, command: CallCommand) -> bool {
-        let sender = self.lock().get(call_sid).map(|(_, tx)| tx.clone());
-        sender.is_some_and(|tx| tx.try_send(command).is_ok())
+        let mailbox = self.lock().get(call_sid).map(|(_, m)| m.clone());
+        mailbox.map(|m| m.post(command)).is_some()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, mpsc::Sender<CallCommand>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Arc<Mailbox>)>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -111,18 +178,49 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_command_reaches_the_newest_session_of_a_call() {
         let live = Arc::new(LiveCalls::default());
         assert!(!live.command("CA1", CallCommand::End));
         let old = live.register("CA1");
-        let mut new = live.register("CA1");
+        let new = live.register("CA1");
         drop(old);
         assert!(live.command("CA1", CallCommand::End));
-        assert_eq!(new.commands.recv().await, Some(CallCommand::End));
+        assert_eq!(new.next_command().await, CallCommand::End);
         drop(new);
         assert!(!live.command("CA1", CallCommand::End));
+    }
+
+    #[tokio::test]
+    async fn a_final_command_is_never_replaced_and_a_voicemail_is() {
+        let live = Arc::new(LiveCalls::default());
+        let session = live.register("CA1");
+        assert!(live.command("CA1", CallCommand::Voicemail));
+        assert!(live.command("CA1", CallCommand::Fax));
+        assert!(live.command("CA1", CallCommand::Voicemail));
+        assert!(live.command("CA1", CallCommand::End));
+        assert_eq!(session.next_command().await, CallCommand::Fax);
+        // Taken: nothing is left, and the next command wakes the waiting session.
+        let waiting = tokio::spawn(async move { session.next_command().await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert!(live.command("CA1", CallCommand::Voicemail));
+        assert_eq!(waiting.await.unwrap(), CallCommand::Voicemail);
+    }
+
+    #[tokio::test]
+    async fn a_wait_given_up_loses_no_command() {
+        let live = Arc::new(LiveCalls::default());
+        let session = live.register("CA1");
+        // A `select!` drops the wait when another branch wins...
+        let wait = tokio::time::timeout(Duration::from_millis(5), session.next_command());
+        assert!(wait.await.is_err());
+        // ...and the session, busy elsewhere, finds the command when it next looks.
+        assert!(live.command("CA1", CallCommand::End));
+        let found = tokio::time::timeout(Duration::from_secs(5), session.next_command());
+        assert_eq!(found.await.unwrap(), CallCommand::End);
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl Task {
                 tracing::info!(reason_code = %handoff.reason_code, "the agent ends the call");
                 self.end_turn().await;
                 self.ending = Some(Ending {
-                    output: PipelineOutput::End(handoff),
+                    output: PipelineOutput::End(*handoff),
                     deadline: Instant::now() + END_WAIT,
                 });
             }
