@@ -18,7 +18,7 @@ pub struct History {
 }
 
 impl History {
-    pub fn new(system_prompt: impl Into<String>) -> Self {
+    pub fn new(system_prompt: impl Into<crate::llm::Text>) -> Self {
         Self {
             messages: vec![ChatMessage::system(system_prompt)],
             max_bytes: DEFAULT_MAX_BYTES,
@@ -36,7 +36,7 @@ impl History {
     }
 
     pub fn set_system_prompt(&mut self, prompt: String) {
-        self.messages[0].content = prompt;
+        self.messages[0].content = prompt.into();
     }
 
     /// Bytes of the conversation besides the system prompt (texts, tool calls).
@@ -128,7 +128,7 @@ impl History {
         if kept.is_empty() && self.messages[index].tool_calls.is_empty() {
             self.messages.remove(index);
         } else {
-            self.messages[index].content = kept.clone();
+            self.messages[index].content = kept.clone().into();
         }
         Some(kept)
     }

@@ -326,9 +326,9 @@ impl Agent {
         if !round.message.content.is_empty()
             && !round.message.content.ends_with(char::is_whitespace)
         {
-            round.message.content.push(' ');
+            round.message.content.to_mut().push(' ');
         }
-        round.message.content.push_str(filler.trim());
+        round.message.content.to_mut().push_str(filler.trim());
         turn.text.push_str(&filler);
         for word in crate::llm::scripted::split_words(&filler) {
             self.pending.push_back(AgentOutput::Token(word));

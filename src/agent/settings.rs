@@ -18,7 +18,8 @@ pub struct AgentSettings {
     /// Which agent this is (`default`, or an `AGENTS_DIR` file's name): recorded
     /// with every call it takes.
     pub agent_id: String,
-    pub system_prompt: String,
+    /// Shared by the histories of all the agent's calls (see [`crate::llm::Text`]).
+    pub system_prompt: Arc<str>,
     /// What Twilio says when the call connects; recorded as the first reply.
     pub welcome_greeting: String,
     /// Spoken when the LLM fails.
@@ -84,7 +85,7 @@ impl AgentSettings {
     pub fn from_config(config: &Config) -> Self {
         Self {
             agent_id: config.agent.id.clone(),
-            system_prompt: config.system_prompt.clone(),
+            system_prompt: config.system_prompt.as_str().into(),
             welcome_greeting: config.relay.welcome_greeting.clone(),
             fallback_message: config.fallback_message.clone(),
             llm_timeout: config.llm.timeout,

@@ -40,7 +40,7 @@ async fn an_oversized_utterance_is_cut() {
         .rfind(|m| m.role == Role::User)
         .unwrap();
     assert_eq!(
-        user.content,
+        user.content.as_str(),
         "ã".repeat(32),
         "64 bytes, on a character boundary"
     );
@@ -217,4 +217,32 @@ async fn the_end_survives_an_interrupt_during_the_goodbye() {
     });
     assert!(!agent.is_replying());
     assert!(agent.ended().is_some());
+}
+
+#[test]
+fn calls_share_the_system_prompt_until_one_adds_its_data() {
+    let settings = settings();
+    let mut plain = Agent::new(
+        Arc::new(ScriptedProvider::new(Duration::ZERO)),
+        settings.clone(),
+    );
+    plain.handle(AgentInput::CallStarted(CallInfo::default()));
+    let crate::llm::Text::Shared(prompt) = &plain.history()[0].content else {
+        panic!("a call without parameters copied the system prompt");
+    };
+    assert!(Arc::ptr_eq(prompt, &settings.system_prompt));
+
+    let mut with_data = Agent::new(Arc::new(ScriptedProvider::new(Duration::ZERO)), settings);
+    with_data.handle(AgentInput::CallStarted(CallInfo {
+        parameters: [("lead".to_string(), "Ana".to_string())]
+            .into_iter()
+            .collect(),
+        ..CallInfo::default()
+    }));
+    let content = &with_data.history()[0].content;
+    assert!(matches!(content, crate::llm::Text::Owned(_)));
+    assert!(
+        content.starts_with("sys") && content.contains("lead: Ana"),
+        "{content}"
+    );
 }

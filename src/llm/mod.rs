@@ -43,7 +43,7 @@ pub struct ToolCall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
     pub role: Role,
-    pub content: String,
+    pub content: Text,
     /// Tool calls of an assistant message.
     pub tool_calls: Vec<ToolCall>,
     /// For a tool result: the call it answers.
@@ -51,7 +51,7 @@ pub struct ChatMessage {
 }
 
 impl ChatMessage {
-    fn new(role: Role, content: impl Into<String>) -> Self {
+    fn new(role: Role, content: impl Into<Text>) -> Self {
         Self {
             role,
             content: content.into(),
@@ -59,21 +59,117 @@ impl ChatMessage {
             tool_call_id: None,
         }
     }
-    pub fn system(content: impl Into<String>) -> Self {
+    pub fn system(content: impl Into<Text>) -> Self {
         Self::new(Role::System, content)
     }
-    pub fn user(content: impl Into<String>) -> Self {
+    pub fn user(content: impl Into<Text>) -> Self {
         Self::new(Role::User, content)
     }
-    pub fn assistant(content: impl Into<String>) -> Self {
+    pub fn assistant(content: impl Into<Text>) -> Self {
         Self::new(Role::Assistant, content)
     }
     /// The result of a tool call, answering `call_id`.
-    pub fn tool(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+    pub fn tool(call_id: impl Into<String>, content: impl Into<Text>) -> Self {
         Self {
             tool_call_id: Some(call_id.into()),
             ..Self::new(Role::Tool, content)
         }
+    }
+}
+
+/// A message's text: its own, or shared by every call of an agent. The system
+/// prompt is the same for all of an agent's calls and often kilobytes long; each
+/// call's history holds it without a copy until a call changes it.
+#[derive(Clone, Eq)]
+pub enum Text {
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Text::Owned(text) => text,
+            Text::Shared(text) => text,
+        }
+    }
+
+    /// The text to change in place, made this message's own first.
+    pub fn to_mut(&mut self) -> &mut String {
+        if let Text::Shared(shared) = self {
+            *self = Text::Owned(shared.to_string());
+        }
+        match self {
+            Text::Owned(text) => text,
+            Text::Shared(_) => unreachable!("made owned just above"),
+        }
+    }
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text::Owned(String::new())
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Self {
+        Text::Owned(text)
+    }
+}
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Self {
+        Text::Owned(text.to_string())
+    }
+}
+
+impl From<Arc<str>> for Text {
+    fn from(text: Arc<str>) -> Self {
+        Text::Shared(text)
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -165,4 +261,26 @@ pub fn from_config(config: &LlmConfig) -> Result<Arc<dyn LlmProvider>, LlmError>
             Arc::new(openai::OpenAiProvider::new(config)?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_text_is_copied_only_by_the_message_that_changes_it() {
+        let prompt: Arc<str> = Arc::from("Seja breve.");
+        let mut a = ChatMessage::system(prompt.clone());
+        let b = ChatMessage::system(prompt.clone());
+        a.content.to_mut().push_str(" Dados: x");
+        assert_eq!(a.content, "Seja breve. Dados: x");
+        assert_eq!(b.content, "Seja breve.");
+        assert!(matches!(&b.content, Text::Shared(p) if Arc::ptr_eq(p, &prompt)));
+        // Equal texts are equal however they are held, and serialise as strings.
+        assert_eq!(b.content, Text::from("Seja breve."));
+        assert_eq!(
+            serde_json::to_string(&b.content).unwrap(),
+            "\"Seja breve.\""
+        );
+    }
 }

@@ -257,7 +257,7 @@ fn question_before(messages: &[ChatMessage], i: usize) -> Option<Question> {
 fn answers_since(messages: &[ChatMessage], start: usize) -> Vec<(Question, String)> {
     (start + 1..messages.len())
         .filter(|&i| messages[i].role == Role::User)
-        .filter_map(|i| question_before(messages, i).map(|q| (q, messages[i].content.clone())))
+        .filter_map(|i| question_before(messages, i).map(|q| (q, messages[i].content.to_string())))
         .collect()
 }
 
