@@ -285,6 +285,12 @@ impl Metrics {
             "Times the caller talked over a reply.",
             self.interrupts(),
         );
+        counter(
+            &mut out,
+            "voxrelay_log_lines_dropped_total",
+            "Log lines dropped because the log file could not keep up.",
+            crate::telemetry::log_lines_dropped(),
+        );
         let name = "voxrelay_llm_errors_total";
         let _ = writeln!(
             out,

@@ -248,4 +248,8 @@ async fn metrics_are_prometheus_text_and_count_a_call() {
     let ttft_sum = value(&samples, "voxrelay_time_to_first_token_seconds_sum", &[]);
     assert!(ttft_sum > 0.0 && ttft_sum < 10.0, "{ttft_sum}");
     assert_eq!(value(&samples, "voxrelay_draining", &[]), 0.0);
+    assert_eq!(
+        value(&samples, "voxrelay_log_lines_dropped_total", &[]),
+        0.0
+    );
 }
