@@ -18,8 +18,10 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Log lines that may wait for the file writer; past that, lines are dropped
-/// (and counted by tracing-appender) rather than slowing calls.
-const LOG_QUEUE_LINES: usize = 16 * 1024;
+/// (and counted: [`log_lines_dropped`]) rather than slowing calls. Each slot is
+/// 32 bytes, resident from the start. 4 096 lines lost none at `info` under
+/// the benchmark's saturation of 9 300 turns a second (BENCHMARKS.md, issue 17).
+const LOG_QUEUE_LINES: usize = 4 * 1024;
 
 /// Installs the global subscriber. Keep the guard alive until exit: dropping it
 /// flushes the file writer.
