@@ -332,3 +332,32 @@ pub fn to_frame(
         Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::transport::testing::{NoSocket, returned_size};
+
+    /// Every call's task, spawned by [`super::Upgrade::accept`], holds its
+    /// session's future. With the socket (416 bytes) and tokio's task header it
+    /// must stay within mimalloc's 4 KiB size class, or each call costs 1 KiB more
+    /// (BENCHMARKS.md, issue 17, fourth session). An async fn's second copy of its
+    /// arguments, or timers kept inline, would break it.
+    #[test]
+    fn the_sessions_futures_stay_small() {
+        for (session, size) in [
+            (
+                "relay",
+                returned_size(crate::relay::session::run::<NoSocket, String>),
+            ),
+            (
+                "media",
+                returned_size(crate::media::session::run::<NoSocket, String>),
+            ),
+        ] {
+            assert!(
+                size <= 2900,
+                "the {session} session's future grew to {size} bytes"
+            );
+        }
+    }
+}

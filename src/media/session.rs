@@ -753,21 +753,3 @@ async fn next_output(pipeline: &mut Option<Box<dyn Pipeline>>) -> PipelineOutput
         None => std::future::pending().await,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::transport::testing::{NoSocket, returned_size};
-
-    /// Every media call's task holds this future: with the socket (416 bytes) and
-    /// tokio's task header it must stay within mimalloc's 4 KiB size class, or each
-    /// call costs 1 KiB more (BENCHMARKS.md, issue 17, fourth session).
-    #[test]
-    fn a_calls_future_stays_small() {
-        let size = returned_size(run::<NoSocket, String>);
-        assert!(
-            size <= 2900,
-            "the media session's future grew to {size} bytes"
-        );
-    }
-}

@@ -591,20 +591,6 @@ fn on_message(message: Inbound, raw: &str, agent: &mut Agent) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::testing::{NoSocket, returned_size};
-
-    /// Every call's task holds this future: with the socket (416 bytes) and
-    /// tokio's task header it must stay within mimalloc's 4 KiB size class, or each
-    /// call costs 1 KiB more (BENCHMARKS.md, issue 17, fourth session). An async
-    /// fn's second copy of the arguments, or timers kept inline, would break it.
-    #[test]
-    fn a_calls_future_stays_small() {
-        let size = returned_size(run::<NoSocket, String>);
-        assert!(
-            size <= 2900,
-            "the relay session's future grew to {size} bytes"
-        );
-    }
 
     fn tokens_of(messages: &[Outbound]) -> Vec<(String, bool)> {
         messages
