@@ -65,17 +65,30 @@ pub fn is_goodbye(reply: &str) -> bool {
     let tail = &lower[tail_start..];
     sentences.iter().rev().take(2).any(|sentence| {
         tail.contains(sentence)
-            && FAREWELLS.iter().any(|farewell| {
-                sentence.match_indices(farewell).any(|(at, _)| {
-                    let before = sentence[..at].chars().next_back();
-                    let after = sentence[at + farewell.len()..].chars().next();
-                    before.is_none_or(|c| !c.is_alphanumeric())
-                        && after.is_none_or(|c| !c.is_alphanumeric())
-                })
-            })
+            && says_farewell(sentence)
             // "Até mais tarde eu te ligo" is a plan, not a goodbye.
             && !sentence.contains("eu te ligo")
             && !sentence.contains("i'll call")
+    })
+}
+
+/// Whether one of [`FAREWELLS`] stands in `sentence` as whole words. Tried only
+/// where a word starts, each phrase by a prefix comparison: every reply is
+/// checked, and a substring search per phrase cost more than the rest of the
+/// turn's text handling.
+fn says_farewell(sentence: &str) -> bool {
+    let mut previous: Option<char> = None;
+    sentence.char_indices().any(|(at, c)| {
+        let word_starts = previous.is_none_or(|p| !p.is_alphanumeric());
+        previous = Some(c);
+        word_starts
+            && FAREWELLS.iter().any(|farewell| {
+                sentence[at..].starts_with(farewell)
+                    && sentence[at + farewell.len()..]
+                        .chars()
+                        .next()
+                        .is_none_or(|c| !c.is_alphanumeric())
+            })
     })
 }
 
@@ -166,7 +179,29 @@ impl Agent {
 
 #[cfg(test)]
 mod tests {
-    use super::is_goodbye;
+    use super::{FAREWELLS, is_goodbye, says_farewell};
+
+    #[test]
+    fn every_farewell_is_found_alone_and_between_words() {
+        for farewell in FAREWELLS {
+            assert!(says_farewell(farewell), "{farewell}");
+            assert!(
+                says_farewell(&format!("ok, {farewell} então")),
+                "{farewell}"
+            );
+            // Glued to other letters on both sides, it is part of other words.
+            assert!(!says_farewell(&format!("x{farewell}x")), "{farewell}");
+        }
+    }
+
+    #[test]
+    fn a_farewell_counts_only_as_whole_words_wherever_it_occurs() {
+        // The first "bye" is part of a word, the second stands alone.
+        assert!(is_goodbye("Byebye pra você, bye"));
+        assert!(!is_goodbye("Abyebye"));
+        // "até mais" inside a longer farewell phrase still ends the call.
+        assert!(is_goodbye("Muito obrigado, até mais"));
+    }
 
     #[test]
     fn goodbyes_end_and_ordinary_replies_do_not() {

@@ -162,7 +162,12 @@ impl SseStream {
         while let Some(end) = self.buffer[start..].iter().position(|&b| b == b'\n') {
             let line = &self.buffer[start..start + end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let line = String::from_utf8_lossy(line);
+            // Valid UTF-8 (always, from a well-behaved server) is checked by the
+            // fast path; only a broken line pays for the replacement characters.
+            let line = match std::str::from_utf8(line) {
+                Ok(line) => std::borrow::Cow::Borrowed(line),
+                Err(_) => String::from_utf8_lossy(line),
+            };
             start += end + 1;
             if line.is_empty() {
                 // A blank line dispatches the event.
