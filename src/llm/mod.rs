@@ -106,12 +106,6 @@ impl Text {
     }
 }
 
-impl Default for Text {
-    fn default() -> Self {
-        Text::Owned(String::new())
-    }
-}
-
 impl std::ops::Deref for Text {
     type Target = str;
     fn deref(&self) -> &str {
@@ -140,12 +134,6 @@ impl From<Arc<str>> for Text {
 impl PartialEq for Text {
     fn eq(&self, other: &Text) -> bool {
         self.as_str() == other.as_str()
-    }
-}
-
-impl PartialEq<str> for Text {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
     }
 }
 

@@ -51,7 +51,9 @@ use crate::audio::frame::Pace;
 use crate::config::Config;
 use crate::metrics::CallMode;
 use crate::transport::alarm::Alarm;
-use crate::transport::live::{CallCommand, LiveCalls, REASON_API_END, REASON_FAX, Registration};
+use crate::transport::live::{
+    CallCommand, LiveCalls, REASON_API_END, REASON_FAX, Registration, next_command,
+};
 use crate::transport::{Frame, bound_field, bound_parameters, excerpt};
 use crate::twilio::admission::Admission;
 use crate::twilio::client::TwilioClient;
@@ -504,14 +506,6 @@ where
             recording,
             ended_via,
         }
-    }
-}
-
-/// The next command for the call; pending while it has no registration.
-async fn next_command(registration: &Option<Registration>) -> CallCommand {
-    match registration {
-        Some(r) => r.next_command().await,
-        None => std::future::pending().await,
     }
 }
 

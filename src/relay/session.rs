@@ -159,12 +159,7 @@ where
             {
                 registration = Some(deps.live.register(&call.call_sid));
             }
-            let command = async {
-                match registration.as_ref() {
-                    Some(r) => r.next_command().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let command = crate::transport::live::next_command(&registration);
             tokio::select! {
                 // Caller input first: an interrupt must win over a token that is ready.
                 biased;

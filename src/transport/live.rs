@@ -137,6 +137,15 @@ impl Registration {
     }
 }
 
+/// A session's next command; pending while it has no registration (before its
+/// call is known). For a `select!` branch.
+pub async fn next_command(registration: &Option<Registration>) -> CallCommand {
+    match registration {
+        Some(r) => r.next_command().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl LiveCalls {
     /// Registers the session now carrying `call_sid` (replacing an older one).
     pub fn register(self: &Arc<Self>, call_sid: &str) -> Registration {
@@ -154,8 +163,11 @@ impl LiveCalls {
 
     /// Hands `command` to the session carrying `call_sid` here; false when none is.
     pub fn command(&self, call_sid: &str, command: CallCommand) -> bool {
-        let mailbox = self.lock().get(call_sid).map(|(_, m)| m.clone());
-        mailbox.map(|m| m.post(command)).is_some()
+        let Some(mailbox) = self.lock().get(call_sid).map(|(_, m)| m.clone()) else {
+            return false;
+        };
+        mailbox.post(command);
+        true
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Arc<Mailbox>)>> {
