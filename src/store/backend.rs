@@ -2,8 +2,9 @@
 //! over their own pool, running the statements of `sql.rs` and `batch.rs`, and the
 //! mapping of rows to records. The writes themselves are in `writes.rs`.
 
-/// Implements [`super::Store`] for `$store`, a struct with a `pool: sqlx::Pool<$db>`
-/// and a `describe()` method. Both backends expand the same code over the same SQL.
+/// Implements [`super::Store`] for `$store`, a struct with a `pool: sqlx::Pool<$db>`,
+/// a `writer()` pool for the recorder's writes and a `describe()` method. Both
+/// backends expand the same code over the same SQL.
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal) => {
         impl $store {
@@ -129,7 +130,7 @@ macro_rules! impl_store {
             ) -> futures::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
                 Box::pin(async move {
                     use $crate::store::Write;
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer().begin().await?;
                     let mut changes = $crate::store::KnownChanges::default();
                     // Layer by layer (each call's order kept), each kind of write in a
                     // layer as multi-row statements.

@@ -58,6 +58,12 @@ impl PgStore {
         format!("postgres ({})", self.location)
     }
 
+    /// The pool the recorder's writes go through: the same as everyone's (the
+    /// server keeps each connection's cache, and a batch takes one for itself).
+    fn writer(&self) -> &Pool<Postgres> {
+        &self.pool
+    }
+
     async fn notify_calls(&self, payload: &str) -> StoreResult<bool> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(super::CALLS_CHANNEL)

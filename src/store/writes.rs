@@ -4,7 +4,7 @@
 //! statements from `batch.rs`). Expanded next to [`super::backend::impl_store`],
 //! which calls these from the `Store` methods.
 
-/// Adds the write helpers to `$store` (a struct with a `pool: sqlx::Pool<$db>`);
+/// Adds the write helpers to `$store` (a struct with a `writer()` pool);
 /// `$backend` is `"sqlite"` or `"postgres"`.
 macro_rules! impl_writes {
     ($store:ty, $db:ty, $backend:literal) => {
@@ -236,7 +236,7 @@ macro_rules! impl_writes {
                 &self,
                 write: $crate::store::Write<'_>,
             ) -> $crate::store::StoreResult<()> {
-                let mut conn = self.pool.acquire().await?;
+                let mut conn = self.writer().acquire().await?;
                 let mut changes = $crate::store::KnownChanges::default();
                 self.write_on(&mut conn, write, &mut changes).await?;
                 self.known.commit(changes);
