@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{LINGER, Op, RETRIES, RecorderStats};
 use crate::store::{NextSeqs, Store, StoreError, Write};
@@ -49,7 +49,7 @@ struct Queued {
 }
 
 /// The writer task: applies queued records in order until the queue closes. It
-/// waits for one record, then takes what else arrives within [`LINGER`] (up to
+/// waits for one record, then takes what else has arrived [`LINGER`] later (up to
 /// [`MAX_BATCH`], up to the first flush).
 pub(super) async fn write_all(
     store: Arc<dyn Store>,
@@ -61,35 +61,16 @@ pub(super) async fn write_all(
     let mut burst: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         let until = tokio::time::Instant::now() + LINGER;
-        let mut flush = None;
-        let mut next = Some(first);
-        while let Some(op) = next.take() {
-            if let Op::Flush(ack) = op {
-                flush = Some(ack);
-                break;
-            }
-            let numbered = !matches!(
-                op,
-                Op::ToolCall(..)
-                    | Op::Appointment(_)
-                    | Op::CallStarted(..)
-                    | Op::Turn(..)
-                    | Op::Interrupted { .. }
-            );
-            burst.push(Queued {
-                op,
-                noted: false,
-                numbered,
-            });
-            if burst.len() < MAX_BATCH {
-                next = match rx.try_recv() {
-                    Ok(op) => Some(op),
-                    Err(_) => tokio::time::timeout_at(until, rx.recv())
-                        .await
-                        .ok()
-                        .flatten(),
-                };
-            }
+        // What is queued now, then one sleep to the end of the linger, then what
+        // came meanwhile. Waiting on the queue instead would wake this thread for
+        // every record that arrives (a wake-up per record under load).
+        let mut flush = take(first, &mut burst);
+        if flush.is_none() {
+            flush = drain(&mut rx, &mut burst);
+        }
+        if flush.is_none() && burst.len() < MAX_BATCH {
+            tokio::time::sleep_until(until).await;
+            flush = drain(&mut rx, &mut burst);
         }
         // Between bursts only: a call's state must not vanish in the middle of one.
         if live.len() >= MAX_LIVE_CALLS {
@@ -101,6 +82,42 @@ pub(super) async fn write_all(
         }
     }
     tracing::debug!("store writer stopped");
+}
+
+/// Adds `op` to the burst; a flush request is handed back instead.
+fn take(op: Op, burst: &mut Vec<Queued>) -> Option<oneshot::Sender<()>> {
+    if let Op::Flush(ack) = op {
+        return Some(ack);
+    }
+    let numbered = !matches!(
+        op,
+        Op::ToolCall(..)
+            | Op::Appointment(_)
+            | Op::CallStarted(..)
+            | Op::Turn(..)
+            | Op::Interrupted { .. }
+    );
+    burst.push(Queued {
+        op,
+        noted: false,
+        numbered,
+    });
+    None
+}
+
+/// Moves what is queued into the burst, up to [`MAX_BATCH`] or a flush request
+/// (handed back; what follows it waits for the next burst).
+fn drain(
+    rx: &mut mpsc::UnboundedReceiver<Op>,
+    burst: &mut Vec<Queued>,
+) -> Option<oneshot::Sender<()>> {
+    while burst.len() < MAX_BATCH {
+        let Ok(op) = rx.try_recv() else { break };
+        if let Some(ack) = take(op, burst) {
+            return Some(ack);
+        }
+    }
+    None
 }
 
 /// Writes a burst of records: several in one transaction; one alone, or all of
