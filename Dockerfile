@@ -9,7 +9,9 @@
 # The toolchain is pinned to the one the project is tested with, and the one that
 # made scripts/hot-code.order, the code layout that keeps about 5 MiB of the binary
 # unmapped at idle (README, Development). Another --build-arg RUST_VERSION=1.xx
-# builds too, with a warning that the layout's names do not match.
+# builds too, with a warning that the layout's names do not match. Builder and
+# runtime are both bookworm (glibc 2.36), so the build also packs the binary's
+# relocations (scripts/build.rs); keep the two stages on one Debian release.
 ARG RUST_VERSION=1.95
 
 # --- chef: the Rust toolchain plus cargo-chef ------------------------------------

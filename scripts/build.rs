@@ -1,5 +1,7 @@
 //! Build script: in release builds linked by rust-lld, asks the linker to place
-//! the functions listed in `scripts/hot-code.order` side by side, first.
+//! the functions listed in `scripts/hot-code.order` side by side, first, and to
+//! pack the binary's relative relocations where the build host's glibc can load
+//! them.
 //!
 //! Why: the kernel maps a binary's code 64 KiB at a time around each page first
 //! touched, so the startup and call-serving code, scattered over 12 MiB of
@@ -31,12 +33,17 @@ pub struct Build {
     /// `VOXRELAY_HOT_CODE`.
     pub hot_code: String,
     pub order_exists: bool,
+    /// `getconf GNU_LIBC_VERSION` on the build host, e.g. `glibc 2.36`.
+    pub glibc: String,
+    /// `VOXRELAY_PACK_RELOCS`.
+    pub pack_relocs: String,
 }
 
 #[allow(dead_code)] // the tests include this file for `skip_reason` alone
 fn main() {
     println!("cargo:rerun-if-changed={ORDER}");
     println!("cargo:rerun-if-env-changed=VOXRELAY_HOT_CODE");
+    println!("cargo:rerun-if-env-changed=VOXRELAY_PACK_RELOCS");
     let var = |name: &str| env::var(name).unwrap_or_default();
     if var("PROFILE") != "release" {
         return; // debug builds and tests keep the default layout
@@ -50,7 +57,13 @@ fn main() {
         rustc: rustc_version(&var("RUSTC")).unwrap_or_default(),
         hot_code: var("VOXRELAY_HOT_CODE"),
         order_exists: path.is_file(),
+        glibc: glibc_version().unwrap_or_default(),
+        pack_relocs: var("VOXRELAY_PACK_RELOCS"),
     };
+    match pack_relocs_skip_reason(&build) {
+        Some(why) => println!("cargo:warning=relocations not packed: {why}"),
+        None => println!("cargo:rustc-link-arg-bin=voxrelay=-Wl,-z,pack-relative-relocs"),
+    }
     if let Some(why) = skip_reason(&build) {
         println!("cargo:warning=hot-code layout not applied: {why}");
         return;
@@ -81,6 +94,39 @@ pub fn skip_reason(build: &Build) -> Option<String> {
     if build.hot_code == "off" {
         return Some("VOXRELAY_HOT_CODE=off".into());
     }
+    if let Some(why) = linker_skip_reason(build) {
+        return Some(why);
+    }
+    if !build.order_exists {
+        return Some(format!("{ORDER} is missing"));
+    }
+    None
+}
+
+/// Why this release build's relocations are not packed, or `None` when they are.
+pub fn pack_relocs_skip_reason(build: &Build) -> Option<String> {
+    if build.pack_relocs == "off" {
+        return Some("VOXRELAY_PACK_RELOCS=off".into());
+    }
+    if let Some(why) = linker_skip_reason(build) {
+        return Some(why);
+    }
+    let version = build.glibc.strip_prefix("glibc ").unwrap_or_default();
+    let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
+    let (major, minor) = (parts.next().flatten(), parts.next().flatten());
+    match (major, minor) {
+        (Some(major), Some(minor)) if (major, minor) >= (2, 36) => None,
+        _ => {
+            let glibc = &build.glibc;
+            Some(format!(
+                "the build host's C library is {glibc:?}; packed relocations need glibc 2.36"
+            ))
+        }
+    }
+}
+
+/// Why the linker may not be the rust-lld these flags were tested with.
+fn linker_skip_reason(build: &Build) -> Option<String> {
     if build.target != "x86_64-unknown-linux-gnu" || build.host != build.target {
         let target = &build.target;
         return Some(format!(
@@ -106,9 +152,6 @@ pub fn skip_reason(build: &Build) -> Option<String> {
         let rustc = &build.rustc;
         return Some(format!("{rustc:?} does not link with rust-lld by default"));
     }
-    if !build.order_exists {
-        return Some(format!("{ORDER} is missing"));
-    }
     None
 }
 
@@ -117,5 +160,15 @@ pub fn skip_reason(build: &Build) -> Option<String> {
 fn rustc_version(rustc: &str) -> Option<String> {
     let rustc = if rustc.is_empty() { "rustc" } else { rustc };
     let out = Command::new(rustc).arg("--version").output().ok()?;
+    Some(String::from_utf8(out.stdout).ok()?.trim().to_owned())
+}
+
+/// The build host's C library, as `getconf GNU_LIBC_VERSION` names it.
+#[allow(dead_code)]
+fn glibc_version() -> Option<String> {
+    let out = Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .ok()?;
     Some(String::from_utf8(out.stdout).ok()?.trim().to_owned())
 }

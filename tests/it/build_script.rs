@@ -1,10 +1,11 @@
-//! The release build's code-layout decision (`scripts/build.rs`): applied only
-//! where it was tested, so that no user's `cargo build --release` fails to link.
+//! The release build's link decisions (`scripts/build.rs`): the code layout and
+//! packed relocations, applied only where they were tested, so that no user's
+//! `cargo build --release` fails to link or makes a binary its host cannot start.
 
 #[path = "../../scripts/build.rs"]
 mod script;
 
-use script::{Build, skip_reason};
+use script::{Build, pack_relocs_skip_reason, skip_reason};
 
 fn tested() -> Build {
     Build {
@@ -15,6 +16,8 @@ fn tested() -> Build {
         rustc: "rustc 1.95.0 (59807616e 2026-04-14)".into(),
         hot_code: String::new(),
         order_exists: true,
+        glibc: "glibc 2.36".into(),
+        pack_relocs: String::new(),
     }
 }
 
@@ -111,4 +114,47 @@ fn the_list_names_its_compiler_and_only_symbols() {
             "not a symbol: {name:?}"
         );
     }
+}
+
+#[test]
+fn relocations_packed_only_where_the_build_host_can_load_them() {
+    assert_eq!(pack_relocs_skip_reason(&tested()), None);
+    for glibc in ["glibc 2.39", "glibc 3.0"] {
+        let newer = Build {
+            glibc: glibc.into(),
+            ..tested()
+        };
+        assert_eq!(pack_relocs_skip_reason(&newer), None, "{glibc}");
+    }
+    // Older glibc, no glibc (musl, getconf missing), or an unreadable answer.
+    for glibc in ["glibc 2.35", "glibc 2.9", "", "musl 1.2", "glibc two"] {
+        let older = Build {
+            glibc: glibc.into(),
+            ..tested()
+        };
+        assert!(
+            pack_relocs_skip_reason(&older).is_some_and(|why| why.contains("2.36")),
+            "packed for {glibc:?}"
+        );
+    }
+    let off = Build {
+        pack_relocs: "off".into(),
+        ..tested()
+    };
+    assert_eq!(
+        pack_relocs_skip_reason(&off).as_deref(),
+        Some("VOXRELAY_PACK_RELOCS=off")
+    );
+    // The same linker conditions as the layout, but not its list or its switch.
+    let other_linker = Build {
+        linker: "clang".into(),
+        ..tested()
+    };
+    assert!(pack_relocs_skip_reason(&other_linker).is_some());
+    let no_list = Build {
+        order_exists: false,
+        hot_code: "off".into(),
+        ..tested()
+    };
+    assert_eq!(pack_relocs_skip_reason(&no_list), None);
 }
