@@ -4,6 +4,7 @@
 # (scripts/build.rs passes it to the linker; BENCHMARKS.md, issue 17, third session).
 #
 #   bash scripts/hot-code.sh [postgres://…/an-empty-database]
+#   bash scripts/hot-code.sh --check [postgres://…]   # is the list up to date?
 #
 # It builds the release binary, then runs it under callgrind: `voxrelay serve`
 # twice on one folder (a first start, then a restart), `voxrelay bench`
@@ -14,9 +15,18 @@
 # Rerun it after a toolchain or Cargo.lock update: the names carry hashes that
 # change with those. A stale list costs memory, never correctness: the linker
 # skips names it does not find, and the build warns when the rustc differs.
+# Code changes make it stale too: functions that are new, or renamed, land
+# scattered. `--check` remakes the list in a temporary file and only says how many
+# of the functions that ran are missing from the committed one; it fails when more
+# than HOT_CODE_MAX_MISSING (default 20) are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+check=
+if [ "${1:-}" = "--check" ]; then
+    check=1
+    shift
+fi
 pg_url=${1:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -67,6 +77,8 @@ for profile in $(ls -tr "$work"/profile.*); do
     sed -nE 's/^c?fn=\([0-9]+\) (.*)$/\1/p' "$profile"
 done | sed -E "s/'[0-9]+\$//" >"$work/ran"
 nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' >"$work/defined"
+out=scripts/hot-code.order
+[ -n "$check" ] && out=$work/order
 {
     echo "# The functions voxrelay runs to start and to serve calls, in the order they"
     echo "# first ran, for the linker to place side by side (lld's --symbol-ordering-file,"
@@ -76,5 +88,15 @@ nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' >"$work/defined"
     echo "# rustc: $(rustc --version)"
     awk 'FILENAME == ARGV[1] { defined[$0] = 1; next } ($0 in defined) && !seen[$0]++' \
         "$work/defined" "$work/ran"
-} >scripts/hot-code.order
-echo "hot-code: $(grep -vc '^#' scripts/hot-code.order) functions in scripts/hot-code.order" >&2
+} >"$out"
+if [ -z "$check" ]; then
+    echo "hot-code: $(grep -vc '^#' "$out") functions in $out" >&2
+    exit 0
+fi
+grep -v '^#' scripts/hot-code.order | sort -u >"$work/listed"
+missing=$(grep -v '^#' "$out" | sort -u | comm -23 - "$work/listed" | wc -l)
+echo "hot-code: $missing of $(grep -vc '^#' "$out") functions that ran are not in scripts/hot-code.order" >&2
+if [ "$missing" -gt "${HOT_CODE_MAX_MISSING:-20}" ]; then
+    echo "hot-code: the list is stale; run bash scripts/hot-code.sh to remake it" >&2
+    exit 1
+fi
