@@ -39,7 +39,7 @@ pub struct Build {
     pub pack_relocs: String,
 }
 
-#[allow(dead_code)] // the tests include this file for `skip_reason` alone
+#[allow(dead_code)] // the tests include this file for the two decisions alone
 fn main() {
     println!("cargo:rerun-if-changed={ORDER}");
     println!("cargo:rerun-if-env-changed=VOXRELAY_HOT_CODE");
@@ -48,16 +48,20 @@ fn main() {
     if var("PROFILE") != "release" {
         return; // debug builds and tests keep the default layout
     }
+    let rustc = match var("RUSTC") {
+        rustc if rustc.is_empty() => "rustc".to_owned(),
+        rustc => rustc,
+    };
     let path = Path::new(&var("CARGO_MANIFEST_DIR")).join(ORDER);
     let build = Build {
         target: var("TARGET"),
         host: var("HOST"),
         linker: var("RUSTC_LINKER"),
         rustflags: var("CARGO_ENCODED_RUSTFLAGS"),
-        rustc: rustc_version(&var("RUSTC")).unwrap_or_default(),
+        rustc: output_of(&rustc, "--version").unwrap_or_default(),
         hot_code: var("VOXRELAY_HOT_CODE"),
         order_exists: path.is_file(),
-        glibc: glibc_version().unwrap_or_default(),
+        glibc: output_of("getconf", "GNU_LIBC_VERSION").unwrap_or_default(),
         pack_relocs: var("VOXRELAY_PACK_RELOCS"),
     };
     match pack_relocs_skip_reason(&build) {
@@ -155,20 +159,10 @@ fn linker_skip_reason(build: &Build) -> Option<String> {
     None
 }
 
-/// `rustc --version` of the compiler building us.
+/// What `program arg` prints, trimmed: `rustc --version` of the compiler building
+/// us, `getconf GNU_LIBC_VERSION` of the build host's C library.
 #[allow(dead_code)]
-fn rustc_version(rustc: &str) -> Option<String> {
-    let rustc = if rustc.is_empty() { "rustc" } else { rustc };
-    let out = Command::new(rustc).arg("--version").output().ok()?;
-    Some(String::from_utf8(out.stdout).ok()?.trim().to_owned())
-}
-
-/// The build host's C library, as `getconf GNU_LIBC_VERSION` names it.
-#[allow(dead_code)]
-fn glibc_version() -> Option<String> {
-    let out = Command::new("getconf")
-        .arg("GNU_LIBC_VERSION")
-        .output()
-        .ok()?;
+fn output_of(program: &str, arg: &str) -> Option<String> {
+    let out = Command::new(program).arg(arg).output().ok()?;
     Some(String::from_utf8(out.stdout).ok()?.trim().to_owned())
 }
