@@ -30,6 +30,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
@@ -78,8 +79,16 @@ pub struct MediaDeps {
     /// Twilio's answering-machine detection reach it.
     pub live: Arc<LiveCalls>,
 }
-/// Agent audio kept ahead of real time at Twilio (the most a `clear` discards).
+/// Agent audio kept ahead of real time at Twilio.
 pub const LEAD: Duration = Duration::from_millis(80);
+/// When a frame goes out, the frames due within this much after it go in the same
+/// write: the next two (the timer may ring up to `TIMER_SLACK` early, hence 50 ms
+/// rather than 40), so one system call and one wake-up per three frames instead of
+/// one per frame (the kernel's share of a media call is mostly those writes;
+/// BENCHMARKS.md, issue 17, seventh session). Twilio then holds up to `LEAD` plus
+/// two frames (120 ms) unplayed, which is what a `clear` discards; what was heard
+/// is still measured by the clock and the marks, not by what was sent.
+const BATCH_AHEAD: Duration = Duration::from_millis(50);
 /// Unsent agent audio held at most; the pipeline is not polled while it is full.
 const MAX_QUEUED_AUDIO: Duration = Duration::from_secs(60);
 /// After the last frame of an ending call, how long we wait past its estimated
@@ -160,6 +169,9 @@ where
         let mut connecting: Option<Connecting> = None;
         let mut pipeline: Option<Box<dyn Pipeline>> = None;
         let mut pipeline_name: Option<&'static str> = None;
+        // An output read ahead while gathering a burst of audio (handled next).
+        // Boxed: it is rare (once a reply), and inline it would size every call.
+        let mut held: Option<Box<PipelineOutput>> = None;
         let mut ending: Option<(Ending, Instant)> = None;
         let start_deadline = started + deps.config.limits.setup_timeout;
         // Made once, not per frame (each new sleep is a timer-wheel entry).
@@ -296,12 +308,12 @@ where
                         }
                     }
                 }
-                output = next_output(&mut pipeline), if poll_pipeline => match output {
+                output = next_output(&mut held, &mut pipeline), if poll_pipeline => match output {
                     PipelineOutput::Audio { turn, mulaw } => {
-                        let taken = call.playback.push(turn, &mulaw);
-                        if taken < mulaw.len() {
-                            tracing::warn!(dropped = mulaw.len() - taken, "outbound audio queue full; dropping agent audio");
-                        }
+                        call.queue_audio(turn, &mulaw);
+                        // The rest of a burst that has already arrived joins the
+                        // queue now, so its first frames leave in one write.
+                        held = call.take_ready_audio(pipeline.as_deref_mut());
                     }
                     PipelineOutput::TurnDone { turn } => {
                         if let Some(mark) = call.playback.turn_done(turn) {
@@ -707,29 +719,84 @@ impl Call {
         }
     }
 
-    /// Sends the next frame (and its mark).
+    /// Queues agent audio for playback, logging what a full queue drops.
+    fn queue_audio(&mut self, turn: u64, mulaw: &[u8]) {
+        let taken = self.playback.push(turn, mulaw);
+        if taken < mulaw.len() {
+            tracing::warn!(
+                dropped = mulaw.len() - taken,
+                "outbound audio queue full; dropping agent audio"
+            );
+        }
+    }
+
+    /// Queues the agent audio the pipeline has ready now (a burst from upstream),
+    /// up to [`READY_AUDIO_MAX`] outputs and while there is room; returns the
+    /// first output that is not audio, for the loop to handle next. Never waits.
+    fn take_ready_audio(
+        &mut self,
+        mut pipeline: Option<&mut (dyn Pipeline + '_)>,
+    ) -> Option<Box<PipelineOutput>> {
+        let pipeline = pipeline.as_mut()?;
+        for _ in 0..READY_AUDIO_MAX {
+            if !self.playback.has_room() {
+                return None;
+            }
+            match pipeline.next_output().now_or_never()? {
+                PipelineOutput::Audio { turn, mulaw } => self.queue_audio(turn, &mulaw),
+                other => return Some(Box::new(other)),
+            }
+        }
+        None
+    }
+
+    /// Sends the next frame (and its mark), with the frames due within
+    /// [`BATCH_AHEAD`] after it, in one write.
     async fn send_frame<S>(&mut self, socket: &mut S) -> Result<(), <S as Sink<Outbound>>::Error>
     where
         S: Sink<Outbound> + Unpin,
     {
-        let Some(out) = self.playback.pop_frame(Instant::now().into_std()) else {
-            return Ok(());
-        };
+        let now = Instant::now().into_std();
+        let mut first = true;
+        while let Some((media, mark)) = self.next_in_batch(now, first) {
+            first = false;
+            socket.feed(media).await?;
+            if let Some(mark) = mark {
+                socket.feed(mark).await?;
+            }
+        }
+        socket.flush().await
+    }
+
+    /// The next frame's messages for the write being made at `now`: the frame that
+    /// is due (`first`), then those due within [`BATCH_AHEAD`].
+    fn next_in_batch(
+        &mut self,
+        now: std::time::Instant,
+        first: bool,
+    ) -> Option<(Outbound, Option<Outbound>)> {
+        if !first {
+            match self.playback.due(now)? {
+                Pace::At(at) if at > now + BATCH_AHEAD => return None,
+                _ => {}
+            }
+        }
+        let out = self.playback.pop_frame(now)?;
         if let Some(recording) = self.recording.as_mut() {
             recording.agent(&out.frame);
         }
         self.frames_out += 1;
-        socket
-            .feed(Outbound::media(self.stream_sid.clone(), &out.frame))
-            .await?;
-        if let Some(mark) = out.mark {
-            socket
-                .feed(Outbound::mark(self.stream_sid.clone(), mark))
-                .await?;
-        }
-        socket.flush().await
+        let media = Outbound::media(self.stream_sid.clone(), &out.frame);
+        let mark = out
+            .mark
+            .map(|mark| Outbound::mark(self.stream_sid.clone(), mark));
+        Some((media, mark))
     }
 }
+
+/// Most outputs [`Call::take_ready_audio`] gathers at once (a second of 20 ms
+/// deltas), so a fast upstream cannot hold up the loop.
+const READY_AUDIO_MAX: usize = 50;
 
 /// How early a paced frame may leave (the timer's resolution).
 const TIMER_SLACK: Duration = Duration::from_millis(1);
@@ -741,7 +808,13 @@ async fn poll_opt(connecting: &mut Option<Connecting>) -> Result<Box<dyn Pipelin
     }
 }
 
-async fn next_output(pipeline: &mut Option<Box<dyn Pipeline>>) -> PipelineOutput {
+async fn next_output(
+    held: &mut Option<Box<PipelineOutput>>,
+    pipeline: &mut Option<Box<dyn Pipeline>>,
+) -> PipelineOutput {
+    if let Some(output) = held.take() {
+        return *output;
+    }
     match pipeline.as_mut() {
         Some(p) => p.next_output().await,
         None => std::future::pending().await,

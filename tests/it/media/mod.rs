@@ -2,4 +2,5 @@
 
 mod cascade;
 mod endings;
+mod pacing;
 pub(crate) mod session;
