@@ -47,7 +47,15 @@ pub struct MediaConfig {
     pub record_calls: bool,
     /// `RECORDINGS_DIR` (default `recordings`).
     pub recordings_dir: String,
+    /// `MEDIA_UPSTREAM_CHUNK_MS` (20–200, a multiple of 20; default 20) as a number
+    /// of 20 ms frames: caller audio goes to the pipeline's upstream in chunks of
+    /// this many frames. Fewer writes per call; the upstream hears the caller up to
+    /// the chunk's length minus 20 ms later.
+    pub upstream_chunk_frames: usize,
 }
+
+/// Longest `MEDIA_UPSTREAM_CHUNK_MS`.
+const MAX_UPSTREAM_CHUNK_MS: u64 = 200;
 
 /// The `[media]` part of the configuration.
 pub(super) fn read(env: &mut Vars, llm: &LlmConfig, speech: &SpeechConfig) -> MediaConfig {
@@ -69,11 +77,52 @@ pub(super) fn read(env: &mut Vars, llm: &LlmConfig, speech: &SpeechConfig) -> Me
         None if speech.elevenlabs_api_key.is_some() => Some(MediaPipelineKind::Cascade),
         None => None,
     };
+    let chunk_ms: u64 = env.parse("MEDIA_UPSTREAM_CHUNK_MS", 20u64);
+    let upstream_chunk_frames = if chunk_ms % 20 == 0
+        && (20..=MAX_UPSTREAM_CHUNK_MS).contains(&chunk_ms)
+    {
+        (chunk_ms / 20) as usize
+    } else {
+        env.errors.push(format!(
+            "MEDIA_UPSTREAM_CHUNK_MS must be a multiple of 20 from 20 to {MAX_UPSTREAM_CHUNK_MS}, got {chunk_ms}"
+        ));
+        1
+    };
     MediaConfig {
         pipeline,
+        upstream_chunk_frames,
         record_calls: env.parse("RECORD_CALLS", false),
         recordings_dir: env
             .get("RECORDINGS_DIR")
             .unwrap_or_else(|| "recordings".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::config::tests::vars;
+
+    #[test]
+    fn upstream_chunks_are_whole_frames_within_bounds() {
+        let frames = |ms: &str| {
+            Config::from_vars(vars(&[("MEDIA_UPSTREAM_CHUNK_MS", ms)]))
+                .map(|c| c.media.upstream_chunk_frames)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            Config::from_vars(vars(&[]))
+                .unwrap()
+                .media
+                .upstream_chunk_frames,
+            1
+        );
+        assert_eq!(frames("20"), Ok(1));
+        assert_eq!(frames("60"), Ok(3));
+        assert_eq!(frames("200"), Ok(10));
+        for bad in ["0", "30", "220", "sixty"] {
+            let err = frames(bad).unwrap_err();
+            assert!(err.contains("MEDIA_UPSTREAM_CHUNK_MS"), "{bad}: {err}");
+        }
     }
 }

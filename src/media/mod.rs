@@ -15,6 +15,7 @@
 //! `audio`, `transport`, `metrics` and `config`; never `http`, `state` or `server`
 //! (the order is checked by `.ci/layers`).
 
+pub mod chunks;
 pub mod control;
 pub mod pipeline;
 pub mod playback;

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
+use super::chunks::CallerChunks;
 use super::control::{self, EndedVia};
 use super::pipeline::{
     self, CallEvent, CallerAudio, Pipeline, PipelineContext, PipelineError, PipelineOutput,
@@ -134,6 +135,9 @@ struct Call {
     playback: Playback,
     recording: Option<Recording>,
     decoded: Vec<u8>,
+    /// Caller audio gathered for the upstream (`MEDIA_UPSTREAM_CHUNK_MS` above 20);
+    /// boxed, as most calls forward frame by frame.
+    chunks: Option<Box<CallerChunks>>,
     frames_in: u64,
     frames_out: u64,
     rejected: u32,
@@ -161,6 +165,8 @@ where
             playback: Playback::new(MAX_QUEUED_AUDIO, LEAD),
             recording: None,
             decoded: Vec::with_capacity(320),
+            chunks: (deps.config.media.upstream_chunk_frames > 1)
+                .then(|| Box::new(CallerChunks::new(deps.config.media.upstream_chunk_frames))),
             frames_in: 0,
             frames_out: 0,
             rejected: 0,
@@ -676,13 +682,18 @@ impl Call {
                 {
                     tracing::warn!(error = %e, "no longer recording this call");
                 }
-                match pipeline {
-                    Some(p) => p.caller_audio(CallerAudio {
+                match (pipeline, self.chunks.as_mut()) {
+                    (Some(p), None) => p.caller_audio(CallerAudio {
                         payload_b64: &media.media.payload,
                         mulaw: &self.decoded,
                         timestamp_ms: media.media.timestamp,
                     }),
-                    None => self.media_while_connecting += 1,
+                    (Some(p), Some(chunks)) => {
+                        if let Some(chunk) = chunks.push(&self.decoded, media.media.timestamp) {
+                            p.caller_audio(chunk);
+                        }
+                    }
+                    (None, _) => self.media_while_connecting += 1,
                 }
                 None
             }

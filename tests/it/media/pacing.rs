@@ -1,6 +1,8 @@
-//! How agent audio leaves for Twilio: paced in real time, never more than the
-//! lead plus two frames ahead of it, and the frames due close together sent in
-//! one write (`BATCH_AHEAD` in `src/media/session.rs`).
+//! How audio is batched on its way through: agent audio leaves for Twilio paced
+//! in real time, never more than the lead plus two frames ahead of it, with the
+//! frames due close together in one write (`BATCH_AHEAD` in
+//! `src/media/session.rs`); caller audio goes upstream frame by frame, or in
+//! chunks with `MEDIA_UPSTREAM_CHUNK_MS`.
 
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use voxrelay::media::protocol::Outbound;
 
-use super::session::{audio_delta, realtime_app, realtime_call, unb64};
+use super::session::{audio_delta, realtime_app, realtime_call, recv_type, unb64};
 use crate::support::fake_speech::FakeWsServer;
 
 /// One frame of μ-law.
@@ -67,4 +69,25 @@ async fn a_burst_of_agent_audio_is_paced_and_leaves_in_batches() {
         .filter(|w| w[1] - w[0] > Duration::from_millis(5))
         .count();
     assert!(writes <= 50, "{writes} writes for {frames} frames");
+}
+
+#[tokio::test]
+async fn caller_audio_goes_upstream_in_chunks_when_configured() {
+    let mut fake = FakeWsServer::start().await;
+    let (app, _seen) = realtime_app(&fake, &[("MEDIA_UPSTREAM_CHUNK_MS", "60")]).await;
+    let (mut twilio, mut conn, _) = realtime_call(&app, &mut fake, &[]).await;
+
+    let frames: Vec<Vec<u8>> = (1..=7u8).map(|i| vec![i; 160]).collect();
+    for frame in &frames {
+        twilio.media(frame).await;
+    }
+    // Three frames per append, in order, byte for byte; the seventh waits.
+    for chunk in frames[..6].chunks(3) {
+        let append = recv_type(&mut conn, "input_audio_buffer.append").await;
+        assert_eq!(unb64(append["audio"].as_str().unwrap()), chunk.concat());
+    }
+    // A keypress goes up at once, and nothing else was sent before it.
+    twilio.dtmf("5").await;
+    let next = conn.recv_json().await;
+    assert_ne!(next["type"], "input_audio_buffer.append", "{next}");
 }
