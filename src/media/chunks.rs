@@ -56,11 +56,6 @@ impl CallerChunks {
             timestamp_ms: self.timestamp_ms,
         })
     }
-
-    /// Frames held that have not gone upstream yet.
-    pub fn pending(&self) -> usize {
-        self.gathered
-    }
 }
 
 #[cfg(test)]
@@ -83,7 +78,12 @@ mod tests {
         assert_eq!(sent[0].1, Some(0));
         assert_eq!(sent[1].0, frames[3..6].concat());
         assert_eq!(sent[1].1, Some(60));
-        assert_eq!(chunks.pending(), 1, "the seventh frame waits for two more");
+        // The seventh frame waited for two more.
+        let last = chunks.push(&[9; 160], Some(140)).is_none();
+        assert!(last);
+        let chunk = chunks.push(&[9; 160], Some(160)).unwrap();
+        assert_eq!(chunk.mulaw[..160], frames[6][..]);
+        assert_eq!(chunk.timestamp_ms, Some(120));
     }
 
     #[test]
