@@ -746,9 +746,9 @@ impl Call {
     /// first output that is not audio, for the loop to handle next. Never waits.
     fn take_ready_audio(
         &mut self,
-        mut pipeline: Option<&mut (dyn Pipeline + '_)>,
+        pipeline: Option<&mut (dyn Pipeline + '_)>,
     ) -> Option<Box<PipelineOutput>> {
-        let pipeline = pipeline.as_mut()?;
+        let pipeline = pipeline?;
         for _ in 0..READY_AUDIO_MAX {
             if !self.playback.has_room() {
                 return None;
