@@ -166,8 +166,9 @@ impl Serialize for Text {
 pub struct ToolSpec {
     pub name: String,
     pub description: String,
-    /// JSON schema of the arguments, built once and shared by every request.
-    pub parameters: Arc<serde_json::Value>,
+    /// JSON schema of the arguments, built and serialised once, shared by every
+    /// request.
+    pub parameters: crate::text::SharedJson,
 }
 
 /// What the agent asks the model, borrowed from the agent for the moment a

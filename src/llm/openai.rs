@@ -85,15 +85,17 @@ impl OpenAiProvider {
                 (Box::new(cfg), "openai", official)
             }
         };
+        let text = api_config.url("/chat/completions");
+        let mut url = reqwest::Url::parse(&text)
+            .map_err(|e| LlmError::Connect(format!("the LLM URL {text:?} is not valid: {e}")))?;
+        let query = api_config.query();
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let endpoint = Endpoint {
             http,
-            url: api_config.url("/chat/completions"),
+            url,
             headers: api_config.headers(),
-            query: api_config
-                .query()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
         };
         Ok(Self {
             endpoint: Arc::new(endpoint),
@@ -243,7 +245,7 @@ struct ToolJson<'a> {
 struct FunctionJson<'a> {
     name: &'a str,
     description: &'a str,
-    parameters: &'a Value,
+    parameters: &'a crate::text::SharedJson,
 }
 
 impl LlmProvider for OpenAiProvider {
@@ -555,7 +557,7 @@ mod tests {
         let tools = [ToolSpec {
             name: "end_call".into(),
             description: "d".into(),
-            parameters: Arc::new(json!({"type": "object"})),
+            parameters: json!({"type": "object"}).into(),
         }];
         let messages = [ChatMessage::system("s"), ChatMessage::user("oi")];
         let body = provider

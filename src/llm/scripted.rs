@@ -417,7 +417,7 @@ mod tests {
         crate::llm::ToolSpec {
             name: name.into(),
             description: String::new(),
-            parameters: std::sync::Arc::new(json!({})),
+            parameters: json!({}).into(),
         }
     }
 

@@ -192,7 +192,7 @@ async fn write_together(
 fn merge_turns(burst: &mut Vec<Queued>) -> u64 {
     let before = burst.len();
     let mut kept: Vec<Queued> = Vec::with_capacity(before);
-    let mut first: HashMap<(String, i64), usize> = HashMap::new();
+    let mut first: HashMap<(String, i64), usize> = HashMap::with_capacity(before);
     for queued in burst.drain(..) {
         let key = match &queued.op {
             Op::Turn(sid, turn) => (sid.clone(), turn.seq),
@@ -305,7 +305,7 @@ async fn prepare(
 
 /// Forgets the calls whose last record in the burst is their end.
 fn forget_ended(burst: &[Queued], live: &mut HashMap<String, LiveCall>) {
-    let mut ended: HashMap<&str, bool> = HashMap::new();
+    let mut ended: HashMap<&str, bool> = HashMap::with_capacity(burst.len());
     for queued in burst {
         ended.insert(
             op_call_sid(&queued.op),

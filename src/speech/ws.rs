@@ -33,9 +33,13 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest message accepted from an upstream (audio chunks are far smaller).
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
-/// Bytes read from the socket at a time (a 200 ms Realtime audio delta is ~2.2 KB;
-/// tungstenite zero-fills the buffer as it reads, and it is held per call).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes read from the socket at a time. tungstenite's read buffer (held for the
+/// whole call) grows to fit a message plus what one read brought after it, and
+/// never shrinks: with 4 KiB reads, bursts of 200 ms Realtime deltas (~2.2 KB each)
+/// grew it to 16 KiB per call; with 1 KiB reads it stays at the 4 KiB the
+/// handshake left (BENCHMARKS.md, issue 17, eighth session). Larger messages still
+/// arrive whole; they only take more reads.
+const READ_BUFFER_BYTES: usize = 1024;
 /// Longest server error body kept in [`SpeechError::Rejected`].
 const MAX_ERROR_BODY: usize = 300;
 

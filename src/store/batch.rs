@@ -142,7 +142,7 @@ pub fn chunks(mut n: usize) -> impl Iterator<Item = usize> {
 /// `items` cut where a key repeats: one statement may not upsert a row twice.
 pub fn distinct_runs<T, K: Eq + Hash>(items: &[T], key: impl Fn(&T) -> K) -> Vec<&[T]> {
     let mut runs = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
     let mut start = 0;
     for (i, item) in items.iter().enumerate() {
         if !seen.insert(key(item)) {
@@ -177,7 +177,7 @@ fn call_and_kind<'a>(write: &Write<'a>) -> (&'a str, u8) {
 /// a kind may go out together in any order.
 pub fn layers<'a>(writes: &[Write<'a>]) -> Vec<Vec<Write<'a>>> {
     let mut layers: Vec<Vec<Write<'a>>> = Vec::new();
-    let mut last: HashMap<&str, (usize, u8)> = HashMap::new();
+    let mut last: HashMap<&str, (usize, u8)> = HashMap::with_capacity(writes.len());
     for write in writes {
         let (call, kind) = call_and_kind(write);
         let layer = match last.get(call) {

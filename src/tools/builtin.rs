@@ -18,6 +18,7 @@ use super::dates::{self, Date};
 use super::{Appointment, Tool, ToolContext, ToolEffect, ToolError, ToolOutput, string_arg};
 use crate::config::{BuiltinTool, Config};
 use crate::llm::ToolSpec;
+use crate::text::SharedJson;
 
 /// The built-in tools the configuration turns on.
 pub fn enabled(config: &Config) -> Vec<Arc<dyn Tool>> {
@@ -32,7 +33,7 @@ pub fn enabled(config: &Config) -> Vec<Arc<dyn Tool>> {
 /// One built-in tool: what it tells the model, and what its arguments do.
 pub struct Builtin {
     kind: BuiltinTool,
-    schema: Arc<Value>,
+    schema: SharedJson,
     timeout: Duration,
     /// The language codes `switch_language` may move to.
     languages: Vec<String>,
@@ -53,9 +54,10 @@ impl Builtin {
             BuiltinTool::TransferToHuman => TRANSFER_SCHEMA.clone(),
             BuiltinTool::SendDtmf => SEND_DTMF_SCHEMA.clone(),
             BuiltinTool::ScheduleAppointment => APPOINTMENT_SCHEMA.clone(),
-            BuiltinTool::SwitchLanguage => Arc::new(json!({"type": "object", "properties": {
+            BuiltinTool::SwitchLanguage => json!({"type": "object", "properties": {
                 "language": {"type": "string", "enum": languages, "description": "The language code."}
-            }, "required": ["language"]})),
+            }, "required": ["language"]})
+            .into(),
         };
         Self {
             kind,
@@ -115,30 +117,31 @@ impl Tool for Builtin {
     }
 }
 
-/// A parameter schema built once, on first use, and shared by every request.
-type Schema = LazyLock<Arc<Value>>;
+/// A parameter schema built and serialised once, on first use, and shared by every
+/// request.
+type Schema = LazyLock<SharedJson>;
 
 static END_CALL_SCHEMA: Schema = LazyLock::new(|| {
-    Arc::new(json!({"type": "object", "properties": {
+    SharedJson::new(json!({"type": "object", "properties": {
         "reason": {"type": "string", "description": "Why the call ends, in a few words."}
     }}))
 });
 
 static TRANSFER_SCHEMA: Schema = LazyLock::new(|| {
-    Arc::new(json!({"type": "object", "properties": {
+    SharedJson::new(json!({"type": "object", "properties": {
         "reason": {"type": "string", "description": "Why the caller needs a person."},
         "summary": {"type": "string", "description": "A short summary of the conversation for the attendant."}
     }}))
 });
 
 static SEND_DTMF_SCHEMA: Schema = LazyLock::new(|| {
-    Arc::new(json!({"type": "object", "properties": {
+    SharedJson::new(json!({"type": "object", "properties": {
         "digits": {"type": "string", "description": "Keys to press, e.g. \"1\" or \"123#\"; only 0-9 * # w.", "pattern": "^[0-9*#w]+$"}
     }, "required": ["digits"]}))
 });
 
 static APPOINTMENT_SCHEMA: Schema = LazyLock::new(|| {
-    Arc::new(json!({"type": "object", "properties": {
+    SharedJson::new(json!({"type": "object", "properties": {
         "name": {"type": "string", "description": "The caller's name."},
         "email": {"type": "string"},
         "preferred_day": {"type": "string", "description": "The day as the caller said it (amanhã, segunda-feira, 24/11) or YYYY-MM-DD."},

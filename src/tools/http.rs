@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::{Tool, ToolContext, ToolError, ToolOutput};
 use crate::config::HttpToolConfig;
 use crate::llm::ToolSpec;
+use crate::text::SharedJson;
 
 /// The most of a response body handed to the model.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
@@ -51,12 +52,19 @@ pub fn client() -> reqwest::Client {
 /// One configured HTTP tool.
 pub struct HttpTool {
     config: HttpToolConfig,
+    /// The configured schema, serialised once.
+    parameters: SharedJson,
     client: reqwest::Client,
 }
 
 impl HttpTool {
     pub fn new(config: HttpToolConfig, client: reqwest::Client) -> Self {
-        Self { config, client }
+        let parameters = SharedJson::new((*config.parameters).clone());
+        Self {
+            config,
+            parameters,
+            client,
+        }
     }
 }
 
@@ -69,7 +77,7 @@ impl Tool for HttpTool {
         ToolSpec {
             name: self.config.name.clone(),
             description: self.config.description.clone(),
-            parameters: self.config.parameters.clone(),
+            parameters: self.parameters.clone(),
         }
     }
 

@@ -125,7 +125,7 @@ pub struct FunctionTool {
     pub name: String,
     pub description: String,
     /// JSON Schema of the arguments, shared by every call (it is the agent's).
-    pub parameters: std::sync::Arc<Value>,
+    pub parameters: crate::text::SharedJson,
 }
 
 /// `tool_choice`.

@@ -12,8 +12,9 @@ fn settings() -> ConversationSettings {
         tools: vec![FunctionTool {
             name: "lookup_order".into(),
             description: "Busca um pedido pelo número".into(),
-            parameters: std::sync::Arc::new(json!({"type": "object",
-                "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]})),
+            parameters: json!({"type": "object",
+                "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]})
+            .into(),
         }],
         tool_choice: ToolChoice::Auto,
         turn_detection: TurnDetection::server_vad(),

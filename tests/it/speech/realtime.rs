@@ -34,9 +34,7 @@ fn settings() -> ConversationSettings {
         tools: vec![FunctionTool {
             name: "book_appointment".into(),
             description: "Marca uma consulta".into(),
-            parameters: std::sync::Arc::new(
-                json!({"type": "object", "properties": {"day": {"type": "string"}}}),
-            ),
+            parameters: json!({"type": "object", "properties": {"day": {"type": "string"}}}).into(),
         }],
         tool_choice: ToolChoice::Auto,
         turn_detection: TurnDetection::server_vad(),
@@ -225,6 +223,54 @@ async fn audio_passes_through_and_events_are_typed() {
     ];
     for want in expected {
         assert_eq!(within(client.next_event()).await.unwrap(), want);
+    }
+}
+
+/// The upstream socket reads 1 KiB at a time (so its buffer stays small between
+/// bursts); deltas of every size around and far above that, sent back to back,
+/// must still arrive whole and in order.
+#[tokio::test]
+async fn deltas_larger_than_the_read_size_arrive_whole_and_in_order() {
+    init_logs();
+    let mut server = FakeWsServer::start().await;
+    let mut client = RealtimeClient::connect_conversation(&options(&server), &settings())
+        .await
+        .unwrap();
+    let mut conn = server.next_conn().await;
+    conn.recv_json().await; // session.update
+
+    let sizes = [
+        1, 700, 1023, 1024, 1025, 2136, 4096, 9000, 48_000, 3, 64_000, 500,
+    ];
+    let deltas: Vec<String> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            // Base64 characters, different in every delta so a mix-up shows.
+            let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            (0..n * 4)
+                .map(|k| alphabet[(k * 7 + i * 13) % 64] as char)
+                .collect()
+        })
+        .collect();
+    for (i, delta) in deltas.iter().enumerate() {
+        conn.send_json(
+            json!({"type": "response.output_audio.delta", "response_id": "r",
+            "item_id": format!("m{i}"), "delta": delta}),
+        )
+        .await;
+    }
+    for (i, delta) in deltas.into_iter().enumerate() {
+        assert_eq!(
+            within(client.next_event()).await.unwrap(),
+            ServerEvent::AudioDelta {
+                response_id: "r".into(),
+                item_id: format!("m{i}"),
+                delta,
+            },
+            "delta {i} of {} bytes",
+            sizes[i] * 4
+        );
     }
 }
 
