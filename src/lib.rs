@@ -32,7 +32,8 @@
 //! - [`twiml`]: TwiML documents with every value escaped.
 //! - [`store`]: durable call records (SQLite or PostgreSQL) and their migrations.
 //! - [`transport`]: the frame type every WebSocket transport reads.
-//! - [`text`]: accent folding and cutting text on character boundaries.
+//! - [`text`]: accent folding, cutting text on character boundaries, and JSON
+//!   written without a serializer or serialised once ([`text::SharedJson`]).
 //! - [`audio`]: μ-law, resampling, 20 ms framing and pacing, WAV files; pure code.
 //! - [`metrics`]: process-wide counters and latency histograms (`GET /metrics`).
 //! - [`telemetry`], [`shutdown`], [`config`]: logging, signals, configuration read

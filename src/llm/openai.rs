@@ -586,6 +586,51 @@ mod tests {
         assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
     }
 
+    fn llm_config(vars: &[(&str, &str)]) -> LlmConfig {
+        crate::config::Config::from_vars(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap()
+        .llm
+    }
+
+    #[test]
+    fn the_url_is_parsed_once_with_its_query_and_a_bad_one_is_refused_at_start() {
+        let openai = llm_config(&[
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "k"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+        ]);
+        let provider = OpenAiProvider::new(&openai).unwrap();
+        assert_eq!(
+            provider.endpoint.url.as_str(),
+            "http://127.0.0.1:9/v1/chat/completions"
+        );
+        let azure = llm_config(&[
+            ("LLM_PROVIDER", "azure"),
+            ("AZURE_OPENAI_API_KEY", "k"),
+            ("AZURE_OPENAI_ENDPOINT", "https://x.openai.azure.com"),
+            ("AZURE_OPENAI_DEPLOYMENT", "gpt"),
+            ("AZURE_OPENAI_API_VERSION", "2024-10-21"),
+        ]);
+        let provider = OpenAiProvider::new(&azure).unwrap();
+        assert_eq!(
+            provider.endpoint.url.as_str(),
+            "https://x.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-10-21"
+        );
+        let bad = llm_config(&[
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "k"),
+            ("OPENAI_BASE_URL", "not a url"),
+        ]);
+        let Err(LlmError::Connect(message)) = OpenAiProvider::new(&bad) else {
+            panic!("a bad URL must be refused");
+        };
+        assert!(message.contains("not a url"), "{message}");
+    }
+
     #[test]
     fn reads_text_and_finish() {
         assert_eq!(
