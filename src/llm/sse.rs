@@ -39,8 +39,8 @@ pub enum OpenError {
 }
 
 /// Where and how to post. The URL is parsed once, with its query (Azure's
-/// `api-version`) already in it: parsing it again for every turn cost about 1 % of
-/// the server's CPU at saturation (issue 17).
+/// `api-version`) already in it: parsing it for every request cost about 6 000
+/// instructions a turn (BENCHMARKS.md, issue 17, eighth session).
 #[derive(Clone)]
 pub struct Endpoint {
     pub http: reqwest::Client,
