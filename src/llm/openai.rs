@@ -536,19 +536,12 @@ mod tests {
 
     #[test]
     fn the_body_has_the_history_tools_and_limits() {
-        let vars = [
+        let config = llm_config(&[
             ("LLM_PROVIDER", "openai"),
             ("OPENAI_API_KEY", "k"),
             ("LLM_MAX_TOKENS", "200"),
             ("LLM_TEMPERATURE", "0.7"),
-        ];
-        let config = crate::config::Config::from_vars(
-            vars.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-        .unwrap()
-        .llm;
+        ]);
         assert_eq!(
             (config.max_tokens, config.temperature),
             (Some(200), Some(0.7))

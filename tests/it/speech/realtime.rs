@@ -13,7 +13,7 @@ use voxrelay::speech::realtime::{
 };
 use voxrelay::speech::{Service, SpeechError};
 
-use crate::support::fake_speech::{Ending, FakeWsServer};
+use crate::support::fake_speech::{Ending, FakeConn, FakeWsServer};
 use crate::support::init_logs;
 
 fn options(server: &FakeWsServer) -> RealtimeOptions {
@@ -40,6 +40,17 @@ fn settings() -> ConversationSettings {
         turn_detection: TurnDetection::server_vad(),
         noise_reduction: None,
     }
+}
+
+/// A conversation client connected to a fresh fake, past its `session.update`.
+async fn connected() -> (FakeWsServer, RealtimeClient, FakeConn) {
+    let mut server = FakeWsServer::start().await;
+    let client = RealtimeClient::connect_conversation(&options(&server), &settings())
+        .await
+        .unwrap();
+    let mut conn = server.next_conn().await;
+    conn.recv_json().await; // session.update
+    (server, client, conn)
 }
 
 /// Awaits with a deadline, so a hang fails the test instead of blocking it.
@@ -120,12 +131,7 @@ async fn azure_uses_the_api_key_header() {
 #[tokio::test]
 async fn audio_passes_through_and_events_are_typed() {
     init_logs();
-    let mut server = FakeWsServer::start().await;
-    let mut client = RealtimeClient::connect_conversation(&options(&server), &settings())
-        .await
-        .unwrap();
-    let mut conn = server.next_conn().await;
-    conn.recv_json().await; // session.update
+    let (_server, mut client, mut conn) = connected().await;
 
     // Twilio's base64 µ-law reaches the model byte for byte.
     let payloads = ["/////w==", "fn5+fn5+fn5+fn5+", "AAECAwQFBgcICQ=="];
@@ -232,12 +238,7 @@ async fn audio_passes_through_and_events_are_typed() {
 #[tokio::test]
 async fn deltas_larger_than_the_read_size_arrive_whole_and_in_order() {
     init_logs();
-    let mut server = FakeWsServer::start().await;
-    let mut client = RealtimeClient::connect_conversation(&options(&server), &settings())
-        .await
-        .unwrap();
-    let mut conn = server.next_conn().await;
-    conn.recv_json().await; // session.update
+    let (_server, mut client, mut conn) = connected().await;
 
     let sizes = [
         1, 700, 1023, 1024, 1025, 2136, 4096, 9000, 48_000, 3, 64_000, 500,
@@ -277,12 +278,7 @@ async fn deltas_larger_than_the_read_size_arrive_whole_and_in_order() {
 #[tokio::test]
 async fn tool_calls_are_reported_once_and_answered() {
     init_logs();
-    let mut server = FakeWsServer::start().await;
-    let mut client = RealtimeClient::connect_conversation(&options(&server), &settings())
-        .await
-        .unwrap();
-    let mut conn = server.next_conn().await;
-    conn.recv_json().await;
+    let (_server, mut client, mut conn) = connected().await;
 
     conn.send_json(
         json!({"type": "response.function_call_arguments.done", "response_id": "resp_2",
@@ -343,12 +339,7 @@ async fn tool_calls_are_reported_once_and_answered() {
 #[tokio::test]
 async fn barge_in_truncates_to_the_audio_generated() {
     init_logs();
-    let mut server = FakeWsServer::start().await;
-    let mut client = RealtimeClient::connect_conversation(&options(&server), &settings())
-        .await
-        .unwrap();
-    let mut conn = server.next_conn().await;
-    conn.recv_json().await;
+    let (_server, mut client, mut conn) = connected().await;
 
     // Two 20 ms frames (160 µ-law bytes each) of item msg_9.
     let frame = format!("{}AA==", "f".repeat(212));
@@ -463,12 +454,7 @@ async fn transcription_mode_emits_transcripts_and_speech_started() {
 #[tokio::test]
 async fn an_upstream_close_mid_stream_is_a_clear_error_not_a_hang() {
     init_logs();
-    let mut server = FakeWsServer::start().await;
-    let mut client = RealtimeClient::connect_conversation(&options(&server), &settings())
-        .await
-        .unwrap();
-    let mut conn = server.next_conn().await;
-    conn.recv_json().await;
+    let (mut server, mut client, mut conn) = connected().await;
     conn.send_json(json!({"type": "response.output_audio.delta", "item_id": "m", "delta": "AAAA"}))
         .await;
     conn.close_with(4000, "beta_api_shape_disabled").await;
