@@ -20,6 +20,8 @@ pub mod calls;
 pub mod fake_llm;
 pub mod fake_realtime;
 mod flags;
+pub mod floor;
+mod floor_media;
 pub mod media;
 pub mod server;
 
@@ -79,6 +81,7 @@ voxrelay bench: load benchmark on loopback (fake LLM, real server, simulated cal
 USAGE:
     voxrelay bench [OPTIONS]
     voxrelay bench media [OPTIONS]   Media Streams load (see `voxrelay bench media --help`)
+    voxrelay bench floor [OPTIONS]   a bare server, the least a turn costs (see `voxrelay bench floor --help`)
 
 OPTIONS:
     --calls N[,N...]    concurrent calls, one run each [default: 50,200,1000]

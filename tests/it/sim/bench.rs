@@ -125,3 +125,92 @@ async fn finished_replies_reuse_the_llm_connection_and_interrupts_close_it() {
     assert_eq!(call.reply().await.tokens.len(), 12);
     assert_eq!(llm.connections(), 2);
 }
+
+/// Starts `voxrelay bench floor` with `args` on a free port; returns the process
+/// and its `ws://` address.
+async fn start_floor(args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut floor = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxrelay"))
+        .args(["bench", "floor", "--port", "0"])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(floor.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the floor server starts")
+        .unwrap()
+        .unwrap();
+    let address = line
+        .strip_prefix("floor server on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    (floor, address)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// `voxrelay bench floor`, the bare server the per-turn CPU is compared with,
+/// answers the same load as ours: every turn gets its reply, stamped first token
+/// included, an interrupt stops the reply, and it is driven through
+/// `--target`/`--pid` like any other server.
+#[tokio::test]
+async fn the_floor_server_answers_the_benchmark_load() {
+    let llm_port = free_port();
+    let (floor, target) = start_floor(&["--llm-port", &llm_port.to_string()]).await;
+    let options = BenchOptions {
+        calls: vec![3],
+        turns: 3,
+        think: Duration::from_millis(20),
+        saturate: Duration::from_secs(1),
+        target: Some(target),
+        pid: floor.id(),
+        llm_port,
+        ..BenchOptions::default()
+    };
+    let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
+        .await
+        .expect("the benchmark stops by itself")
+        .expect("the benchmark runs");
+    let r = &reports[0];
+    assert_eq!(r.errors, 0, "{}", r.markdown());
+    assert_eq!(r.added.count, 9, "{}", r.markdown());
+    assert_eq!(r.interrupt_to_silence.count, 3, "{}", r.markdown());
+    assert_eq!(r.tokens_after_interrupt, 0, "{}", r.markdown());
+    assert!(r.turns_per_sec > 0.0, "{}", r.markdown());
+    assert!(r.cpu_per_turn > Duration::ZERO, "{}", r.markdown());
+}
+
+/// The Media Streams floor bridges the media load's callers to the fake Realtime:
+/// every cue gets its reply and every delta reaches the caller.
+#[tokio::test]
+async fn the_media_floor_server_bridges_the_media_load() {
+    use voxrelay::bench::media::{MediaBenchOptions, run};
+    let realtime_port = free_port();
+    let (floor, target) = start_floor(&["--realtime-port", &realtime_port.to_string()]).await;
+    let options = MediaBenchOptions {
+        calls: vec![3],
+        seconds: 2,
+        target: Some(target),
+        pid: floor.id(),
+        realtime_port,
+        ..MediaBenchOptions::default()
+    };
+    let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
+        .await
+        .expect("the benchmark stops by itself")
+        .expect("the benchmark runs");
+    let r = &reports[0];
+    assert_eq!(r.errors, 0, "{}", r.markdown());
+    assert_eq!(r.upstream_connections, 3, "{}", r.markdown());
+    assert_eq!(r.replies, 6, "{}", r.markdown());
+    assert_eq!(r.agent_frames, 6 * 25, "{}", r.markdown());
+    assert!(r.cpu > Duration::ZERO, "{}", r.markdown());
+}
