@@ -215,9 +215,6 @@ async fn bench(args: &[String]) -> ExitCode {
     if args.first().map(String::as_str) == Some("media") {
         return bench_media(&args[1..]).await;
     }
-    if args.first().map(String::as_str) == Some("floor") {
-        return bench_floor(&args[1..]).await;
-    }
     let options = match voxrelay::bench::BenchOptions::from_args(args) {
         Ok(o) => o,
         Err(voxrelay::bench::BenchArgsError::Help) => {
@@ -231,28 +228,6 @@ async fn bench(args: &[String]) -> ExitCode {
     };
     match voxrelay::bench::run(&options).await {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn bench_floor(args: &[String]) -> ExitCode {
-    use voxrelay::bench::floor;
-    let options = match floor::FloorOptions::from_args(args) {
-        Ok(o) => o,
-        Err(voxrelay::bench::BenchArgsError::Help) => {
-            println!("{}", floor::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n\n{}", floor::USAGE);
-            return ExitCode::from(2);
-        }
-    };
-    match floor::serve(options).await {
-        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -1,4 +1,4 @@
-//! `voxrelay bench floor`: bare servers doing the least a ConversationRelay turn
+//! `voxrelay-floor` (`src/bin/voxrelay-floor.rs`): bare servers doing the least a ConversationRelay turn
 //! (here) or a Media Streams call (`floor_media.rs`) needs, to measure what our
 //! own server adds to it.
 //!
@@ -33,12 +33,12 @@ use super::flags::Flags;
 use crate::relay::protocol::{Inbound, Outbound, parse_inbound};
 
 pub const USAGE: &str = "\
-voxrelay bench floor: a bare server (no records, no checks), to measure the least
+voxrelay-floor: a bare server (no records, no checks), to measure the least
 a turn or a media call costs with our libraries. Loopback only; see BENCHMARKS.md.
 
 USAGE:
-    voxrelay bench floor --port P --llm-port Q        ConversationRelay
-    voxrelay bench floor --port P --realtime-port R   Media Streams to Realtime
+    voxrelay-floor --port P --llm-port Q        ConversationRelay
+    voxrelay-floor --port P --realtime-port R   Media Streams to Realtime
 
 It serves ws://127.0.0.1:P/ until SIGTERM (P may be 0: the address is printed),
 then prints the turns it answered. ConversationRelay replies stream from an
@@ -102,6 +102,7 @@ pub async fn serve(options: FloorOptions) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
     let llm_url: reqwest::Url = match options.upstream {
         Upstream::Llm(port) => format!("http://127.0.0.1:{port}/v1/chat/completions"),
+        // Never called: media calls go to the Realtime URL below.
         Upstream::Realtime(_) => "http://127.0.0.1/".into(),
     }
     .parse()
@@ -163,8 +164,8 @@ struct Delta {
     content: Option<String>,
 }
 
-/// One reply being streamed: the body, the bytes not yet split into events, and
-/// whether a token of it went out yet.
+/// One reply being streamed: the body, the bytes not yet split into events, the
+/// text sent so far, and whether any of it went out yet.
 struct Reply {
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     pending: BytesMut,

@@ -1,4 +1,4 @@
-//! The Media Streams side of `voxrelay bench floor`: the least a bridge between a
+//! The Media Streams side of `voxrelay-floor`: the least a bridge between a
 //! Twilio media stream and OpenAI Realtime does, to measure what our own media
 //! session adds to it.
 //!

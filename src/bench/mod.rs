@@ -81,7 +81,6 @@ voxrelay bench: load benchmark on loopback (fake LLM, real server, simulated cal
 USAGE:
     voxrelay bench [OPTIONS]
     voxrelay bench media [OPTIONS]   Media Streams load (see `voxrelay bench media --help`)
-    voxrelay bench floor [OPTIONS]   a bare server, the least a turn costs (see `voxrelay bench floor --help`)
 
 OPTIONS:
     --calls N[,N...]    concurrent calls, one run each [default: 50,200,1000]

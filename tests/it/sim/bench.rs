@@ -126,12 +126,12 @@ async fn finished_replies_reuse_the_llm_connection_and_interrupts_close_it() {
     assert_eq!(llm.connections(), 2);
 }
 
-/// Starts `voxrelay bench floor` with `args` on a free port; returns the process
+/// Starts `voxrelay-floor` with `args` on a free port; returns the process
 /// and its `ws://` address.
 async fn start_floor(args: &[&str]) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
-    let mut floor = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxrelay"))
-        .args(["bench", "floor", "--port", "0"])
+    let mut floor = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxrelay-floor"))
+        .args(["--port", "0"])
         .args(args)
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -157,7 +157,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `voxrelay bench floor`, the bare server the per-turn CPU is compared with,
+/// `voxrelay-floor`, the bare server the per-turn CPU is compared with,
 /// answers the same load as ours: every turn gets its reply, stamped first token
 /// included, an interrupt stops the reply, and it is driven through
 /// `--target`/`--pid` like any other server.
