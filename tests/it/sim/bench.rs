@@ -5,19 +5,22 @@ use std::time::Duration;
 
 use voxrelay::bench::{BenchOptions, run};
 
-#[tokio::test]
-async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
-    let options = BenchOptions {
+/// Three calls of three turns, a second of saturation: every figure, quickly.
+fn small_load() -> BenchOptions {
+    BenchOptions {
         calls: vec![3],
         turns: 3,
         think: Duration::from_millis(20),
         saturate: Duration::from_secs(1),
+        ..BenchOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
+    let options = BenchOptions {
         server_exe: Some(env!("CARGO_BIN_EXE_voxrelay").into()),
-        sse_done: true,
-        database_url: None,
-        target: None,
-        pid: None,
-        llm_port: 0,
+        ..small_load()
     };
     let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
         .await
@@ -166,14 +169,10 @@ async fn the_floor_server_answers_the_benchmark_load() {
     let llm_port = free_port();
     let (floor, target) = start_floor(&["--llm-port", &llm_port.to_string()]).await;
     let options = BenchOptions {
-        calls: vec![3],
-        turns: 3,
-        think: Duration::from_millis(20),
-        saturate: Duration::from_secs(1),
         target: Some(target),
         pid: floor.id(),
         llm_port,
-        ..BenchOptions::default()
+        ..small_load()
     };
     let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
         .await
