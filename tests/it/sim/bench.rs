@@ -16,16 +16,30 @@ fn small_load() -> BenchOptions {
     }
 }
 
+/// Three media calls of two seconds.
+fn small_media_load() -> voxrelay::bench::media::MediaBenchOptions {
+    voxrelay::bench::media::MediaBenchOptions {
+        calls: vec![3],
+        seconds: 2,
+        ..Default::default()
+    }
+}
+
+/// The reports of a benchmark run, which must end by itself within a minute.
+async fn finished<R>(run: impl std::future::Future<Output = Result<Vec<R>, String>>) -> Vec<R> {
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the benchmark stops by itself")
+        .expect("the benchmark runs")
+}
+
 #[tokio::test]
 async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
     let options = BenchOptions {
         server_exe: Some(env!("CARGO_BIN_EXE_voxrelay").into()),
         ..small_load()
     };
-    let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
-        .await
-        .expect("the benchmark stops by itself")
-        .expect("the benchmark runs");
+    let reports = finished(run(&options)).await;
     assert_eq!(reports.len(), 1);
     let r = &reports[0];
     assert_eq!(r.errors, 0, "{}", r.markdown());
@@ -58,15 +72,10 @@ async fn a_small_benchmark_measures_everything_and_stops_by_itself() {
 async fn a_small_media_benchmark_measures_both_ends() {
     use voxrelay::bench::media::{MediaBenchOptions, run};
     let options = MediaBenchOptions {
-        calls: vec![3],
-        seconds: 2,
         server_exe: Some(env!("CARGO_BIN_EXE_voxrelay").into()),
-        ..MediaBenchOptions::default()
+        ..small_media_load()
     };
-    let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
-        .await
-        .expect("the benchmark stops by itself")
-        .expect("the benchmark runs");
+    let reports = finished(run(&options)).await;
     let r = &reports[0];
     assert_eq!(r.errors, 0, "{}", r.markdown());
     assert_eq!(r.caller_frames, 3 * 2 * 50, "{}", r.markdown());
@@ -174,10 +183,7 @@ async fn the_floor_server_answers_the_benchmark_load() {
         llm_port,
         ..small_load()
     };
-    let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
-        .await
-        .expect("the benchmark stops by itself")
-        .expect("the benchmark runs");
+    let reports = finished(run(&options)).await;
     let r = &reports[0];
     assert_eq!(r.errors, 0, "{}", r.markdown());
     assert_eq!(r.added.count, 9, "{}", r.markdown());
@@ -195,17 +201,12 @@ async fn the_media_floor_server_bridges_the_media_load() {
     let realtime_port = free_port();
     let (floor, target) = start_floor(&["--realtime-port", &realtime_port.to_string()]).await;
     let options = MediaBenchOptions {
-        calls: vec![3],
-        seconds: 2,
         target: Some(target),
         pid: floor.id(),
         realtime_port,
-        ..MediaBenchOptions::default()
+        ..small_media_load()
     };
-    let reports = tokio::time::timeout(Duration::from_secs(60), run(&options))
-        .await
-        .expect("the benchmark stops by itself")
-        .expect("the benchmark runs");
+    let reports = finished(run(&options)).await;
     let r = &reports[0];
     assert_eq!(r.errors, 0, "{}", r.markdown());
     assert_eq!(r.upstream_connections, 3, "{}", r.markdown());
