@@ -324,8 +324,6 @@ impl MediaReport {
     pub fn markdown(&self) -> String {
         let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
-        let (rss_per_call, anon_per_call) = self.live.per_call(&self.idle, self.calls);
-        let kib = |b: u64| b as f64 / 1024.0;
         let rows = [
             (
                 "server CPU over the run (user + system)".to_string(),
@@ -356,11 +354,7 @@ impl MediaReport {
             ),
             (
                 "RSS per live call (of it anonymous)".to_string(),
-                format!(
-                    "{:.1} KiB ({:.1} KiB)",
-                    kib(rss_per_call),
-                    kib(anon_per_call)
-                ),
+                self.live.per_call_text(&self.idle, self.calls),
             ),
             (
                 "caller frames / agent frames / marks".to_string(),

@@ -193,9 +193,6 @@ pub struct BenchReport {
     /// With every call live, after the conversation phase.
     pub live: Usage,
     pub peak_rss: u64,
-    /// RSS and anonymous memory per live call (RSS also counts the code pages
-    /// first run under load).
-    pub per_call: (u64, u64),
     pub errors: u64,
     /// The server exited 0 after SIGTERM at the end.
     pub clean_exit: bool,
@@ -313,7 +310,6 @@ async fn run_one(
         baseline,
         live,
         peak_rss: end.peak_rss.max(live.peak_rss),
-        per_call: live.per_call(&baseline, n),
         errors: warm.errors + samples.errors + saturated.errors,
         clean_exit,
         llm_connections,
@@ -411,11 +407,7 @@ impl BenchReport {
             ),
             (
                 "RSS per live call (of it anonymous)".to_string(),
-                format!(
-                    "{:.1} KiB ({:.1} KiB)",
-                    self.per_call.0 as f64 / 1024.0,
-                    self.per_call.1 as f64 / 1024.0
-                ),
+                self.live.per_call_text(&self.baseline, self.calls),
             ),
             (
                 "connections opened to the LLM (whole run)".to_string(),

@@ -37,6 +37,25 @@ impl Usage {
             self.anon.saturating_sub(idle.anon) / calls,
         )
     }
+
+    /// [`Usage::per_call`] for a report: KiB of RSS (of it anonymous), or why there
+    /// is no figure. A server measured before with more calls (`--target` with
+    /// several counts) can hold more at "idle" than with the calls live: the
+    /// difference then says nothing about a call.
+    pub fn per_call_text(&self, idle: &Usage, calls: usize) -> String {
+        if self.rss < idle.rss {
+            return format!(
+                "not measured: the server held more before the calls ({:.1} MiB, an earlier run's memory) than with them; run this count on its own",
+                idle.rss as f64 / (1024.0 * 1024.0)
+            );
+        }
+        let (rss, anon) = self.per_call(idle, calls);
+        format!(
+            "{:.1} KiB ({:.1} KiB)",
+            rss as f64 / 1024.0,
+            anon as f64 / 1024.0
+        )
+    }
 }
 
 pub struct ServerProcess {
@@ -317,5 +336,23 @@ mod tests {
         };
         assert_eq!(live.per_call(&idle, 1000), ((20 << 20) / 1000, 0));
         assert_eq!(live.per_call(&idle, 0), (20 << 20, 0));
+    }
+
+    #[test]
+    fn no_figure_per_call_when_idle_held_more_than_live() {
+        let idle = Usage {
+            rss: 55 << 20,
+            anon: 50 << 20,
+            ..Usage::default()
+        };
+        let live = Usage {
+            rss: 35 << 20,
+            anon: 30 << 20,
+            ..Usage::default()
+        };
+        let text = live.per_call_text(&idle, 1000);
+        assert!(text.starts_with("not measured"), "{text}");
+        assert!(text.contains("55.0 MiB"), "{text}");
+        assert_eq!(idle.per_call_text(&live, 1024), "20.0 KiB (20.0 KiB)");
     }
 }
