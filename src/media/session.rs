@@ -191,6 +191,10 @@ where
         let mut frame_alarm = Alarm::new();
         let mut silence_alarm = Alarm::new();
         let mut close_alarm = Alarm::new();
+        // The server's stop, one wait kept across turns of the loop (a fresh one per
+        // frame would enter and leave the token's list of waiters each time). Boxed:
+        // inline it would take this future past its size test (`http::ws`).
+        let mut stopping = Box::pin(deps.stop.clone().cancelled_owned());
 
         let reason: &'static str = loop {
             let now = Instant::now();
@@ -235,7 +239,7 @@ where
             ));
             tokio::select! {
                 biased;
-                () = deps.stop.cancelled() => break "server shut down",
+                () = &mut stopping => break "server shut down",
                 frame = socket.next() => match frame {
                     None | Some(Ok(Frame::Close)) => break "caller hung up",
                     Some(Err(e)) => {

@@ -144,6 +144,9 @@ where
         // and the characters of the reply being spoken.
         let mut silence_due: Option<tokio::time::Instant> = None;
         let mut spoken_chars: usize = 0;
+        // The server's stop, one wait kept across loop turns: a fresh one on every
+        // turn would enter and leave the token's list of waiters each time.
+        let mut stopping = std::pin::pin!(deps.stop.cancelled());
         let end_reason: EndReason = loop {
             let waiting_for_setup = agent.call().is_none();
             deadline.set(if waiting_for_setup {
@@ -278,7 +281,7 @@ where
                     ending = Some(tokio::time::Instant::now() + END_GRACE);
                     ended_by = EndReason::EndedThroughApi;
                 }
-                () = deps.stop.cancelled() => {
+                () = &mut stopping => {
                     let handoff = serde_json::json!({"reasonCode": "server-shutdown"}).to_string();
                     let _ = socket.send(Outbound::End { handoff_data: Some(handoff) }).await;
                     break EndReason::ServerShutDown;

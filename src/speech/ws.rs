@@ -162,10 +162,13 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Message>,
     stop: CancellationToken,
 ) {
+    // One wait for the stop, kept across messages (a fresh one per message would
+    // enter and leave the token's list of waiters twice a frame).
+    let mut stopped = std::pin::pin!(stop.cancelled());
     loop {
         let message = tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
+            () = &mut stopped => break,
             message = rx.recv() => match message {
                 Some(message) => message,
                 None => break,
@@ -186,7 +189,7 @@ async fn write_loop(
         };
         let sent = tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
+            () = &mut stopped => break,
             sent = write => sent,
         };
         match sent {
