@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 /// `reasonCode` of a call ended through the API.
 pub const REASON_API_END: &str = "api-end";
@@ -89,12 +90,14 @@ pub struct LiveCalls {
 /// on one command at a time and the next one either ends the call or replaces a
 /// voicemail not yet acted on, so one slot is enough (a channel per call would
 /// cost half a kilobyte of every call's memory). A final command (end, fax) in the
-/// slot is never replaced.
+/// slot is never replaced. Only the session waits on it, so its wake-up is an
+/// [`AtomicWaker`]: the session's loop polls it on every turn, and a `Notify`
+/// took a lock to enter its list of waiters and another to leave it each time.
 #[derive(Default)]
 struct Mailbox {
     /// [`CallCommand::to_slot`], or 0 when empty.
     slot: AtomicU8,
-    wake: Notify,
+    wake: AtomicWaker,
 }
 
 impl Mailbox {
@@ -107,7 +110,7 @@ impl Mailbox {
                     _ => Some(command.to_slot()),
                 }
             });
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     fn take(&self) -> Option<CallCommand> {
@@ -128,12 +131,18 @@ impl Registration {
     /// Waits for the next command for this call. Cancel-safe: a command is taken
     /// only when this returns it.
     pub async fn next_command(&self) -> CallCommand {
-        loop {
+        std::future::poll_fn(|cx| {
             if let Some(command) = self.mailbox.take() {
-                return command;
+                return Poll::Ready(command);
             }
-            self.mailbox.wake.notified().await;
-        }
+            self.mailbox.wake.register(cx.waker());
+            // A command posted before the waker was in place woke nobody: look again.
+            match self.mailbox.take() {
+                Some(command) => Poll::Ready(command),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
