@@ -13,31 +13,44 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// Bytes a JSON string may hold unescaped that base64 and SIDs are made of.
-static PLAIN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] =
-            c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_' | b'.');
-        b += 1;
-    }
-    table
-};
-
-/// Appends `value` as a JSON string. Base64 and SIDs need no escaping, so they are
-/// copied as they are; anything else goes through serde_json's escaping.
+/// Appends `value` as a JSON string: copied as it is when nothing in it needs
+/// escaping (base64, SIDs, most text), else through serde_json's escaping. The
+/// output is the same as serde_json's either way.
 pub fn push_json_str(out: &mut String, value: &str) {
-    let plain = value.bytes().all(|b| PLAIN[usize::from(b)]);
-    if plain {
+    if needs_json_escape(value.as_bytes()) {
+        // Writing a string to a String cannot fail.
+        out.push_str(&serde_json::to_string(value).unwrap_or_default());
+    } else {
         out.push('"');
         out.push_str(value);
         out.push('"');
-    } else {
-        // Writing a string to a String cannot fail.
-        out.push_str(&serde_json::to_string(value).unwrap_or_default());
     }
+}
+
+/// Whether `bytes` hold a byte a JSON string must escape: a quote, a backslash or
+/// a control character (below 0x20), exactly the bytes serde_json escapes. Eight
+/// bytes at a time: every media frame's payload passes through here, in and out
+/// (BENCHMARKS.md, issue 17, tenth session).
+fn needs_json_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some byte of `x` is below `n` (n <= 0x80): the classic bit trick, exact as a
+    // yes or no.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
+    let has = |x: u64, b: u8| below(x ^ (ONES * u64::from(b)), 1);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        if below(x, 0x20) || has(x, b'"') || has(x, b'\\') {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// `text` cut to at most `max` bytes on a character boundary; whether it was cut.
@@ -155,10 +168,31 @@ mod tests {
             "é",
             "line\nbreak",
             "<tag>",
+            "sixteen bytes ok\u{1f}",
+            "quote at byte 9:\"",
+            "tab\tinside a longer text",
+            "\u{7f} and ~ need nothing",
         ] {
             let mut out = String::new();
             push_json_str(&mut out, value);
             assert_eq!(out, serde_json::to_string(value).unwrap(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn the_escape_check_agrees_with_serde_json_for_every_byte_at_every_place() {
+        for byte in 0u8..0x80 {
+            for place in 0..19 {
+                let mut text = "base64+/=AbC019xyz".to_string();
+                text.insert(place.min(text.len()), char::from(byte));
+                let escaped = serde_json::to_string(&text).unwrap();
+                let plain = escaped.len() == text.len() + 2;
+                assert_eq!(
+                    needs_json_escape(text.as_bytes()),
+                    !plain,
+                    "byte {byte:#04x} at {place}"
+                );
+            }
         }
     }
 
