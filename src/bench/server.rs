@@ -322,34 +322,27 @@ mod tests {
         assert!(usage.anon > 0 && usage.anon <= usage.rss);
     }
 
+    /// A reading of `rss` and `anon` MiB.
+    fn mib(rss: u64, anon: u64) -> Usage {
+        Usage {
+            rss: rss << 20,
+            anon: anon << 20,
+            ..Usage::default()
+        }
+    }
+
     #[test]
     fn growth_per_call_never_goes_below_zero() {
-        let idle = Usage {
-            rss: 10 << 20,
-            anon: 4 << 20,
-            ..Usage::default()
-        };
-        let live = Usage {
-            rss: 30 << 20,
-            anon: 3 << 20, // the allocator gave memory back
-            ..Usage::default()
-        };
+        let idle = mib(10, 4);
+        let live = mib(30, 3); // the allocator gave memory back
         assert_eq!(live.per_call(&idle, 1000), ((20 << 20) / 1000, 0));
         assert_eq!(live.per_call(&idle, 0), (20 << 20, 0));
     }
 
     #[test]
     fn no_figure_per_call_when_idle_held_more_than_live() {
-        let idle = Usage {
-            rss: 55 << 20,
-            anon: 50 << 20,
-            ..Usage::default()
-        };
-        let live = Usage {
-            rss: 35 << 20,
-            anon: 30 << 20,
-            ..Usage::default()
-        };
+        let idle = mib(55, 50);
+        let live = mib(35, 30);
         let text = live.per_call_text(&idle, 1000);
         assert!(text.starts_with("not measured"), "{text}");
         assert!(text.contains("55.0 MiB"), "{text}");
