@@ -4,7 +4,9 @@
 //! [`ServerEvent::Unknown`]). No I/O. May import serde and the speech module's
 //! small parsing helpers.
 
-use serde::{Serialize, Serializer};
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::config::Config;
@@ -514,7 +516,16 @@ pub enum ServerEvent {
 
 impl ServerEvent {
     /// Parses one server message. Only invalid JSON is an error.
+    ///
+    /// The streamed deltas (most of what a reply sends, one per 20–100 ms of
+    /// audio) are read straight into their fields; everything else, and any
+    /// delta whose fields are not all strings, goes through a JSON tree.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        if let Ok(streamed) = serde_json::from_str::<Streamed<'_>>(text)
+            && let Some(event) = streamed.event()
+        {
+            return Ok(event);
+        }
         let value: Value = serde_json::from_str(text)?;
         Ok(Self::from_value(&value))
     }
@@ -632,5 +643,47 @@ impl ServerEvent {
             }
             _ => Self::Unknown { kind },
         }
+    }
+}
+
+/// The fields of a streamed delta event, borrowed from the message where they
+/// hold no escapes; other fields are skipped unread.
+#[derive(Deserialize)]
+struct Streamed<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    response_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    item_id: Cow<'a, str>,
+    #[serde(borrow)]
+    delta: Option<Cow<'a, str>>,
+}
+
+impl Streamed<'_> {
+    /// The event, when this is one of the delta types (with its `delta`).
+    fn event(self) -> Option<ServerEvent> {
+        enum Kind {
+            Audio,
+            Transcript,
+            InputTranscript,
+        }
+        let kind = match &*self.kind {
+            "response.output_audio.delta" => Kind::Audio,
+            "response.output_audio_transcript.delta" => Kind::Transcript,
+            "conversation.item.input_audio_transcription.delta" => Kind::InputTranscript,
+            _ => return None,
+        };
+        let delta = self.delta?.into_owned();
+        let item_id = self.item_id.into_owned();
+        Some(match kind {
+            Kind::Audio => ServerEvent::AudioDelta {
+                response_id: self.response_id.into_owned(),
+                item_id,
+                delta,
+            },
+            Kind::Transcript => ServerEvent::TranscriptDelta { item_id, delta },
+            Kind::InputTranscript => ServerEvent::InputTranscriptDelta { item_id, delta },
+        })
     }
 }

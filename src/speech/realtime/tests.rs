@@ -413,3 +413,26 @@ fn the_written_append_is_the_serialized_one() {
         assert_eq!(ClientEvent::append_audio_json(audio), serde);
     }
 }
+
+#[test]
+fn deltas_read_directly_match_the_json_tree_reading() {
+    // The fast path (typed fields) and the lenient one (a JSON tree) must agree on
+    // every shape a delta can take: escapes, fields in any order, fields missing or
+    // of another type, unknown fields around them.
+    let messages = [
+        r#"{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"AAEC"}"#,
+        r#"{"delta":"AA\/EC","item_id":"i","extra":{"a":[1,2]},"type":"response.output_audio.delta"}"#,
+        r#"{"type":"response.output_audio.delta","item_id":"i"}"#,
+        r#"{"type":"response.output_audio.delta","item_id":7,"delta":"AAEC"}"#,
+        r#"{"type":"response.output_audio.delta","item_id":"i","delta":null}"#,
+        r#"{"type":"response.output_audio_transcript.delta","item_id":"i","delta":"ol\u00e1 \"x\""}"#,
+        r#"{"type":"conversation.item.input_audio_transcription.delta","item_id":"i","delta":"oi"}"#,
+        r#"{"type":"response.output_audio_transcript.done","item_id":"i","transcript":"t","delta":"x"}"#,
+        r#"{"type":"rate_limits.updated","delta":"x"}"#,
+    ];
+    for text in messages {
+        let tree = ServerEvent::from_value(&serde_json::from_str(text).unwrap());
+        assert_eq!(ServerEvent::parse(text).unwrap(), tree, "{text}");
+    }
+    assert!(ServerEvent::parse(r#"{"type":"response.output_audio.delta","delta":"#).is_err());
+}
