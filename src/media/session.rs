@@ -6,8 +6,8 @@
 //! reports the call to the observer, connects the pipeline chosen by
 //! [`pipeline::choose`], then:
 //!
-//! - caller `media` is decoded (bad base64 is logged and skipped), recorded when
-//!   recording is on, and handed to the pipeline unchanged;
+//! - caller `media` is checked (bad base64 is logged and skipped), decoded only to
+//!   record it or gather it into chunks, and handed to the pipeline unchanged;
 //! - agent audio is cut into 160-byte frames, one per `media` message, paced in real
 //!   time with a small lead ([`Playback`]), with `mark`s to learn what was heard;
 //! - a barge-in ([`PipelineOutput::Clear`]) sends `clear` and answers the pipeline
@@ -164,7 +164,7 @@ where
             stream_sid: String::new(),
             playback: Playback::new(MAX_QUEUED_AUDIO, LEAD),
             recording: None,
-            decoded: Vec::with_capacity(320),
+            decoded: Vec::new(),
             chunks: (deps.config.media.upstream_chunk_frames > 1)
                 .then(|| Box::new(CallerChunks::new(deps.config.media.upstream_chunk_frames))),
             frames_in: 0,
@@ -675,8 +675,16 @@ impl Call {
                 if !media.media.is_inbound() {
                     return None;
                 }
+                // The bytes are needed only to record the call or to gather frames
+                // into chunks; otherwise the pipeline forwards Twilio's base64 as it
+                // came, and checking it is enough.
                 self.decoded.clear();
-                if let Err(e) = media.media.decode_payload_into(&mut self.decoded) {
+                let checked = if self.recording.is_some() || self.chunks.is_some() {
+                    media.media.decode_payload_into(&mut self.decoded)
+                } else {
+                    media.media.check_payload()
+                };
+                if let Err(e) = checked {
                     self.reject(format_args!("ignoring a media frame: {e}"));
                     return None;
                 }
@@ -689,7 +697,6 @@ impl Call {
                 match (pipeline, self.chunks.as_mut()) {
                     (Some(p), None) => p.caller_audio(CallerAudio {
                         payload_b64: &media.media.payload,
-                        mulaw: &self.decoded,
                         timestamp_ms: media.media.timestamp,
                     }),
                     (Some(p), Some(chunks)) => {

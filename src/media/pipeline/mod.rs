@@ -64,10 +64,9 @@ pub struct PipelineContext {
 /// One frame of caller audio (normally 20 ms, 160 bytes).
 #[derive(Debug, Clone, Copy)]
 pub struct CallerAudio<'a> {
-    /// Twilio's base64 text, unchanged (to forward without re-encoding).
+    /// 8 kHz μ-law as base64: Twilio's text, unchanged (checked, not decoded, so
+    /// that forwarding costs no re-encoding), or a chunk of frames encoded once.
     pub payload_b64: &'a str,
-    /// The same audio decoded: 8 kHz μ-law bytes.
-    pub mulaw: &'a [u8],
     /// Milliseconds since the stream started (Twilio's `timestamp`), when given.
     pub timestamp_ms: Option<u64>,
 }

@@ -149,6 +149,90 @@ fn bad_payloads_are_clear_errors_and_leave_the_buffer_alone() {
 }
 
 #[test]
+fn the_alphabet_test_reads_eight_bytes_as_the_table_reads_one() {
+    for byte in 0..=255u8 {
+        for at in 0..16 {
+            let mut text = *b"QUJDRGVmZ2g0NTY3";
+            text[at] = byte;
+            let one_by_one = text.iter().all(|&b| IN_ALPHABET[usize::from(b)]);
+            assert_eq!(all_in_alphabet(&text), one_by_one, "{byte:#04x} at {at}");
+            assert_eq!(
+                all_in_alphabet(&text[..at + 1]),
+                one_by_one,
+                "{byte:#04x} at {at}"
+            );
+        }
+    }
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    assert!(all_in_alphabet(alphabet));
+    assert_eq!(IN_ALPHABET.iter().filter(|&&inside| inside).count(), 64);
+}
+
+#[test]
+fn checking_a_payload_agrees_with_decoding_it() {
+    // Every string of up to five characters over an alphabet that holds the
+    // decoder's edge cases (bits left over in the last symbol, padding, a byte
+    // outside the alphabet, one outside ASCII), alone and after a valid run long
+    // enough to take the bulk path: the check must say what decoding says, with
+    // the same kind of error (where in the text the decoder reports a bad byte
+    // depends on how it walks the text).
+    let symbols = ["A", "B", "Q", "g", "/", "=", "*", "é"];
+    let prefixes = [String::new(), "no+JhoaJjpzS".repeat(18)];
+    let mut level = vec![String::new()];
+    let mut strings = level.clone();
+    for _ in 0..5 {
+        level = level
+            .iter()
+            .flat_map(|s| symbols.iter().map(move |c| format!("{s}{c}")))
+            .collect();
+        strings.extend(level.iter().cloned());
+    }
+    let mut checked = 0;
+    for prefix in &prefixes {
+        for tail in &strings {
+            for payload in [format!("{prefix}{tail}"), format!("{tail}{prefix}")] {
+                let media = Media {
+                    payload,
+                    ..Media::default()
+                };
+                let kind = |r: Result<_, PayloadError>| match r {
+                    Ok(_) => "ok",
+                    Err(PayloadError::Base64(_)) => "base64",
+                    Err(PayloadError::TooLarge { .. }) => "too large",
+                };
+                assert_eq!(
+                    kind(media.check_payload()),
+                    kind(media.decode_payload().map(|_| ())),
+                    "{:?}",
+                    media.payload
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 4 * 8usize.pow(5));
+    let huge = Media {
+        payload: "A".repeat((MAX_PAYLOAD_BYTES + 1024) / 3 * 4),
+        ..Media::default()
+    };
+    assert!(matches!(
+        huge.check_payload(),
+        Err(PayloadError::TooLarge { .. })
+    ));
+    let limit = Media::from_mulaw(&vec![0xFF; MAX_PAYLOAD_BYTES]);
+    assert_eq!(limit.check_payload(), Ok(()));
+    let over = Media::from_mulaw(&vec![0xFF; MAX_PAYLOAD_BYTES + 1]);
+    assert_eq!(
+        over.check_payload(),
+        Err(PayloadError::TooLarge {
+            bytes: MAX_PAYLOAD_BYTES + 1,
+            max: MAX_PAYLOAD_BYTES
+        })
+    );
+    assert_eq!(over.check_payload(), over.decode_payload().map(|_| ()));
+}
+
+#[test]
 fn dtmf_mark_stop_and_unknown() {
     let dtmf = parse(
         r#"{ "event": "dtmf", "streamSid": "MZ1", "sequenceNumber": "5", "dtmf": { "track": "inbound_track", "digit": "1" } }"#,
