@@ -3,11 +3,13 @@
 //! these), so sessions can be driven by plain channels in tests; the bounds on
 //! what a peer sends; call SIDs made on our side ([`random_sid`]); and the
 //! registry of live calls by SID ([`live`]) that every transport's session joins;
-//! the timer a session loop reuses across turns ([`alarm`]).
+//! the timer a session loop reuses across turns ([`alarm`]); and the gate that
+//! keeps a loop from polling a branch that has not woken it ([`gate`]).
 //!
 //! May import `text` only (the order is checked by `.ci/layers`).
 
 pub mod alarm;
+pub mod gate;
 pub mod live;
 
 /// One frame from the peer. Pings and pongs are answered below this layer.

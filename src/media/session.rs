@@ -53,6 +53,7 @@ use crate::audio::frame::Pace;
 use crate::config::Config;
 use crate::metrics::CallMode;
 use crate::transport::alarm::Alarm;
+use crate::transport::gate::WakeGate;
 use crate::transport::live::{
     CallCommand, LiveCalls, REASON_API_END, REASON_FAX, Registration, next_command,
 };
@@ -192,9 +193,10 @@ where
         let mut silence_alarm = Alarm::new();
         let mut close_alarm = Alarm::new();
         // The server's stop, one wait kept across turns of the loop (a fresh one per
-        // frame would enter and leave the token's list of waiters each time). Boxed:
-        // inline it would take this future past its size test (`http::ws`).
-        let mut stopping = Box::pin(deps.stop.clone().cancelled_owned());
+        // frame would enter and leave the token's list of waiters each time), and
+        // polled only once it has woken the loop. Boxed: inline it would take this
+        // future past its size test (`http::ws`).
+        let mut stopping = WakeGate::new(Box::pin(deps.stop.clone().cancelled_owned()));
 
         let reason: &'static str = loop {
             let now = Instant::now();

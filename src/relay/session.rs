@@ -21,6 +21,7 @@ use crate::config::LimitsConfig;
 use crate::metrics::CallMode;
 use crate::store::Store;
 use crate::transport::alarm::Alarm;
+use crate::transport::gate::WakeGate;
 use crate::transport::{Frame, bound_field, bound_parameters, excerpt};
 use crate::twilio::admission::{Admission, RESUME_ARMED};
 
@@ -144,9 +145,11 @@ where
         // and the characters of the reply being spoken.
         let mut silence_due: Option<tokio::time::Instant> = None;
         let mut spoken_chars: usize = 0;
-        // The server's stop, one wait kept across loop turns: a fresh one on every
-        // turn would enter and leave the token's list of waiters each time.
-        let mut stopping = std::pin::pin!(deps.stop.cancelled());
+        // The server's stop, one wait kept across loop turns (a fresh one on every
+        // turn would enter and leave the token's list of waiters each time), and
+        // polled only once it has woken the loop.
+        let stopping = std::pin::pin!(deps.stop.cancelled());
+        let mut stopping = WakeGate::new(stopping);
         let end_reason: EndReason = loop {
             let waiting_for_setup = agent.call().is_none();
             deadline.set(if waiting_for_setup {

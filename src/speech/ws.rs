@@ -20,6 +20,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
 use super::{Service, SpeechError};
+use crate::transport::gate::WakeGate;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -163,8 +164,10 @@ async fn write_loop(
     stop: CancellationToken,
 ) {
     // One wait for the stop, kept across messages (a fresh one per message would
-    // enter and leave the token's list of waiters twice a frame).
-    let mut stopped = std::pin::pin!(stop.cancelled());
+    // enter and leave the token's list of waiters twice a frame), and polled only
+    // once it has woken this task.
+    let stopped = std::pin::pin!(stop.cancelled());
+    let mut stopped = WakeGate::new(stopped);
     loop {
         let message = tokio::select! {
             biased;
