@@ -1,10 +1,17 @@
 //! The WebSocket plumbing the speech clients share: connect with a timeout and size
-//! limits, then split the socket into a writer task fed by a bounded queue and a
-//! reader the client polls. Dropping the [`WsLink`] stops the writer, which sends a
-//! close frame; [`WsLink::close`] first lets the queued messages go out.
+//! limits, then split the socket into a writer side and a reader the client polls.
+//! A message is written by the sending task itself when nothing queued is still
+//! unwritten and the socket takes it at once; otherwise a writer task fed by a
+//! bounded queue writes it, in order. Dropping the [`WsLink`] stops the writer,
+//! which sends a close frame; [`WsLink::close`] first lets the queued messages go
+//! out.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures::lock::Mutex;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -23,6 +30,14 @@ use super::{Service, SpeechError};
 use crate::transport::gate::WakeGate;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Sink = Arc<Mutex<SplitSink<Ws, Message>>>;
+
+/// What the writer task is given.
+enum Outgoing {
+    Send(Message),
+    /// Finish a flush that a direct write left waiting on the socket.
+    Flush,
+}
 
 /// Outbound messages that may wait for the writer (about 5 s of 20 ms audio frames).
 const QUEUE: usize = 256;
@@ -80,9 +95,19 @@ fn request(
 }
 
 /// One open upstream socket.
+///
+/// A message goes out from the sending task itself when nothing is queued before
+/// it and the socket takes it at once (the steady state of caller audio, one frame
+/// every 20 ms); otherwise it waits in the queue for the writer task. Before, every
+/// frame went through the queue, a task wake-up each (often on the other worker
+/// thread) for one write (BENCHMARKS.md, issue 17, eleventh session).
 pub(crate) struct WsLink {
     service: Service,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Outgoing>,
+    sink: Sink,
+    /// Messages queued and not yet written by the writer task; a direct write
+    /// waits for zero, so nothing overtakes what was queued before it.
+    queued: Arc<AtomicUsize>,
     reader: SplitStream<Ws>,
     writer: Option<JoinHandle<()>>,
     /// Cancels the writer (which then sends a close frame) when the link is dropped.
@@ -141,13 +166,18 @@ async fn connect(
         Ok(Ok((ws, _response))) => ws,
     };
     let (sink, reader) = ws.split();
+    let sink = Arc::new(Mutex::new(sink));
+    let queued = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel(QUEUE);
     let stop = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(service, sink, rx, stop.clone()).in_current_span());
+    let writer = write_loop(service, sink.clone(), rx, queued.clone(), stop.clone());
+    let writer = tokio::spawn(writer.in_current_span());
     tracing::debug!(%service, "upstream socket open");
     Ok(WsLink {
         service,
         tx,
+        sink,
+        queued,
         reader,
         writer: Some(writer),
         _stop: stop.drop_guard(),
@@ -159,8 +189,9 @@ async fn connect(
 /// has been sent, or the socket fails; then closes the socket politely.
 async fn write_loop(
     service: Service,
-    mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::Receiver<Message>,
+    sink: Sink,
+    mut rx: mpsc::Receiver<Outgoing>,
+    queued: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
     // One wait for the stop, kept across messages (a fresh one per message would
@@ -169,26 +200,32 @@ async fn write_loop(
     let stopped = std::pin::pin!(stop.cancelled());
     let mut stopped = WakeGate::new(stopped);
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             biased;
             () = &mut stopped => break,
-            message = rx.recv() => match message {
-                Some(message) => message,
+            first = rx.recv() => match first {
+                Some(first) => first,
                 None => break,
             },
         };
         // Everything already queued goes out in one write.
         let write = async {
-            let mut closing = matches!(message, Message::Close(_));
-            sink.feed(message).await?;
-            let mut fed = 1;
-            while !closing && fed < WRITE_BATCH {
-                let Ok(message) = rx.try_recv() else { break };
-                closing = matches!(message, Message::Close(_));
-                sink.feed(message).await?;
-                fed += 1;
+            let mut sink = sink.lock().await;
+            let (mut taken, mut closing, mut next) = (1, false, Some(first));
+            while let Some(outgoing) = next.take() {
+                if let Outgoing::Send(message) = outgoing {
+                    closing = matches!(message, Message::Close(_));
+                    sink.feed(message).await?;
+                }
+                if closing || taken == WRITE_BATCH {
+                    break;
+                }
+                next = rx.try_recv().ok();
+                taken += usize::from(next.is_some());
             }
-            sink.flush().await.map(|()| closing)
+            let flushed = sink.flush().await.map(|()| closing);
+            queued.fetch_sub(taken, Ordering::AcqRel);
+            flushed
         };
         let sent = tokio::select! {
             biased;
@@ -208,7 +245,16 @@ async fn write_loop(
         code: CloseCode::Normal,
         reason: Utf8Bytes::from_static(""),
     };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+    let close = async { sink.lock().await.send(Message::Close(Some(frame))).await };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+}
+
+/// How a direct write went.
+enum Direct {
+    Sent,
+    /// Something is queued before it, or the socket is busy: queue it.
+    Busy(Message),
+    Failed,
 }
 
 impl WsLink {
@@ -216,29 +262,86 @@ impl WsLink {
         self.service
     }
 
-    /// Queues a message without waiting; a full queue drops it (for audio frames,
-    /// which are worthless once late).
+    /// Sends a message without waiting: written at once when the socket is free,
+    /// else queued; a full queue drops it (for audio frames, which are worthless
+    /// once late).
     pub(crate) fn try_send_text(&self, text: String) -> Result<(), SpeechError> {
-        self.tx.try_send(Message::text(text)).map_err(|e| match e {
-            TrySendError::Full(_) => SpeechError::QueueFull {
-                service: self.service,
-            },
-            TrySendError::Closed(_) => SpeechError::Gone {
-                service: self.service,
-            },
+        let message = match self.send_direct(Message::text(text)) {
+            Direct::Sent => return Ok(()),
+            Direct::Failed => return Err(self.gone()),
+            Direct::Busy(message) => message,
+        };
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.try_send(Outgoing::Send(message)).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                TrySendError::Full(_) => SpeechError::QueueFull {
+                    service: self.service,
+                },
+                TrySendError::Closed(_) => self.gone(),
+            }
         })
     }
 
-    /// Queues a control message, waiting a bounded time for room.
+    /// Sends a control message: written at once when the socket is free, else
+    /// queued, waiting a bounded time for room.
     pub(crate) async fn send_text(&self, text: String) -> Result<(), SpeechError> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Message::text(text))).await {
+        let message = match self.send_direct(Message::text(text)) {
+            Direct::Sent => return Ok(()),
+            Direct::Failed => return Err(self.gone()),
+            Direct::Busy(message) => message,
+        };
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let sent = tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Outgoing::Send(message))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        match sent {
             Err(_) => Err(SpeechError::QueueFull {
                 service: self.service,
             }),
-            Ok(Err(_)) => Err(SpeechError::Gone {
-                service: self.service,
-            }),
+            Ok(Err(_)) => Err(self.gone()),
             Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    fn gone(&self) -> SpeechError {
+        SpeechError::Gone {
+            service: self.service,
+        }
+    }
+
+    /// Writes `message` from this task, without waiting, when nothing queued is
+    /// still unwritten and the socket takes it. A flush the socket cannot finish
+    /// at once is left to the writer task (the bytes wait in the socket's buffer).
+    fn send_direct(&self, message: Message) -> Direct {
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return Direct::Busy(message);
+        }
+        let Some(mut sink) = self.sink.try_lock() else {
+            return Direct::Busy(message);
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        match sink.poll_ready_unpin(&mut cx) {
+            Poll::Pending => return Direct::Busy(message),
+            Poll::Ready(Err(_)) => return Direct::Failed,
+            Poll::Ready(Ok(())) => {}
+        }
+        if sink.start_send_unpin(message).is_err() {
+            return Direct::Failed;
+        }
+        match sink.poll_flush_unpin(&mut cx) {
+            Poll::Ready(Ok(())) => Direct::Sent,
+            Poll::Ready(Err(_)) => Direct::Failed,
+            Poll::Pending => {
+                self.queued.fetch_add(1, Ordering::AcqRel);
+                if self.tx.try_send(Outgoing::Flush).is_err() {
+                    // Nothing was queued, so the queue is closed: the writer is gone.
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    return Direct::Failed;
+                }
+                Direct::Sent
+            }
         }
     }
 
@@ -294,8 +397,9 @@ impl WsLink {
             code: CloseCode::Normal,
             reason: Utf8Bytes::from_static(""),
         };
-        let queued =
-            tokio::time::timeout(CLOSE_TIMEOUT, self.tx.send(Message::Close(Some(frame)))).await;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let close = self.tx.send(Outgoing::Send(Message::Close(Some(frame))));
+        let queued = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
         if let (Ok(Ok(())), Some(writer)) = (queued, self.writer.take()) {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
         }

@@ -584,3 +584,46 @@ async fn refused_and_silent_servers_fail_fast() {
         .unwrap();
     assert!(matches!(err, SpeechError::Connect { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn audio_sent_while_the_upstream_stalls_arrives_in_order_or_is_dropped_whole() {
+    // Audio goes out from the caller's task while the socket takes it, through the
+    // writer's queue once it does not: nothing may overtake what was queued, and
+    // what the full queue refuses is dropped whole (QueueFull), never cut.
+    init_logs();
+    let (_server, client, mut conn) = connected().await;
+    let payload = |i: usize| format!("{i:08}{}", "A".repeat(16 * 1024));
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    // The fake reads nothing yet: the socket's buffers, then the queue, fill up.
+    for i in 0..2000 {
+        match client.append_audio(&payload(i)) {
+            Ok(()) => accepted.push(i),
+            Err(SpeechError::QueueFull { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+        if i % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(refused > 0, "the upstream never pushed back");
+    // Then it reads: everything accepted arrives, in the order it was sent.
+    for &i in &accepted {
+        let message = conn.recv_json().await;
+        assert_eq!(
+            message["audio"].as_str().map(|a| &a[..8]),
+            Some(&*format!("{i:08}"))
+        );
+    }
+    // Drained, the next frames go out at once again, still in order.
+    for i in 2000..2010 {
+        client.append_audio(&payload(i)).unwrap();
+    }
+    for i in 2000..2010 {
+        let message = within(conn.recv_json()).await;
+        assert_eq!(
+            message["audio"].as_str().map(|a| &a[..8]),
+            Some(&*format!("{i:08}"))
+        );
+    }
+}
