@@ -266,12 +266,9 @@ impl WsLink {
     /// else queued; a full queue drops it (for audio frames, which are worthless
     /// once late).
     pub(crate) fn try_send_text(&self, text: String) -> Result<(), SpeechError> {
-        let message = match self.send_direct(Message::text(text)) {
-            Direct::Sent => return Ok(()),
-            Direct::Failed => return Err(self.gone()),
-            Direct::Busy(message) => message,
+        let Some(message) = self.write_or_count(text)? else {
+            return Ok(());
         };
-        self.queued.fetch_add(1, Ordering::AcqRel);
         self.tx.try_send(Outgoing::Send(message)).map_err(|e| {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             match e {
@@ -286,12 +283,9 @@ impl WsLink {
     /// Sends a control message: written at once when the socket is free, else
     /// queued, waiting a bounded time for room.
     pub(crate) async fn send_text(&self, text: String) -> Result<(), SpeechError> {
-        let message = match self.send_direct(Message::text(text)) {
-            Direct::Sent => return Ok(()),
-            Direct::Failed => return Err(self.gone()),
-            Direct::Busy(message) => message,
+        let Some(message) = self.write_or_count(text)? else {
+            return Ok(());
         };
-        self.queued.fetch_add(1, Ordering::AcqRel);
         let sent = tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Outgoing::Send(message))).await;
         if !matches!(sent, Ok(Ok(()))) {
             self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -302,6 +296,20 @@ impl WsLink {
             }),
             Ok(Err(_)) => Err(self.gone()),
             Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Writes `text` at once if [`WsLink::send_direct`] can; otherwise returns the
+    /// message to queue, already counted in `queued` (the caller uncounts it if
+    /// the queue refuses it).
+    fn write_or_count(&self, text: String) -> Result<Option<Message>, SpeechError> {
+        match self.send_direct(Message::text(text)) {
+            Direct::Sent => Ok(None),
+            Direct::Failed => Err(self.gone()),
+            Direct::Busy(message) => {
+                self.queued.fetch_add(1, Ordering::AcqRel);
+                Ok(Some(message))
+            }
         }
     }
 
