@@ -237,13 +237,7 @@ impl Media {
     /// Decodes the payload, appending μ-law bytes to `out` (clear it first to reuse
     /// it per frame). On error `out` is left as it was.
     pub fn decode_payload_into(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
-        let estimate = self.payload.len() / 4 * 3;
-        if estimate > MAX_PAYLOAD_BYTES + 3 {
-            return Err(PayloadError::TooLarge {
-                bytes: estimate,
-                max: MAX_PAYLOAD_BYTES,
-            });
-        }
+        self.check_length()?;
         let before = out.len();
         if let Err(e) = BASE64.decode_vec(self.payload.as_bytes(), out) {
             out.truncate(before);
@@ -260,6 +254,19 @@ impl Media {
         Ok(())
     }
 
+    /// Refuses a payload whose text alone is too long to decode within
+    /// [`MAX_PAYLOAD_BYTES`], before any of it is read.
+    fn check_length(&self) -> Result<(), PayloadError> {
+        let estimate = self.payload.len() / 4 * 3;
+        if estimate > MAX_PAYLOAD_BYTES + 3 {
+            return Err(PayloadError::TooLarge {
+                bytes: estimate,
+                max: MAX_PAYLOAD_BYTES,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks the payload as [`Media::decode_payload_into`] would, without
     /// writing the bytes anywhere: for calls whose audio goes upstream as Twilio's
     /// base64, where decoding every frame only to drop the bytes was the largest
@@ -270,14 +277,8 @@ impl Media {
     /// be in the alphabet; the end, where padding and leftover bits are judged, is
     /// decoded by the base64 crate itself. A test holds the two verdicts equal.
     pub fn check_payload(&self) -> Result<(), PayloadError> {
+        self.check_length()?;
         let text = self.payload.as_bytes();
-        let estimate = text.len() / 4 * 3;
-        if estimate > MAX_PAYLOAD_BYTES + 3 {
-            return Err(PayloadError::TooLarge {
-                bytes: estimate,
-                max: MAX_PAYLOAD_BYTES,
-            });
-        }
         let body = text.len().saturating_sub(5) / 4 * 4;
         let (body, end) = text.split_at(body);
         if !all_in_alphabet(body) {
