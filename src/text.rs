@@ -1,11 +1,14 @@
 //! Small text helpers shared by the agent core: accent folding for matching what
 //! callers say (Portuguese and Spanish accents) regardless of case and diacritics,
 //! cutting text to a byte bound on a character boundary, writing a JSON string
-//! without a serializer for the hot paths, and [`SharedJson`], a JSON value
-//! serialised once and then copied.
+//! without a serializer for the hot paths, [`SharedJson`], a JSON value
+//! serialised once and then copied, and [`base64`]: base64 text that is known to
+//! be base64, so it is written into JSON unchecked.
 //!
 //! May import nothing of ours: pure functions (the order is checked by
 //! `.ci/layers`).
+
+pub mod base64;
 
 use std::sync::Arc;
 

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::media::protocol::{Inbound, Outbound, parse_inbound};
+use crate::text::base64::Base64;
 
 const SESSION_UPDATE: &str = r#"{"type":"session.update","session":{"type":"realtime","instructions":"Você é a assistente virtual de uma clínica.","audio":{"input":{"format":{"type":"audio/pcmu"},"turn_detection":{"type":"server_vad"}},"output":{"format":{"type":"audio/pcmu"},"voice":"alloy"}}}}"#;
 
@@ -40,7 +41,7 @@ fn twilio_media(text: &str, stream_sid: &str, replies: &AtomicU64) -> Option<Str
             Outbound::Media {
                 stream_sid: stream_sid.to_string(),
                 media: crate::media::protocol::OutboundMedia {
-                    payload: event.delta?.to_string(),
+                    payload: Base64::check(event.delta?.to_string()).ok()?,
                 },
             }
             .to_json(),

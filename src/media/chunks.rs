@@ -8,8 +8,7 @@
 //!
 //! Pure bookkeeping, no I/O and no clock. May import the pipeline's types only.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use crate::text::base64::Base64;
 
 use super::pipeline::CallerAudio;
 
@@ -20,7 +19,7 @@ pub struct CallerChunks {
     gathered: usize,
     mulaw: Vec<u8>,
     timestamp_ms: Option<u64>,
-    payload_b64: String,
+    payload_b64: Base64,
 }
 
 impl CallerChunks {
@@ -31,7 +30,7 @@ impl CallerChunks {
             gathered: 0,
             mulaw: Vec::new(),
             timestamp_ms: None,
-            payload_b64: String::new(),
+            payload_b64: Base64::default(),
         }
     }
 
@@ -48,10 +47,9 @@ impl CallerChunks {
             return None;
         }
         self.gathered = 0;
-        self.payload_b64.clear();
-        BASE64.encode_string(&self.mulaw, &mut self.payload_b64);
+        self.payload_b64.encode_from(&self.mulaw);
         Some(CallerAudio {
-            payload_b64: &self.payload_b64,
+            payload_b64: self.payload_b64.as_b64(),
             timestamp_ms: self.timestamp_ms,
         })
     }
@@ -60,6 +58,8 @@ impl CallerChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::base64::ENGINE as BASE64;
+    use base64::Engine as _;
 
     #[test]
     fn frames_go_upstream_in_chunks_encoded_once_with_the_first_timestamp() {
@@ -69,7 +69,7 @@ mod tests {
         for (i, frame) in frames.iter().enumerate() {
             if let Some(chunk) = chunks.push(frame, Some(i as u64 * 20)) {
                 sent.push((
-                    BASE64.decode(chunk.payload_b64).unwrap(),
+                    BASE64.decode(chunk.payload_b64.as_str()).unwrap(),
                     chunk.timestamp_ms,
                 ));
             }
@@ -84,7 +84,7 @@ mod tests {
         assert!(last);
         let chunk = chunks.push(&[9; 160], Some(160)).unwrap();
         assert_eq!(
-            BASE64.decode(chunk.payload_b64).unwrap()[..160],
+            BASE64.decode(chunk.payload_b64.as_str()).unwrap()[..160],
             frames[6][..]
         );
         assert_eq!(chunk.timestamp_ms, Some(120));
@@ -95,6 +95,9 @@ mod tests {
         let mut chunks = CallerChunks::new(1);
         assert!(chunks.push(&[1; 160], None).is_none());
         let chunk = chunks.push(&[2; 160], None).unwrap();
-        assert_eq!(BASE64.decode(chunk.payload_b64).unwrap().len(), 320);
+        assert_eq!(
+            BASE64.decode(chunk.payload_b64.as_str()).unwrap().len(),
+            320
+        );
     }
 }

@@ -52,6 +52,7 @@ use crate::agent::{
 use crate::audio::frame::Pace;
 use crate::config::Config;
 use crate::metrics::CallMode;
+use crate::text::base64::Base64Str;
 use crate::transport::alarm::Alarm;
 use crate::transport::gate::WakeGate;
 use crate::transport::live::{
@@ -682,31 +683,45 @@ impl Call {
                 // came, and checking it is enough.
                 self.decoded.clear();
                 let checked = if self.recording.is_some() || self.chunks.is_some() {
-                    media.media.decode_payload_into(&mut self.decoded)
+                    media
+                        .media
+                        .decode_payload_into(&mut self.decoded)
+                        .map(|()| None)
                 } else {
-                    media.media.check_payload()
+                    media.media.check_payload().map(Some)
                 };
-                if let Err(e) = checked {
-                    self.reject(format_args!("ignoring a media frame: {e}"));
-                    return None;
-                }
+                let checked = match checked {
+                    Ok(checked) => checked,
+                    Err(e) => {
+                        self.reject(format_args!("ignoring a media frame: {e}"));
+                        return None;
+                    }
+                };
                 self.frames_in += 1;
                 if let Some(recording) = self.recording.as_mut()
                     && let Err(e) = recording.caller(&self.decoded, now.into_std())
                 {
                     tracing::warn!(error = %e, "no longer recording this call");
                 }
-                match (pipeline, self.chunks.as_mut()) {
-                    (Some(p), None) => p.caller_audio(CallerAudio {
-                        payload_b64: &media.media.payload,
+                match (pipeline, self.chunks.as_mut(), checked) {
+                    (Some(p), None, Some(payload_b64)) => p.caller_audio(CallerAudio {
+                        payload_b64,
                         timestamp_ms: media.media.timestamp,
                     }),
-                    (Some(p), Some(chunks)) => {
+                    // Recorded: checked by decoding it.
+                    (Some(p), None, None) => match Base64Str::new(&media.media.payload) {
+                        Some(payload_b64) => p.caller_audio(CallerAudio {
+                            payload_b64,
+                            timestamp_ms: media.media.timestamp,
+                        }),
+                        None => self.reject(format_args!("ignoring a media frame: not base64")),
+                    },
+                    (Some(p), Some(chunks), _) => {
                         if let Some(chunk) = chunks.push(&self.decoded, media.media.timestamp) {
                             p.caller_audio(chunk);
                         }
                     }
-                    (None, _) => self.media_while_connecting += 1,
+                    (None, _, _) => self.media_while_connecting += 1,
                 }
                 None
             }

@@ -109,7 +109,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
                     break;
                 }
                 Received::Message(Outbound::Media { media, .. }) => {
-                    let payload = Media { payload: media.payload, ..Media::default() };
+                    let payload = Media { payload: media.payload.into(), ..Media::default() };
                     match payload.decode_payload() {
                         Ok(bytes) => recorded.extend_from_slice(&bytes),
                         Err(e) => {

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::ws::{self, WsLink};
 use super::{Service, SpeechError, http_base, query, ws_base};
 use crate::config::{Config, Secret};
+use crate::text::base64::Base64Str;
 
 const SERVICE: Service = Service::ElevenLabsAgent;
 /// The only audio format Twilio Media Streams carries.
@@ -333,9 +334,12 @@ impl ElevenLabsAgent {
 
     /// Queues caller audio (base64 in the agent's input format) without waiting; a
     /// full queue drops the frame ([`SpeechError::QueueFull`]).
-    pub fn send_audio(&self, payload_b64: &str) -> Result<(), SpeechError> {
-        self.link
-            .try_send_text(json!({ "user_audio_chunk": payload_b64 }).to_string())
+    pub fn send_audio(&self, payload_b64: Base64Str<'_>) -> Result<(), SpeechError> {
+        let mut text = String::with_capacity(24 + payload_b64.as_str().len());
+        text.push_str(r#"{"user_audio_chunk":"#);
+        payload_b64.push_json(&mut text);
+        text.push('}');
+        self.link.try_send_text(text)
     }
 
     /// The result of a client tool call.

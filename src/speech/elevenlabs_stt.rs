@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::ws::{self, WsLink};
 use super::{Service, SpeechError, query, str_field, ws_base};
 use crate::config::{Config, Secret};
+use crate::text::base64::Base64Str;
 
 const SERVICE: Service = Service::ElevenLabsStt;
 
@@ -151,9 +152,9 @@ impl ElevenLabsStt {
 
     /// Queues caller audio (base64 µ-law, unchanged) without waiting; a full queue
     /// drops the frame ([`SpeechError::QueueFull`]).
-    pub fn send_audio(&self, payload_b64: &str) -> Result<(), SpeechError> {
+    pub fn send_audio(&self, payload_b64: Base64Str<'_>) -> Result<(), SpeechError> {
         self.link.try_send_text(
-            json!({"message_type": "input_audio_chunk", "audio_base_64": payload_b64,
+            json!({"message_type": "input_audio_chunk", "audio_base_64": payload_b64.as_str(),
                    "commit": false, "sample_rate": 8000})
             .to_string(),
         )

@@ -75,6 +75,7 @@ use crate::config::{Config, LanguageConfig};
 use crate::metrics::Metrics;
 use crate::speech::SpeechError;
 use crate::speech::elevenlabs_tts::{ElevenLabsTts, TtsEvent, TtsOptions, TurnId};
+use crate::text::base64::{Base64, Base64Str};
 
 /// Caller frames waiting for the task (about 2.5 s); more are dropped.
 const INBOX: usize = 128;
@@ -191,7 +192,7 @@ pub async fn connect(ctx: PipelineContext) -> Result<Box<dyn Pipeline>, Pipeline
 
 /// What the session sends the task.
 enum Inbound {
-    Audio(String),
+    Audio(Base64),
     Event(CallEvent),
 }
 
@@ -215,7 +216,7 @@ impl Pipeline for Cascade {
             return;
         };
         if inbox
-            .try_send(Inbound::Audio(audio.payload_b64.to_string()))
+            .try_send(Inbound::Audio(audio.payload_b64.to_base64()))
             .is_err()
         {
             self.dropped_frames += 1;
@@ -384,7 +385,7 @@ impl Task {
                 biased;
                 message = inbox.recv() => match message {
                     None => break,
-                    Some(Inbound::Audio(payload)) => self.caller_audio(&payload),
+                    Some(Inbound::Audio(payload)) => self.caller_audio(payload.as_b64()),
                     Some(Inbound::Event(event)) => self.on_call_event(event).await,
                 },
                 permit = out.reserve(), if can_send => match permit {

@@ -46,6 +46,7 @@ use crate::agent::{
 };
 pub use crate::agent::{CallLog, ToolFollowUp};
 use crate::config::{BuiltinTool, Config, MediaPipelineKind};
+use crate::text::base64::Base64Str;
 
 /// Everything a pipeline may need to start, built by the session after Twilio's
 /// `start` message.
@@ -65,8 +66,9 @@ pub struct PipelineContext {
 #[derive(Debug, Clone, Copy)]
 pub struct CallerAudio<'a> {
     /// 8 kHz μ-law as base64: Twilio's text, unchanged (checked, not decoded, so
-    /// that forwarding costs no re-encoding), or a chunk of frames encoded once.
-    pub payload_b64: &'a str,
+    /// that forwarding costs no re-encoding and no JSON escape check), or a chunk
+    /// of frames encoded once.
+    pub payload_b64: Base64Str<'a>,
     /// Milliseconds since the stream started (Twilio's `timestamp`), when given.
     pub timestamp_ms: Option<u64>,
 }

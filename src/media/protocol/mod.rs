@@ -16,74 +16,14 @@
 use std::collections::HashMap;
 
 use base64::Engine as _;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::text::base64::{Base64, Base64Str, ENGINE as BASE64};
 use crate::text::push_json_str;
 
 /// Largest decoded payload accepted in one `media` message (8 s of 8 kHz μ-law;
 /// Twilio sends 160 bytes).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
-
-/// Standard alphabet; padding optional when decoding, written when encoding.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// Which bytes [`BASE64`] decodes (padding aside).
-static IN_ALPHABET: [bool; 256] = {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < alphabet.len() {
-        table[alphabet[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
-
-/// Whether every byte of `text` is in [`BASE64`]'s alphabet. Eight bytes at a
-/// time: a byte is in it if it is ASCII and, with the case bit set, a lowercase
-/// letter, or else one of `/0123456789` or `+` (each test a range: two additions
-/// that carry into the byte's top bit or not).
-fn all_in_alphabet(text: &[u8]) -> bool {
-    const ONES: u64 = u64::MAX / 255;
-    const TOPS: u64 = ONES << 7;
-    /// Top bit of each byte set where the byte is in `lo..=hi` (bytes below 0x80).
-    const fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
-        let at_least = x.wrapping_add(ONES * (0x80 - lo as u64));
-        let above = x.wrapping_add(ONES * (0x7F - hi as u64));
-        at_least & !above & TOPS
-    }
-    let mut chunks = text.chunks_exact(8);
-    let mut outside = 0;
-    for chunk in &mut chunks {
-        let mut bytes = [0; 8];
-        bytes.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(bytes);
-        let inside = in_range(x | (ONES * 0x20), b'a', b'z')
-            | in_range(x, b'/', b'9')
-            | in_range(x, b'+', b'+');
-        outside |= (x & TOPS) | (inside ^ TOPS);
-    }
-    outside == 0
-        && chunks
-            .remainder()
-            .iter()
-            .all(|&b| IN_ALPHABET[usize::from(b)])
-}
-
-/// `error`, found in a slice that began `offset` bytes into the payload.
-fn shift(error: base64::DecodeError, offset: usize) -> base64::DecodeError {
-    use base64::DecodeError::{InvalidByte, InvalidLastSymbol, InvalidLength, InvalidPadding};
-    match error {
-        InvalidByte(at, byte) => InvalidByte(offset + at, byte),
-        InvalidLastSymbol(at, byte) => InvalidLastSymbol(offset + at, byte),
-        InvalidLength(len) => InvalidLength(offset + len),
-        InvalidPadding => InvalidPadding,
-    }
-}
 
 /// A message from Twilio.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,38 +208,36 @@ impl Media {
     }
 
     /// Checks the payload as [`Media::decode_payload_into`] would, without
-    /// writing the bytes anywhere: for calls whose audio goes upstream as Twilio's
-    /// base64, where decoding every frame only to drop the bytes was the largest
-    /// share of base64's cost (BENCHMARKS.md, issue 17, eleventh session).
+    /// writing the bytes anywhere, and hands it back as checked base64: for calls
+    /// whose audio goes upstream as Twilio's base64, where decoding every frame
+    /// only to drop the bytes was the largest share of base64's cost, and where
+    /// the upstream message then needs no JSON escape check (BENCHMARKS.md, issue
+    /// 17, eleventh and twelfth sessions).
     ///
     /// Every whole group of four characters before the last (at most eight)
     /// characters decodes whatever alphabet characters it holds, so those need only
     /// be in the alphabet; the end, where padding and leftover bits are judged, is
-    /// decoded by the base64 crate itself. A test holds the two verdicts equal.
-    pub fn check_payload(&self) -> Result<(), PayloadError> {
+    /// decoded by the base64 crate itself. A payload refused is decoded in full to
+    /// say why, so the errors are the decoder's own. A test holds the two verdicts
+    /// equal.
+    pub fn check_payload(&self) -> Result<Base64Str<'_>, PayloadError> {
         self.check_length()?;
         let text = self.payload.as_bytes();
-        let body = text.len().saturating_sub(5) / 4 * 4;
-        let (body, end) = text.split_at(body);
-        if !all_in_alphabet(body) {
-            let at = body.iter().position(|&b| !IN_ALPHABET[usize::from(b)]);
-            let at = at.unwrap_or_default();
-            return Err(base64::DecodeError::InvalidByte(at, body[at]).into());
-        }
+        let end = text.len().saturating_sub(5) / 4 * 4;
         let mut scratch = [0u8; 6];
-        match BASE64.decode_slice(end, &mut scratch) {
-            Ok(bytes) => match body.len() / 4 * 3 + bytes {
-                bytes if bytes > MAX_PAYLOAD_BYTES => Err(PayloadError::TooLarge {
-                    bytes,
-                    max: MAX_PAYLOAD_BYTES,
-                }),
-                _ => Ok(()),
-            },
-            Err(base64::DecodeSliceError::DecodeError(e)) => Err(shift(e, body.len()).into()),
-            // Eight characters never hold more than six bytes.
-            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                Err(base64::DecodeError::InvalidLength(text.len()).into())
-            }
+        let checked = Base64Str::new(&self.payload).filter(|_| {
+            // The alphabet check let `=` through only at the very end, which is
+            // inside the part decoded here.
+            BASE64
+                .decode_slice(&text[end..], &mut scratch)
+                .is_ok_and(|bytes| end / 4 * 3 + bytes <= MAX_PAYLOAD_BYTES)
+        });
+        match checked {
+            Some(checked) => Ok(checked),
+            None => Err(self
+                .decode_payload()
+                .err()
+                .unwrap_or(PayloadError::Base64(base64::DecodeError::InvalidPadding))),
         }
     }
 
@@ -398,7 +336,8 @@ pub enum Outbound {
 /// The body of an outbound `media`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboundMedia {
-    pub payload: String,
+    /// Encoded here, or checked when read (a fake Twilio reading ours).
+    pub payload: Base64,
 }
 
 impl Outbound {
@@ -407,7 +346,7 @@ impl Outbound {
         Self::Media {
             stream_sid: stream_sid.into(),
             media: OutboundMedia {
-                payload: BASE64.encode(mulaw),
+                payload: Base64::encode(mulaw),
             },
         }
     }
@@ -433,10 +372,13 @@ impl Outbound {
     pub fn to_json(&self) -> String {
         match self {
             Self::Media { stream_sid, media } => {
-                nested_json("media", stream_sid, "media", "payload", &media.payload)
+                let payload = media.payload.as_b64();
+                let names = ["media", stream_sid, "media", "payload"];
+                nested_json(names, payload.as_str().len(), |out| payload.push_json(out))
             }
             Self::Mark { stream_sid, mark } => {
-                nested_json("mark", stream_sid, "mark", "name", &mark.name)
+                let names = ["mark", stream_sid, "mark", "name"];
+                nested_json(names, mark.name.len(), |out| push_json_str(out, &mark.name))
             }
             // Serialising these plain structs cannot fail.
             Self::Clear { .. } => serde_json::to_string(self).unwrap_or_default(),
@@ -479,9 +421,14 @@ pub enum ParseError {
 }
 
 /// `{"event":event,"streamSid":stream_sid,"body":{"field":value}}`, as serde
-/// writes it (`event`, `body` and `field` are our own plain names).
-fn nested_json(event: &str, stream_sid: &str, body: &str, field: &str, value: &str) -> String {
-    let mut out = String::with_capacity(48 + stream_sid.len() + value.len());
+/// writes it (`event`, `body` and `field` are our own plain names); the value, of
+/// about `value_len` bytes, is written by `push_value`.
+fn nested_json(
+    [event, stream_sid, body, field]: [&str; 4],
+    value_len: usize,
+    push_value: impl FnOnce(&mut String),
+) -> String {
+    let mut out = String::with_capacity(48 + stream_sid.len() + value_len);
     out.push_str(r#"{"event":""#);
     out.push_str(event);
     out.push_str(r#"","streamSid":"#);
@@ -491,7 +438,7 @@ fn nested_json(event: &str, stream_sid: &str, body: &str, field: &str, value: &s
     out.push_str(r#"":{""#);
     out.push_str(field);
     out.push_str(r#"":"#);
-    push_json_str(&mut out, value);
+    push_value(&mut out);
     out.push_str("}}");
     out
 }

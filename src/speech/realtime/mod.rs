@@ -27,6 +27,7 @@ pub use protocol::*;
 use super::ws::{self, WsLink};
 use super::{Service, SpeechError, base64_decoded_len, query};
 use crate::config::{Config, Secret};
+use crate::text::base64::Base64Str;
 
 const SERVICE: Service = Service::OpenAiRealtime;
 
@@ -230,7 +231,7 @@ impl RealtimeClient {
     /// Queues caller audio (base64 µ-law from Twilio, unchanged) without waiting: when
     /// the upstream lags and the queue is full, the frame is dropped
     /// ([`SpeechError::QueueFull`]).
-    pub fn append_audio(&self, payload_b64: &str) -> Result<(), SpeechError> {
+    pub fn append_audio(&self, payload_b64: Base64Str<'_>) -> Result<(), SpeechError> {
         self.link
             .try_send_text(ClientEvent::append_audio_json(payload_b64))
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::speech::str_field;
+use crate::text::base64::Base64Str;
 
 // ---------------------------------------------------------------------------------
 // Client events
@@ -404,10 +405,10 @@ impl ClientEvent {
 
     /// `AppendAudio { audio }`'s text, written directly: it is sent 50 times a
     /// second per call.
-    pub fn append_audio_json(audio: &str) -> String {
-        let mut text = String::with_capacity(48 + audio.len());
+    pub fn append_audio_json(audio: Base64Str<'_>) -> String {
+        let mut text = String::with_capacity(48 + audio.as_str().len());
         text.push_str(r#"{"type":"input_audio_buffer.append","audio":"#);
-        crate::text::push_json_str(&mut text, audio);
+        audio.push_json(&mut text);
         text.push('}');
         text
     }

@@ -230,7 +230,7 @@ impl MediaClient {
             match message {
                 Outbound::Media { stream_sid, media } => {
                     assert_eq!(stream_sid, "MZ1");
-                    let bytes = BASE64.decode(media.payload.as_bytes()).unwrap();
+                    let bytes = BASE64.decode(media.payload.as_str()).unwrap();
                     assert_eq!(bytes.len(), 160, "one 20 ms frame per message");
                     self.audio.extend_from_slice(&bytes);
                     self.frames += 1;

@@ -40,7 +40,7 @@ async fn a_burst_of_agent_audio_is_paced_and_leaves_in_batches() {
     while arrivals.len() < frames {
         match twilio.recv().await {
             Outbound::Media { media, .. } => {
-                let frame = unb64(&media.payload);
+                let frame = unb64(media.payload.as_str());
                 let want = (arrivals.len() % 120) as u8 + 1;
                 assert_eq!(frame, [want; 160], "frame {} in order", arrivals.len());
                 arrivals.push(Instant::now());

@@ -213,7 +213,7 @@ impl TwilioMedia {
             match self.recv().await {
                 Outbound::Media { stream_sid, media } => {
                     assert_eq!(stream_sid, self.peer.stream_sid());
-                    let frame = unb64(&media.payload);
+                    let frame = unb64(media.payload.as_str());
                     assert_eq!(frame.len(), 160, "one 20 ms frame per message");
                     audio.extend(frame);
                 }
@@ -818,7 +818,7 @@ async fn upstream_failure_speaks_an_apology_through_elevenlabs_when_configured()
     let audio: Vec<u8> = rest
         .iter()
         .filter_map(|m| match m {
-            Outbound::Media { media, .. } => Some(unb64(&media.payload)),
+            Outbound::Media { media, .. } => Some(unb64(media.payload.as_str())),
             _ => None,
         })
         .flatten()

@@ -20,7 +20,7 @@ use voxrelay::speech::{Service, SpeechError};
 use warp::Filter;
 
 use crate::support::fake_speech::{Ending, FakeWsServer};
-use crate::support::init_logs;
+use crate::support::{b64, init_logs};
 
 async fn within<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(5), future)
@@ -407,7 +407,7 @@ async fn agent_conversation_round_trip() {
         json!({"type": "pong", "event_id": 7})
     );
 
-    agent.send_audio("//79/fz8").unwrap();
+    agent.send_audio(b64("//79/fz8")).unwrap();
     assert_eq!(
         conn.recv_json().await,
         json!({"user_audio_chunk": "//79/fz8"})
@@ -561,7 +561,7 @@ async fn stt_streams_audio_and_returns_transcripts() {
     );
     assert_eq!(conn.header("xi-api-key"), Some("xi-stt-key"));
 
-    stt.send_audio("fn5+fn5+").unwrap();
+    stt.send_audio(b64("fn5+fn5+")).unwrap();
     assert_eq!(
         conn.recv_json().await,
         json!({"message_type": "input_audio_chunk", "audio_base_64": "fn5+fn5+",
@@ -617,7 +617,7 @@ async fn stt_close_and_drop_close_the_socket() {
     let mut server = FakeWsServer::start().await;
     let stt = ElevenLabsStt::connect(&stt_options(&server)).await.unwrap();
     let mut conn = server.next_conn().await;
-    stt.send_audio("AAAA").unwrap();
+    stt.send_audio(b64("AAAA")).unwrap();
     stt.close().await;
     let (texts, ending) = conn.until_closed().await;
     assert_eq!(texts.len(), 1);

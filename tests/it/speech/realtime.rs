@@ -14,7 +14,7 @@ use voxrelay::speech::realtime::{
 use voxrelay::speech::{Service, SpeechError};
 
 use crate::support::fake_speech::{Ending, FakeConn, FakeWsServer};
-use crate::support::init_logs;
+use crate::support::{b64, init_logs};
 
 fn options(server: &FakeWsServer) -> RealtimeOptions {
     RealtimeOptions {
@@ -136,7 +136,7 @@ async fn audio_passes_through_and_events_are_typed() {
     // Twilio's base64 µ-law reaches the model byte for byte.
     let payloads = ["/////w==", "fn5+fn5+fn5+fn5+", "AAECAwQFBgcICQ=="];
     for payload in payloads {
-        client.append_audio(payload).unwrap();
+        client.append_audio(b64(payload)).unwrap();
     }
     for payload in payloads {
         assert_eq!(
@@ -407,7 +407,7 @@ async fn transcription_mode_emits_transcripts_and_speech_started() {
             "turn_detection": {"type": "server_vad"},
             "noise_reduction": {"type": "near_field"}}}}})
     );
-    client.append_audio("fn5+fn5+").unwrap();
+    client.append_audio(b64("fn5+fn5+")).unwrap();
     assert_eq!(
         conn.recv_json().await,
         json!({"type": "input_audio_buffer.append", "audio": "fn5+fn5+"})
@@ -489,7 +489,7 @@ async fn an_upstream_close_mid_stream_is_a_clear_error_not_a_hang() {
     // Sending on a dead socket is an error too, not a hang.
     let mut failed = false;
     for _ in 0..50 {
-        if client.append_audio("AAAA").is_err() {
+        if client.append_audio(b64("AAAA")).is_err() {
             failed = true;
             break;
         }
@@ -516,7 +516,7 @@ async fn dropping_or_closing_the_client_closes_the_upstream_socket() {
         .await
         .unwrap();
     let mut conn = server.next_conn().await;
-    client.append_audio("AAAA").unwrap();
+    client.append_audio(b64("AAAA")).unwrap();
     client.close().await;
     let (texts, ending) = conn.until_closed().await;
     assert_eq!(
@@ -597,7 +597,7 @@ async fn audio_sent_while_the_upstream_stalls_arrives_in_order_or_is_dropped_who
     let mut refused = 0;
     // The fake reads nothing yet: the socket's buffers, then the queue, fill up.
     for i in 0..2000 {
-        match client.append_audio(&payload(i)) {
+        match client.append_audio(b64(&payload(i))) {
             Ok(()) => accepted.push(i),
             Err(SpeechError::QueueFull { .. }) => refused += 1,
             Err(e) => panic!("{e}"),
@@ -617,7 +617,7 @@ async fn audio_sent_while_the_upstream_stalls_arrives_in_order_or_is_dropped_who
     }
     // Drained, the next frames go out at once again, still in order.
     for i in 2000..2010 {
-        client.append_audio(&payload(i)).unwrap();
+        client.append_audio(b64(&payload(i))).unwrap();
     }
     for i in 2000..2010 {
         let message = within(conn.recv_json()).await;

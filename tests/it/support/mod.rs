@@ -40,6 +40,11 @@ pub fn init_logs() {
     });
 }
 
+/// `text` as checked base64 (the speech clients take nothing else).
+pub fn b64(text: &str) -> voxrelay::text::base64::Base64Str<'_> {
+    voxrelay::text::base64::Base64Str::new(text).expect("base64 text")
+}
+
 /// The server under test.
 #[allow(dead_code)] // `stop` and `shutdown` serve the drain tests.
 pub struct TestApp {

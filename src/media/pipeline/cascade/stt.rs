@@ -21,6 +21,7 @@ use crate::speech::realtime::{
     ClientEvent, RealtimeClient, RealtimeOptions, ServerEvent, Session, TranscriptionSettings,
 };
 use crate::speech::{SpeechError, language_code};
+use crate::text::base64::Base64Str;
 
 /// What the transcriber noticed, for turn-taking.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +96,7 @@ impl Stt {
 
     /// Queues caller audio (Twilio's base64 µ-law) without waiting; a full queue drops
     /// the frame ([`SpeechError::QueueFull`]).
-    pub fn send_audio(&self, payload_b64: &str) -> Result<(), SpeechError> {
+    pub fn send_audio(&self, payload_b64: Base64Str<'_>) -> Result<(), SpeechError> {
         match self {
             Self::OpenAi(client, _) => client.append_audio(payload_b64),
             Self::ElevenLabs(client) => client.send_audio(payload_b64),

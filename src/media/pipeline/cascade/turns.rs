@@ -7,7 +7,7 @@
 use super::*;
 
 impl Task {
-    pub(super) fn caller_audio(&mut self, payload: &str) {
+    pub(super) fn caller_audio(&mut self, payload: Base64Str<'_>) {
         let Some(stt) = &self.stt else {
             return;
         };
