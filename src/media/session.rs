@@ -44,7 +44,7 @@ use super::pipeline::{
     PipelineStats,
 };
 use super::playback::Playback;
-use super::protocol::{Inbound, Outbound, StartEvent, parse_inbound};
+use super::protocol::{Inbound, MediaView, Outbound, Received, StartEvent, parse_received};
 use super::recording::Recording;
 use crate::agent::{
     AgentDeps, CallInfo, CallSummary, Handoff, REASON_MAX_DURATION, REASON_SILENCE,
@@ -252,12 +252,13 @@ where
                     Some(Ok(Frame::Binary(len))) => {
                         call.reject(format_args!("ignoring a binary frame of {len} bytes: Twilio sends JSON text"));
                     }
-                    Some(Ok(Frame::Text(text))) => match parse_inbound(&text) {
-                        Ok(Inbound::Stop(stop)) => {
+                    Some(Ok(Frame::Text(text))) => match parse_received(&text) {
+                        Ok(Received::Media(media)) => call.on_media(&media, pipeline.as_deref_mut(), now),
+                        Ok(Received::Other(Inbound::Stop(stop))) => {
                             tracing::info!(call_sid = %stop.stop.call_sid, "Twilio stopped the stream");
                             break "caller hung up";
                         }
-                        Ok(Inbound::Start(start)) => {
+                        Ok(Received::Other(Inbound::Start(start))) => {
                             if call.info.is_some() {
                                 tracing::warn!("ignoring a second start message");
                             } else if let Some(admission) = &deps.admission
@@ -283,7 +284,7 @@ where
                                 }
                             }
                         }
-                        Ok(message) => {
+                        Ok(Received::Other(message)) => {
                             if let Some(event) = call.on_message(message, &text, pipeline.as_deref_mut(), now) {
                                 if let Some(p) = pipeline.as_mut() {
                                     p.handle(event).await;
@@ -664,6 +665,61 @@ impl Call {
         }
     }
 
+    /// Handles a `media` message: the caller's audio, checked (or decoded when
+    /// the call is recorded or chunked) and handed to the pipeline.
+    fn on_media(
+        &mut self,
+        media: &MediaView<'_>,
+        pipeline: Option<&mut (dyn Pipeline + '_)>,
+        now: Instant,
+    ) {
+        if !media.is_inbound() {
+            return;
+        }
+        // The bytes are needed only to record the call or to gather frames
+        // into chunks; otherwise the pipeline forwards Twilio's base64 as it
+        // came, and checking it is enough.
+        self.decoded.clear();
+        let checked = if self.recording.is_some() || self.chunks.is_some() {
+            media.decode_payload_into(&mut self.decoded).map(|()| None)
+        } else {
+            media.check_payload().map(Some)
+        };
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                self.reject(format_args!("ignoring a media frame: {e}"));
+                return;
+            }
+        };
+        self.frames_in += 1;
+        if let Some(recording) = self.recording.as_mut()
+            && let Err(e) = recording.caller(&self.decoded, now.into_std())
+        {
+            tracing::warn!(error = %e, "no longer recording this call");
+        }
+        match (pipeline, self.chunks.as_mut(), checked) {
+            (Some(p), None, Some(payload_b64)) => p.caller_audio(CallerAudio {
+                payload_b64,
+                timestamp_ms: media.timestamp,
+            }),
+            // Recorded: checked by decoding it.
+            (Some(p), None, None) => match Base64Str::new(&media.payload) {
+                Some(payload_b64) => p.caller_audio(CallerAudio {
+                    payload_b64,
+                    timestamp_ms: media.timestamp,
+                }),
+                None => self.reject(format_args!("ignoring a media frame: not base64")),
+            },
+            (Some(p), Some(chunks), _) => {
+                if let Some(chunk) = chunks.push(&self.decoded, media.timestamp) {
+                    p.caller_audio(chunk);
+                }
+            }
+            (None, _, _) => self.media_while_connecting += 1,
+        }
+    }
+
     /// Handles everything except `start` and `stop`; returns what the pipeline
     /// should hear about.
     fn on_message(
@@ -675,54 +731,7 @@ impl Call {
     ) -> Option<CallEvent> {
         match message {
             Inbound::Media(media) => {
-                if !media.media.is_inbound() {
-                    return None;
-                }
-                // The bytes are needed only to record the call or to gather frames
-                // into chunks; otherwise the pipeline forwards Twilio's base64 as it
-                // came, and checking it is enough.
-                self.decoded.clear();
-                let checked = if self.recording.is_some() || self.chunks.is_some() {
-                    media
-                        .media
-                        .decode_payload_into(&mut self.decoded)
-                        .map(|()| None)
-                } else {
-                    media.media.check_payload().map(Some)
-                };
-                let checked = match checked {
-                    Ok(checked) => checked,
-                    Err(e) => {
-                        self.reject(format_args!("ignoring a media frame: {e}"));
-                        return None;
-                    }
-                };
-                self.frames_in += 1;
-                if let Some(recording) = self.recording.as_mut()
-                    && let Err(e) = recording.caller(&self.decoded, now.into_std())
-                {
-                    tracing::warn!(error = %e, "no longer recording this call");
-                }
-                match (pipeline, self.chunks.as_mut(), checked) {
-                    (Some(p), None, Some(payload_b64)) => p.caller_audio(CallerAudio {
-                        payload_b64,
-                        timestamp_ms: media.media.timestamp,
-                    }),
-                    // Recorded: checked by decoding it.
-                    (Some(p), None, None) => match Base64Str::new(&media.media.payload) {
-                        Some(payload_b64) => p.caller_audio(CallerAudio {
-                            payload_b64,
-                            timestamp_ms: media.media.timestamp,
-                        }),
-                        None => self.reject(format_args!("ignoring a media frame: not base64")),
-                    },
-                    (Some(p), Some(chunks), _) => {
-                        if let Some(chunk) = chunks.push(&self.decoded, media.media.timestamp) {
-                            p.caller_audio(chunk);
-                        }
-                    }
-                    (None, _, _) => self.media_while_connecting += 1,
-                }
+                self.on_media(&MediaView::of(&media), pipeline, now);
                 None
             }
             Inbound::Dtmf(dtmf) => {

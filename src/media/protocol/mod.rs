@@ -21,6 +21,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::text::base64::{Base64, Base64Str, ENGINE as BASE64};
 use crate::text::push_json_str;
 
+mod media_frame;
+pub use media_frame::{MediaView, Received, parse_received};
+
 /// Largest decoded payload accepted in one `media` message (8 s of 8 kHz μ-law;
 /// Twilio sends 160 bytes).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -177,68 +180,14 @@ impl Media {
     /// Decodes the payload, appending μ-law bytes to `out` (clear it first to reuse
     /// it per frame). On error `out` is left as it was.
     pub fn decode_payload_into(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
-        self.check_length()?;
-        let before = out.len();
-        if let Err(e) = BASE64.decode_vec(self.payload.as_bytes(), out) {
-            out.truncate(before);
-            return Err(e.into());
-        }
-        if out.len() - before > MAX_PAYLOAD_BYTES {
-            let bytes = out.len() - before;
-            out.truncate(before);
-            return Err(PayloadError::TooLarge {
-                bytes,
-                max: MAX_PAYLOAD_BYTES,
-            });
-        }
-        Ok(())
-    }
-
-    /// Refuses a payload whose text alone is too long to decode within
-    /// [`MAX_PAYLOAD_BYTES`], before any of it is read.
-    fn check_length(&self) -> Result<(), PayloadError> {
-        let estimate = self.payload.len() / 4 * 3;
-        if estimate > MAX_PAYLOAD_BYTES + 3 {
-            return Err(PayloadError::TooLarge {
-                bytes: estimate,
-                max: MAX_PAYLOAD_BYTES,
-            });
-        }
-        Ok(())
+        decode_payload_into(&self.payload, out)
     }
 
     /// Checks the payload as [`Media::decode_payload_into`] would, without
-    /// writing the bytes anywhere, and hands it back as checked base64: for calls
-    /// whose audio goes upstream as Twilio's base64, where decoding every frame
-    /// only to drop the bytes was the largest share of base64's cost, and where
-    /// the upstream message then needs no JSON escape check (BENCHMARKS.md, issue
-    /// 17, eleventh and twelfth sessions).
-    ///
-    /// Every whole group of four characters before the last (at most eight)
-    /// characters decodes whatever alphabet characters it holds, so those need only
-    /// be in the alphabet; the end, where padding and leftover bits are judged, is
-    /// decoded by the base64 crate itself. A payload refused is decoded in full to
-    /// say why, so the errors are the decoder's own. A test holds the two verdicts
-    /// equal.
+    /// writing the bytes anywhere, and hands it back as checked base64 (see
+    /// [`check_payload`]).
     pub fn check_payload(&self) -> Result<Base64Str<'_>, PayloadError> {
-        self.check_length()?;
-        let text = self.payload.as_bytes();
-        let end = text.len().saturating_sub(5) / 4 * 4;
-        let mut scratch = [0u8; 6];
-        let checked = Base64Str::new(&self.payload).filter(|_| {
-            // The alphabet check let `=` through only at the very end, which is
-            // inside the part decoded here.
-            BASE64
-                .decode_slice(&text[end..], &mut scratch)
-                .is_ok_and(|bytes| end / 4 * 3 + bytes <= MAX_PAYLOAD_BYTES)
-        });
-        match checked {
-            Some(checked) => Ok(checked),
-            None => Err(self
-                .decode_payload()
-                .err()
-                .unwrap_or(PayloadError::Base64(base64::DecodeError::InvalidPadding))),
-        }
+        check_payload(&self.payload)
     }
 
     /// Decodes the payload into a new buffer.
@@ -246,6 +195,72 @@ impl Media {
         let mut out = Vec::with_capacity(self.payload.len() / 4 * 3 + 3);
         self.decode_payload_into(&mut out)?;
         Ok(out)
+    }
+}
+
+/// Decodes the payload, appending μ-law bytes to `out` (clear it first to reuse
+/// it per frame). On error `out` is left as it was.
+pub fn decode_payload_into(payload: &str, out: &mut Vec<u8>) -> Result<(), PayloadError> {
+    check_length(payload)?;
+    let before = out.len();
+    if let Err(e) = BASE64.decode_vec(payload.as_bytes(), out) {
+        out.truncate(before);
+        return Err(e.into());
+    }
+    if out.len() - before > MAX_PAYLOAD_BYTES {
+        let bytes = out.len() - before;
+        out.truncate(before);
+        return Err(PayloadError::TooLarge {
+            bytes,
+            max: MAX_PAYLOAD_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a payload whose text alone is too long to decode within
+/// [`MAX_PAYLOAD_BYTES`], before any of it is read.
+fn check_length(payload: &str) -> Result<(), PayloadError> {
+    let estimate = payload.len() / 4 * 3;
+    if estimate > MAX_PAYLOAD_BYTES + 3 {
+        return Err(PayloadError::TooLarge {
+            bytes: estimate,
+            max: MAX_PAYLOAD_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Checks the payload as [`decode_payload_into`] would, without
+/// writing the bytes anywhere, and hands it back as checked base64: for calls
+/// whose audio goes upstream as Twilio's base64, where decoding every frame
+/// only to drop the bytes was the largest share of base64's cost, and where
+/// the upstream message then needs no JSON escape check (BENCHMARKS.md, issue
+/// 17, eleventh and twelfth sessions).
+///
+/// Every whole group of four characters before the last (at most eight)
+/// characters decodes whatever alphabet characters it holds, so those need only
+/// be in the alphabet; the end, where padding and leftover bits are judged, is
+/// decoded by the base64 crate itself. A payload refused is decoded in full to
+/// say why, so the errors are the decoder's own. A test holds the two verdicts
+/// equal.
+pub fn check_payload(payload: &str) -> Result<Base64Str<'_>, PayloadError> {
+    check_length(payload)?;
+    let text = payload.as_bytes();
+    let end = text.len().saturating_sub(5) / 4 * 4;
+    let mut scratch = [0u8; 6];
+    let checked = Base64Str::new(payload).filter(|_| {
+        // The alphabet check let `=` through only at the very end, which is
+        // inside the part decoded here.
+        BASE64
+            .decode_slice(&text[end..], &mut scratch)
+            .is_ok_and(|bytes| end / 4 * 3 + bytes <= MAX_PAYLOAD_BYTES)
+    });
+    match checked {
+        Some(checked) => Ok(checked),
+        None => Err(decode_payload_into(payload, &mut Vec::new())
+            .err()
+            .unwrap_or(PayloadError::Base64(base64::DecodeError::InvalidPadding))),
     }
 }
 
@@ -443,62 +458,22 @@ fn nested_json(
     out
 }
 
-/// A `media` message read as a plain struct (see [`parse_inbound`]); `event` is
-/// a field, so a second `event` key is an error as it is for the enum.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-struct MediaFrame {
-    #[serde(rename = "event")]
-    _event: MediaTag,
-    #[serde(with = "lenient_u64")]
-    sequence_number: Option<u64>,
-    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
-    stream_sid: String,
-    #[serde(deserialize_with = "crate::transport::lenient::null_default")]
-    media: Media,
-}
-
-impl Default for MediaFrame {
-    fn default() -> Self {
-        Self {
-            _event: MediaTag::Media,
-            sequence_number: None,
-            stream_sid: String::new(),
-            media: Media::default(),
-        }
-    }
-}
-
-/// The only `event` a [`MediaFrame`] accepts.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-enum MediaTag {
-    Media,
-}
-
-/// How Twilio begins every `media` message (the event name first).
-const MEDIA_PREFIX: &str = r#"{"event":"media","#;
-
-/// Parses one text frame from Twilio.
+/// Parses one text frame from Twilio. The session reads `media` in place with
+/// [`parse_received`] instead.
 pub fn parse_inbound(text: &str) -> Result<Inbound, ParseError> {
-    // Fastest path, for the 50 `media` frames a second of every call: a plain
-    // struct, which serde reads in one pass (the tagged enum first copies every
-    // field of the message into a buffer to find the tag).
-    if text.starts_with(MEDIA_PREFIX)
-        && let Ok(frame) = serde_json::from_str::<MediaFrame>(text)
-    {
-        return Ok(Inbound::Media(MediaEvent {
-            sequence_number: frame.sequence_number,
-            stream_sid: frame.stream_sid,
-            media: frame.media,
-        }));
+    match media_frame::parse_media(text) {
+        Some(media) => Ok(Inbound::Media(media.into_event())),
+        None => parse_any(text),
     }
-    // Fast path: straight into the typed enum.
+}
+
+/// Any message, straight into the typed enum; if that fails, once more as a JSON
+/// tree, only to say what was wrong.
+fn parse_any(text: &str) -> Result<Inbound, ParseError> {
     let error = match serde_json::from_str::<Inbound>(text) {
         Ok(message) => return Ok(message),
         Err(e) => e,
     };
-    // Slow path only to say what was wrong.
     let value: serde_json::Value = serde_json::from_str(text).map_err(ParseError::Json)?;
     match value.get("event").and_then(|e| e.as_str()) {
         Some(event) => Err(ParseError::Fields {

@@ -341,15 +341,58 @@ fn the_media_fast_path_reads_what_the_enum_reads() {
         r#"{"event":"media","media":{"chunk":2.0,"timestamp":-3,"payload":"AAAA"}}"#,
         r#"{"event":"media","streamSid":null,"media":null}"#,
         r#"{"event":"media","event":"stop"}"#,
+        r#"{"event":"media","streamSid":"M\"Z\u00e9","media":{"track":null,"payload":"A\/8="}}"#,
+        r#"{"event":"media","media":{"track":"outbound","payload":null,"extra":[1,{"a":2}]},"more":true}"#,
+        r#"{"event":"media","media":{"track":"","chunk":" 7 ","timestamp":"x","payload":"é"}}"#,
+        r#"{"event":"media","media":{"payload":"AAAA","payload":"BBBB"}}"#,
+        r#"{"event":"media","media":{"payload":5}}"#,
+        r#"{"event":"media","media":{"track":5,"payload":"AAAA"}}"#,
+        r#"{"event":"media","streamSid":7,"media":{}}"#,
+        r#"{"event":"media","sequenceNumber":[],"media":{}}"#,
+        r#"{"event":"media","media":[]}"#,
+        r#"{"event":"media","media":{"payload":"AAAA"}"#,
+        r#"{"event":"media","media":{"payload":"AAAA"}} trailing"#,
+        r#"{"event":"media"}"#,
     ];
     for text in frames {
         let slow = serde_json::from_str::<Inbound>(text).ok();
         let fast = parse_inbound(text).ok();
         assert_eq!(fast, slow, "{text}");
+        let received = match parse_received(text) {
+            Ok(Received::Media(media)) => Some(Inbound::Media(media.into_event())),
+            Ok(Received::Other(other)) => Some(other),
+            Err(_) => None,
+        };
+        assert_eq!(received, slow, "{text}");
     }
     // Not a media frame after all: falls back to the enum and its errors.
     assert!(matches!(
         parse_inbound(r#"{"event":"media","media":"nope"}"#),
         Err(ParseError::Fields { .. })
+    ));
+    // Twilio's own frame is read in place; a string with escapes is copied.
+    let text = r#"{"event":"media","sequenceNumber":"3","media":{"track":"inbound","chunk":"1","timestamp":"5","payload":"/38AgBI="},"streamSid":"MZ1"}"#;
+    let Ok(Received::Media(media)) = parse_received(text) else {
+        panic!("not read in place")
+    };
+    assert!(matches!(media.payload, std::borrow::Cow::Borrowed("/38AgBI=")));
+    assert!(matches!(media.stream_sid, std::borrow::Cow::Borrowed("MZ1")));
+    assert!(media.is_inbound());
+    assert_eq!(media.check_payload().unwrap().as_str(), "/38AgBI=");
+    let Ok(Received::Media(media)) =
+        parse_received(r#"{"event":"media","media":{"payload":"A\/8="}}"#)
+    else {
+        panic!("not read in place")
+    };
+    assert!(matches!(media.payload, std::borrow::Cow::Owned(_)));
+    assert_eq!(media.payload, "A/8=");
+    // Anything else goes the enum's way.
+    assert!(matches!(
+        parse_received(r#"{"event":"stop","stop":{}}"#),
+        Ok(Received::Other(Inbound::Stop(_)))
+    ));
+    assert!(matches!(
+        parse_received(r#"{"streamSid":"MZ1","event":"media","media":{}}"#),
+        Ok(Received::Other(Inbound::Media(_)))
     ));
 }
