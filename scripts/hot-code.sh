@@ -5,6 +5,7 @@
 #
 #   bash scripts/hot-code.sh [postgres://…/an-empty-database]
 #   bash scripts/hot-code.sh --check [postgres://…]   # is the list up to date?
+#   bash scripts/hot-code.sh --idle                   # mend the start of the list
 #
 # It builds the release binary, then runs it under callgrind: `voxrelay serve`
 # twice on one folder (a first start, then a restart), `voxrelay bench`
@@ -19,12 +20,24 @@
 # scattered. `--check` remakes the list in a temporary file and only says how many
 # of the functions that ran are missing from the committed one; it fails when more
 # than HOT_CODE_MAX_MISSING (default 20) are.
+#
+# `--idle` runs only the two starts and moves every function they ran that the
+# committed list lacks (new code, or names renumbered by LTO: `write_str.5769`)
+# to its front, in the order they ran, leaving the rest as it is. Idle memory is
+# the code a server at rest has touched, 64 KiB or more of the file per place
+# touched outside the ordered block; a code change that renames a few of those
+# functions costs hundreds of KiB (BENCHMARKS.md, issue 17, twelfth session).
+# Build again afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 check=
+idle=
 if [ "${1:-}" = "--check" ]; then
     check=1
+    shift
+elif [ "${1:-}" = "--idle" ]; then
+    idle=1
     shift
 fi
 pg_url=${1:-}
@@ -45,7 +58,7 @@ chmod +x "$work/server"
 port=${HOT_CODE_PORT:-28471}
 serve() {
     (cd "$work/serve" && exec env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" \
-        API_TOKEN=hot-code-0123456789 RUST_LOG=warn "$work/server" serve) &
+        API_TOKEN=hot-code-0123456789 "$work/server" serve) &
     local pid=$!
     for _ in $(seq 1 150); do
         curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
@@ -60,6 +73,25 @@ mkdir "$work/serve"
 echo "hot-code: serve, then serve again on its data" >&2
 serve
 serve
+
+if [ -n "$idle" ]; then
+    nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' >"$work/defined"
+    for profile in $(ls -tr "$work"/profile.*); do
+        sed -nE 's/^c?fn=\([0-9]+\) (.*)$/\1/p' "$profile"
+    done | sed -E "s/'[0-9]+\$//" |
+        awk 'FILENAME == ARGV[1] { defined[$0] = 1; next }
+             FILENAME == ARGV[2] { if (!/^#/) listed[$0] = 1; next }
+             ($0 in defined) && !($0 in listed) && !seen[$0]++' \
+            "$work/defined" scripts/hot-code.order - >"$work/idle"
+    {
+        grep '^#' scripts/hot-code.order
+        cat "$work/idle"
+        grep -v '^#' scripts/hot-code.order
+    } >"$work/order"
+    cat "$work/order" >scripts/hot-code.order
+    echo "hot-code: $(wc -l <"$work/idle") functions the starts ran moved to the front" >&2
+    exit 0
+fi
 
 run() {
     echo "hot-code: $*" >&2
