@@ -375,8 +375,14 @@ fn the_media_fast_path_reads_what_the_enum_reads() {
     let Ok(Received::Media(media)) = parse_received(text) else {
         panic!("not read in place")
     };
-    assert!(matches!(media.payload, std::borrow::Cow::Borrowed("/38AgBI=")));
-    assert!(matches!(media.stream_sid, std::borrow::Cow::Borrowed("MZ1")));
+    assert!(matches!(
+        media.payload,
+        std::borrow::Cow::Borrowed("/38AgBI=")
+    ));
+    assert!(matches!(
+        media.stream_sid,
+        std::borrow::Cow::Borrowed("MZ1")
+    ));
     assert!(media.is_inbound());
     assert_eq!(media.check_payload().unwrap().as_str(), "/38AgBI=");
     let Ok(Received::Media(media)) =
