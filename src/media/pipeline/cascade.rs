@@ -49,7 +49,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -75,7 +74,7 @@ use crate::config::{Config, LanguageConfig};
 use crate::metrics::Metrics;
 use crate::speech::SpeechError;
 use crate::speech::elevenlabs_tts::{ElevenLabsTts, TtsEvent, TtsOptions, TurnId};
-use crate::text::base64::{Base64, Base64Str};
+use crate::text::base64::{Base64, Base64Str, ENGINE as BASE64};
 
 /// Caller frames waiting for the task (about 2.5 s); more are dropped.
 const INBOX: usize = 128;
@@ -98,12 +97,6 @@ pub const TTS_SWITCH_WAIT: Duration = Duration::from_secs(5);
 /// After a language switch, the longest a new transcriber socket waits for the
 /// caller to finish an utterance before it is swapped in anyway.
 pub const STT_SWITCH_WAIT: Duration = Duration::from_secs(15);
-
-/// Lenient base64 (ElevenLabs pads; accept either).
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// Connects the transcriber and the TTS for this call and starts its task. A
 /// missing setting is an error; a transcriber that cannot be reached while the TTS

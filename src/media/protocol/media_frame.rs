@@ -84,7 +84,7 @@ impl<'a> MediaView<'a> {
 
     /// Whether this is the caller's audio (`inbound`, or no track given).
     pub fn is_inbound(&self) -> bool {
-        self.track.as_deref().is_none_or(|t| t == "inbound")
+        super::is_inbound(self.track.as_deref())
     }
 
     /// See [`Media::check_payload`].

@@ -174,7 +174,7 @@ impl Media {
 
     /// Whether this is the caller's audio (`inbound`, or no track given).
     pub fn is_inbound(&self) -> bool {
-        self.track.as_deref().is_none_or(|t| t == "inbound")
+        is_inbound(self.track.as_deref())
     }
 
     /// Decodes the payload, appending μ-law bytes to `out` (clear it first to reuse
@@ -196,6 +196,12 @@ impl Media {
         self.decode_payload_into(&mut out)?;
         Ok(out)
     }
+}
+
+/// Whether a `media` message with this `track` is the caller's audio (`inbound`,
+/// or no track given).
+fn is_inbound(track: Option<&str>) -> bool {
+    track.is_none_or(|t| t == "inbound")
 }
 
 /// Decodes the payload, appending μ-law bytes to `out` (clear it first to reuse
