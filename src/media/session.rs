@@ -52,7 +52,6 @@ use crate::agent::{
 use crate::audio::frame::Pace;
 use crate::config::Config;
 use crate::metrics::CallMode;
-use crate::text::base64::Base64Str;
 use crate::transport::alarm::Alarm;
 use crate::transport::gate::WakeGate;
 use crate::transport::live::{
@@ -676,17 +675,18 @@ impl Call {
         if !media.is_inbound() {
             return;
         }
-        // The bytes are needed only to record the call or to gather frames
-        // into chunks; otherwise the pipeline forwards Twilio's base64 as it
-        // came, and checking it is enough.
+        // Checking is enough for a pipeline, which forwards Twilio's base64 as it
+        // came; the bytes are needed only to record the call or to gather frames
+        // into chunks.
         self.decoded.clear();
-        let checked = if self.recording.is_some() || self.chunks.is_some() {
-            media.decode_payload_into(&mut self.decoded).map(|()| None)
-        } else {
-            media.check_payload().map(Some)
-        };
-        let checked = match checked {
-            Ok(checked) => checked,
+        let checked = media.check_payload().and_then(|payload_b64| {
+            if self.recording.is_some() || self.chunks.is_some() {
+                media.decode_payload_into(&mut self.decoded)?;
+            }
+            Ok(payload_b64)
+        });
+        let payload_b64 = match checked {
+            Ok(payload_b64) => payload_b64,
             Err(e) => {
                 self.reject(format_args!("ignoring a media frame: {e}"));
                 return;
@@ -698,25 +698,17 @@ impl Call {
         {
             tracing::warn!(error = %e, "no longer recording this call");
         }
-        match (pipeline, self.chunks.as_mut(), checked) {
-            (Some(p), None, Some(payload_b64)) => p.caller_audio(CallerAudio {
+        match (pipeline, self.chunks.as_mut()) {
+            (Some(p), None) => p.caller_audio(CallerAudio {
                 payload_b64,
                 timestamp_ms: media.timestamp,
             }),
-            // Recorded: checked by decoding it.
-            (Some(p), None, None) => match Base64Str::new(&media.payload) {
-                Some(payload_b64) => p.caller_audio(CallerAudio {
-                    payload_b64,
-                    timestamp_ms: media.timestamp,
-                }),
-                None => self.reject(format_args!("ignoring a media frame: not base64")),
-            },
-            (Some(p), Some(chunks), _) => {
+            (Some(p), Some(chunks)) => {
                 if let Some(chunk) = chunks.push(&self.decoded, media.timestamp) {
                     p.caller_audio(chunk);
                 }
             }
-            (None, _, _) => self.media_while_connecting += 1,
+            (None, _) => self.media_while_connecting += 1,
         }
     }
 

@@ -1,12 +1,12 @@
 //! Twilio's `media` message read in place: [`MediaView`] borrows its strings from
 //! the frame's text (copying only a string that holds escapes), because 50 of
-//! these arrive every second of every call and copying the payload, the stream
-//! SID and the track into strings of their own was a tenth of the session's
-//! parsing (BENCHMARKS.md, issue 17, twelfth session).
+//! these arrive every second of every call, and copying the payload, the stream
+//! SID and the track into strings of their own was three allocations a frame
+//! (BENCHMARKS.md, issue 17, twelfth session).
 //!
 //! It reads exactly what [`Inbound::Media`] reads, as leniently: numbers as
 //! strings or numbers, `null` for any field, unknown fields ignored. Part of
-//! `protocol`; imports only its parent.
+//! `protocol`; imports its parent and `text::base64`.
 
 use std::borrow::Cow;
 use std::fmt;
