@@ -21,13 +21,15 @@
 # of the functions that ran are missing from the committed one; it fails when more
 # than HOT_CODE_MAX_MISSING (default 20) are.
 #
-# `--idle` runs only the two starts and moves every function they ran that the
-# committed list lacks (new code, or names renumbered by LTO: `write_str.5769`)
-# to its front, in the order they ran, leaving the rest as it is. Idle memory is
-# the code a server at rest has touched, 64 KiB or more of the file per place
-# touched outside the ordered block; a code change that renames a few of those
-# functions costs hundreds of KiB (BENCHMARKS.md, issue 17, twelfth session).
-# Build again afterwards.
+# `--idle` runs only the two starts (each then rests a few seconds, as a server
+# waiting for its first call does) and moves every function they ran to the
+# front of the list, in the order they ran: those it lacks (new code, or names
+# renumbered by LTO: `write_str.5769`) and those it held further down, among
+# the code of calls. The rest keeps its order. Idle memory is the code a server
+# at rest has touched, 64 KiB or more of the file per place touched outside
+# the block of start-up code; a code change that renames a few of those
+# functions costs hundreds of KiB (BENCHMARKS.md, issue 17, twelfth and
+# thirteenth sessions). Build again afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,19 +55,25 @@ exec valgrind --tool=callgrind --demangle=no --callgrind-out-file=$work/profile.
 EOF
 chmod +x "$work/server"
 
-# The server alone with the offline agent, twice on one folder: a first start
-# (a new database) and a restart, each answering /health and /status, then SIGTERM.
+# The server alone with the offline agent and no settings, twice on one folder: a
+# first start (a new database, a new API token) and a restart, each answering
+# /health and /status, then resting, then SIGTERM.
 port=${HOT_CODE_PORT:-28471}
 serve() {
     (cd "$work/serve" && exec env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" \
-        API_TOKEN=hot-code-0123456789 "$work/server" serve) &
+        "$work/server" serve) &
     local pid=$!
     for _ in $(seq 1 150); do
         curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
         sleep 0.2
     done
-    curl -fsS -H "Authorization: Bearer hot-code-0123456789" \
+    # No API_TOKEN, as `cargo run --release` starts: the server makes one and
+    # keeps it in data/api-token (that code runs at every start, so it is listed).
+    curl -fsS -H "Authorization: Bearer $(cat "$work/serve/data/api-token")" \
         "http://127.0.0.1:$port/status" >/dev/null
+    # A while at rest, as a server waits for its first call: the replica's first
+    # round and the log writer run then, and their code is idle memory too.
+    sleep "${HOT_CODE_REST_SECS:-3}"
     kill -TERM "$pid"
     wait "$pid" || true
 }
@@ -80,16 +88,16 @@ if [ -n "$idle" ]; then
         sed -nE 's/^c?fn=\([0-9]+\) (.*)$/\1/p' "$profile"
     done | sed -E "s/'[0-9]+\$//" |
         awk 'FILENAME == ARGV[1] { defined[$0] = 1; next }
-             FILENAME == ARGV[2] { if (!/^#/) listed[$0] = 1; next }
-             ($0 in defined) && !($0 in listed) && !seen[$0]++' \
-            "$work/defined" scripts/hot-code.order - >"$work/idle"
+             ($0 in defined) && !seen[$0]++' "$work/defined" - >"$work/idle"
+    new=$(grep -v '^#' scripts/hot-code.order | sort -u | comm -13 - <(sort -u "$work/idle") | wc -l)
     {
         grep '^#' scripts/hot-code.order
         cat "$work/idle"
-        grep -v '^#' scripts/hot-code.order
+        awk 'FILENAME == ARGV[1] { first[$0] = 1; next } !/^#/ && !($0 in first)' \
+            "$work/idle" scripts/hot-code.order
     } >"$work/order"
     cat "$work/order" >scripts/hot-code.order
-    echo "hot-code: $(wc -l <"$work/idle") functions the starts ran moved to the front" >&2
+    echo "hot-code: the $(wc -l <"$work/idle") functions the starts ran moved to the front ($new of them new to the list)" >&2
     exit 0
 fi
 

@@ -125,9 +125,14 @@ pub const RECONCILE: &str = "UPDATE calls SET status = 'interrupted', \
 /// A day, in milliseconds.
 const DAY_MS: Millis = 24 * 3600 * 1000;
 
-/// Implements [`SharedState`] for `$store`, a struct with a `pool: sqlx::Pool<$db>`.
+/// Implements [`SharedState`] for `$store`, a struct with a `pool: sqlx::Pool<$db>`
+/// for the per-call state; the replica's rounds (heartbeat, reconcile, purge,
+/// retire) go through the pool in the field `$rounds` (by default `pool`).
 macro_rules! impl_shared {
     ($store:ty) => {
+        $crate::store::shared::impl_shared!($store, pool);
+    };
+    ($store:ty, $rounds:ident) => {
         impl $crate::store::shared::SharedState for $store {
             fn state_insert<'a>(
                 &'a self,
@@ -229,7 +234,7 @@ macro_rules! impl_shared {
                 Box::pin(async move {
                     let done = sqlx::query($crate::store::shared::STATE_PURGE)
                         .bind(now)
-                        .execute(&self.pool)
+                        .execute(&self.$rounds)
                         .await?;
                     Ok(done.rows_affected())
                 })
@@ -246,7 +251,7 @@ macro_rules! impl_shared {
                         .bind(id)
                         .bind(started_at)
                         .bind(now)
-                        .execute(&self.pool)
+                        .execute(&self.$rounds)
                         .await?;
                     Ok(())
                 })
@@ -259,7 +264,7 @@ macro_rules! impl_shared {
                 Box::pin(async move {
                     sqlx::query($crate::store::shared::RETIRE)
                         .bind(id)
-                        .execute(&self.pool)
+                        .execute(&self.$rounds)
                         .await?;
                     Ok(())
                 })
@@ -274,11 +279,11 @@ macro_rules! impl_shared {
                     let done = sqlx::query($crate::store::shared::RECONCILE)
                         .bind(stale_before)
                         .bind(now)
-                        .execute(&self.pool)
+                        .execute(&self.$rounds)
                         .await?;
                     sqlx::query($crate::store::shared::FORGET_REPLICAS)
                         .bind(now - $crate::store::shared::day_ms())
-                        .execute(&self.pool)
+                        .execute(&self.$rounds)
                         .await?;
                     Ok(done.rows_affected())
                 })
