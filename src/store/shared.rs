@@ -125,14 +125,10 @@ pub const RECONCILE: &str = "UPDATE calls SET status = 'interrupted', \
 /// A day, in milliseconds.
 const DAY_MS: Millis = 24 * 3600 * 1000;
 
-/// Implements [`SharedState`] for `$store`, a struct with a `pool: sqlx::Pool<$db>`
-/// for the per-call state; the replica's rounds (heartbeat, reconcile, purge,
-/// retire) go through the pool in the field `$rounds` (by default `pool`).
+/// Implements [`SharedState`] for `$store`, whose field `$pool` (a
+/// `sqlx::Pool<$db>`) its statements go through.
 macro_rules! impl_shared {
-    ($store:ty) => {
-        $crate::store::shared::impl_shared!($store, pool);
-    };
-    ($store:ty, $rounds:ident) => {
+    ($store:ty, $pool:ident) => {
         impl $crate::store::shared::SharedState for $store {
             fn state_insert<'a>(
                 &'a self,
@@ -149,7 +145,7 @@ macro_rules! impl_shared {
                         .bind(value)
                         .bind(expires_at)
                         .bind(now)
-                        .execute(&self.pool)
+                        .execute(&self.$pool)
                         .await?;
                     Ok(done.rows_affected() == 1)
                 })
@@ -168,7 +164,7 @@ macro_rules! impl_shared {
                         .bind(key)
                         .bind(value)
                         .bind(expires_at)
-                        .execute(&self.pool)
+                        .execute(&self.$pool)
                         .await?;
                     Ok(())
                 })
@@ -185,7 +181,7 @@ macro_rules! impl_shared {
                         .bind(kind)
                         .bind(key)
                         .bind(now)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.$pool)
                         .await?;
                     Ok(value.map(|(v,)| v))
                 })
@@ -202,7 +198,7 @@ macro_rules! impl_shared {
                         sqlx::query_as($crate::store::shared::STATE_TAKE)
                             .bind(kind)
                             .bind(key)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(&self.$pool)
                             .await?;
                     Ok(row.filter(|(_, expires)| *expires >= now).map(|(v, _)| v))
                 })
@@ -221,7 +217,7 @@ macro_rules! impl_shared {
                         .bind(value)
                         .bind(stale_before)
                         .bind(now)
-                        .execute(&self.pool)
+                        .execute(&self.$pool)
                         .await?;
                     Ok(done.rows_affected() == 1)
                 })
@@ -234,7 +230,7 @@ macro_rules! impl_shared {
                 Box::pin(async move {
                     let done = sqlx::query($crate::store::shared::STATE_PURGE)
                         .bind(now)
-                        .execute(&self.$rounds)
+                        .execute(&self.$pool)
                         .await?;
                     Ok(done.rows_affected())
                 })
@@ -251,7 +247,7 @@ macro_rules! impl_shared {
                         .bind(id)
                         .bind(started_at)
                         .bind(now)
-                        .execute(&self.$rounds)
+                        .execute(&self.$pool)
                         .await?;
                     Ok(())
                 })
@@ -264,7 +260,7 @@ macro_rules! impl_shared {
                 Box::pin(async move {
                     sqlx::query($crate::store::shared::RETIRE)
                         .bind(id)
-                        .execute(&self.$rounds)
+                        .execute(&self.$pool)
                         .await?;
                     Ok(())
                 })
@@ -279,11 +275,11 @@ macro_rules! impl_shared {
                     let done = sqlx::query($crate::store::shared::RECONCILE)
                         .bind(stale_before)
                         .bind(now)
-                        .execute(&self.$rounds)
+                        .execute(&self.$pool)
                         .await?;
                     sqlx::query($crate::store::shared::FORGET_REPLICAS)
                         .bind(now - $crate::store::shared::day_ms())
-                        .execute(&self.$rounds)
+                        .execute(&self.$pool)
                         .await?;
                     Ok(done.rows_affected())
                 })

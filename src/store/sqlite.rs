@@ -14,14 +14,16 @@ use super::{StoreError, StoreResult, migrations};
 
 /// Call records in a SQLite file (or in memory, for `sqlite::memory:`).
 pub struct SqliteStore {
-    /// Reads, per-call shared state and the webhooks' single writes.
+    /// Reads, and the single writes of Twilio's status and recording callbacks.
     pool: Pool<Sqlite>,
     /// The recorder's connection: one, always the same, so its page cache stays
     /// warm between batches (a pool hands out its connections in turn, and each
-    /// one re-read the pages the others had changed). The replica's rounds write
-    /// through it too: SQLite takes one writer at a time anyway, and through the
-    /// reader pool their back-to-back statements opened three connections at
-    /// start, each a thread and a page cache kept for good (0.2 MiB at idle).
+    /// one re-read the pages the others had changed). The shared state (call
+    /// tokens, the replica's rounds) goes through it too: SQLite takes one writer
+    /// at a time, and a write from another connection waits on its lock in a
+    /// busy handler that sleeps 1 to 100 ms between tries. Through the reader
+    /// pool, the back-to-back statements of a start and of each call opened up
+    /// to four connections, each a thread and a page cache kept for good.
     writer: Pool<Sqlite>,
     location: String,
     /// Calls whose row exists (records for them skip the existence check).
@@ -127,11 +129,11 @@ mod tests {
     use super::*;
     use crate::store::shared::SharedState;
 
-    /// A start (migrations) and the replica's rounds leave one reader connection
-    /// and the writer's: each connection is a thread and a page cache kept for as
-    /// long as the server runs.
+    /// A start (migrations), the replica's rounds and the calls' shared state
+    /// leave one reader connection and the writer's: each connection is a thread
+    /// and a page cache kept for as long as the server runs.
     #[tokio::test]
-    async fn a_start_and_the_replica_rounds_hold_two_connections() {
+    async fn a_start_the_replica_rounds_and_call_state_hold_two_connections() {
         let dir = std::env::temp_dir().join(format!("voxrelay-sqlite-{}", std::process::id()));
         let url = format!("sqlite://{}", dir.join("calls.db").display());
         let store = SqliteStore::open(&url).await.unwrap();
@@ -141,6 +143,21 @@ mod tests {
             store.reconcile(now - 500, now).await.unwrap();
             store.state_purge(now).await.unwrap();
         }
+        // A call's token: admitted once, released, then gone.
+        let (admitted, again) = futures::join!(
+            store.state_insert("token", "T1", "open:a", 9_000, 1_000),
+            store.state_insert("token", "T1", "open:b", 9_000, 1_000),
+        );
+        assert!(admitted.unwrap() ^ again.unwrap(), "exactly one admission");
+        store
+            .state_put("token", "T1", "closed", 9_000)
+            .await
+            .unwrap();
+        let value = store.state_get("token", "T1", 2_000).await.unwrap();
+        assert_eq!(value.as_deref(), Some("closed"));
+        let taken = store.state_take("token", "T1", 2_000).await.unwrap();
+        assert_eq!(taken.as_deref(), Some("closed"));
+        assert_eq!(store.state_get("token", "T1", 2_000).await.unwrap(), None);
         assert_eq!(store.pool.size(), 1, "reader connections");
         assert_eq!(store.writer.size(), 1, "writer connections");
         store.retire("replica-a").await.unwrap();
