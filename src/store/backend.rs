@@ -3,7 +3,9 @@
 //! mapping of rows to records. The writes themselves are in `writes.rs`.
 
 /// Implements [`super::Store`] for `$store`, a struct with a `pool: sqlx::Pool<$db>`,
-/// a `writer()` pool for the recorder's writes and a `describe()` method. Both
+/// a `writer()` pool for the recorder's writes (and its reads of where a call's
+/// numbering stands, so that a burst of starting calls holds no reader
+/// connection) and a `describe()` method. Both
 /// backends expand the same code over the same SQL.
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal) => {
@@ -169,7 +171,7 @@ macro_rules! impl_store {
                     use sqlx::Row as _;
                     let row = sqlx::query($crate::store::sql::NEXT_SEQS)
                         .bind(call_sid)
-                        .fetch_one(&self.pool)
+                        .fetch_one(self.writer())
                         .await?;
                     Ok($crate::store::NextSeqs {
                         tool_call: row.try_get("next_tool_call")?,
@@ -214,7 +216,7 @@ macro_rules! impl_store {
                         for sid in chunk {
                             query = query.bind(*sid);
                         }
-                        for row in query.fetch_all(&self.pool).await? {
+                        for row in query.fetch_all(self.writer()).await? {
                             found.insert(
                                 row.try_get::<String, _>("call_sid")?,
                                 $crate::store::NextSeqs {

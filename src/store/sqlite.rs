@@ -18,12 +18,13 @@ pub struct SqliteStore {
     pool: Pool<Sqlite>,
     /// The recorder's connection: one, always the same, so its page cache stays
     /// warm between batches (a pool hands out its connections in turn, and each
-    /// one re-read the pages the others had changed). The shared state (call
-    /// tokens, the replica's rounds) goes through it too: SQLite takes one writer
-    /// at a time, and a write from another connection waits on its lock in a
-    /// busy handler that sleeps 1 to 100 ms between tries. Through the reader
-    /// pool, the back-to-back statements of a start and of each call opened up
-    /// to four connections, each a thread and a page cache kept for good.
+    /// one re-read the pages the others had changed). Its reads of where a
+    /// call's numbering stands, the call tokens and the replica's rounds go
+    /// through it as well: SQLite takes one writer at a time, and a write from
+    /// another connection waits on its lock in a busy handler that sleeps 1 to
+    /// 100 ms between tries. Through the reader pool, the back-to-back
+    /// statements of a start and of each call opened up to four connections,
+    /// each a thread and a page cache kept for good.
     writer: Pool<Sqlite>,
     location: String,
     /// Calls whose row exists (records for them skip the existence check).
@@ -127,13 +128,15 @@ impl_writes!(SqliteStore, Sqlite, "sqlite");
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
     use crate::store::shared::SharedState;
 
-    /// A start (migrations), the replica's rounds and the calls' shared state
-    /// leave one reader connection and the writer's: each connection is a thread
-    /// and a page cache kept for as long as the server runs.
+    /// A start (migrations), the replica's rounds, the calls' shared state and
+    /// the recorder's reads leave one reader connection and the writer's: each
+    /// connection is a thread and a page cache kept for as long as the server
+    /// runs.
     #[tokio::test]
-    async fn a_start_the_replica_rounds_and_call_state_hold_two_connections() {
+    async fn a_start_the_rounds_call_state_and_numbering_hold_two_connections() {
         let dir = std::env::temp_dir().join(format!("voxrelay-sqlite-{}", std::process::id()));
         let url = format!("sqlite://{}", dir.join("calls.db").display());
         let store = SqliteStore::open(&url).await.unwrap();
@@ -158,6 +161,12 @@ mod tests {
         let taken = store.state_take("token", "T1", 2_000).await.unwrap();
         assert_eq!(taken.as_deref(), Some("closed"));
         assert_eq!(store.state_get("token", "T1", 2_000).await.unwrap(), None);
+        // The recorder's reads of where calls' numbering stands, back to back.
+        for _ in 0..3 {
+            assert_eq!(store.next_seqs("CA1").await.unwrap().turn, 0);
+            let many = store.next_seqs_many(&["CA1", "CA2"]).await.unwrap();
+            assert!(many.is_empty(), "no call stored yet: {many:?}");
+        }
         assert_eq!(store.pool.size(), 1, "reader connections");
         assert_eq!(store.writer.size(), 1, "writer connections");
         store.retire("replica-a").await.unwrap();
