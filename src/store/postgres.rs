@@ -98,5 +98,5 @@ impl PgStore {
 }
 
 impl_store!(PgStore, Postgres, "postgres");
-impl_shared!(PgStore, pool);
+impl_shared!(PgStore, calls: pool, rounds: pool);
 impl_writes!(PgStore, Postgres, "postgres");

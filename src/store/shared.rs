@@ -125,10 +125,12 @@ pub const RECONCILE: &str = "UPDATE calls SET status = 'interrupted', \
 /// A day, in milliseconds.
 const DAY_MS: Millis = 24 * 3600 * 1000;
 
-/// Implements [`SharedState`] for `$store`, whose field `$pool` (a
-/// `sqlx::Pool<$db>`) its statements go through.
+/// Implements [`SharedState`] for `$store`: the calls' state (tokens, reconnect
+/// answers, handoffs) goes through its field `$calls`, the replica's rounds
+/// (heartbeat, reconcile, purge, retire) through `$rounds`, each a
+/// `sqlx::Pool<$db>`.
 macro_rules! impl_shared {
-    ($store:ty, $pool:ident) => {
+    ($store:ty, calls: $calls:ident, rounds: $rounds:ident) => {
         impl $crate::store::shared::SharedState for $store {
             fn state_insert<'a>(
                 &'a self,
@@ -145,7 +147,7 @@ macro_rules! impl_shared {
                         .bind(value)
                         .bind(expires_at)
                         .bind(now)
-                        .execute(&self.$pool)
+                        .execute(&self.$calls)
                         .await?;
                     Ok(done.rows_affected() == 1)
                 })
@@ -164,7 +166,7 @@ macro_rules! impl_shared {
                         .bind(key)
                         .bind(value)
                         .bind(expires_at)
-                        .execute(&self.$pool)
+                        .execute(&self.$calls)
                         .await?;
                     Ok(())
                 })
@@ -181,7 +183,7 @@ macro_rules! impl_shared {
                         .bind(kind)
                         .bind(key)
                         .bind(now)
-                        .fetch_optional(&self.$pool)
+                        .fetch_optional(&self.$calls)
                         .await?;
                     Ok(value.map(|(v,)| v))
                 })
@@ -198,7 +200,7 @@ macro_rules! impl_shared {
                         sqlx::query_as($crate::store::shared::STATE_TAKE)
                             .bind(kind)
                             .bind(key)
-                            .fetch_optional(&self.$pool)
+                            .fetch_optional(&self.$calls)
                             .await?;
                     Ok(row.filter(|(_, expires)| *expires >= now).map(|(v, _)| v))
                 })
@@ -217,7 +219,7 @@ macro_rules! impl_shared {
                         .bind(value)
                         .bind(stale_before)
                         .bind(now)
-                        .execute(&self.$pool)
+                        .execute(&self.$calls)
                         .await?;
                     Ok(done.rows_affected() == 1)
                 })
@@ -230,7 +232,7 @@ macro_rules! impl_shared {
                 Box::pin(async move {
                     let done = sqlx::query($crate::store::shared::STATE_PURGE)
                         .bind(now)
-                        .execute(&self.$pool)
+                        .execute(&self.$rounds)
                         .await?;
                     Ok(done.rows_affected())
                 })
@@ -247,7 +249,7 @@ macro_rules! impl_shared {
                         .bind(id)
                         .bind(started_at)
                         .bind(now)
-                        .execute(&self.$pool)
+                        .execute(&self.$rounds)
                         .await?;
                     Ok(())
                 })
@@ -260,7 +262,7 @@ macro_rules! impl_shared {
                 Box::pin(async move {
                     sqlx::query($crate::store::shared::RETIRE)
                         .bind(id)
-                        .execute(&self.$pool)
+                        .execute(&self.$rounds)
                         .await?;
                     Ok(())
                 })
@@ -275,11 +277,11 @@ macro_rules! impl_shared {
                     let done = sqlx::query($crate::store::shared::RECONCILE)
                         .bind(stale_before)
                         .bind(now)
-                        .execute(&self.$pool)
+                        .execute(&self.$rounds)
                         .await?;
                     sqlx::query($crate::store::shared::FORGET_REPLICAS)
                         .bind(now - $crate::store::shared::day_ms())
-                        .execute(&self.$pool)
+                        .execute(&self.$rounds)
                         .await?;
                     Ok(done.rows_affected())
                 })
