@@ -4,9 +4,9 @@
 
 /// Implements [`super::Store`] for `$store`, a struct with a `pool: sqlx::Pool<$db>`,
 /// a `writer()` pool for the recorder's writes (and its reads of where a call's
-/// numbering stands, so that a burst of starting calls holds no reader
-/// connection) and a `describe()` method. Both
-/// backends expand the same code over the same SQL.
+/// numbering stands, so that a burst of starting calls takes no reader
+/// connection) and a `describe()` method. Both backends expand the same code
+/// over the same SQL.
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal) => {
         impl $store {
