@@ -83,7 +83,7 @@ impl SqliteStore {
                 .max_connections(4)
                 .connect_with(options.clone())
                 .await?;
-            (pool, single().connect_lazy_with(options))
+            (pool, single().connect_lazy_with(writer_options(options)))
         };
         // On the connection the pool just opened: a pool hands a returned
         // connection back a moment later, so a second statement through the pool
@@ -123,6 +123,20 @@ impl SqliteStore {
     }
 }
 
+/// The writer's connection: a page cache of 1 MiB instead of SQLite's 2 MB, and
+/// no memory map. What the writer touches is the tables' right edges and the
+/// pages its batches change (40 to 60 a batch at saturation), and each page it
+/// changes is copied into its cache either way; what it reads through a map of
+/// the file stays mapped, so the process's RSS grew with the database. At a
+/// 1000-call saturation this took RSS per live call from 15.7–16.3 to 14.6–14.9
+/// KiB and the peak RSS from 126–134 to 72–85 MiB, at the same CPU per turn
+/// within the runs' spread (BENCHMARKS.md, issue 17, fourteenth session).
+fn writer_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .pragma("cache_size", "-1024")
+        .pragma("mmap_size", "0")
+}
+
 impl_store!(SqliteStore, Sqlite, "sqlite");
 impl_shared!(SqliteStore, calls: pool, rounds: writer);
 impl_writes!(SqliteStore, Sqlite, "sqlite");
@@ -136,7 +150,7 @@ mod tests {
     /// A start (migrations), the replica's rounds and the recorder's reads of
     /// where calls' numbering stands leave one reader connection and the
     /// writer's: each connection is a thread and a page cache kept for as long
-    /// as the server runs.
+    /// as the server runs. The writer's cache is the smaller one.
     #[tokio::test]
     async fn a_start_the_rounds_and_numbering_hold_two_connections() {
         let dir = std::env::temp_dir().join(format!("voxrelay-sqlite-{}", std::process::id()));
@@ -156,6 +170,21 @@ mod tests {
         }
         assert_eq!(store.pool.size(), 1, "reader connections");
         assert_eq!(store.writer.size(), 1, "writer connections");
+        // The writer's page cache is bounded at 1 MiB and reads no map; the readers
+        // keep SQLite's cache and the 256 MiB map.
+        let setting = |pool: &Pool<Sqlite>, pragma: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(pragma)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(setting(&store.writer, "PRAGMA cache_size").await, -1024);
+        assert_eq!(setting(&store.writer, "PRAGMA mmap_size").await, 0);
+        assert_eq!(setting(&store.pool, "PRAGMA mmap_size").await, 268_435_456);
+        assert_eq!(setting(&store.pool, "PRAGMA cache_size").await, -2000);
         store.retire("replica-a").await.unwrap();
         store.pool.close().await;
         store.writer.close().await;
