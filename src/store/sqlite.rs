@@ -128,8 +128,8 @@ impl SqliteStore {
 /// pages its batches change (40 to 60 a batch at saturation), and each page it
 /// changes is copied into its cache either way; what it reads through a map of
 /// the file stays mapped, so the process's RSS grew with the database. At a
-/// 1000-call saturation this took RSS per live call from 15.7–16.3 to 14.6–14.9
-/// KiB and the peak RSS from 126–134 to 72–85 MiB, at the same CPU per turn
+/// 1000-call saturation this took RSS per live call from 15.6–16.1 to 14.3–14.9
+/// KiB and the peak RSS from 124–134 to 72–85 MiB, at the same CPU per turn
 /// within the runs' spread (BENCHMARKS.md, issue 17, fourteenth session).
 fn writer_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
     options
