@@ -39,6 +39,8 @@ a turn or a media call costs with our libraries. Loopback only; see BENCHMARKS.m
 USAGE:
     voxrelay-floor --port P --llm-port Q        ConversationRelay
     voxrelay-floor --port P --realtime-port R   Media Streams to Realtime
+    voxrelay-floor --port P --realtime-port R --paced
+                                                the same, its audio paced as ours
 
 It serves ws://127.0.0.1:P/ until SIGTERM (P may be 0: the address is printed),
 then prints the turns it answered. ConversationRelay replies stream from an
@@ -52,6 +54,8 @@ media --target ws://127.0.0.1:P/ --pid PID --realtime-port R`.";
 pub struct FloorOptions {
     pub port: u16,
     pub upstream: Upstream,
+    /// Media Streams: pace the agent's audio as our session does (`floor_media.rs`).
+    pub paced: bool,
 }
 
 /// The bare server's kind, by the fake it talks to.
@@ -65,13 +69,14 @@ pub enum Upstream {
 
 impl FloorOptions {
     pub fn from_args(args: &[String]) -> Result<Self, BenchArgsError> {
-        let (mut port, mut upstream) = (None, None);
+        let (mut port, mut upstream, mut paced) = (None, None, false);
         let mut flags = Flags::new(args);
         while let Some(flag) = flags.next_flag() {
             match flag {
                 "--port" => port = Some(flags.port(flag)?),
                 "--llm-port" => upstream = Some(Upstream::Llm(flags.port(flag)?)),
                 "--realtime-port" => upstream = Some(Upstream::Realtime(flags.port(flag)?)),
+                "--paced" => paced = true,
                 "-h" | "--help" => return Err(BenchArgsError::Help),
                 other => return Err(BenchArgsError::Unknown(other.to_string())),
             }
@@ -80,6 +85,7 @@ impl FloorOptions {
         Ok(Self {
             port: port.ok_or_else(|| missing("--port"))?,
             upstream: upstream.ok_or_else(|| missing("--llm-port or --realtime-port"))?,
+            paced,
         })
     }
 }
@@ -122,7 +128,8 @@ pub async fn serve(options: FloorOptions) -> std::io::Result<()> {
                     }
                     Upstream::Realtime(port) => {
                         let url = format!("ws://127.0.0.1:{port}/v1/realtime?model=bench");
-                        tokio::spawn(super::floor_media::call(socket, url, turns.clone()));
+                        let media = super::floor_media::call(socket, url, turns.clone(), options.paced);
+                        tokio::spawn(media);
                     }
                 }
             }
@@ -336,7 +343,8 @@ mod tests {
             FloorOptions::from_args(&args("--port 1 --llm-port 2")).unwrap(),
             FloorOptions {
                 port: 1,
-                upstream: Upstream::Llm(2)
+                upstream: Upstream::Llm(2),
+                paced: false,
             }
         );
         assert_eq!(
@@ -344,6 +352,11 @@ mod tests {
                 .unwrap()
                 .upstream,
             Upstream::Realtime(3)
+        );
+        assert!(
+            FloorOptions::from_args(&args("--port 1 --realtime-port 3 --paced"))
+                .unwrap()
+                .paced
         );
         assert!(FloorOptions::from_args(&args("--port 1")).is_err());
         assert!(FloorOptions::from_args(&args("--port x --llm-port 2")).is_err());

@@ -214,3 +214,31 @@ async fn the_media_floor_server_bridges_the_media_load() {
     assert_eq!(r.agent_frames, 6 * 25, "{}", r.markdown());
     assert!(r.cpu > Duration::ZERO, "{}", r.markdown());
 }
+
+/// With `--paced`, the media floor paces the same audio as our session does: every
+/// delta still reaches the caller, now with a mark after every tenth frame, which
+/// the caller echoes.
+#[tokio::test]
+async fn the_paced_media_floor_delivers_every_frame_with_its_marks() {
+    use voxrelay::bench::media::{MediaBenchOptions, run};
+    let realtime_port = free_port();
+    let (floor, target) =
+        start_floor(&["--realtime-port", &realtime_port.to_string(), "--paced"]).await;
+    let options = MediaBenchOptions {
+        target: Some(target),
+        pid: floor.id(),
+        realtime_port,
+        ..small_media_load()
+    };
+    let reports = finished(run(&options)).await;
+    let r = &reports[0];
+    assert_eq!(r.errors, 0, "{}", r.markdown());
+    assert_eq!(r.replies, 6, "{}", r.markdown());
+    assert_eq!(r.agent_frames, 6 * 25, "{}", r.markdown());
+    assert_eq!(
+        r.marks,
+        3 * 5,
+        "a mark per ten frames of each call: {}",
+        r.markdown()
+    );
+}
