@@ -164,16 +164,14 @@ pub async fn call(socket: TcpStream, url: String, replies: Arc<AtomicU64>, paced
     // One timer, moved only when the next frame's time moves.
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
     loop {
         let wake = pacer.as_ref().and_then(Paced::due);
         let now = Instant::now();
         let frame_now = wake.is_some_and(|at| at <= now + TIMER_SLACK);
         if let Some(at) = wake.filter(|_| !frame_now)
-            && armed != Some(at)
+            && timer.deadline() != at - TIMER_SLACK
         {
             timer.as_mut().reset(at - TIMER_SLACK);
-            armed = Some(at);
         }
         // A frame that is due goes out at once; a later one waits for the timer.
         let due = async {
@@ -184,7 +182,6 @@ pub async fn call(socket: TcpStream, url: String, replies: Arc<AtomicU64>, paced
         tokio::select! {
             biased;
             () = due, if wake.is_some() => {
-                armed = None;
                 if let Some(p) = pacer.as_mut()
                     && write_due(&mut twilio, p, &stream_sid).await.is_err()
                 {

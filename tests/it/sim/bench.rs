@@ -193,21 +193,31 @@ async fn the_floor_server_answers_the_benchmark_load() {
     assert!(r.cpu_per_turn > Duration::ZERO, "{}", r.markdown());
 }
 
-/// The Media Streams floor bridges the media load's callers to the fake Realtime:
-/// every cue gets its reply and every delta reaches the caller.
-#[tokio::test]
-async fn the_media_floor_server_bridges_the_media_load() {
+/// The small media load's report against `voxrelay-floor --realtime-port …` with
+/// `flags` added.
+async fn media_floor_load(flags: &[&str]) -> voxrelay::bench::media::MediaReport {
     use voxrelay::bench::media::{MediaBenchOptions, run};
     let realtime_port = free_port();
-    let (floor, target) = start_floor(&["--realtime-port", &realtime_port.to_string()]).await;
+    let port = realtime_port.to_string();
+    let args: Vec<&str> = ["--realtime-port", port.as_str()]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect();
+    let (floor, target) = start_floor(&args).await;
     let options = MediaBenchOptions {
         target: Some(target),
         pid: floor.id(),
         realtime_port,
         ..small_media_load()
     };
-    let reports = finished(run(&options)).await;
-    let r = &reports[0];
+    finished(run(&options)).await.remove(0)
+}
+
+/// The Media Streams floor bridges the media load's callers to the fake Realtime:
+/// every cue gets its reply and every delta reaches the caller.
+#[tokio::test]
+async fn the_media_floor_server_bridges_the_media_load() {
+    let r = &media_floor_load(&[]).await;
     assert_eq!(r.errors, 0, "{}", r.markdown());
     assert_eq!(r.upstream_connections, 3, "{}", r.markdown());
     assert_eq!(r.replies, 6, "{}", r.markdown());
@@ -220,18 +230,7 @@ async fn the_media_floor_server_bridges_the_media_load() {
 /// the caller echoes.
 #[tokio::test]
 async fn the_paced_media_floor_delivers_every_frame_with_its_marks() {
-    use voxrelay::bench::media::{MediaBenchOptions, run};
-    let realtime_port = free_port();
-    let (floor, target) =
-        start_floor(&["--realtime-port", &realtime_port.to_string(), "--paced"]).await;
-    let options = MediaBenchOptions {
-        target: Some(target),
-        pid: floor.id(),
-        realtime_port,
-        ..small_media_load()
-    };
-    let reports = finished(run(&options)).await;
-    let r = &reports[0];
+    let r = &media_floor_load(&["--paced"]).await;
     assert_eq!(r.errors, 0, "{}", r.markdown());
     assert_eq!(r.replies, 6, "{}", r.markdown());
     assert_eq!(r.agent_frames, 6 * 25, "{}", r.markdown());
