@@ -103,10 +103,15 @@ enum CallFailure {
     Closed,
 }
 
-async fn connect(url: &str, id: usize) -> Result<Ws, CallFailure> {
+/// Calls this process has started: every call gets a SID of its own, as Twilio
+/// gives, across phases and runs (a SID seen before is a resumed call to a server).
+static CALLS_STARTED: AtomicU64 = AtomicU64::new(0);
+
+async fn connect(url: &str) -> Result<Ws, CallFailure> {
     let mut peer = RelayPeer::connect(url)
         .await
         .map_err(|e| CallFailure::Connect(e.to_string()))?;
+    let id = CALLS_STARTED.fetch_add(1, Ordering::Relaxed);
     let setup = inbound_setup(
         &format!("CAbench{id:026}"),
         &format!("VXbench{id:026}"),
@@ -247,7 +252,7 @@ pub async fn conversation<F: FnMut(())>(
             if !plan.connect_spread.is_zero() {
                 tokio::time::sleep(plan.connect_spread.mul_f64(id as f64 / n.max(1) as f64)).await;
             }
-            let ws = match connect(&url, id).await {
+            let ws = match connect(&url).await {
                 Ok(ws) => Some(ws),
                 Err(e) => {
                     tracing::warn!(call = id, error = %e, "bench call failed");
@@ -323,9 +328,8 @@ pub async fn saturate(url: &str, n: usize, duration: Duration) -> Saturated {
         tasks.push(tokio::spawn(async move {
             let mut added = Vec::new();
             let mut errors = 0u64;
-            let mut call = 0usize;
             'calls: while Instant::now() < end {
-                let mut ws = match connect(&url, id * 1_000_000 + call).await {
+                let mut ws = match connect(&url).await {
                     Ok(ws) => ws,
                     Err(_) => {
                         errors += 1;
@@ -333,7 +337,6 @@ pub async fn saturate(url: &str, n: usize, duration: Duration) -> Saturated {
                         continue;
                     }
                 };
-                call += 1;
                 for t in 0..TURNS_PER_SATURATING_CALL {
                     let text = format!("Cliente {id}, turno {t}: qual é o horário de atendimento?");
                     match turn(&mut ws, &text).await {

@@ -12,10 +12,14 @@
 //! …` drives it exactly as it drives our server, so the two CPU figures per turn
 //! (and their instruction counts under callgrind) compare like for like.
 //!
+//! With `--record FILE`, it also keeps every turn in SQLite as durably as ours
+//! does (`floor_records.rs`): the least a server that records costs.
+//!
 //! May import `relay`'s protocol types, `config`'s default prompt and `shutdown`
 //! (the order is checked by `.ci/layers`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,14 +34,17 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::BenchArgsError;
 use super::flags::Flags;
+use super::floor_records::{self, Row, Rows};
 use crate::relay::protocol::{Inbound, Outbound, parse_inbound};
 
 pub const USAGE: &str = "\
-voxrelay-floor: a bare server (no records, no checks), to measure the least
+voxrelay-floor: a bare server (no checks, no records unless asked), to measure the least
 a turn or a media call costs with our libraries. Loopback only; see BENCHMARKS.md.
 
 USAGE:
     voxrelay-floor --port P --llm-port Q        ConversationRelay
+    voxrelay-floor --port P --llm-port Q --record FILE
+                                                the same, each turn kept in SQLite
     voxrelay-floor --port P --realtime-port R   Media Streams to Realtime
     voxrelay-floor --port P --realtime-port R --paced
                                                 the same, its audio paced as ours
@@ -45,17 +52,21 @@ USAGE:
 It serves ws://127.0.0.1:P/ until SIGTERM (P may be 0: the address is printed),
 then prints the turns it answered. ConversationRelay replies stream from an
 OpenAI-compatible LLM at http://127.0.0.1:Q/v1 (model and key `bench`); drive it
-with `voxrelay bench --target ws://127.0.0.1:P/ --pid PID --llm-port Q`. Media
+with `voxrelay bench --target ws://127.0.0.1:P/ --pid PID --llm-port Q`. With
+--record, every turn is written to the SQLite FILE (created) as ours writes it:
+a row per turn, the reply's first as it starts and again at its end. Media
 calls are bridged to ws://127.0.0.1:R/v1/realtime; drive it with `voxrelay bench
 media --target ws://127.0.0.1:P/ --pid PID --realtime-port R`.";
 
 /// Where the floor server listens and what it calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FloorOptions {
     pub port: u16,
     pub upstream: Upstream,
     /// Media Streams: pace the agent's audio as our session does (`floor_media.rs`).
     pub paced: bool,
+    /// ConversationRelay: keep every turn in this SQLite file (`floor_records.rs`).
+    pub record: Option<PathBuf>,
 }
 
 /// The bare server's kind, by the fake it talks to.
@@ -69,7 +80,7 @@ pub enum Upstream {
 
 impl FloorOptions {
     pub fn from_args(args: &[String]) -> Result<Self, BenchArgsError> {
-        let (mut port, mut upstream, mut paced) = (None, None, false);
+        let (mut port, mut upstream, mut paced, mut record) = (None, None, false, None);
         let mut flags = Flags::new(args);
         while let Some(flag) = flags.next_flag() {
             match flag {
@@ -77,6 +88,7 @@ impl FloorOptions {
                 "--llm-port" => upstream = Some(Upstream::Llm(flags.port(flag)?)),
                 "--realtime-port" => upstream = Some(Upstream::Realtime(flags.port(flag)?)),
                 "--paced" => paced = true,
+                "--record" => record = Some(PathBuf::from(flags.value(flag)?)),
                 "-h" | "--help" => return Err(BenchArgsError::Help),
                 other => return Err(BenchArgsError::Unknown(other.to_string())),
             }
@@ -86,6 +98,7 @@ impl FloorOptions {
             port: port.ok_or_else(|| missing("--port"))?,
             upstream: upstream.ok_or_else(|| missing("--llm-port or --realtime-port"))?,
             paced,
+            record,
         })
     }
 }
@@ -113,9 +126,17 @@ pub async fn serve(options: FloorOptions) -> std::io::Result<()> {
     }
     .parse()
     .map_err(std::io::Error::other)?;
-    // Printed with the port bound, so `--port 0` can be used (the tests do).
-    eprintln!("floor server on ws://{}/", listener.local_addr()?);
     let turns = Arc::new(AtomicU64::new(0));
+    let (mut rows, mut writer) = (None, None);
+    if let (Some(path), Upstream::Llm(_)) = (&options.record, options.upstream) {
+        let (queue, handle) = floor_records::start(path)
+            .await
+            .map_err(std::io::Error::other)?;
+        (rows, writer) = (Some(queue), Some(handle));
+    }
+    // Printed once it is ready, with the port bound, so `--port 0` can be used
+    // (the tests do).
+    eprintln!("floor server on ws://{}/", listener.local_addr()?);
     let mut stop = std::pin::pin!(crate::shutdown::signal());
     loop {
         tokio::select! {
@@ -124,7 +145,8 @@ pub async fn serve(options: FloorOptions) -> std::io::Result<()> {
                 let _ = socket.set_nodelay(true);
                 match options.upstream {
                     Upstream::Llm(_) => {
-                        tokio::spawn(call(socket, http.clone(), llm_url.clone(), turns.clone()));
+                        let llm = (http.clone(), llm_url.clone());
+                        tokio::spawn(call(socket, llm, turns.clone(), rows.clone()));
                     }
                     Upstream::Realtime(port) => {
                         let url = format!("ws://127.0.0.1:{port}/v1/realtime?model=bench");
@@ -135,6 +157,14 @@ pub async fn serve(options: FloorOptions) -> std::io::Result<()> {
             }
             () = &mut stop => {
                 eprintln!("turns: {}", turns.load(Ordering::Relaxed));
+                drop(rows);
+                if let Some(writer) = writer {
+                    // Calls still open hold the queue: wait for them a bounded time.
+                    match tokio::time::timeout(Duration::from_secs(5), writer).await {
+                        Ok(Ok(w)) => eprintln!("rows written: {} in {} groups", w.rows, w.groups),
+                        _ => eprintln!("rows written: unknown (calls still open)"),
+                    }
+                }
                 return Ok(());
             }
         }
@@ -203,7 +233,35 @@ fn take_events(pending: &mut BytesMut, tokens: &mut String) -> bool {
     done
 }
 
-async fn call(socket: TcpStream, http: reqwest::Client, url: reqwest::Url, turns: Arc<AtomicU64>) {
+/// The call's records, when the floor keeps them: its queue, its SID (from
+/// `setup`) and the next turn's number.
+struct Recording {
+    rows: Rows,
+    call_sid: Arc<str>,
+    seq: u32,
+}
+
+impl Recording {
+    fn row(&self, seq: u32, role: &'static str, text: &str) {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let _ = self.rows.send(Row {
+            call_sid: self.call_sid.clone(),
+            seq,
+            role,
+            text: text.to_string(),
+            at_ms,
+        });
+    }
+}
+
+async fn call(
+    socket: TcpStream,
+    (http, url): (reqwest::Client, reqwest::Url),
+    turns: Arc<AtomicU64>,
+    rows: Option<Rows>,
+) {
     let Ok(mut ws) =
         tokio_tungstenite::accept_async_with_config(socket, Some(socket_config())).await
     else {
@@ -214,6 +272,11 @@ async fn call(socket: TcpStream, http: reqwest::Client, url: reqwest::Url, turns
         content: crate::config::DEFAULT_SYSTEM_PROMPT.into(),
     }];
     let mut reply: Option<Reply> = None;
+    let mut recording = rows.map(|rows| Recording {
+        rows,
+        call_sid: "".into(),
+        seq: 0,
+    });
     loop {
         tokio::select! {
             biased;
@@ -224,8 +287,18 @@ async fn call(socket: TcpStream, http: reqwest::Client, url: reqwest::Url, turns
                     Some(Ok(_)) => continue,
                 };
                 match parse_inbound(&text) {
+                    Ok(Inbound::Setup(setup)) => {
+                        if let Some(r) = recording.as_mut() {
+                            r.call_sid = setup.call_sid.as_str().into();
+                        }
+                    }
                     Ok(Inbound::Prompt(prompt)) => {
                         turns.fetch_add(1, Ordering::Relaxed);
+                        if let Some(r) = recording.as_mut() {
+                            r.row(r.seq, "caller", &prompt.voice_prompt);
+                            // The reply's number: the next prompt's turn follows it.
+                            r.seq += 2;
+                        }
                         history.push(ChatMessage { role: "user", content: prompt.voice_prompt });
                         let body = serde_json::to_vec(&ChatRequest {
                             model: "bench",
@@ -288,12 +361,18 @@ async fn call(socket: TcpStream, http: reqwest::Client, url: reqwest::Url, turns
                 }
                 let mut out = Vec::with_capacity(2);
                 if !tokens.is_empty() {
-                    current.started = true;
                     current.text.push_str(&tokens);
+                    if let (false, Some(r)) = (current.started, &recording) {
+                        r.row(r.seq - 1, "agent", &current.text);
+                    }
+                    current.started = true;
                     out.push(Outbound::token(tokens));
                 }
                 if done {
                     out.push(Outbound::end_of_turn());
+                    if let Some(r) = &recording {
+                        r.row(r.seq - 1, "agent", &current.text);
+                    }
                     let said = std::mem::take(&mut current.text);
                     history.push(ChatMessage { role: "assistant", content: said });
                     reply = None;
@@ -345,6 +424,7 @@ mod tests {
                 port: 1,
                 upstream: Upstream::Llm(2),
                 paced: false,
+                record: None,
             }
         );
         assert_eq!(
@@ -358,6 +438,13 @@ mod tests {
                 .unwrap()
                 .paced
         );
+        assert_eq!(
+            FloorOptions::from_args(&args("--port 1 --llm-port 2 --record data/f.sqlite"))
+                .unwrap()
+                .record,
+            Some(PathBuf::from("data/f.sqlite"))
+        );
+        assert!(FloorOptions::from_args(&args("--port 1 --llm-port 2 --record")).is_err());
         assert!(FloorOptions::from_args(&args("--port 1")).is_err());
         assert!(FloorOptions::from_args(&args("--port x --llm-port 2")).is_err());
     }

@@ -22,6 +22,7 @@ pub mod fake_realtime;
 mod flags;
 pub mod floor;
 mod floor_media;
+mod floor_records;
 pub mod media;
 pub mod server;
 

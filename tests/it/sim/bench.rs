@@ -138,9 +138,13 @@ async fn finished_replies_reuse_the_llm_connection_and_interrupts_close_it() {
     assert_eq!(llm.connections(), 2);
 }
 
-/// Starts `voxrelay-floor` with `args` on a free port; returns the process
-/// and its `ws://` address.
-async fn start_floor(args: &[&str]) -> (tokio::process::Child, String) {
+/// The lines `voxrelay-floor` writes to stderr after its address.
+type FloorLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// Starts `voxrelay-floor` with `args` on a free port; returns the process, its
+/// `ws://` address and the rest of its stderr (kept open, so that what it prints
+/// on SIGTERM can be read).
+async fn start_floor(args: &[&str]) -> (tokio::process::Child, String, FloorLines) {
     use tokio::io::AsyncBufReadExt;
     let mut floor = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxrelay-floor"))
         .args(["--port", "0"])
@@ -159,7 +163,7 @@ async fn start_floor(args: &[&str]) -> (tokio::process::Child, String) {
         .strip_prefix("floor server on ")
         .unwrap_or_else(|| panic!("{line}"))
         .to_string();
-    (floor, address)
+    (floor, address, lines)
 }
 
 fn free_port() -> u16 {
@@ -176,7 +180,7 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn the_floor_server_answers_the_benchmark_load() {
     let llm_port = free_port();
-    let (floor, target) = start_floor(&["--llm-port", &llm_port.to_string()]).await;
+    let (floor, target, _stderr) = start_floor(&["--llm-port", &llm_port.to_string()]).await;
     let options = BenchOptions {
         target: Some(target),
         pid: floor.id(),
@@ -193,6 +197,55 @@ async fn the_floor_server_answers_the_benchmark_load() {
     assert!(r.cpu_per_turn > Duration::ZERO, "{}", r.markdown());
 }
 
+/// With `--record`, the floor keeps every turn in SQLite as ours does: after the
+/// load and a SIGTERM, the file holds one caller row per prompt it answered and
+/// the agent's words of every reply that began.
+#[tokio::test]
+async fn the_recording_floor_keeps_every_turn() {
+    let llm_port = free_port();
+    let url = crate::support::temp_sqlite_url();
+    let file = url.strip_prefix("sqlite://").unwrap().to_string();
+    let (mut floor, target, mut stderr) =
+        start_floor(&["--llm-port", &llm_port.to_string(), "--record", &file]).await;
+    let options = BenchOptions {
+        target: Some(target),
+        pid: floor.id(),
+        llm_port,
+        ..small_load()
+    };
+    let r = &finished(run(&options)).await[0];
+    assert_eq!(r.errors, 0, "{}", r.markdown());
+    let pid = floor.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(killed.unwrap().success());
+    let mut turns = None;
+    while let Ok(Some(line)) = stderr.next_line().await {
+        if let Some(n) = line.strip_prefix("turns: ") {
+            turns = n.parse::<i64>().ok();
+        }
+        assert!(!line.contains("failed"), "{line}");
+    }
+    let turns = turns.expect("the floor prints its turns");
+    assert!(floor.wait().await.unwrap().success());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let (callers, agents, empty): (i64, i64, i64) = sqlx::query_as(
+        "SELECT SUM(role = 'caller'), SUM(role = 'agent'), SUM(text = '') FROM turns",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(callers, turns, "a caller row per prompt");
+    // Interrupted replies may end before their first words.
+    let interrupts = r.interrupt_to_silence.count as i64;
+    assert!(
+        agents >= turns - interrupts && agents <= turns,
+        "{agents} of {turns}"
+    );
+    assert_eq!(empty, 0);
+}
+
 /// The small media load's report against `voxrelay-floor --realtime-port …` with
 /// `flags` added.
 async fn media_floor_load(flags: &[&str]) -> voxrelay::bench::media::MediaReport {
@@ -203,7 +256,7 @@ async fn media_floor_load(flags: &[&str]) -> voxrelay::bench::media::MediaReport
         .into_iter()
         .chain(flags.iter().copied())
         .collect();
-    let (floor, target) = start_floor(&args).await;
+    let (floor, target, _stderr) = start_floor(&args).await;
     let options = MediaBenchOptions {
         target: Some(target),
         pid: floor.id(),
