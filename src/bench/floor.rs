@@ -38,8 +38,9 @@ use super::floor_records::{self, Row, Rows};
 use crate::relay::protocol::{Inbound, Outbound, parse_inbound};
 
 pub const USAGE: &str = "\
-voxrelay-floor: a bare server (no checks, no records unless asked), to measure the least
-a turn or a media call costs with our libraries. Loopback only; see BENCHMARKS.md.
+voxrelay-floor: a bare server (no checks; no records unless asked), to measure
+the least a turn or a media call costs with our libraries. Loopback only; see
+BENCHMARKS.md.
 
 USAGE:
     voxrelay-floor --port P --llm-port Q        ConversationRelay
@@ -54,7 +55,7 @@ then prints the turns it answered. ConversationRelay replies stream from an
 OpenAI-compatible LLM at http://127.0.0.1:Q/v1 (model and key `bench`); drive it
 with `voxrelay bench --target ws://127.0.0.1:P/ --pid PID --llm-port Q`. With
 --record, every turn is written to the SQLite FILE (created) as ours writes it:
-a row per turn, the reply's first as it starts and again at its end. Media
+a row per turn, a reply's as its first words go out and again at its end. Media
 calls are bridged to ws://127.0.0.1:R/v1/realtime; drive it with `voxrelay bench
 media --target ws://127.0.0.1:P/ --pid PID --realtime-port R`.";
 
@@ -94,9 +95,30 @@ impl FloorOptions {
             }
         }
         let missing = |flag: &str| BenchArgsError::MissingValue(flag.to_string());
+        let upstream = upstream.ok_or_else(|| missing("--llm-port or --realtime-port"))?;
+        // Each of these applies to one kind only: refused rather than ignored.
+        let wrong = |flag: &str, what, value: &str| BenchArgsError::Bad {
+            flag: flag.to_string(),
+            what,
+            value: value.to_string(),
+        };
+        match (&upstream, &record) {
+            (Upstream::Realtime(_), Some(file)) => {
+                let file = file.display().to_string();
+                return Err(wrong("--record", "--llm-port (ConversationRelay)", &file));
+            }
+            (Upstream::Llm(_), _) if paced => {
+                return Err(wrong(
+                    "--paced",
+                    "--realtime-port (Media Streams)",
+                    "--llm-port",
+                ));
+            }
+            _ => {}
+        }
         Ok(Self {
             port: port.ok_or_else(|| missing("--port"))?,
-            upstream: upstream.ok_or_else(|| missing("--llm-port or --realtime-port"))?,
+            upstream,
             paced,
             record,
         })
@@ -445,6 +467,8 @@ mod tests {
             Some(PathBuf::from("data/f.sqlite"))
         );
         assert!(FloorOptions::from_args(&args("--port 1 --llm-port 2 --record")).is_err());
+        assert!(FloorOptions::from_args(&args("--port 1 --realtime-port 3 --record f")).is_err());
+        assert!(FloorOptions::from_args(&args("--port 1 --llm-port 2 --paced")).is_err());
         assert!(FloorOptions::from_args(&args("--port 1")).is_err());
         assert!(FloorOptions::from_args(&args("--port x --llm-port 2")).is_err());
     }
