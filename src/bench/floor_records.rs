@@ -7,11 +7,12 @@
 //! complete, at its end. Rows are queued to one writer task that, like ours, waits
 //! [`LINGER`] for more after the first, merges the writes of the same turn (the last
 //! one wins) and writes the group in one transaction of multi-row upserts, prepared
-//! once per size (powers of two). The same SQLite settings as our store: WAL,
+//! once per size (powers of two, our store's [`MultiRow`] and [`chunks`]). The same
+//! SQLite settings as our store: WAL,
 //! `synchronous = NORMAL`, statement journals in memory. No call rows, tool calls,
 //! interruptions, retries or overload policy: the per-turn part of the job only.
 //!
-//! May import nothing of ours (the order is checked by `.ci/layers`).
+//! May import `store`'s statement builders (the order is checked by `.ci/layers`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,10 +25,16 @@ use sqlx::{Pool, Sqlite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::store::batch::{MultiRow, chunks};
+
 /// How long the writer waits for more rows after the first of a group (ours: 2 ms).
 pub const LINGER: Duration = Duration::from_millis(2);
-/// Most rows one statement writes.
-const MAX_ROWS: usize = 128;
+/// The upsert of a group's turns; the last write of a turn wins.
+static TURNS: MultiRow = MultiRow::new(
+    "INSERT INTO turns (call_sid, seq, role, text, at) VALUES ",
+    5,
+    " ON CONFLICT (call_sid, seq) DO UPDATE SET text = excluded.text, at = excluded.at",
+);
 /// Most rows one group writes.
 const MAX_GROUP: usize = 4096;
 
@@ -81,9 +88,6 @@ pub async fn start(path: &Path) -> Result<(Rows, JoinHandle<Written>), sqlx::Err
 }
 
 async fn write_all(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Row>) -> Written {
-    let statements: Vec<String> = (0..=MAX_ROWS.trailing_zeros())
-        .map(|p| upsert(1 << p))
-        .collect();
     let mut written = Written::default();
     let mut group = Vec::new();
     while let Some(first) = queue.recv().await {
@@ -96,7 +100,7 @@ async fn write_all(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Row>) 
             }
         }
         let rows = merge(&mut group);
-        match write_group(&pool, &statements, &rows).await {
+        match write_group(&pool, &rows).await {
             Ok(()) => {
                 written.rows += rows.len() as u64;
                 written.groups += 1;
@@ -124,18 +128,12 @@ fn merge(group: &mut Vec<Row>) -> Vec<Row> {
     rows
 }
 
-async fn write_group(
-    pool: &Pool<Sqlite>,
-    statements: &[String],
-    rows: &[Row],
-) -> Result<(), sqlx::Error> {
+async fn write_group(pool: &Pool<Sqlite>, rows: &[Row]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut rest = rows;
-    while !rest.is_empty() {
-        // The largest prepared size that fits what is left.
-        let power = rest.len().min(MAX_ROWS).ilog2();
-        let (chunk, more) = rest.split_at(1 << power);
-        let mut query = sqlx::query(&statements[power as usize]);
+    for size in chunks(rows.len()) {
+        let (chunk, more) = rest.split_at(size);
+        let mut query = sqlx::query(TURNS.sql(size, false));
         for row in chunk {
             query = query
                 .bind(&*row.call_sid)
@@ -148,22 +146,6 @@ async fn write_group(
         rest = more;
     }
     tx.commit().await
-}
-
-/// The upsert of `rows` rows.
-fn upsert(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO turns (call_sid, seq, role, text, at) VALUES ");
-    for row in 0..rows {
-        sql.push_str(if row == 0 {
-            "(?, ?, ?, ?, ?)"
-        } else {
-            ", (?, ?, ?, ?, ?)"
-        });
-    }
-    sql.push_str(
-        " ON CONFLICT (call_sid, seq) DO UPDATE SET text = excluded.text, at = excluded.at",
-    );
-    sql
 }
 
 #[cfg(test)]
@@ -195,7 +177,7 @@ mod tests {
 
     #[test]
     fn upserts_bind_five_values_a_row() {
-        let sql = upsert(4);
+        let sql = TURNS.sql(4, false);
         assert_eq!(sql.matches('?').count(), 20);
         assert!(sql.ends_with("at = excluded.at"));
     }

@@ -30,7 +30,7 @@ pub struct MultiRow {
 }
 
 impl MultiRow {
-    const fn new(prefix: &'static str, columns: usize, suffix: &'static str) -> Self {
+    pub const fn new(prefix: &'static str, columns: usize, suffix: &'static str) -> Self {
         Self {
             prefix,
             columns,
