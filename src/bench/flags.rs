@@ -82,7 +82,7 @@ fn positive(v: &str) -> Option<u64> {
     v.trim().parse::<u64>().ok().filter(|n| *n > 0)
 }
 
-fn bad(flag: &str, what: &'static str, value: &str) -> BenchArgsError {
+pub(crate) fn bad(flag: &str, what: &'static str, value: &str) -> BenchArgsError {
     BenchArgsError::Bad {
         flag: flag.to_string(),
         what,

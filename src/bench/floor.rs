@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::BenchArgsError;
-use super::flags::Flags;
+use super::flags::{Flags, bad};
 use super::floor_records::{self, Row, Rows};
 use crate::relay::protocol::{Inbound, Outbound, parse_inbound};
 
@@ -97,18 +97,13 @@ impl FloorOptions {
         let missing = |flag: &str| BenchArgsError::MissingValue(flag.to_string());
         let upstream = upstream.ok_or_else(|| missing("--llm-port or --realtime-port"))?;
         // Each of these applies to one kind only: refused rather than ignored.
-        let wrong = |flag: &str, what, value: &str| BenchArgsError::Bad {
-            flag: flag.to_string(),
-            what,
-            value: value.to_string(),
-        };
         match (&upstream, &record) {
             (Upstream::Realtime(_), Some(file)) => {
                 let file = file.display().to_string();
-                return Err(wrong("--record", "--llm-port (ConversationRelay)", &file));
+                return Err(bad("--record", "--llm-port (ConversationRelay)", &file));
             }
             (Upstream::Llm(_), _) if paced => {
-                return Err(wrong(
+                return Err(bad(
                     "--paced",
                     "--realtime-port (Media Streams)",
                     "--llm-port",

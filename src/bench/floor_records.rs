@@ -8,13 +8,14 @@
 //! [`LINGER`] for more after the first, merges the writes of the same turn (the last
 //! one wins) and writes the group in one transaction of multi-row upserts, prepared
 //! once per size (powers of two, our store's [`MultiRow`] and [`chunks`]). The same
-//! SQLite settings as our store: WAL,
-//! `synchronous = NORMAL`, statement journals in memory. No call rows, tool calls,
-//! interruptions, retries or overload policy: the per-turn part of the job only.
+//! SQLite settings as our store: WAL, `synchronous = NORMAL`, statement journals
+//! in memory. No call rows, tool calls, interruptions, retries or overload policy:
+//! the per-turn part of the job only.
 //!
 //! May import `store`'s statement builders (the order is checked by `.ci/layers`).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -117,10 +118,10 @@ fn merge(group: &mut Vec<Row>) -> Vec<Row> {
     let mut at: HashMap<(Arc<str>, u32), usize> = HashMap::with_capacity(group.len());
     let mut rows: Vec<Row> = Vec::with_capacity(group.len());
     for row in group.drain(..) {
-        match at.get(&(row.call_sid.clone(), row.seq)) {
-            Some(&i) => rows[i] = row,
-            None => {
-                at.insert((row.call_sid.clone(), row.seq), rows.len());
+        match at.entry((row.call_sid.clone(), row.seq)) {
+            Entry::Occupied(first) => rows[*first.get()] = row,
+            Entry::Vacant(slot) => {
+                slot.insert(rows.len());
                 rows.push(row);
             }
         }
